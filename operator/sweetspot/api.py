@@ -1,0 +1,883 @@
+"""The FineTuneStudy resource (`sweetspot.dev/v1alpha1`): one typed model for the operator, the local mode and the CRD.
+
+Every field's docstring is its `kubectl explain` text: `sweetspot crd` turns these models into the CRD's
+OpenAPI schema, so the cluster and `sweetspot validate` read the same source. Cross-field rules are
+declared once per model as `Rule`s: a Kubernetes CEL expression (enforced by the API server as
+`x-kubernetes-validations`) next to the same check in Python (enforced here, with the field path in the
+error). Tests evaluate both on the same manifests so they cannot drift apart.
+
+Manifests are validated strictly, as the API server would: no type coercion, unknown fields are errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "sweetspot.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "FineTuneStudy"
+PLURAL = "finetunestudies"
+
+try:
+    __version__ = version("sweetspot")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+DEFAULT_TRAINER_IMAGE = f"sweetspot-trainer:{__version__}"
+
+
+# --- rules -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule, stated once for the API server (CEL) and once for Python."""
+
+    cel: str
+    """Kubernetes CEL expression over `self` (the object the rule is declared on); true means valid."""
+    message: str
+    field: str
+    """Dotted path, relative to the object, of the field the error names ('' for the object itself)."""
+    holds: Callable[[Any], bool]
+    """The same rule over the validated Python model."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    message: str
+
+
+class BrokenRulesError(ValueError):
+    """Raised by a model validator; carries every broken rule so each becomes its own error line."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field or '<object>'}: {v.message}" for v in violations))
+
+
+def _schema_extra(schema: dict[str, Any], cls: type[Any]) -> None:
+    rules: tuple[Rule, ...] = getattr(cls, "rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [
+            {"rule": r.cel, "message": r.message, **({"fieldPath": "." + r.field} if r.field else {})} for r in rules
+        ]
+
+
+class Model(BaseModel):
+    """Base of every API object: camelCase names, strict types, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        allow_inf_nan=False,  # JSON (and so the API server) cannot carry them
+        use_attribute_docstrings=True,
+        json_schema_extra=_schema_extra,
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        broken = [Violation(r.field, r.message) for r in type(self).rules if not r.holds(self)]
+        if broken:
+            raise BrokenRulesError(broken)
+        return self
+
+
+# --- shared field types -------------------------------------------------------------------------------
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DnsLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+# A path inside a volume or image with no `..` segment (no escape from the volume). Written without
+# look-ahead because the API server checks it with RE2.
+_SEGMENT = r"([^/.\x00][^/\x00]*|\.|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+)"
+SAFE_PATH = rf"^/?{_SEGMENT}(/{_SEGMENT})*/?$"
+SafePath = Annotated[str, Field(min_length=1, max_length=1024, pattern=SAFE_PATH)]
+
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+
+PATTERN_HINTS = {
+    DNS_LABEL: "is not a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit)",
+    SAFE_PATH: "is not an allowed path (no '..' segments)",
+    QUANTITY_PATTERN: "is not a Kubernetes quantity (such as 1, 500m, 16Gi)",
+}
+"""What a user should read instead of a regular expression."""
+
+
+def _quantity_to_str(value: object) -> object:
+    # Kubernetes accepts `1` and `"1"` alike for a quantity; keep one spelling.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_to_str),
+    Field(
+        pattern=QUANTITY_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": QUANTITY_PATTERN,  # pydantic leaves it out after a BeforeValidator
+        },
+    ),
+]
+
+
+def _set(*names: str) -> Callable[[Any], bool]:
+    """Python twin of CEL `has(...)` counting: how many of the named attributes are set."""
+    return lambda obj: sum(getattr(obj, n) is not None for n in names) == 1
+
+
+def _has_cel(*names: str) -> str:
+    return " + ".join(f"(has(self.{n}) ? 1 : 0)" for n in names) + " == 1"
+
+
+def _only_with(field: str, required: str) -> Rule:
+    return Rule(
+        cel=f"!has(self.{field}) || has(self.{required})",
+        message=f"{field} is only allowed together with {required}",
+        field=field,
+        holds=lambda o: getattr(o, _snake(field)) is None or getattr(o, _snake(required)) is not None,
+    )
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", camel).lower()
+
+
+class SecretKeyRef(Model):
+    """A key in a Secret in the study's namespace."""
+
+    name: DnsLabel
+    """Name of the Secret."""
+    key: str = Field(default="url", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """Key inside the Secret."""
+
+
+class VolumePath(Model):
+    """A path on a PersistentVolumeClaim that is mounted into every trial pod."""
+
+    pvc: DnsLabel
+    """Name of the PersistentVolumeClaim, in the study's namespace."""
+    path: SafePath = "."
+    """Path inside the volume, relative to its root."""
+
+    rules = (
+        Rule(
+            cel="!self.path.startsWith('/')",
+            message="path must be relative to the volume root",
+            field="path",
+            holds=lambda o: not o.path.startswith("/"),
+        ),
+    )
+
+
+# --- model ---------------------------------------------------------------------------------------------
+
+BuiltinModel = Literal["tiny", "tiny-causal"]
+Task = Literal["auto", "generative", "extractive"]
+
+
+class ModelSpec(Model):
+    """The base model to fine-tune with LoRA. Set exactly one of `builtin`, `huggingFace` or `path`."""
+
+    builtin: BuiltinModel | None = None
+    """A model the trainer ships: `tiny` (MiniLM-L6 encoder, extractive head; learns in minutes on a CPU) or
+    `tiny-causal` (a small random causal LM that exercises the generative path)."""
+    hugging_face: str | None = Field(
+        default=None, max_length=256, pattern=r"^[A-Za-z0-9][-._A-Za-z0-9]*(/[A-Za-z0-9][-._A-Za-z0-9]*)?$"
+    )
+    """A Hugging Face model id such as `meta-llama/Llama-3.1-8B`, downloaded by the trainer pod."""
+    revision: str | None = Field(default=None, min_length=1, max_length=256)
+    """Revision (branch, tag or commit) of the Hugging Face model; only with `huggingFace`."""
+    token_secret_ref: SecretKeyRef | None = None
+    """Secret holding a Hugging Face access token for gated models; only with `huggingFace`."""
+    pvc: DnsLabel | None = None
+    """PersistentVolumeClaim holding the model files; `path` is then relative to its root."""
+    path: SafePath | None = None
+    """Directory of a saved model (config, weights, tokenizer): on `pvc` when given, else in the trainer image
+    (or, in local mode, relative to the manifest)."""
+    task: Task = "auto"
+    """How the model answers: `generative` (prompt to JSON answer; causal LMs), `extractive` (token tagging of
+    attribute spans; encoders), or `auto` (extractive for `builtin: tiny`, generative otherwise)."""
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
+    """Module names LoRA adapts; the trainer picks sensible ones per architecture when unset."""
+    max_sequence_length: int = Field(default=512, ge=16, le=131072)
+    """Longest input in tokens; longer pages are truncated."""
+
+    rules = (
+        Rule(
+            cel=_has_cel("builtin", "huggingFace", "path"),
+            message="set exactly one of builtin, huggingFace or path",
+            field="",
+            holds=_set("builtin", "hugging_face", "path"),
+        ),
+        _only_with("revision", "huggingFace"),
+        _only_with("tokenSecretRef", "huggingFace"),
+        _only_with("pvc", "path"),
+        Rule(
+            cel="!has(self.pvc) || !self.path.startsWith('/')",
+            message="path must be relative to the volume root when pvc is set",
+            field="path",
+            holds=lambda o: o.pvc is None or o.path is None or not o.path.startswith("/"),
+        ),
+        Rule(
+            cel="!has(self.builtin) || self.builtin != 'tiny' || self.task != 'generative'",
+            message="builtin model tiny is an encoder: task must be extractive or auto",
+            field="task",
+            holds=lambda o: not (o.builtin == "tiny" and o.task == "generative"),
+        ),
+        Rule(
+            cel="!has(self.builtin) || self.builtin != 'tiny-causal' || self.task != 'extractive'",
+            message="builtin model tiny-causal is a causal LM: task must be generative or auto",
+            field="task",
+            holds=lambda o: not (o.builtin == "tiny-causal" and o.task == "extractive"),
+        ),
+    )
+
+
+# --- dataset -------------------------------------------------------------------------------------------
+
+BuiltinDataset = Literal["product-pages"]
+
+
+class DataSource(Model):
+    """Where rows come from: JSONL records `{"input": "<page text>", "output": {"<attribute>": "<value or
+    null>"}}`, a saved Hugging Face dataset directory with the same columns, or a built-in generator.
+    Set exactly one of `builtin` or `path`."""
+
+    builtin: BuiltinDataset | None = None
+    """A dataset the trainer generates: `product-pages` (synthetic product pages with name, brand, price,
+    color, and a rare rating attribute on about 25% of pages)."""
+    rows: int | None = Field(default=None, ge=1, le=1_000_000)
+    """How many rows the built-in generator makes; only with `builtin` (default 2000 for train, 400 for
+    validation)."""
+    pvc: DnsLabel | None = None
+    """PersistentVolumeClaim holding the file; `path` is then relative to its root."""
+    path: SafePath | None = None
+    """JSONL file or saved dataset directory: on `pvc` when given, else in the trainer image (or, in local
+    mode, relative to the manifest)."""
+
+    rules = (
+        Rule(
+            cel=_has_cel("builtin", "path"),
+            message="set exactly one of builtin or path",
+            field="",
+            holds=_set("builtin", "path"),
+        ),
+        _only_with("rows", "builtin"),
+        _only_with("pvc", "path"),
+        Rule(
+            cel="!has(self.pvc) || !self.path.startsWith('/')",
+            message="path must be relative to the volume root when pvc is set",
+            field="path",
+            holds=lambda o: o.pvc is None or o.path is None or not o.path.startswith("/"),
+        ),
+    )
+
+
+class DatasetSpec(Model):
+    """Training and validation data, and how training rows are sampled."""
+
+    train: DataSource
+    """The rows trials train on."""
+    validation: DataSource | None = None
+    """The rows every evaluation scores; when unset, `validationFraction` of `train` is held out."""
+    validation_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+    """Share of `train` held out for validation when `validation` is unset."""
+    samples: int | None = Field(default=None, ge=1, le=10_000_000)
+    """Training rows each search trial uses (a seeded, stratified sample); all rows when unset."""
+    stratify_by: Literal["attributes", "none"] = "attributes"
+    """`attributes`: sample so that rare attributes are represented at least at their share of the data (late
+    gains come from rare attributes); `none`: uniform sampling."""
+    attributes: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
+    """Attributes to extract and score; all attributes found in the data when unset."""
+
+
+# --- objective and search ------------------------------------------------------------------------------
+
+Metric = Literal["accuracy", "tokenF1", "loss"]
+
+
+class Objective(Model):
+    """What the study optimises, measured on the validation rows."""
+
+    metric: Metric = "accuracy"
+    """`accuracy`: mean over attributes of exact-match accuracy; `tokenF1`: token-level F1 of the extracted
+    values; `loss`: validation loss."""
+    direction: Literal["maximize", "minimize"] = "maximize"
+    """`maximize` for accuracy and tokenF1, `minimize` for loss."""
+    target: float | None = Field(default=None, ge=0.0)
+    """Stop searching once a trial reaches this value (for accuracy and tokenF1, a number in [0, 1])."""
+
+    rules = (
+        Rule(
+            cel="(self.metric == 'loss') == (self.direction == 'minimize')",
+            message="direction must be minimize for loss and maximize for accuracy and tokenF1",
+            field="direction",
+            holds=lambda o: (o.metric == "loss") == (o.direction == "minimize"),
+        ),
+        Rule(
+            cel="!has(self.target) || self.metric == 'loss' || self.target <= 1.0",
+            message="target must be in [0, 1] for accuracy and tokenF1",
+            field="target",
+            holds=lambda o: o.target is None or o.metric == "loss" or o.target <= 1.0,
+        ),
+    )
+
+
+def _range_rules(zero: str) -> tuple[Rule, ...]:
+    return (
+        Rule(
+            cel="!has(self.values) || (!has(self.min) && !has(self.max) && !has(self.step) && !self.log)",
+            message="values cannot be combined with min, max, step or log",
+            field="values",
+            holds=lambda o: o.values is None or (o.min is None and o.max is None and o.step is None and not o.log),
+        ),
+        Rule(
+            cel="has(self.values) || has(self.min)",
+            message="min is required (or give a list of values)",
+            field="min",
+            holds=lambda o: o.values is not None or o.min is not None,
+        ),
+        Rule(
+            cel="has(self.values) || has(self.max)",
+            message="max is required (or give a list of values)",
+            field="max",
+            holds=lambda o: o.values is not None or o.max is not None,
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min < self.max",
+            message="min must be less than max",
+            field="min",
+            holds=lambda o: o.min is None or o.max is None or o.min < o.max,
+        ),
+        Rule(
+            cel=f"!self.log || !has(self.min) || self.min > {zero}",
+            message="log scale needs min > 0",
+            field="min",
+            holds=lambda o: not o.log or o.min is None or o.min > 0,
+        ),
+        Rule(
+            cel="!self.log || !has(self.step)",
+            message="step cannot be combined with log scale",
+            field="step",
+            holds=lambda o: not o.log or o.step is None,
+        ),
+    )
+
+
+def _unique(values: list[Any] | None) -> list[Any] | None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError("values must be unique")
+    return values
+
+
+class FloatParameter(Model):
+    """A real-valued hyperparameter: a range `min`..`max` (optionally log-scaled or stepped), or `values`."""
+
+    min: float | None = None
+    """Lower bound (inclusive)."""
+    max: float | None = None
+    """Upper bound (inclusive)."""
+    log: bool = False
+    """Sample on a log scale (needs min > 0); right for learning rates."""
+    step: float | None = Field(default=None, gt=0.0)
+    """Discretisation step; needed by the grid sampler."""
+    values: Annotated[list[float], BeforeValidator(_unique)] | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """The allowed values (categorical); instead of a range."""
+
+    rules = _range_rules("0.0")
+
+
+class IntParameter(Model):
+    """An integer hyperparameter: a range `min`..`max` (optionally log-scaled or stepped), or `values`."""
+
+    min: int | None = None
+    """Lower bound (inclusive)."""
+    max: int | None = None
+    """Upper bound (inclusive)."""
+    log: bool = False
+    """Sample on a log scale (needs min > 0)."""
+    step: int | None = Field(default=None, ge=1)
+    """Step between candidate values (default 1)."""
+    values: Annotated[list[int], BeforeValidator(_unique)] | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """The allowed values (categorical); instead of a range."""
+
+    rules = _range_rules("0")
+
+
+Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
+
+
+class SchedulerParameter(Model):
+    """The learning-rate schedule, chosen among `values`."""
+
+    values: list[Scheduler] = Field(min_length=1, max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"})
+    """Candidate schedules."""
+
+
+_SPACE_FIELDS = (
+    "learning_rate",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "epochs",
+    "warmup_ratio",
+    "weight_decay",
+    "lr_scheduler",
+)
+
+
+class SearchSpace(Model):
+    """The hyperparameters to search. Parameters left out keep the trainer's defaults."""
+
+    learning_rate: FloatParameter | None = None
+    """Peak learning rate of the LoRA weights (the new task head keeps a fixed rate)."""
+    lora_rank: IntParameter | None = None
+    """LoRA rank r."""
+    lora_alpha: IntParameter | None = None
+    """LoRA scaling alpha."""
+    lora_dropout: FloatParameter | None = None
+    """Dropout on the LoRA path."""
+    batch_size: IntParameter | None = None
+    """Rows per optimizer step on one device."""
+    gradient_accumulation_steps: IntParameter | None = None
+    """Micro-batches accumulated per optimizer step."""
+    epochs: IntParameter | None = None
+    """Passes over the training sample."""
+    warmup_ratio: FloatParameter | None = None
+    """Share of steps spent warming the learning rate up."""
+    weight_decay: FloatParameter | None = None
+    """AdamW weight decay."""
+    lr_scheduler: SchedulerParameter | None = None
+    """Learning-rate schedule."""
+
+    rules = (
+        Rule(
+            cel=" || ".join(f"has(self.{to_camel(n)})" for n in _SPACE_FIELDS),
+            message="the search space is empty: give at least one parameter",
+            field="",
+            holds=lambda o: any(getattr(o, n) is not None for n in _SPACE_FIELDS),
+        ),
+    )
+
+    def parameters(self) -> dict[str, FloatParameter | IntParameter | SchedulerParameter]:
+        """The parameters that are searched, by their API (camelCase) name."""
+        return {to_camel(name): value for name in _SPACE_FIELDS if (value := getattr(self, name)) is not None}
+
+
+DEFAULT_SEARCH_SPACE = SearchSpace(
+    learning_rate=FloatParameter(min=1.0e-5, max=5.0e-4, log=True),
+    lora_rank=IntParameter(values=[8, 16, 32, 64]),
+    lora_alpha=IntParameter(values=[16, 32, 64]),
+    lora_dropout=FloatParameter(min=0.0, max=0.2),
+    batch_size=IntParameter(values=[8, 16]),
+    epochs=IntParameter(min=1, max=3),
+)
+
+Sampler = Literal["tpe", "gp", "random", "cmaes", "qmc", "grid"]
+Policy = Literal["proxy", "prune"]
+
+
+class EarlyEvaluation(Model):
+    """How trials are judged before they finish (accuracy early in training ranks trials like the final
+    result)."""
+
+    at_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    """Share of a trial's planned steps after which it is evaluated early."""
+    policy: Policy = "proxy"
+    """`proxy`: search on the early score, then train the best `promoteTopK` to the end; `prune`: every trial
+    reports its early score and a pruner stops the poor ones, the rest finish at once."""
+    promote_top_k: int = Field(default=3, ge=1, le=1000)
+    """With `proxy`, how many of the best early trials are trained to the end (the early winner is often not
+    the final one: promote 3 to 5)."""
+    signal: Literal["auto", "accuracy", "tokenF1", "loss"] = "auto"
+    """The early score: `auto` uses the objective's metric, or validation loss when `atFraction` < 0.15 (at
+    very early points only loss still ranks trials well)."""
+    pruner: Literal["successiveHalving", "median", "percentile"] = "successiveHalving"
+    """With `prune`, the Optuna pruner that decides which trials continue."""
+
+
+class Search(Model):
+    """The hyperparameter search."""
+
+    sampler: Sampler = "tpe"
+    """Optuna sampler: `tpe` (Bayesian, multivariate), `gp` (Gaussian process), `random`, `cmaes`, `qmc`
+    (quasi-random), `grid` (every combination; needs stepped or listed float parameters)."""
+    max_trials: int = Field(default=20, ge=1, le=10_000)
+    """How many hyperparameter configurations to try."""
+    parallelism: int = Field(default=1, ge=1, le=1000)
+    """How many trial stages run at the same time."""
+    max_failed_trials: int = Field(default=3, ge=0, le=10_000)
+    """The study fails when more than this many trials have failed (0: the first failure fails it).
+    Disruptions such as preemption or eviction do not count."""
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """Seed of the sampler and of data sampling, for repeatable studies."""
+    early_evaluation: EarlyEvaluation = Field(default_factory=EarlyEvaluation)
+    """How trials are judged early."""
+    space: SearchSpace = Field(default_factory=lambda: DEFAULT_SEARCH_SPACE)
+    """The hyperparameters searched; by default learning rate, LoRA rank/alpha/dropout, batch size, epochs."""
+
+    rules = (
+        Rule(
+            cel="self.parallelism <= self.maxTrials",
+            message="parallelism must not exceed maxTrials",
+            field="parallelism",
+            holds=lambda o: o.parallelism <= o.max_trials,
+        ),
+        Rule(
+            cel="self.earlyEvaluation.policy != 'proxy' || self.earlyEvaluation.promoteTopK <= self.maxTrials",
+            message="promoteTopK must not exceed maxTrials",
+            field="earlyEvaluation.promoteTopK",
+            holds=lambda o: o.early_evaluation.policy != "proxy" or o.early_evaluation.promote_top_k <= o.max_trials,
+        ),
+        Rule(
+            cel="self.sampler != 'grid' || ("
+            + " && ".join(
+                f"(!has(self.space.{p}) || has(self.space.{p}.values) || has(self.space.{p}.step))"
+                for p in ("learningRate", "loraDropout", "warmupRatio", "weightDecay")
+            )
+            + ")",
+            message="the grid sampler needs every float parameter to have step or values",
+            field="space",
+            holds=lambda o: (
+                o.sampler != "grid"
+                or all(
+                    p.values is not None or p.step is not None
+                    for p in o.space.parameters().values()
+                    if isinstance(p, FloatParameter)
+                )
+            ),
+        ),
+    )
+
+
+# --- data efficiency, trial pods, storage ----------------------------------------------------------------
+
+
+class DataEfficiency(Model):
+    """A learning-curve sweep: the best configuration retrained on nested samples of growing size, to find the
+    size past which more data stops paying."""
+
+    sample_sizes: list[Annotated[int, Field(ge=1, le=10_000_000)]] = Field(min_length=1, max_length=32)
+    """Training-set sizes, strictly increasing; smaller samples are subsets of larger ones."""
+    hold: Literal["steps", "epochs"] = "steps"
+    """What stays fixed across sizes: `steps` (every size gets the best trial's optimizer steps; comparable
+    compute) or `epochs` (every size gets the best trial's epochs; small sizes then train far less)."""
+    min_gain: float = Field(default=0.01, ge=0.0, le=1.0)
+    """The sweet spot is the smallest size after which the next size gains less than this much accuracy."""
+
+    rules = (
+        Rule(
+            cel="self.sampleSizes.isSorted() && self.sampleSizes.all(n, self.sampleSizes.exists_one(m, m == n))",
+            message="sampleSizes must be strictly increasing",
+            field="sampleSizes",
+            holds=lambda o: all(a < b for a, b in zip(o.sample_sizes, o.sample_sizes[1:], strict=False)),
+        ),
+    )
+
+
+class Toleration(Model):
+    """A core/v1 Toleration for the trial pods."""
+
+    key: str | None = Field(default=None, max_length=317)
+    """Taint key; empty with operator Exists matches every taint."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """`Equal` matches the value; `Exists` matches any value."""
+    value: str | None = Field(default=None, max_length=63)
+    """Taint value to match with `Equal`."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; all effects when unset."""
+    toleration_seconds: int | None = Field(default=None, ge=0)
+    """With NoExecute, how long the pod stays bound after the taint appears."""
+
+
+class Resources(Model):
+    """Compute resources of the trainer container."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
+    """Minimum resources, e.g. `cpu: 4`, `memory: 32Gi`."""
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
+    """Maximum resources; GPUs go here, e.g. `nvidia.com/gpu: 1`."""
+
+
+class EnvVar(Model):
+    """A plain environment variable of the trainer container (never put secrets here)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    """Variable name."""
+    value: str = Field(default="", max_length=4096)
+    """Variable value."""
+
+
+class TrialTemplate(Model):
+    """The pod of every trial Job."""
+
+    image: str = Field(default=DEFAULT_TRAINER_IMAGE, min_length=1, max_length=512)
+    """The trainer image."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When the kubelet pulls the image."""
+    image_pull_secrets: list[DnsLabel] = Field(default_factory=list, max_length=8)
+    """Secrets with registry credentials for the image."""
+    resources: Resources = Field(default_factory=lambda: Resources(limits={"nvidia.com/gpu": "1"}))
+    """Container resources; one GPU by default."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra environment variables, e.g. NCCL or cache settings."""
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, max_length=32)
+    """Node labels the trial pods must match, e.g. a GPU product."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints the trial pods tolerate, e.g. a GPU node taint."""
+    affinity: dict[str, Any] | None = Field(
+        default=None, strict=False, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    """A core/v1 Affinity passed to the trial pods as is."""
+    priority_class_name: DnsLabel | None = None
+    """PriorityClass of the trial pods."""
+    queue_name: DnsLabel | None = None
+    """Kueue LocalQueue: trial Jobs get the `kueue.x-k8s.io/queue-name` label and are admitted by Kueue."""
+    service_account_name: DnsLabel | None = None
+    """ServiceAccount of the trial pods (it needs no API permissions)."""
+    active_deadline_seconds: int = Field(default=21600, ge=60, le=2_592_000)
+    """A trial stage running longer than this is stopped and counted as failed."""
+    retries: int = Field(default=1, ge=0, le=10)
+    """How often a stage that failed for a reason other than a disruption is retried before its trial fails;
+    disruptions (preemption, eviction) are always retried."""
+    output: VolumePath | None = None
+    """Volume for checkpoints and adapters; with it, a promoted trial resumes from its early checkpoint instead
+    of retraining."""
+
+
+class Storage(Model):
+    """Where the Optuna study (the full trial history) is kept."""
+
+    secret_ref: SecretKeyRef | None = None
+    """Secret key holding an SQLAlchemy URL such as `postgresql+psycopg://user:pass@host/db`; the operator's
+    default storage when unset. Only the operator reads it; trial pods never see it."""
+
+
+class FineTuneStudySpec(Model):
+    """A fine-tuning study: search LoRA hyperparameters (judged early), train the best to the end, and sweep
+    training-set sizes."""
+
+    model: ModelSpec
+    """The base model."""
+    dataset: DatasetSpec
+    """Training and validation data."""
+    objective: Objective = Field(default_factory=Objective)
+    """What is optimised."""
+    search: Search = Field(default_factory=Search)
+    """The hyperparameter search."""
+    data_efficiency: DataEfficiency | None = None
+    """The learning-curve sweep after the search; none when unset."""
+    trial: TrialTemplate = Field(default_factory=TrialTemplate)
+    """The pod of every trial Job."""
+    storage: Storage = Field(default_factory=Storage)
+    """Where trials are kept."""
+    suspend: bool = False
+    """Stop launching trial stages; running ones finish and nothing is deleted."""
+    on_delete: Literal["keep", "delete"] = "keep"
+    """What happens to the Optuna study when this resource is deleted."""
+
+    rules = (
+        Rule(
+            cel="!has(self.dataEfficiency) || !has(self.dataset.train.rows) "
+            "|| self.dataEfficiency.sampleSizes.all(n, n <= self.dataset.train.rows)",
+            message="sampleSizes must not exceed dataset.train.rows",
+            field="dataEfficiency.sampleSizes",
+            holds=lambda o: (
+                o.data_efficiency is None
+                or o.dataset.train.rows is None
+                or max(o.data_efficiency.sample_sizes) <= o.dataset.train.rows
+            ),
+        ),
+        Rule(
+            cel="!has(self.dataset.samples) || !has(self.dataset.train.rows) "
+            "|| self.dataset.samples <= self.dataset.train.rows",
+            message="samples must not exceed train.rows",
+            field="dataset.samples",
+            holds=lambda o: (
+                o.dataset.samples is None or o.dataset.train.rows is None or o.dataset.samples <= o.dataset.train.rows
+            ),
+        ),
+    )
+
+
+# --- status ----------------------------------------------------------------------------------------------
+
+Phase = Literal["Pending", "Searching", "Promoting", "Sweeping", "Succeeded", "Failed"]
+
+
+class Condition(Model):
+    """An observation of the study's state, shaped like metav1.Condition."""
+
+    type: str = Field(max_length=316, pattern=r"^[A-Z][A-Za-z0-9]*$")
+    """Kind of condition: Ready, Succeeded, StorageReachable, Suspended."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: str = Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    """Machine-readable CamelCase reason for the last transition."""
+    message: str = Field(default="", max_length=32768)
+    """Human-readable details."""
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    """When the status last changed (RFC 3339)."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The spec generation the condition was computed from."""
+
+
+class TrialCounts(Model):
+    """Trials by state, as recorded in the Optuna storage."""
+
+    total: int = Field(default=0, ge=0)
+    """All trials asked so far."""
+    running: int = Field(default=0, ge=0)
+    """Trials with a stage running."""
+    waiting: int = Field(default=0, ge=0)
+    """Trials waiting for a stage to start (queued or awaiting promotion)."""
+    complete: int = Field(default=0, ge=0)
+    """Trials that finished their last stage."""
+    pruned: int = Field(default=0, ge=0)
+    """Trials stopped after their early evaluation."""
+    failed: int = Field(default=0, ge=0)
+    """Trials that failed (out of memory counts here, as infeasible)."""
+
+
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+Params = Annotated[
+    dict[str, float | int | str],
+    Field(strict=False, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"}),
+]
+
+
+class BestTrial(Model):
+    """The best trial so far."""
+
+    trial: int = Field(ge=0)
+    """Optuna trial number."""
+    params: Params = Field(default_factory=dict)
+    """Its hyperparameters."""
+    early_accuracy: Score | None = None
+    """Accuracy at the early evaluation."""
+    final_accuracy: Score | None = None
+    """Accuracy at the end of training."""
+    attribute_accuracy: dict[str, Score] = Field(default_factory=dict, max_length=64)
+    """Final accuracy per attribute."""
+
+
+class CurvePoint(Model):
+    """One point of the learning curve."""
+
+    samples: int = Field(ge=1)
+    """Training-set size."""
+    accuracy: Score
+    """Validation accuracy after training on `samples` rows."""
+    attribute_accuracy: dict[str, Score] = Field(default_factory=dict, max_length=64)
+    """Accuracy per attribute."""
+
+
+class SweetSpot(Model):
+    """The training-set size past which more data stops paying."""
+
+    samples: int = Field(ge=1)
+    """Training-set size."""
+    accuracy: Score
+    """Accuracy at that size."""
+
+
+class GpuSeconds(Model):
+    """Accelerator time of the study."""
+
+    used: float = Field(default=0.0, ge=0.0)
+    """GPU-seconds spent by all trial stages."""
+    saved: float = Field(default=0.0, ge=0.0)
+    """GPU-seconds not spent because trials were judged early (estimated from the stages that ran)."""
+
+
+class FineTuneStudyStatus(Model):
+    """The observed state: a bounded summary recomputed every reconcile; the full history is in the Optuna
+    storage."""
+
+    phase: Phase = "Pending"
+    """Pending, Searching, Promoting, Sweeping, Succeeded or Failed."""
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Latest observations of the study's state."""
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    """Trials by state."""
+    best: BestTrial | None = None
+    """The best trial so far."""
+    early_final_correlation: float | None = Field(default=None, ge=-1.0, le=1.0)
+    """Spearman rank correlation of early and final accuracy over trials that have both."""
+    learning_curve: list[CurvePoint] = Field(default_factory=list, max_length=32)
+    """Accuracy by training-set size, from the data-efficiency sweep."""
+    sweet_spot: SweetSpot | None = None
+    """The size past which more data stops paying."""
+    gpu_seconds: GpuSeconds = Field(default_factory=GpuSeconds)
+    """Accelerator time used and saved."""
+    optuna_study: str | None = Field(default=None, max_length=512)
+    """Name of the Optuna study in the storage."""
+    observed_generation: int | None = Field(default=None, ge=0)
+    """The spec generation this status reflects."""
+
+
+# --- the resource ----------------------------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metav1.ObjectMeta Sweetspot reads; the rest (uid, resourceVersion, ...) is ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    name: DnsLabel
+    """Study name; it prefixes trial Job names and labels, so it is a DNS label (at most 63 characters)."""
+    namespace: DnsLabel = "default"
+    """Namespace of the study."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = None
+    generation: int | None = None
+
+
+class FineTuneStudy(Model):
+    """A FineTuneStudy resource."""
+
+    api_version: Literal["sweetspot.dev/v1alpha1"]
+    kind: Literal["FineTuneStudy"]
+    metadata: ObjectMeta
+    spec: FineTuneStudySpec
+    status: FineTuneStudyStatus | None = None
+
+    @property
+    def key(self) -> str:
+        """`namespace/name`, the study's identity across the operator, storage and metrics."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"

@@ -1,0 +1,120 @@
+"""The generated CRD: committed copy up to date, structural, documented, and consistent with the model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import celpy
+import pytest
+import yaml
+
+from sweetspot.api import FineTuneStudy
+from sweetspot.crd import crd, crd_yaml
+
+from support.kube_schema import CrdValidator, apply_defaults
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "crds" / "finetunestudies.sweetspot.dev.yaml"
+Schema = dict[str, Any]
+
+
+def _version() -> Schema:
+    (version,) = crd()["spec"]["versions"]
+    return version  # type: ignore[no-any-return]
+
+
+def _walk(schema: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
+    yield path, schema
+    for name, child in schema.get("properties", {}).items():
+        yield from _walk(child, f"{path}.{name}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _walk(schema["additionalProperties"], f"{path}.*")
+    if "items" in schema:
+        yield from _walk(schema["items"], f"{path}[]")
+
+
+def test_committed_crd_is_the_generated_one() -> None:
+    assert COMMITTED.read_text() == crd_yaml(), (
+        "crds/ is stale: run `sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml`"
+    )
+
+
+def test_names_scope_and_subresources() -> None:
+    spec = crd()["spec"]
+    assert spec["names"]["shortNames"] == ["fts"]
+    assert spec["names"]["categories"] == ["sweetspot"]
+    assert spec["scope"] == "Namespaced"
+    assert _version()["subresources"] == {"status": {}}
+
+
+def test_schema_is_structural() -> None:
+    root = _version()["schema"]["openAPIV3Schema"]
+    assert "x-kubernetes-preserve-unknown-fields" not in root
+    for path, node in _walk(root):
+        assert "$ref" not in node and "const" not in node and "title" not in node, path
+        assert node.get("additionalProperties") is not False, path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        if "anyOf" in node:
+            assert node.get("x-kubernetes-int-or-string") is True, path
+        else:
+            assert "type" in node, f"{path} has no type"
+        assert not isinstance(node.get("exclusiveMinimum"), float), path
+
+
+def test_every_field_is_documented() -> None:
+    root = _version()["schema"]["openAPIV3Schema"]
+    undocumented = [
+        path
+        for path, node in _walk(root)
+        if path and not path.endswith(("[]", ".*")) and path != ".metadata" and not node.get("description")
+    ]
+    assert undocumented == []
+
+
+def test_printer_columns_pick_conditions_by_type() -> None:
+    columns = {c["name"]: c for c in _version()["additionalPrinterColumns"]}
+    assert {"Phase", "Complete", "Trials", "Best", "Rho", "Age"} <= set(columns)
+    for column in columns.values():
+        if "conditions" in column["jsonPath"]:
+            assert "@.type==" in column["jsonPath"], column
+
+
+def test_every_cel_rule_compiles() -> None:
+    env = celpy.Environment()
+    rules = [
+        r["rule"]
+        for _, node in _walk(_version()["schema"]["openAPIV3Schema"])
+        for r in node.get("x-kubernetes-validations", [])
+    ]
+    assert len(rules) >= 20
+    for rule in rules:
+        env.compile(rule)
+
+
+def test_cluster_defaults_equal_model_defaults() -> None:
+    minimal = {
+        "apiVersion": "sweetspot.dev/v1alpha1",
+        "kind": "FineTuneStudy",
+        "metadata": {"name": "minimal"},
+        "spec": {"model": {"builtin": "tiny"}, "dataset": {"train": {"builtin": "product-pages"}}},
+    }
+    schema = _version()["schema"]["openAPIV3Schema"]
+    defaulted = apply_defaults(schema, minimal)
+    from_model = FineTuneStudy.model_validate(minimal).model_dump(mode="json", exclude_none=True)
+    # What the API server stores is exactly what the model fills in (lists and maps aside: absent is empty).
+    assert _drop_empty(defaulted["spec"]) == _drop_empty(from_model["spec"])
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v not in ({}, [])}
+    return value
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_pass_the_cluster_schema_and_rules(path: Path) -> None:
+    validator = CrdValidator(crd())
+    for document in yaml.safe_load_all(path.read_text()):
+        assert validator.errors(document) == []

@@ -1,0 +1,347 @@
+"""Bad manifests: `sweetspot validate` names the field, and a cluster with the generated CRD rejects them too.
+
+Each case starts from the quickstart manifest, breaks one thing, and states the field path the error must
+name. The same object then goes through the CRD as an API server would apply it (defaults, OpenAPI schema,
+strict field validation, CEL rules); `cluster=False` marks the few checks only `sweetspot validate` can make.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sweetspot.cli import main
+from sweetspot.crd import crd
+from sweetspot.manifest import ManifestError, parse_documents
+
+from support.kube_schema import CrdValidator
+
+Doc = dict[str, Any]
+
+DELETE = object()
+
+
+def patch(path: str, value: Any) -> Callable[[Doc], None]:
+    """Set (or with DELETE, remove) the value at a dotted path, creating maps on the way."""
+
+    def apply(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node: Any = doc
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is DELETE:
+            node.pop(last, None)
+        else:
+            node[last] = value
+
+    return apply
+
+
+def patches(*steps: Callable[[Doc], None]) -> Callable[[Doc], None]:
+    def apply(doc: Doc) -> None:
+        for step in steps:
+            step(doc)
+
+    return apply
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    change: Callable[[Doc], None]
+    path: str
+    """The field path the error must name."""
+    cluster: bool = True
+    """Whether the API server, given the generated CRD, rejects it too (and names the same field)."""
+    words: tuple[str, ...] = field(default=())
+    """Words the message must contain."""
+    cluster_path: str | None = None
+    """Where the API server reports it, when that differs (rules on the root object have no field path)."""
+
+
+CASES = [
+    Case("wrong kind", patch("kind", "Deployment"), "kind", cluster=False, words=("FineTuneStudy",)),
+    Case("wrong apiVersion", patch("apiVersion", "sweetspot.dev/v1"), "apiVersion", cluster=False),
+    Case("missing spec", patch("spec", DELETE), "spec", words=("missing",)),
+    Case("spec is a list", patch("spec", [1, 2]), "spec", words=("mapping", "list")),
+    Case("missing model", patch("spec.model", DELETE), "spec.model", words=("missing",)),
+    Case(
+        "two model sources",
+        patch("spec.model.huggingFace", "meta-llama/Llama-3.1-8B"),
+        "spec.model",
+        words=("exactly one",),
+    ),
+    Case("unknown builtin model", patch("spec.model.builtin", "huge"), "spec.model.builtin", words=("tiny",)),
+    Case(
+        "revision without huggingFace",
+        patch("spec.model.revision", "main"),
+        "spec.model.revision",
+        words=("huggingFace",),
+    ),
+    Case(
+        "model path escapes the volume",
+        patches(
+            patch("spec.model.builtin", DELETE),
+            patch("spec.model.pvc", "models"),
+            patch("spec.model.path", "../etc"),
+        ),
+        "spec.model.path",
+    ),
+    Case("tiny model asked to generate", patch("spec.model.task", "generative"), "spec.model.task"),
+    Case("dataset.train missing", patch("spec.dataset.train", DELETE), "spec.dataset.train", words=("missing",)),
+    Case("dataset.train is a list", patch("spec.dataset.train", ["a.jsonl"]), "spec.dataset.train"),
+    Case(
+        "rows with a file",
+        patch("spec.dataset.train", {"path": "train.jsonl", "rows": 10}),
+        "spec.dataset.train.rows",
+    ),
+    Case(
+        "validation fraction too large",
+        patch("spec.dataset.validationFraction", 0.9),
+        "spec.dataset.validationFraction",
+    ),
+    Case("more samples than rows", patch("spec.dataset.samples", 5000), "spec.dataset.samples"),
+    Case("loss maximised", patch("spec.objective.metric", "loss"), "spec.objective.direction"),
+    Case("accuracy target above 1", patch("spec.objective.target", 1.5), "spec.objective.target"),
+    Case("unknown sampler", patch("spec.search.sampler", "bayes"), "spec.search.sampler", words=("tpe",)),
+    Case("negative budget", patch("spec.search.maxTrials", -1), "spec.search.maxTrials"),
+    Case("huge budget", patch("spec.search.maxTrials", 10**20), "spec.search.maxTrials"),
+    Case("budget as text", patch("spec.search.maxTrials", "ten"), "spec.search.maxTrials", words=("integer",)),
+    Case("budget as boolean", patch("spec.search.maxTrials", True), "spec.search.maxTrials"),
+    Case("budget as fraction", patch("spec.search.maxTrials", 2.5), "spec.search.maxTrials"),
+    Case("infinite budget", patch("spec.search.maxTrials", math.inf), "spec.search.maxTrials", cluster=False),
+    Case("parallelism above budget", patch("spec.search.parallelism", 30), "spec.search.parallelism"),
+    Case(
+        "promote more than the budget",
+        patch("spec.search.earlyEvaluation.promoteTopK", 10),
+        "spec.search.earlyEvaluation.promoteTopK",
+    ),
+    Case(
+        "early fraction of 1",
+        patch("spec.search.earlyEvaluation.atFraction", 1.0),
+        "spec.search.earlyEvaluation.atFraction",
+    ),
+    Case(
+        "early fraction of 0",
+        patch("spec.search.earlyEvaluation.atFraction", 0),
+        "spec.search.earlyEvaluation.atFraction",
+    ),
+    Case(
+        "unknown policy",
+        patch("spec.search.earlyEvaluation.policy", "stop"),
+        "spec.search.earlyEvaluation.policy",
+    ),
+    Case("empty search space", patch("spec.search.space", {}), "spec.search.space", words=("empty",)),
+    Case(
+        "min above max",
+        patch("spec.search.space.learningRate", {"min": 0.1, "max": 0.01}),
+        "spec.search.space.learningRate.min",
+        words=("less than max",),
+    ),
+    Case(
+        "log scale from zero",
+        patch("spec.search.space.loraDropout", {"min": 0.0, "max": 0.2, "log": True}),
+        "spec.search.space.loraDropout.min",
+        words=("log",),
+    ),
+    Case(
+        "values and a range",
+        patch("spec.search.space.loraRank", {"values": [8, 16], "min": 4}),
+        "spec.search.space.loraRank.values",
+    ),
+    Case(
+        "range without max",
+        patch("spec.search.space.loraDropout", {"min": 0.0}),
+        "spec.search.space.loraDropout.max",
+    ),
+    Case(
+        "step on a log scale",
+        patch("spec.search.space.learningRate", {"min": 1e-4, "max": 1e-2, "log": True, "step": 1e-4}),
+        "spec.search.space.learningRate.step",
+    ),
+    Case(
+        "duplicate values",
+        patch("spec.search.space.loraRank", {"values": [8, 8]}),
+        "spec.search.space.loraRank.values",
+    ),
+    Case(
+        "fractional rank",
+        patch("spec.search.space.loraRank", {"values": [8.5]}),
+        "spec.search.space.loraRank.values[0]",
+    ),
+    Case(
+        "unknown hyperparameter",
+        patch("spec.search.space.temperature", {"min": 0.1, "max": 1.0}),
+        "spec.search.space.temperature",
+        words=("unknown",),
+    ),
+    Case(
+        "grid over a continuous range",
+        patch("spec.search.sampler", "grid"),
+        "spec.search.space",
+        words=("grid",),
+    ),
+    Case(
+        "sizes decreasing",
+        patch("spec.dataEfficiency.sampleSizes", [400, 200]),
+        "spec.dataEfficiency.sampleSizes",
+        words=("increasing",),
+    ),
+    Case(
+        "sizes repeated",
+        patch("spec.dataEfficiency.sampleSizes", [200, 200]),
+        "spec.dataEfficiency.sampleSizes",
+    ),
+    Case(
+        "negative size",
+        patch("spec.dataEfficiency.sampleSizes", [-5, 100]),
+        "spec.dataEfficiency.sampleSizes[0]",
+    ),
+    Case("no sizes", patch("spec.dataEfficiency.sampleSizes", []), "spec.dataEfficiency.sampleSizes"),
+    Case(
+        "size beyond the data",
+        patch("spec.dataEfficiency.sampleSizes", [100, 5000]),
+        "spec.dataEfficiency.sampleSizes",
+    ),
+    Case(
+        "not a quantity",
+        patch("spec.trial.resources.limits", {"nvidia.com/gpu": "lots"}),
+        'spec.trial.resources.limits["nvidia.com/gpu"]',
+        words=("quantity",),
+    ),
+    Case(
+        "limits as a list",
+        patch("spec.trial.resources.limits", ["cpu"]),
+        "spec.trial.resources.limits",
+        words=("mapping",),
+    ),
+    Case(
+        "bad toleration operator",
+        patch("spec.trial.tolerations", [{"key": "gpu", "operator": "Maybe"}]),
+        "spec.trial.tolerations[0].operator",
+    ),
+    Case(
+        "deadline too short",
+        patch("spec.trial.activeDeadlineSeconds", 10),
+        "spec.trial.activeDeadlineSeconds",
+    ),
+    Case("queue name not a DNS label", patch("spec.trial.queueName", "GPU_Team"), "spec.trial.queueName"),
+    Case(
+        "output path absolute",
+        patch("spec.trial.output", {"pvc": "ckpt", "path": "/abs"}),
+        "spec.trial.output.path",
+    ),
+    Case("bad env name", patch("spec.trial.env", [{"name": "1BAD", "value": "x"}]), "spec.trial.env[0].name"),
+    Case("typo in a field", patch("spec.serach", {}), "spec.serach", words=("did you mean 'search'",)),
+    Case(
+        "secretRef without name",
+        patch("spec.storage", {"secretRef": {"key": "url"}}),
+        "spec.storage.secretRef.name",
+    ),
+    Case("suspend as text", patch("spec.suspend", "yes"), "spec.suspend", words=("boolean",)),
+    Case("name too long", patch("metadata.name", "x" * 64), "metadata.name", cluster_path=""),
+    Case("name not a DNS label", patch("metadata.name", "My_Study"), "metadata.name", cluster=False),
+]
+
+
+def _broken(base: Doc, case: Case) -> Doc:
+    case.change(base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def cluster() -> CrdValidator:
+    return CrdValidator(crd())
+
+
+def test_there_are_at_least_thirty_cases() -> None:
+    assert len(CASES) >= 30
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_validate_names_the_field(case: Case, quickstart: Doc) -> None:
+    doc = _broken(quickstart, case)
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(yaml.safe_dump(doc), "study.yaml")
+    paths = [e.path for e in caught.value.errors]
+    assert case.path in paths, f"expected {case.path!r} in {[str(e) for e in caught.value.errors]}"
+    message = next(e.message for e in caught.value.errors if e.path == case.path)
+    for word in case.words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.cluster], ids=lambda c: c.name)
+def test_the_cluster_rejects_it_at_the_same_field(case: Case, quickstart: Doc, cluster: CrdValidator) -> None:
+    errors = cluster.errors(_broken(quickstart, case))
+    path = case.path if case.cluster_path is None else case.cluster_path
+    assert any(e.path == path or e.path.startswith(path + "[") for e in errors), (
+        f"expected the API server to reject {path!r}; it said {[str(e) for e in errors]}"
+    )
+
+
+def test_valid_manifest_passes_the_cluster_too(quickstart: Doc, cluster: CrdValidator) -> None:
+    assert cluster.errors(quickstart) == []
+
+
+@pytest.mark.parametrize("case", CASES[:12] + CASES[-12:], ids=lambda c: c.name)
+def test_cli_exits_1_naming_the_field(
+    case: Case, quickstart: Doc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_broken(quickstart, case)))
+    assert main(["validate", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines, "no error printed"
+    assert all(line.startswith(f"{path}:") for line in lines)
+    assert any(f": {case.path}: " in line for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("spec: [unclosed", ("invalid YAML",)),
+        ("", ("empty",)),
+        ("just a string", ("mapping",)),
+        ("a: 1\na: 2\n", ("duplicate key",)),
+    ],
+    ids=["syntax error", "empty file", "scalar document", "duplicate key"],
+)
+def test_unparseable_files_get_one_clear_line(text: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(text, "study.yaml")
+    assert len(caught.value.errors) >= 1
+    first = str(caught.value.errors[0])
+    assert first.startswith("study.yaml")
+    for word in words:
+        assert word in first
+
+
+def test_errors_carry_the_line_of_the_field(quickstart: Doc) -> None:
+    text = yaml.safe_dump(quickstart, sort_keys=False).replace("maxTrials: 6", "maxTrials: -6")
+    line = text.splitlines().index("    maxTrials: -6") + 1
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(text, "study.yaml")
+    (error,) = caught.value.errors
+    assert (error.path, error.line) == ("spec.search.maxTrials", line)
+    assert str(error).startswith(f"study.yaml:{line}: spec.search.maxTrials: ")
+
+
+def test_each_document_of_a_multi_document_file_is_named(quickstart: Doc) -> None:
+    good = yaml.safe_dump(quickstart)
+    quickstart["spec"]["search"]["maxTrials"] = 0
+    bad = yaml.safe_dump(quickstart)
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(good + "---\n" + bad, "studies.yaml")
+    assert [(e.source, e.path) for e in caught.value.errors] == [("studies.yaml[1]", "spec.search.maxTrials")]
+
+
+def test_unreadable_file_is_an_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "missing.yaml")]) == 1
+    assert "cannot read the file" in capsys.readouterr().err
