@@ -14,22 +14,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from sweetspot import __version__
 
 GROUP = "sweetspot.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "FineTuneStudy"
 PLURAL = "finetunestudies"
-
-try:
-    __version__ = version("sweetspot")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
 
 DEFAULT_TRAINER_IMAGE = f"sweetspot-trainer:{__version__}"
 
@@ -306,6 +302,9 @@ class DatasetSpec(Model):
     """Share of `train` held out for validation when `validation` is unset."""
     samples: int | None = Field(default=None, ge=1, le=10_000_000)
     """Training rows each search trial uses (a seeded, stratified sample); all rows when unset."""
+    bad_rows: Literal["fail", "skip"] = "fail"
+    """A malformed row (not JSON, no `input`, a non-string value, ...) fails the trial with `file:line` (`fail`),
+    or is dropped and counted (`skip`)."""
     stratify_by: Literal["attributes", "none"] = "attributes"
     """`attributes`: sample so that rare attributes are represented at least at their share of the data (late
     gains come from rare attributes); `none`: uniform sampling."""

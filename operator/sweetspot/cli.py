@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sweetspot.api import __version__
+from sweetspot import __version__
 from sweetspot.crd import crd_yaml
 from sweetspot.manifest import ManifestError, load_manifest
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sweetspot.api import __version__
+from sweetspot import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
 

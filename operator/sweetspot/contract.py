@@ -1,0 +1,180 @@
+"""The contract between the operator and the trainer: one trial config in, one stage result out.
+
+Both sides import this module and nothing else of each other: the operator (or the local executor) writes a
+`TrialConfig` as JSON (a ConfigMap, an env var or a file); the trainer writes a `StageResult` as JSON to the
+pod's termination message (under 4 KiB) and to its result file. It depends on pydantic only, so the trainer
+image carries no operator code and the operator no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+CONTRACT_VERSION = 1
+TERMINATION_MESSAGE_LIMIT = 4096
+"""Kubernetes keeps at most 4096 bytes of a container's termination message."""
+
+Stage = Literal["early", "final", "full"]
+"""`early`: train to the early fraction, evaluate, checkpoint, exit. `final`: resume (or retrain) and train
+to the end, evaluate, save the adapter. `full`: both evaluations in one run (local runs, benchmarks)."""
+
+Status = Literal["ok", "oom", "bad_input", "failed"]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+    )
+
+
+class Hyperparameters(_Contract):
+    """What one trial trains with. Searched parameters override these defaults; unknown names are errors."""
+
+    learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
+    lora_rank: int = Field(default=16, ge=1, le=1024)
+    lora_alpha: int = Field(default=32, ge=1, le=4096)
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    epochs: int = Field(default=2, ge=1, le=1000)
+    warmup_ratio: float = Field(default=0.06, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_steps: int | None = Field(default=None, ge=1)
+    """Overrides `epochs` when set (the data-efficiency sweep holds steps fixed this way)."""
+    head_learning_rate: float = Field(default=5e-3, gt=0.0, le=1.0)
+    """Fixed rate of a newly initialised task head: at the searched LoRA rate it can stick at the label prior."""
+    max_grad_norm: float = Field(default=1.0, gt=0.0)
+
+
+class ModelRef(_Contract):
+    """The base model, resolved for the pod: exactly one of builtin, hugging_face, path."""
+
+    builtin: Literal["tiny", "tiny-causal"] | None = None
+    hugging_face: str | None = None
+    revision: str | None = None
+    token_file: str | None = None
+    """File holding a Hugging Face token (a mounted Secret); `HF_TOKEN` in the environment also works."""
+    path: str | None = None
+    task: Literal["auto", "generative", "extractive"] = "auto"
+    target_modules: list[str] | None = None
+    max_sequence_length: int = Field(default=512, ge=16)
+
+
+class DataRef(_Contract):
+    """Rows for training or validation: exactly one of builtin, path."""
+
+    builtin: Literal["product-pages"] | None = None
+    rows: int | None = Field(default=None, ge=1)
+    path: str | None = None
+
+
+class TrialConfig(_Contract):
+    """Everything one trial stage needs; nothing secret."""
+
+    contract: int = CONTRACT_VERSION
+    study: str
+    trial: int = Field(ge=0)
+    stage: Stage
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    model: ModelRef
+    train: DataRef
+    validation: DataRef | None = None
+    validation_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
+    samples: int | None = Field(default=None, ge=1)
+    """Training rows to sample (stratified, nested across sizes); all when unset."""
+    stratify: bool = True
+    bad_rows: Literal["fail", "skip"] = "fail"
+    """A malformed data row fails the stage (`fail`), or is dropped and counted (`skip`)."""
+    attributes: list[str] | None = None
+    seed: int = Field(default=0, ge=0)
+    early_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    evaluate_at: list[float] = Field(default_factory=list)
+    """Extra fractions of the planned steps at which a `full` stage also evaluates (learning curves)."""
+    checkpoint_dir: str | None = None
+    """Where `early` saves a resumable checkpoint and `final` resumes from it."""
+    output_dir: str | None = None
+    """Where the result JSON and the final adapter go."""
+    max_eval_rows: int | None = Field(default=None, ge=1)
+    """Score on at most this many validation rows (a seeded subset); all when unset."""
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+class Evaluation(_Contract):
+    """Scores on the validation rows at one point of training."""
+
+    step: int
+    fraction: float
+    accuracy: float
+    """Mean over attributes of exact-match accuracy (after normalisation)."""
+    attribute_accuracy: dict[str, float] = Field(default_factory=dict)
+    present_accuracy: dict[str, float] = Field(default_factory=dict)
+    """Accuracy on the rows where the attribute is present: an always-null model scores 0 here."""
+    token_f1: float
+    loss: float
+    """Mean validation loss."""
+    json_valid_rate: float | None = None
+    """Generative task only: share of answers that parse as a JSON object."""
+
+
+class StageResult(_Contract):
+    """What a trial stage reports back."""
+
+    contract: int = CONTRACT_VERSION
+    study: str
+    trial: int
+    stage: Stage
+    status: Status
+    message: str = ""
+    step: int = 0
+    planned_steps: int = 0
+    evaluations: list[Evaluation] = Field(default_factory=list)
+    train_loss: float | None = None
+    seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    samples: int = 0
+    sample_hash: str = ""
+    resumed: bool = False
+    null_baseline: float | None = None
+    """Accuracy of always answering null: a model must beat it to have learned anything."""
+
+    @property
+    def last(self) -> Evaluation | None:
+        return self.evaluations[-1] if self.evaluations else None
+
+    def evaluation_at(self, fraction: float) -> Evaluation | None:
+        """The evaluation made closest to `fraction` of the planned steps."""
+        return min(self.evaluations, key=lambda e: abs(e.fraction - fraction), default=None)
+
+    def termination_message(self) -> str:
+        """The result in at most 4 KiB: per-attribute detail of earlier evaluations is dropped first."""
+        text = self.model_dump_json(exclude_none=True)
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            return text
+        data = json.loads(text)
+        evaluations = data.get("evaluations", [])
+        for evaluation in evaluations[:-1]:
+            evaluation.pop("attributeAccuracy", None)
+            evaluation.pop("presentAccuracy", None)
+        while len(json.dumps(data).encode()) > TERMINATION_MESSAGE_LIMIT and len(evaluations) > 2:
+            evaluations.pop(1)  # keep the first (early) and the last (final)
+        data["message"] = data.get("message", "")[:512]
+        text = json.dumps(data, separators=(",", ":"))
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:  # too many attributes: keep the headline numbers
+            for evaluation in evaluations:
+                evaluation.pop("attributeAccuracy", None)
+                evaluation.pop("presentAccuracy", None)
+            text = json.dumps(data, separators=(",", ":"))
+        return text

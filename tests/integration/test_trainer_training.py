@@ -1,0 +1,158 @@
+"""Real LoRA training of the built-in models through the trainer entrypoint, as a pod runs it.
+
+These train for real on the CPU (transformers + peft), so they are marked slow; together they take about
+two minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sweetspot.contract import StageResult, TrialConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def image_command() -> list[str]:
+    """The trainer image's ENTRYPOINT, with this interpreter standing in for the image's `python`."""
+    entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", (ROOT / "trainer_image" / "Dockerfile").read_text(), re.M)
+    assert entrypoint, "trainer_image/Dockerfile has no exec-form ENTRYPOINT"
+    command: list[str] = json.loads(entrypoint.group(1))
+    return [sys.executable if part == "python" else part for part in command]
+
+
+def run_stage(config: dict[str, Any], workdir: Path) -> tuple[subprocess.CompletedProcess[str], StageResult | None]:
+    """Run one stage as the pod would: config file in, result in the termination log."""
+    stage = config["stage"]
+    config_path = workdir / f"trial-{stage}.json"
+    config_path.write_text(TrialConfig.model_validate(config).to_json())
+    log = workdir / f"termination-log-{stage}"
+    env = {**os.environ, "SWEETSPOT_TERMINATION_LOG": str(log), "SWEETSPOT_CACHE": str(workdir / "cache")}
+    done = subprocess.run(
+        [*image_command(), "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+        timeout=500,
+    )
+    result = StageResult.model_validate_json(log.read_text()) if log.exists() else None
+    return done, result
+
+
+def tiny_config(tmp_path: Path, stage: str) -> dict[str, Any]:
+    return {
+        "study": "test",
+        "trial": 0,
+        "stage": stage,
+        "model": {"builtin": "tiny", "maxSequenceLength": 160},
+        "train": {"builtin": "product-pages", "rows": 600},
+        "validation": {"builtin": "product-pages", "rows": 150},
+        "samples": 400,
+        "seed": 7,
+        "earlyFraction": 0.4,
+        "checkpointDir": str(tmp_path / "checkpoint"),
+        "outputDir": str(tmp_path / "out"),
+        "hyperparameters": {"learningRate": 0.003, "batchSize": 8, "epochs": 2},
+    }
+
+
+def test_tiny_early_then_final_resumes_and_learns(tmp_path: Path) -> None:
+    early_run, early = run_stage(tiny_config(tmp_path, "early"), tmp_path)
+    assert early_run.returncode == 0, early_run.stderr[-3000:]
+    assert early is not None and early.status == "ok"
+    assert (tmp_path / "checkpoint" / "state.pt").exists()
+    assert re.search(r"step \d+/40 loss [0-9.]+ lr [0-9.e+-]+ [0-9.]+ rows/s eta \d+s", early_run.stdout)
+
+    final_run, final = run_stage(tiny_config(tmp_path, "final"), tmp_path)
+    assert final_run.returncode == 0, final_run.stderr[-3000:]
+    assert final is not None and final.status == "ok"
+    assert final.resumed and final.message.startswith("resumed from the early checkpoint at step 40")
+    assert final.step == final.planned_steps == 100
+
+    assert early.last is not None and final.last is not None and final.null_baseline is not None
+    assert final.last.accuracy > early.last.accuracy > final.null_baseline
+    assert early.sample_hash == final.sample_hash and len(final.sample_hash) == 16
+    assert final.samples == 400
+    assert set(final.last.attribute_accuracy) == {"name", "brand", "price", "color", "rating"}
+    assert final.last.present_accuracy["name"] > 0.5  # values extracted, not answered null
+    # The file result equals what the termination message carried.
+    full = StageResult.model_validate_json((tmp_path / "out" / "result-final.json").read_text())
+    assert full == final
+
+    # The saved adapter is a PEFT adapter a user can load on the base model.
+    from peft import PeftModel
+    from transformers import AutoModelForTokenClassification
+
+    from sweetspot_trainer.extractive import label_names
+    from sweetspot_trainer.model import minilm_dir
+
+    labels = label_names(list(final.last.attribute_accuracy))
+    base = AutoModelForTokenClassification.from_pretrained(minilm_dir(), num_labels=len(labels))
+    tuned = PeftModel.from_pretrained(base, str(tmp_path / "out" / "adapter"))
+    assert any("lora_A" in name for name, _ in tuned.named_parameters())
+
+
+def causal_config(tmp_path: Path, stage: str, epochs: int = 6) -> dict[str, Any]:
+    return {
+        "study": "test",
+        "trial": 1,
+        "stage": stage,
+        "model": {"builtin": "tiny-causal", "maxSequenceLength": 256},
+        "train": {"builtin": "product-pages", "rows": 400},
+        "validation": {"builtin": "product-pages", "rows": 50},
+        "seed": 7,
+        "earlyFraction": 0.2,
+        "checkpointDir": str(tmp_path / "checkpoint"),
+        "hyperparameters": {"learningRate": 0.005, "batchSize": 16, "epochs": epochs},
+    }
+
+
+def test_generative_path_learns_valid_json(tmp_path: Path) -> None:
+    done, result = run_stage(causal_config(tmp_path, "full"), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert result is not None and len(result.evaluations) == 2
+    early, final = result.evaluations
+    assert final.loss < early.loss
+    assert final.json_valid_rate is not None and final.json_valid_rate >= 0.9
+
+
+def test_early_plus_final_trains_exactly_like_one_full_run(tmp_path: Path) -> None:
+    full_dir, split_dir = tmp_path / "full", tmp_path / "split"
+    full_dir.mkdir()
+    split_dir.mkdir()
+    _, full = run_stage(causal_config(full_dir, "full", epochs=2), full_dir)
+    _, early = run_stage(causal_config(split_dir, "early", epochs=2), split_dir)
+    _, final = run_stage(causal_config(split_dir, "final", epochs=2), split_dir)
+    assert full is not None and early is not None and final is not None
+    assert final.resumed
+    assert early.evaluations[0].loss == pytest.approx(full.evaluations[0].loss, abs=1e-4)
+    assert final.evaluations[0].loss == pytest.approx(full.evaluations[-1].loss, abs=1e-4)
+
+
+def test_bad_data_in_a_training_run_exits_2_with_file_and_line(tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"input": "Acme", "output": {"brand": "Acme"}}\n{"input": "x", "output": {"brand": 3}}\n')
+    config = tiny_config(tmp_path, "early") | {"train": {"path": str(data)}, "validation": None, "samples": None}
+    done, result = run_stage({k: v for k, v in config.items() if v is not None}, tmp_path)
+    assert done.returncode == 2
+    assert f"{data}:2: output.brand must be a string or null" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert result is not None and result.status == "bad_input"
+
+
+def test_a_config_that_is_not_valid_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "trial.json"
+    bad.write_text(json.dumps({"study": "s", "trial": 0, "stage": "warmup"}))
+    done = subprocess.run([*image_command(), "--config", str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "invalid trial config" in done.stderr and "stage" in done.stderr

@@ -1,0 +1,140 @@
+"""The trainer entrypoint: `python -m sweetspot_trainer --config trial.json` (the image's command).
+
+Exit codes: 0 the stage succeeded; 2 bad input (config, data or model reference; nothing to retry);
+3 out of memory (the result is marked `oom` so the search can treat the configuration as infeasible);
+1 any other failure. A result JSON is written in every case that gets as far as reading the config.
+
+`python -m sweetspot_trainer check-data FILE...` checks dataset files without training: exit 0, or 2 with
+one `file:line: problem` line per bad row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sweetspot.contract import StageResult, Status, TrialConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_OOM = 0, 1, 2, 3
+CONFIG_ENV = "SWEETSPOT_TRIAL_CONFIG"
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def _read_config(path: str | None) -> TrialConfig:
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the trial config: {exc.strerror}") from None
+        source = path
+    elif CONFIG_ENV in os.environ:
+        text, source = os.environ[CONFIG_ENV], f"${CONFIG_ENV}"
+    else:
+        raise ValueError(f"no trial config: pass --config FILE or set {CONFIG_ENV}")
+    try:
+        return TrialConfig.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise ValueError(f"{source}: invalid trial config: {problems}") from None
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def train_command(args: argparse.Namespace) -> int:
+    try:
+        config = _read_config(args.config)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from sweetspot_trainer import reporting
+    from sweetspot_trainer.data import DataError
+    from sweetspot_trainer.model import ModelError
+    from sweetspot_trainer.train import StageRunner
+
+    result_path = Path(args.result) if args.result else None
+    if result_path is None and config.output_dir:
+        result_path = Path(config.output_dir) / f"result-{config.stage}.json"
+
+    def failed(status: Status, message: str) -> StageResult:
+        return StageResult(
+            study=config.study, trial=config.trial, stage=config.stage, status=status, message=message[:2000]
+        )
+
+    try:
+        result = StageRunner(config, progress=_log, gradient_checkpointing=args.gradient_checkpointing).run()
+        code = EXIT_OK
+    except DataError as exc:
+        for problem in exc.problems[:50]:
+            print(problem, file=sys.stderr)
+        result, code = failed("bad_input", str(exc)), EXIT_BAD_INPUT
+    except ModelError as exc:
+        print(exc, file=sys.stderr)
+        result, code = failed("bad_input", str(exc)), EXIT_BAD_INPUT
+    except Exception as exc:
+        if _is_oom(exc):
+            print(f"out of memory: {exc}", file=sys.stderr)
+            result, code = failed("oom", f"out of memory: {str(exc)[:500]}"), EXIT_OOM
+        else:
+            traceback.print_exc()
+            result, code = failed("failed", f"{type(exc).__name__}: {exc}"), EXIT_FAILED
+    reporting.write_result(result, result_path)
+    _log(json.dumps({"result": result.status, "stage": result.stage, "trial": result.trial}))
+    return code
+
+
+def check_data_command(args: argparse.Namespace) -> int:
+    from sweetspot_trainer.data import DataError, load_path
+
+    bad = False
+    for name in args.files:
+        try:
+            rows = load_path(Path(name))
+        except DataError as exc:
+            bad = True
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            continue
+        print(f"{name}: {len(rows)} rows ok")
+    return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="sweetspot-trainer",
+        description="Run one Sweetspot trial stage (LoRA fine-tuning with early and final evaluation).",
+    )
+    root.add_argument("--config", help=f"trial config JSON file (default: ${CONFIG_ENV} holds the JSON)")
+    root.add_argument("--result", help="where to write the result JSON (default: OUTPUT_DIR/result-STAGE.json)")
+    root.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory on large models")
+    root.set_defaults(run=train_command)
+    commands = root.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser("check-data", help="validate dataset files (JSONL or saved dataset dirs)")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(run=check_data_command)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

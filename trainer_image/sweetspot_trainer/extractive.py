@@ -1,0 +1,138 @@
+"""The extractive head: tag attribute spans token by token (BIO), map them back to the page text.
+
+Training labels come from finding each gold value in the page (every occurrence, case-sensitive): the
+tokens covering it get `B-<attribute>` then `I-<attribute>`. Prediction takes, per attribute, the
+highest-scoring predicted span and returns the page text under it via the tokenizer's character offsets,
+so a value comes back exactly as written (a lowercasing tokenizer does not lowercase answers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from sweetspot_trainer.data import Row
+
+IGNORE = -100
+
+
+def label_names(attributes: Sequence[str]) -> list[str]:
+    return ["O"] + [f"{prefix}-{a}" for a in attributes for prefix in ("B", "I")]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    offsets: list[tuple[int, int]]
+
+
+class ExtractiveTask:
+    name = "extractive"
+
+    def __init__(self, tokenizer: Any, attributes: Sequence[str], max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.attributes = list(attributes)
+        self.max_length = max_length
+        self.labels = label_names(attributes)
+        self.unfound = 0
+        """Gold values that did not occur in their page (they cannot be tagged)."""
+
+    def encode(self, row: Row) -> Encoded:
+        text = row.input
+        owner: list[tuple[int, int] | None] = [None] * len(text)  # char -> (attribute index, span start)
+        for index, attribute in enumerate(self.attributes):
+            value = row.output.get(attribute)
+            if value is None:
+                continue
+            start = text.find(value)
+            if start < 0:
+                self.unfound += 1
+            while start >= 0:
+                end = start + len(value)
+                if all(owner[c] is None for c in range(start, end)):
+                    for c in range(start, end):
+                        owner[c] = (index, start)
+                start = text.find(value, end)
+        enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
+        labels: list[int] = []
+        for start, end in enc["offset_mapping"]:
+            if start == end:
+                labels.append(IGNORE)  # special tokens
+                continue
+            tag = owner[start]
+            if tag is None:
+                labels.append(0)
+            else:
+                index, span_start = tag
+                labels.append(1 + 2 * index + (0 if start == span_start else 1))
+        return Encoded(list(enc["input_ids"]), labels, [tuple(o) for o in enc["offset_mapping"]])
+
+    def collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        width = max(len(e.input_ids) for e in batch)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        for i, e in enumerate(batch):
+            n = len(e.input_ids)
+            ids[i, :n] = torch.tensor(e.input_ids)
+            mask[i, :n] = 1
+            labels[i, :n] = torch.tensor(e.labels)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def decode(self, logits: np.ndarray, offsets: Sequence[tuple[int, int]], text: str) -> dict[str, str | None]:
+        """The best predicted span per attribute (None when no token is tagged with it)."""
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        probs = np.exp(shifted)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        predicted = probs.argmax(axis=-1)
+        values: dict[str, str | None] = {}
+        for index, attribute in enumerate(self.attributes):
+            begin, inside = 1 + 2 * index, 2 + 2 * index
+            best: tuple[float, int, int] | None = None
+            t = 0
+            while t < len(offsets):
+                starts = predicted[t] == begin or (
+                    predicted[t] == inside and (t == 0 or predicted[t - 1] not in (begin, inside))
+                )
+                if not starts or offsets[t][0] == offsets[t][1]:
+                    t += 1
+                    continue
+                first = t
+                t += 1
+                while t < len(offsets) and predicted[t] == inside and offsets[t][0] != offsets[t][1]:
+                    t += 1
+                confidence = float(probs[np.arange(first, t), predicted[first:t]].mean())
+                if best is None or confidence > best[0]:
+                    best = (confidence, offsets[first][0], offsets[t - 1][1])
+            values[attribute] = text[best[1] : best[2]] if best else None
+        return values
+
+    @torch.no_grad()
+    def predict(
+        self, model: Any, rows: Sequence[Row], encoded: Sequence[Encoded], device: torch.device, batch_size: int
+    ) -> tuple[list[dict[str, str | None]], float, float | None]:
+        """Predicted values for each row, the mean validation loss per labelled token, no JSON rate."""
+        model.eval()
+        predictions: list[dict[str, str | None]] = [{} for _ in rows]
+        loss_sum, tokens = 0.0, 0
+        order = sorted(range(len(rows)), key=lambda i: len(encoded[i].input_ids))
+        for chunk in range(0, len(order), batch_size):
+            indices = order[chunk : chunk + batch_size]
+            batch = self.collate([encoded[i] for i in indices])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            loss_sum += float(
+                F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+            )
+            tokens += int((batch["labels"] != IGNORE).sum())
+            for row_logits, i in zip(logits.cpu().numpy(), indices, strict=True):
+                n = len(encoded[i].input_ids)
+                predictions[i] = self.decode(row_logits[:n], encoded[i].offsets, rows[i].input)
+        return predictions, loss_sum / max(1, tokens), None

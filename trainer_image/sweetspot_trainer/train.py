@@ -1,0 +1,339 @@
+"""Run one trial stage: prepare data and model, train with LoRA, evaluate, checkpoint, report.
+
+Stages share one plan of optimizer steps (`plan_steps`), so `early` stops at exactly the step `final`
+resumes from. The data order of epoch e depends only on (seed, e), and the checkpoint holds the trainable
+weights, optimizer, scheduler and RNG state, so early + final trains the same steps as one `full` run.
+
+Recipe (what made trials train reliably): AdamW, the searched learning rate on the LoRA weights and a fixed
+one on a new task head, gradient clipping, warmup then the chosen schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from sweetspot.contract import DataRef, Evaluation, StageResult, TrialConfig
+from sweetspot_trainer import data as datamod
+from sweetspot_trainer import evaluate
+from sweetspot_trainer import model as modelmod
+from sweetspot_trainer.data import DataError, Row
+from sweetspot_trainer.demo import DEFAULT_TRAIN_ROWS, DEFAULT_VALIDATION_ROWS, TRAIN_STREAM, VALIDATION_STREAM
+
+EVAL_BATCH_SIZE = 32
+CHECKPOINT_FILE = "state.pt"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    steps_per_epoch: int
+    total: int
+    early: int
+
+    def stop_step(self, stage: str) -> int:
+        return self.early if stage == "early" else self.total
+
+
+def plan_steps(rows: int, config: TrialConfig) -> StepPlan:
+    hp = config.hyperparameters
+    per_step = hp.batch_size * hp.gradient_accumulation_steps
+    steps_per_epoch = max(1, math.ceil(rows / per_step))
+    total = hp.max_steps or steps_per_epoch * hp.epochs
+    early = min(total, max(1, round(total * config.early_fraction)))
+    return StepPlan(steps_per_epoch, total, early)
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class Prepared:
+    train: list[Row]
+    validation: list[Row]
+    attributes: list[str]
+
+
+def _rows(ref: DataRef, stream: int, default_rows: int, bad_rows: Literal["fail", "skip"]) -> list[Row]:
+    if ref.builtin:
+        return datamod.builtin_rows(ref.builtin, ref.rows or default_rows, stream)
+    if not ref.path:
+        raise DataError(["a data reference names no source (builtin or path)"])
+    return datamod.load_path(Path(ref.path), bad_rows)
+
+
+def prepare_data(config: TrialConfig) -> Prepared:
+    """Training sample and validation rows as the config describes; raises `DataError` on bad input."""
+    rows = _rows(config.train, TRAIN_STREAM, DEFAULT_TRAIN_ROWS, config.bad_rows)
+    if config.validation is not None:
+        validation = _rows(config.validation, VALIDATION_STREAM, DEFAULT_VALIDATION_ROWS, config.bad_rows)
+    else:
+        rows, validation = datamod.split_validation(rows, config.validation_fraction, config.seed)
+    attributes = config.attributes or datamod.attribute_names(rows + validation)
+    if not attributes:
+        raise DataError(["the data has no attributes: every output is empty"])
+    train = datamod.sample(rows, config.samples, config.seed, attributes, config.stratify)
+    if config.max_eval_rows and len(validation) > config.max_eval_rows:
+        validation = random.Random(f"eval:{config.seed}").sample(validation, config.max_eval_rows)
+    return Prepared(train, validation, list(attributes))
+
+
+def _fingerprint(config: TrialConfig, sample_hash: str) -> str:
+    """What must match for `final` to resume `early`'s checkpoint."""
+    parts = config.model_dump(
+        mode="json", include={"hyperparameters", "model", "train", "samples", "seed", "early_fraction", "attributes"}
+    )
+    return hashlib.sha256(f"{parts}|{sample_hash}".encode()).hexdigest()[:16]
+
+
+class StageRunner:
+    def __init__(self, config: TrialConfig, progress: Progress = print, gradient_checkpointing: bool = False) -> None:
+        self.config = config
+        self.progress = progress
+        self.gradient_checkpointing = gradient_checkpointing
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.type == "cpu":
+            torch.set_num_threads(available_cores())
+
+    def run(self) -> StageResult:
+        config, started = self.config, time.monotonic()
+        torch.manual_seed(config.seed)
+        prepared = prepare_data(config)
+        sample_hash = datamod.sample_hash(prepared.train)
+        self.progress(
+            f"[{config.study} t{config.trial} {config.stage}] {len(prepared.train)} training rows "
+            f"(sample {sample_hash}), {len(prepared.validation)} validation rows, attributes {prepared.attributes}"
+        )
+        with modelmod.quiet_transformers():
+            from sweetspot_trainer.extractive import ExtractiveTask, label_names
+
+            loaded = modelmod.load(config.model, label_names(prepared.attributes), self.device)
+            torch.manual_seed(config.seed)  # LoRA and head initialisation do not depend on loading
+            model = modelmod.add_lora(loaded, config.model, config.hyperparameters, self.gradient_checkpointing)
+        task: Any
+        if loaded.task == "extractive":
+            task = ExtractiveTask(loaded.tokenizer, prepared.attributes, config.model.max_sequence_length)
+        else:
+            from sweetspot_trainer.generative import GenerativeTask
+
+            task = GenerativeTask(loaded.tokenizer, prepared.attributes, config.model.max_sequence_length)
+        train_encoded = [task.encode(row) for row in prepared.train]
+        val_encoded = [task.encode(row) for row in prepared.validation]
+        golds = [row.output for row in prepared.validation]
+
+        plan = plan_steps(len(prepared.train), config)
+        optimizer, scheduler = self._optimizer(model, plan)
+        start_step, resumed, note = self._resume(model, optimizer, scheduler, sample_hash)
+        stop = plan.stop_step(config.stage)
+        checkpoints = self._evaluation_steps(plan, stop)
+
+        def evaluate_now(step: int) -> Evaluation:
+            predictions, loss, json_rate = task.predict(
+                model, prepared.validation, val_encoded, self.device, EVAL_BATCH_SIZE
+            )
+            scores = evaluate.score(predictions, golds, prepared.attributes)
+            model.train()
+            evaluation = Evaluation(
+                step=step,
+                fraction=round(step / plan.total, 4),
+                accuracy=round(scores.accuracy, 4),
+                attribute_accuracy={k: round(v, 4) for k, v in scores.attribute_accuracy.items()},
+                present_accuracy={k: round(v, 4) for k, v in scores.present_accuracy.items()},
+                token_f1=round(scores.token_f1, 4),
+                loss=round(loss, 5),
+                json_valid_rate=None if json_rate is None else round(json_rate, 4),
+            )
+            self.progress(
+                f"[{config.study} t{config.trial} {config.stage}] eval at step {step}/{plan.total}: "
+                f"accuracy {evaluation.accuracy:.4f} token-F1 {evaluation.token_f1:.4f} loss {evaluation.loss:.4f}"
+                + (f" valid-JSON {json_rate:.2f}" if json_rate is not None else "")
+            )
+            return evaluation
+
+        evaluations: list[Evaluation] = []
+        train_loss = self._train(
+            model,
+            task,
+            train_encoded,
+            optimizer,
+            scheduler,
+            plan,
+            start_step,
+            stop,
+            checkpoints,
+            evaluate_now,
+            evaluations,
+        )
+        if config.stage == "early":
+            self._save_checkpoint(model, optimizer, scheduler, stop, plan, sample_hash)
+        elif config.output_dir:
+            adapter = Path(config.output_dir) / "adapter"
+            model.save_pretrained(str(adapter))
+            loaded.tokenizer.save_pretrained(str(adapter))
+        seconds = time.monotonic() - started
+        return StageResult(
+            study=config.study,
+            trial=config.trial,
+            stage=config.stage,
+            status="ok",
+            message=note,
+            step=stop,
+            planned_steps=plan.total,
+            evaluations=evaluations,
+            train_loss=None if train_loss is None else round(train_loss, 5),
+            seconds=round(seconds, 2),
+            gpu_seconds=round(seconds, 2) if self.device.type == "cuda" else 0.0,
+            samples=len(prepared.train),
+            sample_hash=sample_hash,
+            resumed=resumed,
+            null_baseline=round(evaluate.null_baseline(golds, prepared.attributes), 4),
+        )
+
+    def _evaluation_steps(self, plan: StepPlan, stop: int) -> list[int]:
+        stage = self.config.stage
+        if stage == "early":
+            return [plan.early]
+        if stage == "final":
+            return [plan.total]
+        fractions = {self.config.early_fraction, 1.0, *self.config.evaluate_at}
+        return sorted({min(plan.total, max(1, round(f * plan.total))) for f in fractions})
+
+    def _optimizer(self, model: Any, plan: StepPlan) -> tuple[torch.optim.Optimizer, Any]:
+        from transformers import get_scheduler
+
+        hp = self.config.hyperparameters
+        heads = modelmod.head_parameter_names(model)
+        lora = [p for n, p in model.named_parameters() if p.requires_grad and n not in heads]
+        head = [p for n, p in model.named_parameters() if p.requires_grad and n in heads]
+        groups = [{"params": lora, "lr": hp.learning_rate}]
+        if head:
+            groups.append({"params": head, "lr": hp.head_learning_rate})
+        optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        scheduler = get_scheduler(
+            hp.lr_scheduler,
+            optimizer,
+            num_warmup_steps=round(hp.warmup_ratio * plan.total),
+            num_training_steps=plan.total,
+        )
+        return optimizer, scheduler
+
+    def _checkpoint_path(self) -> Path | None:
+        return Path(self.config.checkpoint_dir) / CHECKPOINT_FILE if self.config.checkpoint_dir else None
+
+    def _resume(self, model: Any, optimizer: Any, scheduler: Any, sample_hash: str) -> tuple[int, bool, str]:
+        if self.config.stage != "final":
+            return 0, False, ""
+        path = self._checkpoint_path()
+        if path is None or not path.exists():
+            return 0, False, "no early checkpoint: trained from scratch"
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("fingerprint") != _fingerprint(self.config, sample_hash):
+            return 0, False, "the early checkpoint belongs to a different configuration: trained from scratch"
+        model.load_state_dict(state["trainable"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.progress(f"[{self.config.study} t{self.config.trial} final] resumed from step {state['step']}")
+        return int(state["step"]), True, f"resumed from the early checkpoint at step {state['step']}"
+
+    def _save_checkpoint(
+        self, model: Any, optimizer: Any, scheduler: Any, step: int, plan: StepPlan, sample_hash: str
+    ) -> None:
+        path = self._checkpoint_path()
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": step,
+            "planned_steps": plan.total,
+            "fingerprint": _fingerprint(self.config, sample_hash),
+            "trainable": {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        partial = path.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(path)  # a pod killed mid-write leaves no half checkpoint behind
+
+    def _batches(self, encoded: Sequence[Any], plan: StepPlan, step: int) -> list[list[Any]]:
+        """The micro-batches of optimizer step `step` (0-based), from the seeded order of its epoch."""
+        hp = self.config.hyperparameters
+        epoch, within = divmod(step, plan.steps_per_epoch)
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(encoded))
+        per_step = hp.batch_size * hp.gradient_accumulation_steps
+        chosen = order[within * per_step : (within + 1) * per_step]
+        return [[encoded[i] for i in chosen[k : k + hp.batch_size]] for k in range(0, len(chosen), hp.batch_size)]
+
+    def _train(
+        self,
+        model: Any,
+        task: Any,
+        encoded: Sequence[Any],
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        plan: StepPlan,
+        start: int,
+        stop: int,
+        checkpoints: list[int],
+        evaluate_now: Callable[[int], Evaluation],
+        evaluations: list[Evaluation],
+    ) -> float | None:
+        config, hp = self.config, self.config.hyperparameters
+        label = f"[{config.study} t{config.trial} {config.stage}]"
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else torch.autocast("cpu", enabled=False)
+        )
+        model.train()
+        losses: list[float] = []
+        began, last_report, rows_done = time.monotonic(), time.monotonic(), 0
+        report_every = max(1, (stop - start) // 10)
+        for step in range(start, stop):
+            optimizer.zero_grad(set_to_none=True)
+            micro = [b for b in self._batches(encoded, plan, step) if b]
+            step_loss = 0.0
+            for batch in micro:
+                tensors = {k: v.to(self.device) for k, v in task.collate(batch).items()}
+                with autocast:
+                    loss = model(**tensors).loss / len(micro)
+                loss.backward()
+                step_loss += loss.detach().item()
+                rows_done += len(batch)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], hp.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(step_loss)
+            done = step + 1
+            now = time.monotonic()
+            if done == stop or (done - start) % report_every == 0 or now - last_report > 30:
+                rate = rows_done / max(now - began, 1e-9)
+                eta = (stop - done) * (now - began) / max(done - start, 1)
+                recent = losses[-report_every:]
+                self.progress(
+                    f"{label} step {done}/{stop} loss {sum(recent) / len(recent):.4f} "
+                    f"lr {scheduler.get_last_lr()[0]:.2e} {rate:.1f} rows/s eta {eta:.0f}s"
+                )
+                last_report = now
+            if done in checkpoints:
+                evaluations.append(evaluate_now(done))
+        if not evaluations and stop in checkpoints:  # nothing left to train: resumed at the last step
+            evaluations.append(evaluate_now(stop))
+        tail = losses[-max(1, len(losses) // 5) :]
+        return sum(tail) / len(tail) if tail else None
