@@ -25,6 +25,7 @@ test: lint
 
 quickstart: install
 	$(BIN)/sweetspot validate examples/quickstart.yaml
+	$(BIN)/sweetspot run examples/quickstart.yaml
 
 crd: install
 	$(BIN)/sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml

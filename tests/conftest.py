@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,3 +18,23 @@ def quickstart() -> dict[str, Any]:
     """A fresh, mutable copy of the quickstart manifest."""
     data: dict[str, Any] = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
     return data
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A real PostgreSQL server for the whole test session (see tests/support/postgres.py)."""
+    from support.postgres import postgres_url
+
+    with postgres_url() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One test body, run against SQLite and PostgreSQL, like Optuna's own storage tests."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'studies.db'}"
+    from support.postgres import fresh_database
+
+    server: str = request.getfixturevalue("postgres_server_url")
+    return fresh_database(server, f"t_{abs(hash(request.node.nodeid)) % 10**10}")

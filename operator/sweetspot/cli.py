@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from sweetspot import __version__
@@ -12,7 +13,9 @@ from sweetspot.manifest import ManifestError, load_manifest
 
 EPILOG = """\
 examples:
-  sweetspot validate examples/*.yaml      check manifests as the cluster would
+  sweetspot run examples/quickstart.yaml          run a whole study on this machine
+  sweetspot report quickstart --format json       its trials, best configuration and agreement figures
+  sweetspot validate examples/*.yaml              check manifests as the cluster would
   sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml
 """
 
@@ -31,6 +34,95 @@ def _validate(args: argparse.Namespace) -> int:
             for study in studies:
                 print(f"{path}: FineTuneStudy {study.key} is valid")
     return 1 if failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from sweetspot import report
+    from sweetspot.local import LocalExecutor, run_study
+    from sweetspot.search import SearchStore, StorageError, safe_url
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        (study,) = load_manifest(args.manifest)
+    except ManifestError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"{args.manifest}: sweetspot run takes a file with exactly one FineTuneStudy", file=sys.stderr)
+        return 1
+    search = study.spec.search
+    overrides = {
+        "max_trials": args.max_trials or search.max_trials,
+        "parallelism": args.parallelism or search.parallelism,
+        "seed": args.seed if args.seed is not None else search.seed,
+    }
+    try:
+        spec = study.spec.model_copy(update={"search": search.model_copy(update=overrides)})
+        study = study.model_copy(update={"spec": type(study.spec).model_validate(spec.model_dump())})
+    except ValueError as exc:
+        print(f"invalid override: {exc}", file=sys.stderr)
+        return 1
+    workdir = Path(args.workdir)
+    root = workdir / f"{study.metadata.namespace}-{study.metadata.name}"
+    storage = args.storage or f"sqlite:///{(workdir / 'studies.db').resolve()}"
+    try:
+        store = SearchStore.open(storage, study)
+    except StorageError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    console.print(f"study {study.key} in {safe_url(storage)}; runs in {root}")
+    executor = LocalExecutor(root=root, manifest_dir=Path(args.manifest).resolve().parent)
+    started = time.monotonic()
+    try:
+        decision = run_study(
+            study, store, executor, lambda line: console.print(f"[{time.monotonic() - started:6.0f}s] {line}")
+        )
+    except KeyboardInterrupt:
+        console.print("interrupted: running stages stopped; run the same command again to resume")
+        return 130
+    except StorageError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    data = report.build(storage, study.metadata.namespace, study.metadata.name)
+    results = root / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "report.json").write_text(json.dumps(data, indent=2))
+    (results / "trials.csv").write_text(report.trials_csv(data))
+    report.write_plots(data, results)
+    if data["best"]:
+        adapters = sorted((root / "runs").glob(f"t{data['best']['trial']}-final*/adapter"))
+        if adapters:
+            shutil.copytree(adapters[-1], results / "best-adapter", dirs_exist_ok=True)
+    print(report.render_text(data))
+    console.print(f"results in {results} ({time.monotonic() - started:.0f}s)")
+    return 0 if decision.phase == "Succeeded" else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from sweetspot import report
+    from sweetspot.search import StorageError
+
+    storage = args.storage or f"sqlite:///{(Path(args.workdir) / 'studies.db').resolve()}"
+    try:
+        data = report.build(storage, args.namespace, args.study)
+    except StorageError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.plots:
+        for path in report.write_plots(data, Path(args.plots)):
+            print(f"wrote {path}", file=sys.stderr)
+    print(json.dumps(data, indent=2) if args.format == "json" else report.render_text(data))
+    return 0
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -58,6 +150,37 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="YAML or JSON manifest; '-' reads stdin")
     validate.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid manifests")
     validate.set_defaults(run=_validate)
+
+    run = commands.add_parser(
+        "run",
+        help="run a study on this machine (no cluster)",
+        description="Run a FineTuneStudy locally: the same planner as the operator, each trial stage a trainer "
+        "subprocess. Ctrl-C stops cleanly; the same command resumes. Results go to WORKDIR/NAMESPACE-NAME/results.",
+    )
+    run.add_argument("manifest", metavar="STUDY.yaml")
+    run.add_argument(
+        "--storage",
+        help="Optuna storage URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in WORKDIR/studies.db)",
+    )
+    run.add_argument("--workdir", default=".sweetspot", help="where runs and results go (default: .sweetspot)")
+    run.add_argument("--max-trials", type=int, help="override spec.search.maxTrials")
+    run.add_argument("--parallelism", type=int, help="override spec.search.parallelism")
+    run.add_argument("--seed", type=int, help="override spec.search.seed")
+    run.set_defaults(run=_run)
+
+    rep = commands.add_parser(
+        "report",
+        help="show a study's trials, best configuration and early-final agreement",
+        description="Report a study from its Optuna storage: trials, best configuration, early-vs-final agreement "
+        "(Spearman, Kendall, top-k overlap), compute used and saved, learning curve; optionally PNG plots.",
+    )
+    rep.add_argument("study", metavar="NAME", help="the study's metadata.name")
+    rep.add_argument("--namespace", default="default", help="the study's namespace (default: default)")
+    rep.add_argument("--storage", help="Optuna storage URL (default: SQLite in WORKDIR/studies.db)")
+    rep.add_argument("--workdir", default=".sweetspot", help="local working directory (default: .sweetspot)")
+    rep.add_argument("--format", choices=("text", "json"), default="text")
+    rep.add_argument("--plots", metavar="DIR", help="also write PNG plots to DIR")
+    rep.set_defaults(run=_report)
 
     crd = commands.add_parser(
         "crd",

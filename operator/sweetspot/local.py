@@ -1,0 +1,195 @@
+"""Local mode: `sweetspot run study.yaml` runs a whole study on this machine, no cluster needed.
+
+The same planner as the operator decides; each trial stage runs as a subprocess of the trainer entrypoint
+with the same config and result contract as a pod. State lives in the Optuna storage (SQLite under
+`.sweetspot/` by default) and in one directory per run, so Ctrl-C stops cleanly and running the same command
+again resumes the study with nothing lost or repeated: finished results are read back from their files, and
+stages that were interrupted run again without counting as failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sweetspot.api import FineTuneStudy
+from sweetspot.contract import StageResult
+from sweetspot.planner import AskTrials, Decision, Observed, RunKey, RunView, StartRun, StopRun, plan
+from sweetspot.search import SearchStore
+from sweetspot.stages import Paths, trial_config
+
+POLL_SECONDS = 0.5
+BAD_INPUT_EXIT = 2
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])[-800:]
+    except OSError:
+        return "(no log)"
+
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class _Process:
+    popen: subprocess.Popen[bytes]
+    started: float
+
+
+@dataclass
+class LocalExecutor:
+    """Runs trial stages as subprocesses; observes them through processes and result files."""
+
+    root: Path
+    """The study's directory: `runs/<key>/` per stage run, `trials/t<n>/checkpoint` per trial."""
+    manifest_dir: Path
+    python: str = sys.executable
+    processes: dict[str, _Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()  # the trainer runs in the run directory: every path must be absolute
+
+    def run_dir(self, key: RunKey) -> Path:
+        return self.root / "runs" / str(key)
+
+    def paths(self, key: RunKey) -> Paths:
+        checkpoint = (
+            self.root / ("trials" if key.kind == "trial" else "sweep") / f"{key.kind[0]}{key.number}" / "checkpoint"
+        )
+
+        def resolve(pvc: str | None, path: str) -> str:
+            # Local mode has no volumes: a path is relative to the manifest (a PVC name is ignored).
+            return str((self.manifest_dir / path).resolve())
+
+        return Paths(checkpoint_dir=str(checkpoint), output_dir=str(self.run_dir(key)), resolve=resolve)
+
+    def observe(self) -> list[RunView]:
+        runs: list[RunView] = []
+        base = self.root / "runs"
+        for directory in sorted(base.iterdir()) if base.is_dir() else []:
+            try:
+                key = RunKey.parse(directory.name)
+            except ValueError:
+                continue
+            runs.append(self._observe(key, directory))
+        return runs
+
+    def _observe(self, key: RunKey, directory: Path) -> RunView:
+        result_file = directory / f"result-{key.stage}.json"
+        process = self.processes.get(str(key))
+        if process is not None and process.popen.poll() is None:
+            return RunView(key, "running")
+        if result_file.exists():
+            self.processes.pop(str(key), None)
+            try:
+                result = StageResult.model_validate_json(result_file.read_text())
+            except (ValidationError, OSError) as exc:
+                return RunView(key, "failed", reason=f"unreadable result: {exc}")
+            return RunView(key, "succeeded" if result.status == "ok" else "failed", result)
+        if process is not None:  # exited without a result: a crash the trainer could not report
+            self.processes.pop(str(key), None)
+            return RunView(
+                key,
+                "failed",
+                reason=f"the trainer exited with code {process.popen.returncode} (log: {directory / 'log.txt'})",
+            )
+        if (directory / "interrupted").exists():
+            return RunView(key, "disrupted", reason="interrupted")
+        # A run from an earlier `sweetspot run` that died with it: like a preempted pod, try again.
+        return RunView(key, "disrupted", reason="the runner stopped while this stage ran")
+
+    def start(self, study: FineTuneStudy, action: StartRun) -> None:
+        directory = self.run_dir(action.key)
+        if directory.exists():  # a leftover of an interrupted attempt with the same key: start clean
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        config = trial_config(study, action, self.paths(action.key))
+        (directory / "trial.json").write_text(config.model_dump_json(exclude_none=True, indent=2))
+        with open(directory / "log.txt", "wb") as log:
+            popen = subprocess.Popen(
+                [self.python, "-m", "sweetspot_trainer", "--config", str(directory / "trial.json")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # Ctrl-C reaches the runner, which stops its children itself
+            )
+        self.processes[str(action.key)] = _Process(popen, time.monotonic())
+
+    def stop(self, key: RunKey, mark_interrupted: bool = False) -> None:
+        process = self.processes.pop(str(key), None)
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGTERM)
+        try:
+            process.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
+        if mark_interrupted:
+            (self.run_dir(key) / "interrupted").touch()
+
+    def stop_all(self) -> None:
+        for key in list(self.processes):
+            self.stop(RunKey.parse(key), mark_interrupted=True)
+
+
+def describe(decision: Decision) -> str:
+    return f"{decision.phase}: {decision.message or decision.reason}"
+
+
+def run_study(study: FineTuneStudy, store: SearchStore, executor: LocalExecutor, say: Say) -> Decision:
+    """Drive the planner until the study succeeds or fails; Ctrl-C stops every child and re-raises."""
+    last_phase = ""
+    try:
+        while True:
+            trials, sweep = store.snapshot()
+            decision = plan(study.spec, Observed(trials, sweep, executor.observe()))
+            store.set_phase(decision)
+            if decision.phase != last_phase and decision.reason != "Recording":
+                say(describe(decision))
+                last_phase = decision.phase
+            for action in decision.actions:
+                if isinstance(action, StartRun):
+                    say(f"start {action.key} " + json.dumps(dict(action.params), default=str))
+                    executor.start(study, action)
+                elif isinstance(action, StopRun):
+                    executor.stop(action.key)
+                else:
+                    asked = store.apply(action)
+                    if asked:
+                        say(f"asked trial(s) {', '.join(map(str, asked))}")
+                    elif not isinstance(action, AskTrials):
+                        say(_describe_record(action))
+            if decision.finished and not any(isinstance(a, StartRun) for a in decision.actions):
+                return decision
+            if not decision.actions:
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        executor.stop_all()
+        raise
+
+
+def _describe_record(action: object) -> str:
+    name = type(action).__name__
+    fields = getattr(action, "__dict__", {})
+    if "outcome" in fields:
+        outcome = fields["outcome"]
+        who = f"trial {fields['trial']}" if "trial" in fields else f"{fields.get('samples')} samples"
+        return f"{name} {who}: accuracy {outcome.accuracy:.4f} loss {outcome.loss:.4f} ({outcome.seconds:.0f}s)"
+    return f"{name} " + ", ".join(f"{k}={v}" for k, v in fields.items())

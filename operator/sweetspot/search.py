@@ -1,0 +1,430 @@
+"""The one module that talks to Optuna and its database.
+
+One Optuna study per FineTuneStudy, named `<namespace>/<name>` (both DNS labels, so two namespaces never
+collide), created once and reloaded on restart. Trials are Optuna trials (ask/tell); what Optuna has no
+place for (stage outcomes, failed attempts, the learning curve, the spec) is kept in the study's user
+attributes, in the same database, so the full history lives in one place and the optuna-dashboard shows it.
+
+Writes are ordered so that a crash between two of them is repaired by the next snapshot: the Optuna
+state changes first (tell), the Sweetspot record second, and `snapshot()` presents a trial whose record is
+behind its Optuna state as still needing that record, which the planner then proposes again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+import sqlalchemy
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState as OptunaState
+from sqlalchemy.engine import make_url
+
+from sweetspot.api import FineTuneStudy, FineTuneStudySpec, FloatParameter, IntParameter
+from sweetspot.planner import (
+    Action,
+    AskTrials,
+    Decision,
+    FailTrial,
+    Outcome,
+    RecordEarly,
+    RecordFailure,
+    RecordFinal,
+    RecordInfeasible,
+    RecordSweepPoint,
+    SweepView,
+    TrialState,
+    TrialView,
+    study_direction,
+)
+
+DEFAULT_LOCAL_STORAGE = "sqlite:///.sweetspot/studies.db"
+SPEC_ATTR = "sweetspot:spec"
+PHASE_ATTR = "sweetspot:phase"
+TRIAL_ATTR = "sweetspot:trial:{}"
+SWEEP_ATTR = "sweetspot:sweep:{}"
+INFEASIBLE_ATTR = "sweetspot:infeasible"
+MEMORY_CONSTRAINT = "outOfMemory"
+TRANSIENT_RETRIES = 4
+_SCHEMA_LOCK = 0x5357_4545  # PostgreSQL advisory lock id guarding schema creation ("SWEE")
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+T = TypeVar("T")
+
+
+class StorageError(Exception):
+    """The storage cannot be reached or used; the message never contains a password."""
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return "<unparseable storage URL>"
+
+
+def _scrub(text: str, url: str) -> str:
+    try:
+        password = make_url(url).password
+    except sqlalchemy.exc.ArgumentError:
+        password = None
+    return text.replace(str(password), "***") if password else text
+
+
+def study_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+# --- opening the storage --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Only one process creates the schema at a time (optuna#1092: concurrent creation races)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = Path(parsed.database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+    elif parsed.get_backend_name() == "postgresql":
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_SCHEMA_LOCK})"))
+                try:
+                    yield
+                finally:
+                    connection.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({_SCHEMA_LOCK})"))
+        finally:
+            engine.dispose()
+    else:
+        yield
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "postgresql":
+        # Idle connections get dropped by servers and proxies: test each before use.
+        return {
+            "pool_pre_ping": True,
+            "pool_size": 4,
+            "max_overflow": 4,
+            "pool_recycle": 1800,
+            "connect_args": {"connect_timeout": 10},
+        }
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for `url` (SQLite or PostgreSQL via psycopg 3); raises `StorageError`."""
+    try:
+        with _schema_lock(url):
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_options(url))
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
+        reason = _scrub(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], url)
+        raise StorageError(f"cannot open the storage {safe_url(url)}: {reason}") from None
+
+
+def retrying(url: str, operation: Callable[[], T], what: str) -> T:
+    """Run a storage operation, retrying transient connection errors with backoff."""
+    for attempt in range(TRANSIENT_RETRIES):
+        try:
+            return operation()
+        except (
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.InterfaceError,
+            optuna.exceptions.StorageInternalError,
+        ) as exc:
+            if attempt == TRANSIENT_RETRIES - 1:
+                reason = _scrub(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], url)
+                raise StorageError(f"{what}: the storage {safe_url(url)} is unreachable: {reason}") from None
+            delay = 0.5 * 2**attempt
+            log.warning("%s: storage error, retrying in %.1fs", what, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# --- samplers, pruners, distributions --------------------------------------------------------------------
+
+
+def distributions(spec: FineTuneStudySpec) -> dict[str, BaseDistribution]:
+    """The search space as Optuna distributions, by API name."""
+    out: dict[str, BaseDistribution] = {}
+    for name, parameter in spec.search.space.parameters().items():
+        if parameter.values is not None:
+            out[name] = CategoricalDistribution(list(parameter.values))
+        elif isinstance(parameter, FloatParameter):
+            assert parameter.min is not None and parameter.max is not None
+            out[name] = FloatDistribution(parameter.min, parameter.max, log=parameter.log, step=parameter.step)
+        elif isinstance(parameter, IntParameter):
+            assert parameter.min is not None and parameter.max is not None
+            out[name] = IntDistribution(parameter.min, parameter.max, log=parameter.log, step=parameter.step or 1)
+    return out
+
+
+def grid(spec: FineTuneStudySpec) -> dict[str, list[Any]]:
+    """Every value of every parameter, for the grid sampler (validation ensures floats are stepped or listed)."""
+    space: dict[str, list[Any]] = {}
+    for name, dist in distributions(spec).items():
+        if isinstance(dist, CategoricalDistribution):
+            space[name] = list(dist.choices)
+        elif isinstance(dist, IntDistribution):
+            space[name] = list(range(dist.low, dist.high + 1, dist.step))
+        elif isinstance(dist, FloatDistribution) and dist.step is not None:
+            count = round((dist.high - dist.low) / dist.step)
+            space[name] = [round(dist.low + i * dist.step, 12) for i in range(count + 1)]
+    return space
+
+
+def make_sampler(spec: FineTuneStudySpec) -> optuna.samplers.BaseSampler:
+    # GP and QMC are stable enough for us; their "experimental" warnings would only confuse users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(spec)
+
+
+def _sampler(spec: FineTuneStudySpec) -> optuna.samplers.BaseSampler:
+    search = spec.search
+    seed = search.seed
+    # Few random start-up trials on small budgets, so the model-based samplers get to work.
+    startup = max(2, min(10, search.max_trials // 3))
+    if search.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=startup)
+    if search.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if search.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
+    if search.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    return optuna.samplers.GridSampler(grid(spec), seed=seed)
+
+
+def make_pruner(spec: FineTuneStudySpec) -> optuna.pruners.BasePruner:
+    choice = spec.search.early_evaluation.pruner
+    if choice == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if choice == "percentile":
+        return optuna.pruners.PercentilePruner(50.0, n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3, bootstrap_count=0)
+
+
+# --- the store --------------------------------------------------------------------------------------------
+
+_STATES: dict[OptunaState, TrialState] = {
+    OptunaState.RUNNING: "running",
+    OptunaState.WAITING: "running",
+    OptunaState.COMPLETE: "complete",
+    OptunaState.PRUNED: "pruned",
+    OptunaState.FAIL: "failed",
+}
+
+
+def _outcome(data: Mapping[str, Any] | None) -> Outcome | None:
+    return Outcome(**data) if data else None
+
+
+class SearchStore:
+    """A FineTuneStudy's Optuna study: snapshots for the planner, and the planner's records applied to it."""
+
+    def __init__(self, url: str, study: optuna.Study, spec: FineTuneStudySpec) -> None:
+        self.url = url
+        self.study = study
+        self.spec = spec
+        self.proxy = spec.search.early_evaluation.policy == "proxy"
+
+    @classmethod
+    def open(cls, url: str, resource: FineTuneStudy) -> SearchStore:
+        """Create the study on first use, reload it after that."""
+        spec = resource.spec
+        storage = open_storage(url)
+        key = study_key(resource.metadata.namespace, resource.metadata.name)
+
+        def load() -> optuna.Study:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=key,
+                direction=study_direction(spec),
+                sampler=make_sampler(spec),
+                pruner=make_pruner(spec),
+                load_if_exists=True,
+            )
+            study.set_user_attr(SPEC_ATTR, resource.model_dump(mode="json", include={"metadata", "spec"}))
+            return study
+
+        return cls(url, retrying(url, load, f"opening study {key}"), spec)
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    def _retry(self, operation: Callable[[], T], what: str) -> T:
+        return retrying(self.url, operation, f"{self.name}: {what}")
+
+    # Reading.
+
+    def snapshot(self) -> tuple[list[TrialView], list[SweepView]]:
+        """Trials and learning-curve points as the planner reads them."""
+
+        def read() -> tuple[list[optuna.trial.FrozenTrial], dict[str, Any]]:
+            return self.study.get_trials(deepcopy=False), dict(self.study.user_attrs)
+
+        frozen, attrs = self._retry(read, "reading trials")
+        trials = [self._view(t, attrs.get(TRIAL_ATTR.format(t.number), {})) for t in frozen]
+        sweep = [
+            SweepView(
+                samples=int(key.rsplit(":", 1)[1]),
+                outcome=_outcome(value.get("outcome")),
+                failed_attempts=frozenset(value.get("failed", [])),
+                disrupted_attempts=frozenset(value.get("disrupted", [])),
+            )
+            for key, value in attrs.items()
+            if key.startswith(SWEEP_ATTR.format(""))
+        ]
+        return trials, sorted(sweep, key=lambda s: s.samples)
+
+    def _view(self, trial: optuna.trial.FrozenTrial, record: Mapping[str, Any]) -> TrialView:
+        state = _STATES[trial.state]
+        early = _outcome(record.get("early"))
+        # Repairs after a crash between the Optuna write and the record (see the module docstring).
+        if early is not None and not record.get("earlyApplied", True):
+            early = None
+        if early is not None and self.proxy and state == "running":
+            early = None
+        final = _outcome(record.get("final"))
+        return TrialView(
+            number=trial.number,
+            state=state,
+            params=dict(trial.params),
+            early=early,
+            final=final,
+            infeasible=bool(record.get("infeasible") or trial.user_attrs.get(INFEASIBLE_ATTR)),
+            failed_attempts={s: frozenset(a) for s, a in record.get("failed", {}).items()},
+            disrupted_attempts={s: frozenset(a) for s, a in record.get("disrupted", {}).items()},
+            reason=record.get("reason", ""),
+        )
+
+    def phase(self) -> dict[str, Any]:
+        return dict(self.study.user_attrs.get(PHASE_ATTR, {}))
+
+    # Writing.
+
+    def _record(self, trial: int) -> dict[str, Any]:
+        record: dict[str, Any] = json.loads(json.dumps(self.study.user_attrs.get(TRIAL_ATTR.format(trial), {})))
+        return record
+
+    def _save(self, trial: int, record: Mapping[str, Any]) -> None:
+        self.study.set_user_attr(TRIAL_ATTR.format(trial), dict(record))
+
+    def _trial(self, number: int) -> optuna.trial.Trial:
+        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        return optuna.trial.Trial(self.study, frozen._trial_id)
+
+    def _constrain(self, number: int, infeasible: bool) -> None:
+        """Record feasibility as an Optuna constraint (> 0 violates it), once: constraint-aware samplers (TPE,
+        GP) then steer away from configurations that ran out of memory."""
+        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        if frozen.state.is_finished() or f"constraints:{MEMORY_CONSTRAINT}" in frozen.system_attrs:
+            return
+        optuna.trial.Trial(self.study, frozen._trial_id).set_constraint(MEMORY_CONSTRAINT, 1.0 if infeasible else 0.0)
+
+    def apply(self, action: Action) -> list[int]:
+        """Apply one planner record or ask; returns the numbers of trials asked (empty otherwise)."""
+        return self._retry(lambda: self._apply(action), type(action).__name__)
+
+    def _apply(self, action: Action) -> list[int]:
+        if isinstance(action, AskTrials):
+            space = distributions(self.spec)
+            return [self.study.ask(fixed_distributions=space).number for _ in range(action.count)]
+        if isinstance(action, RecordEarly):
+            self._constrain(action.trial, infeasible=False)
+            record = self._record(action.trial)
+            if action.report_to_pruner:
+                record["early"], record["earlyApplied"] = asdict(action.outcome), False
+                self._save(action.trial, record)
+                trial = self._trial(action.trial)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    # One rung for every trial: the early point is step 1 whatever a trial's step count.
+                    trial.report(action.value, step=1)
+                    if trial.should_prune():
+                        self.study.tell(action.trial, state=OptunaState.PRUNED, skip_if_finished=True)
+                record["earlyApplied"] = True
+            else:
+                self.study.tell(action.trial, action.value, skip_if_finished=True)
+                record["early"] = asdict(action.outcome)
+            self._save(action.trial, record)
+        elif isinstance(action, RecordFinal):
+            if action.value is not None:
+                self.study.tell(action.trial, action.value, skip_if_finished=True)
+            record = self._record(action.trial)
+            record["final"] = asdict(action.outcome)
+            self._save(action.trial, record)
+        elif isinstance(action, RecordInfeasible):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self._trial(action.trial).set_user_attr(INFEASIBLE_ATTR, True)
+            self._constrain(action.trial, infeasible=True)
+            worst = float("inf") if self.study.direction == optuna.study.StudyDirection.MINIMIZE else 0.0
+            self.study.tell(action.trial, worst, skip_if_finished=True)
+            record = self._record(action.trial)
+            record.update(infeasible=True, reason=f"out of memory in stage {action.stage}: {action.message}"[:500])
+            self._save(action.trial, record)
+        elif isinstance(action, RecordFailure):
+            self._record_failure(action)
+        elif isinstance(action, FailTrial):
+            self.study.tell(action.trial, state=OptunaState.FAIL, skip_if_finished=True)
+            record = self._record(action.trial)
+            record["reason"] = action.reason[:500]
+            self._save(action.trial, record)
+        elif isinstance(action, RecordSweepPoint):
+            key = SWEEP_ATTR.format(action.samples)
+            point = dict(self.study.user_attrs.get(key, {}))
+            point["outcome"] = asdict(action.outcome)
+            self.study.set_user_attr(key, point)
+        return []
+
+    def _record_failure(self, action: RecordFailure) -> None:
+        bucket = "disrupted" if action.disruption else "failed"
+        key = action.key
+        if key.kind == "sweep":
+            attr = SWEEP_ATTR.format(key.number)
+            point = dict(self.study.user_attrs.get(attr, {}))
+            point[bucket] = sorted({*point.get(bucket, []), key.attempt})
+            self.study.set_user_attr(attr, point)
+            return
+        record = self._record(key.number)
+        attempts = record.setdefault(bucket, {})
+        attempts[key.stage] = sorted({*attempts.get(key.stage, []), key.attempt})
+        record["reason"] = action.reason[:500]
+        self._save(key.number, record)
+
+    def set_phase(self, decision: Decision) -> None:
+        value = {"phase": decision.phase, "reason": decision.reason, "message": decision.message[:500]}
+        if self.study.user_attrs.get(PHASE_ATTR) != value:
+            self._retry(lambda: self.study.set_user_attr(PHASE_ATTR, value), "recording the phase")
+
+
+def load_study(url: str, key: str) -> tuple[optuna.Study, dict[str, Any]]:
+    """An existing study (for reports), with its stored manifest; raises `StorageError` when absent."""
+    storage = open_storage(url)
+    names = retrying(url, lambda: [s.study_name for s in optuna.get_all_study_summaries(storage)], "listing studies")
+    if key not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise StorageError(f"no study {key!r} in {safe_url(url)} (studies there: {known})")
+    study = retrying(url, lambda: optuna.load_study(study_name=key, storage=storage), f"loading {key}")
+    return study, dict(study.user_attrs.get(SPEC_ATTR, {}))

@@ -1,0 +1,133 @@
+"""What a study has learned so far, derived from its trials (pure; scipy for the rank statistics).
+
+One summary feeds the resource status, the metrics and `sweetspot report`, so they never disagree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats as scipy_stats
+
+from sweetspot.api import FineTuneStudySpec
+from sweetspot.planner import SweepView, TrialView, best_trial, early_signal, promoted
+
+TOP_K_OVERLAP = 5
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How well early scores rank trials like final scores (over trials that have both)."""
+
+    trials: int
+    spearman: float | None
+    kendall: float | None
+    top_k: int
+    top_k_overlap: int | None
+    """How many of the top k by early score are also in the top k by final score."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    counts: dict[str, int]
+    best: TrialView | None
+    agreement: Agreement
+    compute_used: float
+    compute_saved: float
+    """Compute not spent because trials were judged early: for each trial that stopped after its early stage,
+    the rest of its planned steps at the rate its early stage ran."""
+    curve: list[tuple[int, float, dict[str, float]]]
+    sweet_spot: tuple[int, float] | None
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(float(value), 4)
+
+
+def agreement(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Agreement:
+    signal = early_signal(spec)
+    both = [t for t in trials if t.early is not None and t.final is not None]
+    k = min(TOP_K_OVERLAP, len(both))
+    if len(both) < 2:
+        return Agreement(len(both), None, None, k, None)
+    # Rank so that higher is better on both sides (loss is lower-is-better).
+    sign = -1.0 if signal == "loss" else 1.0
+    early = [sign * t.early.metric(signal) for t in both]  # type: ignore[union-attr]
+    final_sign = -1.0 if spec.objective.metric == "loss" else 1.0
+    final = [final_sign * t.final.metric(spec.objective.metric) for t in both]  # type: ignore[union-attr]
+    spearman = scipy_stats.spearmanr(early, final).statistic
+    kendall = scipy_stats.kendalltau(early, final).statistic
+    by_early = {t.number for _, t in sorted(zip(early, both, strict=True), key=lambda p: -p[0])[:k]}
+    by_final = {t.number for _, t in sorted(zip(final, both, strict=True), key=lambda p: -p[0])[:k]}
+    return Agreement(len(both), _finite(spearman), _finite(kendall), k, len(by_early & by_final))
+
+
+def sweet_spot(curve: Sequence[tuple[int, float, dict[str, float]]], min_gain: float) -> tuple[int, float] | None:
+    """The smallest size after which the next size gains less than `min_gain` (the largest when all pay)."""
+    if not curve:
+        return None
+    for (samples, accuracy, _), (_, following, _) in itertools.pairwise(curve):
+        if following - accuracy < min_gain:
+            return samples, accuracy
+    return curve[-1][0], curve[-1][1]
+
+
+def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> Summary:
+    counts = {"total": len(trials), "running": 0, "waiting": 0, "complete": 0, "pruned": 0, "failed": 0}
+    proxy = spec.search.early_evaluation.policy == "proxy"
+    used = saved = 0.0
+    for trial in trials:
+        if trial.infeasible or trial.state == "failed":
+            counts["failed"] += 1
+        elif trial.state == "pruned":
+            counts["pruned"] += 1
+        elif trial.final is not None:
+            counts["complete"] += 1
+        elif proxy and trial.early is not None and trial.state == "complete":
+            counts["waiting"] += 1  # judged early; promoted or stopped at the end of the search
+        else:
+            counts["running"] += 1
+        for outcome in (trial.early, trial.final):
+            if outcome is not None:
+                used += outcome.compute_seconds
+        if trial.early is not None and trial.final is None and trial.early.step:
+            remaining = trial.early.planned_steps - trial.early.step
+            saved += trial.early.compute_seconds * remaining / trial.early.step
+    if proxy:
+        # Trials with an early score that were not promoted stopped there: they are pruned by the proxy policy.
+        searching_done = len(trials) >= spec.search.max_trials and all(
+            t.early is not None or t.state == "failed" for t in trials
+        )
+        if searching_done:
+            promoted_or_final = {t.number for t in trials if t.final is not None}
+            promoted_or_final |= {t.number for t in promoted(spec, trials)}
+            for trial in trials:
+                if (
+                    trial.early is not None
+                    and trial.number not in promoted_or_final
+                    and trial.state == "complete"
+                    and not trial.infeasible
+                ):
+                    counts["waiting"] -= 1
+                    counts["pruned"] += 1
+    for point in sweep:
+        if point.outcome is not None:
+            used += point.outcome.compute_seconds
+    curve = [
+        (p.samples, p.outcome.accuracy, dict(p.outcome.attribute_accuracy))
+        for p in sorted(sweep, key=lambda p: p.samples)
+        if p.outcome is not None
+    ]
+    min_gain = spec.data_efficiency.min_gain if spec.data_efficiency else 0.0
+    return Summary(
+        counts=counts,
+        best=best_trial(spec, trials),
+        agreement=agreement(spec, trials),
+        compute_used=round(used, 2),
+        compute_saved=round(saved, 2),
+        curve=curve,
+        sweet_spot=sweet_spot(curve, min_gain),
+    )

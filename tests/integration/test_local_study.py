@@ -1,0 +1,144 @@
+"""Whole local studies through the `sweetspot` command: the real planner, Optuna, and trainer subprocesses.
+
+A study small enough for a test (three trials, a handful of steps each) on the built-in model and data; one
+runs on SQLite to the end, one on PostgreSQL is interrupted with Ctrl-C mid-study and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
+
+MANIFEST: dict[str, Any] = {
+    "apiVersion": "sweetspot.dev/v1alpha1",
+    "kind": "FineTuneStudy",
+    "metadata": {"name": "small"},
+    "spec": {
+        "model": {"builtin": "tiny", "maxSequenceLength": 128},
+        "dataset": {
+            "train": {"builtin": "product-pages", "rows": 200},
+            "validation": {"builtin": "product-pages", "rows": 40},
+            "samples": 64,
+        },
+        "search": {
+            "maxTrials": 3,
+            "seed": 3,
+            "earlyEvaluation": {"atFraction": 0.25, "promoteTopK": 1, "signal": "loss"},
+            "space": {
+                "learningRate": {"min": 1e-3, "max": 1e-2, "log": True},
+                "batchSize": {"values": [16]},
+                "epochs": {"values": [1]},
+            },
+        },
+        "dataEfficiency": {"sampleSizes": [32, 64], "hold": "epochs"},
+    },
+}
+
+
+def sweetspot(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "SWEETSPOT_CACHE": str(cwd / "cache")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweetspot.cli", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 600) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def write_manifest(tmp_path: Path) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(MANIFEST))
+    return path
+
+
+def check_study(report: dict[str, Any]) -> None:
+    assert report["phase"] == "Succeeded"
+    assert [t["trial"] for t in report["trials"]] == [0, 1, 2]
+    assert all(t["earlyAccuracy"] is not None for t in report["trials"])
+    assert sum(t["finalAccuracy"] is not None for t in report["trials"]) == 1
+    assert report["best"] is not None and report["best"]["finalAccuracy"] > 0
+    assert report["counts"] == {"total": 3, "running": 0, "waiting": 0, "complete": 1, "pruned": 2, "failed": 0}
+    assert [p["samples"] for p in report["learningCurve"]] == [32, 64]
+    assert report["sweetSpot"]["samples"] in (32, 64)
+    assert report["computeSeconds"]["used"] > 0 and report["computeSeconds"]["saved"] > 0
+    assert set(report["agreement"]) == {"trials", "spearman", "kendall", "top_k", "top_k_overlap"}
+
+
+def test_a_local_study_runs_to_the_end_and_reports(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path)
+    code, output = finish(sweetspot("run", str(manifest), cwd=tmp_path))
+    assert code == 0, output[-4000:]
+    assert "Succeeded" in output
+    results = tmp_path / ".sweetspot" / "default-small" / "results"
+    assert {p.name for p in results.glob("*.png")} == {
+        "early_vs_final.png",
+        "best_so_far.png",
+        "best_per_attribute.png",
+        "learning_curve.png",
+    }
+    assert (results / "best-adapter" / "adapter_config.json").exists()
+    assert (results / "trials.csv").read_text().startswith("trial,state,")
+
+    code, output = finish(
+        sweetspot("report", "small", "--format", "json", "--plots", str(tmp_path / "plots"), cwd=tmp_path)
+    )
+    assert code == 0, output
+    report = json.loads(output[output.index("{") :])
+    check_study(report)
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 4
+
+
+def test_an_interrupted_study_resumes_with_nothing_lost_or_repeated(tmp_path: Path, postgres_server_url: str) -> None:
+    from support.postgres import fresh_database
+
+    url = fresh_database(postgres_server_url, "interrupted")
+    manifest = write_manifest(tmp_path)
+    first = sweetspot("run", str(manifest), "--storage", url, cwd=tmp_path)
+    assert first.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    for line in first.stdout:  # wait until the first trial is recorded and the second one runs
+        seen.append(line)
+        if "start t1-early" in line:
+            break
+        assert time.monotonic() < deadline, "".join(seen)
+    time.sleep(3)  # let the second trial's trainer get under way, so Ctrl-C lands mid-stage
+    first.send_signal(signal.SIGINT)
+    code, rest = finish(first, timeout=60)
+    assert code == 130, "".join(seen) + rest
+    assert "run the same command again to resume" in rest
+
+    second = sweetspot("run", str(manifest), "--storage", url, cwd=tmp_path)
+    code, output = finish(second)
+    assert code == 0, output[-4000:]
+
+    study = optuna.load_study(study_name="default/small", storage=url)
+    assert [t.number for t in study.trials] == [0, 1, 2]  # no trial lost, none asked twice
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    runs = sorted(p.name for p in (tmp_path / ".sweetspot" / "default-small" / "runs").iterdir())
+    # Each stage ran once, except the one Ctrl-C cut short, which ran again as its next attempt.
+    assert [r for r in runs if "-r" in r] == ["t1-early-r1"]
+    assert (tmp_path / ".sweetspot/default-small/runs/t1-early/interrupted").exists()
+    assert {"t0-early", "t1-early", "t2-early", "s32-full"} <= set(runs)
+    assert len([r for r in runs if r.endswith("-final")]) == 1
+    code, output = finish(sweetspot("report", "small", "--storage", url, "--format", "json", cwd=tmp_path))
+    check_study(json.loads(output[output.index("{") :]))

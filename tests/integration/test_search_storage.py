@@ -1,0 +1,167 @@
+"""The Optuna layer against real storages: every test body runs on SQLite and on a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+
+from sweetspot.api import FineTuneStudy
+from sweetspot.planner import (
+    AskTrials,
+    FailTrial,
+    Observed,
+    Outcome,
+    RecordEarly,
+    RecordFailure,
+    RecordFinal,
+    RecordInfeasible,
+    RecordSweepPoint,
+    RunKey,
+    plan,
+)
+from sweetspot.search import SearchStore, StorageError, distributions, grid, open_storage, safe_url
+
+pytestmark = pytest.mark.integration
+
+
+def study(name: str = "s1", namespace: str = "default", **search: Any) -> FineTuneStudy:
+    return FineTuneStudy.model_validate(
+        {
+            "apiVersion": "sweetspot.dev/v1alpha1",
+            "kind": "FineTuneStudy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "model": {"builtin": "tiny"},
+                "dataset": {"train": {"builtin": "product-pages"}},
+                "search": {"maxTrials": 4, "seed": 1, "earlyEvaluation": {"promoteTopK": 2}, **search},
+            },
+        }
+    )
+
+
+def outcome(accuracy: float) -> Outcome:
+    return Outcome(accuracy, 1 - accuracy, accuracy, {"brand": accuracy}, 12.0, 0.0, 20, 100, 300)
+
+
+def test_ask_record_and_reload_after_a_restart(storage_url: str) -> None:
+    resource = study()
+    store = SearchStore.open(storage_url, resource)
+    assert store.apply(AskTrials(2)) == [0, 1]
+    trials, _ = store.snapshot()
+    assert [t.number for t in trials] == [0, 1]
+    assert set(trials[0].params) == {"learningRate", "loraRank", "loraAlpha", "loraDropout", "batchSize", "epochs"}
+    store.apply(RecordEarly(0, outcome(0.6), 0.6, report_to_pruner=False))
+    store.apply(RecordFailure(RunKey("trial", 1, "early"), "exit 1", disruption=False))
+    store.apply(RecordFailure(RunKey("trial", 1, "early", 1), "preempted", disruption=True))
+
+    reopened = SearchStore.open(storage_url, resource)  # what a restarted operator does
+    trials, _ = reopened.snapshot()
+    assert trials[0].state == "complete" and trials[0].early == outcome(0.6)
+    assert trials[1].failed_attempts == {"early": frozenset({0})}
+    assert trials[1].disrupted_attempts == {"early": frozenset({1})}
+    assert reopened.study.trials[0].value == 0.6
+    reopened.apply(RecordFinal(0, outcome(0.8), None))
+    reopened.apply(FailTrial(1, "gave up"))
+    reopened.apply(RecordSweepPoint(100, outcome(0.7)))
+    trials, sweep = reopened.snapshot()
+    assert trials[0].final == outcome(0.8)
+    assert (trials[1].state, trials[1].reason) == ("failed", "gave up")
+    assert [(p.samples, p.outcome) for p in sweep] == [(100, outcome(0.7))]
+
+
+def test_two_namespaces_never_share_a_study(storage_url: str) -> None:
+    a = SearchStore.open(storage_url, study(namespace="team-a"))
+    b = SearchStore.open(storage_url, study(namespace="team-b"))
+    a.apply(AskTrials(3))
+    assert len(b.snapshot()[0]) == 0
+    assert (a.name, b.name) == ("team-a/s1", "team-b/s1")
+
+
+def test_out_of_memory_is_a_constraint_violation(storage_url: str) -> None:
+    store = SearchStore.open(storage_url, study())
+    store.apply(AskTrials(1))
+    store.apply(RecordInfeasible(0, "early", "CUDA out of memory"))
+    (trial,), _ = store.snapshot()
+    assert trial.infeasible and trial.state == "complete"
+    frozen = store.study.trials[0]
+    assert frozen.system_attrs["constraints:outOfMemory"] == 1.0
+
+
+def test_a_crash_between_tell_and_record_is_repaired(storage_url: str) -> None:
+    resource = study()
+    store = SearchStore.open(storage_url, resource)
+    store.apply(AskTrials(1))
+    store.study.tell(0, 0.6)  # the tell happened; the operator died before it wrote the record
+    trials, sweep = store.snapshot()
+    decision = plan(resource.spec, Observed(trials, sweep))
+    # The planner does not know the early outcome yet, so it is proposed again (once its run is observed).
+    assert trials[0].early is None and trials[0].state == "complete"
+    assert decision.phase == "Searching"
+
+
+def test_prune_policy_reports_to_the_pruner(storage_url: str) -> None:
+    store = SearchStore.open(storage_url, study(earlyEvaluation={"policy": "prune", "pruner": "median"}))
+    store.apply(AskTrials(4))
+    for number, accuracy in enumerate((0.9, 0.8, 0.92, 0.1)):
+        store.apply(RecordEarly(number, outcome(accuracy), accuracy, report_to_pruner=True))
+        if number < 3:
+            store.apply(RecordFinal(number, outcome(accuracy + 0.05), accuracy + 0.05))
+    trials, _ = store.snapshot()
+    assert [t.state for t in trials] == ["complete", "complete", "complete", "pruned"]
+    assert trials[3].early == outcome(0.1)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "random", "cmaes", "qmc"])
+def test_every_sampler_proposes_inside_the_space(sampler: str, tmp_path: Any) -> None:
+    resource = study(sampler=sampler, maxTrials=8)
+    store = SearchStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}", resource)
+    space = distributions(resource.spec)
+    for number in range(6):
+        store.apply(AskTrials(1))
+        store.apply(RecordEarly(number, outcome(0.1 * number), 0.1 * number, report_to_pruner=False))
+    for trial in store.study.trials:
+        for name, value in trial.params.items():
+            assert space[name]._contains(space[name].to_internal_repr(value))
+
+
+def test_grid_sampler_walks_the_whole_grid(tmp_path: Any) -> None:
+    resource = study(
+        sampler="grid",
+        maxTrials=6,
+        space={"learningRate": {"values": [0.001, 0.01]}, "loraRank": {"min": 4, "max": 12, "step": 4}},
+    )
+    assert grid(resource.spec) == {"learningRate": [0.001, 0.01], "loraRank": [4, 8, 12]}
+    store = SearchStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}", resource)
+    store.apply(AskTrials(6))
+    seen = {(t.params["learningRate"], t.params["loraRank"]) for t in store.study.trials}
+    assert len(seen) == 6
+
+
+def test_wrong_password_is_a_clear_error_without_the_password(postgres_server_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_server_url).set(username="nobody", password="s3cret-pw", database="absent")
+    text = url.render_as_string(hide_password=False)
+    with pytest.raises(StorageError) as caught:
+        open_storage(text)
+    message = str(caught.value)
+    assert "s3cret-pw" not in message
+    assert "cannot open the storage postgresql+psycopg://nobody:***@" in message
+
+
+def test_unreachable_server_is_a_clear_error() -> None:
+    with pytest.raises(StorageError, match="cannot open the storage"):
+        open_storage("postgresql+psycopg://user:pw@127.0.0.1:1/db")
+    assert safe_url("postgresql+psycopg://user:pw@host/db") == "postgresql+psycopg://user:***@host/db"
+
+
+def test_optuna_dashboard_style_readers_see_the_study(storage_url: str) -> None:
+    # The study is a plain Optuna study: any Optuna client (optuna-dashboard included) can load it.
+    store = SearchStore.open(storage_url, study())
+    store.apply(AskTrials(1))
+    store.apply(RecordEarly(0, outcome(0.5), 0.5, report_to_pruner=False))
+    loaded = optuna.load_study(study_name="default/s1", storage=storage_url)
+    assert loaded.best_value == 0.5
+    assert "sweetspot:spec" in loaded.user_attrs

@@ -1,0 +1,294 @@
+"""The planner's rules, one table row each: plain data in, actions out, no I/O and no clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from sweetspot.api import FineTuneStudySpec
+from sweetspot.contract import Evaluation, StageResult
+from sweetspot.planner import (
+    MAX_DISRUPTIONS,
+    AskTrials,
+    FailTrial,
+    Observed,
+    Outcome,
+    RecordEarly,
+    RecordFailure,
+    RecordFinal,
+    RecordInfeasible,
+    RecordSweepPoint,
+    RunKey,
+    RunView,
+    StartRun,
+    StopRun,
+    SweepView,
+    TrialView,
+    plan,
+)
+
+PARAMS = {"learningRate": 0.001, "loraRank": 8}
+
+
+def spec(**search: Any) -> FineTuneStudySpec:
+    early = search.pop("early", {})
+    top: dict[str, Any] = search.pop("top", {})
+    return FineTuneStudySpec.model_validate(
+        {
+            "model": {"builtin": "tiny"},
+            "dataset": {"train": {"builtin": "product-pages"}, "samples": 300},
+            "search": {"maxTrials": 4, "parallelism": 1, "earlyEvaluation": {"promoteTopK": 2, **early}, **search},
+            **top,
+        }
+    )
+
+
+def outcome(accuracy: float, loss: float = 0.5, samples: int = 300, step: int = 20, planned: int = 100) -> Outcome:
+    return Outcome(accuracy, loss, accuracy, {"brand": accuracy}, 10.0, 0.0, step, planned, samples)
+
+
+def trial(number: int, state: str = "running", params: Mapping[str, Any] = PARAMS, **fields: Any) -> TrialView:
+    return TrialView(number=number, state=state, params=params, **fields)  # type: ignore[arg-type]
+
+
+def result(stage: str, accuracy: float, loss: float = 0.5, status: str = "ok", number: int = 0) -> StageResult:
+    fraction = 0.2 if stage == "early" else 1.0
+    return StageResult(
+        study="s",
+        trial=number,
+        stage=stage,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
+        step=int(100 * fraction),
+        planned_steps=100,
+        samples=300,
+        seconds=10.0,
+        evaluations=[
+            Evaluation(step=int(100 * fraction), fraction=fraction, accuracy=accuracy, token_f1=accuracy, loss=loss)
+        ]
+        if status == "ok"
+        else [],
+    )
+
+
+def run(key: str, phase: str = "running", res: StageResult | None = None, reason: str = "") -> RunView:
+    return RunView(RunKey.parse(key), phase, res, reason)  # type: ignore[arg-type]
+
+
+def of_type(decision: Any, kind: type) -> list[Any]:
+    return [a for a in decision.actions if isinstance(a, kind)]
+
+
+def test_run_keys_round_trip() -> None:
+    for text in ("t0-early", "t12-final-r2", "s200-full"):
+        assert str(RunKey.parse(text)) == text
+    with pytest.raises(ValueError, match="not a run key"):
+        RunKey.parse("t1-warmup")
+
+
+def test_a_new_study_asks_for_as_many_trials_as_it_may_run() -> None:
+    decision = plan(spec(parallelism=3), Observed())
+    assert decision.actions == (AskTrials(3),)
+    assert decision.phase == "Searching"
+
+
+def test_an_asked_trial_starts_its_early_stage() -> None:
+    decision = plan(spec(), Observed(trials=[trial(0)]))
+    assert decision.actions == (StartRun(RunKey("trial", 0, "early"), PARAMS),)
+
+
+def test_parallelism_bounds_what_starts() -> None:
+    observed = Observed(trials=[trial(0), trial(1)], runs=[run("t0-early")])
+    decision = plan(spec(parallelism=2), observed)
+    assert decision.actions == (StartRun(RunKey("trial", 1, "early"), PARAMS),)
+    assert plan(spec(parallelism=1), observed).actions == ()
+
+
+def test_proxy_records_the_early_signal_for_the_sampler() -> None:
+    observed = Observed(trials=[trial(0)], runs=[run("t0-early", "succeeded", result("early", 0.61, loss=0.42))])
+    (record,) = plan(spec(), observed).actions
+    assert isinstance(record, RecordEarly)
+    assert (record.value, record.report_to_pruner) == (0.61, False)
+    loss_signal = plan(spec(early={"signal": "loss"}), observed).actions[0]
+    assert loss_signal.value == 0.42  # type: ignore[union-attr]
+
+
+def test_auto_signal_is_loss_when_the_early_point_is_very_early() -> None:
+    observed = Observed(trials=[trial(0)], runs=[run("t0-early", "succeeded", result("early", 0.61, loss=0.42))])
+    (record,) = plan(spec(early={"atFraction": 0.1}), observed).actions
+    assert record.value == 0.42  # type: ignore[union-attr]
+
+
+def test_a_recorded_result_is_not_recorded_again() -> None:
+    observed = Observed(
+        trials=[trial(0, "complete", early=outcome(0.6))],
+        runs=[run("t0-early", "succeeded", result("early", 0.6))],
+    )
+    assert not of_type(plan(spec(), observed), RecordEarly)
+
+
+def test_prune_reports_early_then_survivors_run_final_at_once() -> None:
+    prune = spec(early={"policy": "prune"})
+    observed = Observed(trials=[trial(0)], runs=[run("t0-early", "succeeded", result("early", 0.61))])
+    (record,) = plan(prune, observed).actions
+    assert isinstance(record, RecordEarly) and record.report_to_pruner and record.value == 0.61
+    survivor = Observed(
+        trials=[trial(0, early=outcome(0.61))], runs=[run("t0-early", "succeeded", result("early", 0.61))]
+    )
+    assert StartRun(RunKey("trial", 0, "final"), PARAMS) in plan(prune, survivor).actions
+    pruned = Observed(trials=[trial(0, "pruned", early=outcome(0.1)), trial(1)])
+    assert not [a for a in plan(prune, pruned).actions if isinstance(a, StartRun) and a.key.number == 0]
+
+
+def test_prune_final_result_is_told_proxy_final_is_only_stored() -> None:
+    observed = Observed(
+        trials=[trial(0, early=outcome(0.6))], runs=[run("t0-final", "succeeded", result("final", 0.9))]
+    )
+    (prune_final,) = plan(spec(early={"policy": "prune"}), observed).actions
+    assert isinstance(prune_final, RecordFinal) and prune_final.value == 0.9
+    proxy = Observed(
+        trials=[trial(0, "complete", early=outcome(0.6))], runs=[run("t0-final", "succeeded", result("final", 0.9))]
+    )
+    (proxy_final,) = plan(spec(), proxy).actions
+    assert isinstance(proxy_final, RecordFinal) and proxy_final.value is None
+
+
+def test_a_failed_stage_is_recorded_retried_then_fails_its_trial() -> None:
+    failing = Observed(trials=[trial(0)], runs=[run("t0-early", "failed", reason="exit 1")])
+    assert plan(spec(), failing).actions == (RecordFailure(RunKey("trial", 0, "early"), "exit 1", disruption=False),)
+    once = Observed(trials=[trial(0, failed_attempts={"early": frozenset({0})})], runs=[run("t0-early", "failed")])
+    assert plan(spec(), once).actions == (StartRun(RunKey("trial", 0, "early", 1), PARAMS),)
+    twice = Observed(trials=[trial(0, failed_attempts={"early": frozenset({0, 1})}, reason="exit 1")])
+    (fail,) = plan(spec(), twice).actions
+    assert isinstance(fail, FailTrial) and "failed 2 times" in fail.reason
+
+
+def test_a_disruption_is_retried_without_counting_as_a_failure() -> None:
+    observed = Observed(trials=[trial(0)], runs=[run("t0-early", "disrupted", reason="preempted")])
+    assert plan(spec(), observed).actions == (RecordFailure(RunKey("trial", 0, "early"), "preempted", disruption=True),)
+    many = frozenset(range(3))
+    retried = Observed(trials=[trial(0, disrupted_attempts={"early": many})])
+    assert plan(spec(), retried).actions == (StartRun(RunKey("trial", 0, "early", 3), PARAMS),)
+    endless = Observed(trials=[trial(0, disrupted_attempts={"early": frozenset(range(MAX_DISRUPTIONS))})])
+    assert isinstance(plan(spec(), endless).actions[0], FailTrial)
+
+
+def test_out_of_memory_is_infeasible_not_a_failure() -> None:
+    observed = Observed(trials=[trial(0)], runs=[run("t0-early", "failed", result("early", 0, status="oom"))])
+    (record,) = plan(spec(), observed).actions
+    assert isinstance(record, RecordInfeasible)
+    # Infeasible trials do not count toward maxFailedTrials and are never promoted.
+    infeasible = [trial(n, "complete", infeasible=True) for n in range(3)]
+    done = Observed(trials=[*infeasible, trial(3, "complete", early=outcome(0.5))])
+    decision = plan(spec(maxFailedTrials=0), done)
+    assert decision.phase == "Promoting"
+    assert [a.key.number for a in of_type(decision, StartRun)] == [3]
+
+
+def test_bad_input_fails_the_study_and_stops_what_runs() -> None:
+    observed = Observed(
+        trials=[trial(0), trial(1)],
+        runs=[run("t0-early", "failed", result("early", 0, status="bad_input")), run("t1-early")],
+    )
+    decision = plan(spec(), observed)
+    assert (decision.phase, decision.reason) == ("Failed", "BadInput")
+    assert of_type(decision, StopRun) == [StopRun(RunKey("trial", 1, "early"), "BadInput")]
+
+
+def test_too_many_failed_trials_fail_the_study_and_stop_running_jobs() -> None:
+    failed = [trial(n, "failed", reason="boom") for n in range(2)]
+    observed = Observed(trials=[*failed, trial(2)], runs=[run("t2-early")])
+    decision = plan(spec(maxFailedTrials=1), observed)
+    assert (decision.phase, decision.reason) == ("Failed", "TooManyFailedTrials")
+    assert of_type(decision, StopRun) == [StopRun(RunKey("trial", 2, "early"), "TooManyFailedTrials")]
+    assert plan(spec(maxFailedTrials=2), observed).phase == "Searching"
+
+
+def test_proxy_promotes_the_best_early_trials() -> None:
+    trials = [trial(n, "complete", early=outcome(a, loss=1 - a)) for n, a in enumerate((0.5, 0.9, 0.7, 0.8))]
+    decision = plan(spec(parallelism=4), Observed(trials=trials))
+    assert decision.phase == "Promoting"
+    assert [a.key for a in of_type(decision, StartRun)] == [RunKey("trial", 1, "final"), RunKey("trial", 3, "final")]
+
+
+def test_promotion_ranks_by_loss_when_loss_is_the_signal() -> None:
+    losses = (0.2, 0.9, 0.1, 0.5)
+    trials = [trial(n, "complete", early=outcome(0.5, loss=loss)) for n, loss in enumerate(losses)]
+    decision = plan(spec(parallelism=4, early={"signal": "loss"}), Observed(trials=trials))
+    assert [a.key.number for a in of_type(decision, StartRun)] == [2, 0]
+
+
+def test_the_search_waits_for_every_early_result_before_promoting() -> None:
+    trials = [trial(n, "complete", early=outcome(0.5)) for n in range(3)] + [trial(3)]
+    decision = plan(spec(), Observed(trials=trials, runs=[run("t3-early")]))
+    assert decision.phase == "Searching" and decision.actions == ()
+
+
+def test_raising_max_trials_continues_the_search() -> None:
+    trials = [trial(n, "complete", early=outcome(0.5), final=outcome(0.6)) for n in range(4)]
+    assert plan(spec(parallelism=2), Observed(trials=trials)).phase == "Succeeded"
+    decision = plan(spec(parallelism=2, maxTrials=6), Observed(trials=trials))
+    assert decision.actions == (AskTrials(2),)
+
+
+def test_reaching_the_target_stops_asking() -> None:
+    prune = spec(early={"policy": "prune"}, top={"objective": {"target": 0.85}})
+    trials = [trial(0, "complete", early=outcome(0.5), final=outcome(0.9))]
+    decision = plan(prune, Observed(trials=trials))
+    assert not of_type(decision, AskTrials)
+    assert (decision.phase, decision.reason) == ("Succeeded", "TargetReached")
+
+
+def test_suspend_starts_nothing_but_still_records() -> None:
+    suspended = spec(top={"suspend": True})
+    assert plan(suspended, Observed()).actions == ()
+    assert plan(suspended, Observed(trials=[trial(0)])).reason == "Suspended"
+    finished = Observed(trials=[trial(0)], runs=[run("t0-early", "succeeded", result("early", 0.6))])
+    assert of_type(plan(suspended, finished), RecordEarly)
+
+
+def _finished_search(planned: int = 100) -> list[TrialView]:
+    best = trial(1, "complete", params={"learningRate": 0.003}, early=outcome(0.7), final=outcome(0.9, planned=planned))
+    return [
+        trial(0, "complete", early=outcome(0.5), final=outcome(0.6)),
+        best,
+        *(trial(n, "complete", early=outcome(0.1)) for n in (2, 3)),
+    ]
+
+
+@pytest.mark.parametrize(("hold", "max_steps"), [("steps", 100), ("epochs", None)])
+def test_the_sweep_retrains_the_best_configuration_per_size(hold: str, max_steps: int | None) -> None:
+    sweep_spec = spec(parallelism=2, top={"dataEfficiency": {"sampleSizes": [50, 150, 300], "hold": hold}})
+    decision = plan(sweep_spec, Observed(trials=_finished_search()))
+    # 300 rows is the search's own sample: the best trial's final run is that point already.
+    assert of_type(decision, RecordSweepPoint) == [RecordSweepPoint(300, outcome(0.9))]
+    assert of_type(decision, StartRun) == [
+        StartRun(RunKey("sweep", 50, "full"), {"learningRate": 0.003}, samples=50, max_steps=max_steps),
+        StartRun(RunKey("sweep", 150, "full"), {"learningRate": 0.003}, samples=150, max_steps=max_steps),
+    ]
+    assert decision.phase == "Sweeping"
+
+
+def test_the_study_succeeds_when_the_curve_is_complete() -> None:
+    sweep_spec = spec(top={"dataEfficiency": {"sampleSizes": [50, 300]}})
+    points = [SweepView(50, outcome(0.6, samples=50)), SweepView(300, outcome(0.9))]
+    decision = plan(sweep_spec, Observed(trials=_finished_search(), sweep=points))
+    assert (decision.phase, decision.reason, decision.actions) == ("Succeeded", "StudyComplete", ())
+
+
+def test_a_sweep_result_is_recorded() -> None:
+    sweep_spec = spec(top={"dataEfficiency": {"sampleSizes": [50, 300]}})
+    observed = Observed(
+        trials=_finished_search(),
+        sweep=[SweepView(300, outcome(0.9))],
+        runs=[run("s50-full", "succeeded", result("full", 0.55))],
+    )
+    (record,) = plan(sweep_spec, observed).actions
+    assert isinstance(record, RecordSweepPoint) and (record.samples, record.outcome.accuracy) == (50, 0.55)
+
+
+def test_no_finished_trial_fails_the_study() -> None:
+    trials = [trial(n, "failed", reason="boom") for n in range(4)]
+    decision = plan(spec(maxFailedTrials=4), Observed(trials=trials))
+    assert (decision.phase, decision.reason) == ("Failed", "NoTrialFinished")
