@@ -28,6 +28,7 @@ from sweetspot.contract import StageResult
 from sweetspot.planner import AskTrials, Decision, Observed, RunKey, RunView, StartRun, StopRun, plan
 from sweetspot.search import SearchStore
 from sweetspot.stages import Paths, trial_config
+from sweetspot.stats import progress
 
 POLL_SECONDS = 0.5
 BAD_INPUT_EXIT = 2
@@ -164,6 +165,7 @@ def run_study(study: FineTuneStudy, store: SearchStore, executor: LocalExecutor,
             if decision.phase != last_phase and decision.reason != "Recording":
                 say(describe(decision))
                 last_phase = decision.phase
+            recorded = False
             for action in decision.actions:
                 if isinstance(action, StartRun):
                     say(f"start {action.key} " + json.dumps(dict(action.params), default=str))
@@ -176,6 +178,9 @@ def run_study(study: FineTuneStudy, store: SearchStore, executor: LocalExecutor,
                         say(f"asked trial(s) {', '.join(map(str, asked))}")
                     elif not isinstance(action, AskTrials):
                         say(_describe_record(action))
+                        recorded = True
+            if recorded:
+                say(progress(study.spec, *store.snapshot()))
             if decision.finished and not any(isinstance(a, StartRun) for a in decision.actions):
                 return decision
             if not decision.actions:

@@ -131,3 +131,39 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         curve=curve,
         sweet_spot=sweet_spot(curve, min_gain),
     )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> str:
+    """One line for a terminal: where the search is, the best so far, and a rough time to go."""
+    search, signal = spec.search, early_signal(spec)
+    judged = [t for t in trials if t.early is not None]
+    finals = [t for t in trials if t.final is not None]
+    failed = sum(1 for t in trials if t.state == "failed" or t.infeasible)
+    early_seconds = _mean([t.early.seconds for t in judged])  # type: ignore[union-attr]
+    fraction = search.early_evaluation.at_fraction
+    final_seconds = _mean([t.final.seconds for t in finals]) or (  # type: ignore[union-attr]
+        early_seconds * (1 - fraction) / fraction if early_seconds else None
+    )
+    remaining_early = max(0, search.max_trials - len(judged) - failed)
+    proxy = search.early_evaluation.policy == "proxy"
+    remaining_final = max(0, search.early_evaluation.promote_top_k - len(finals)) if proxy else remaining_early
+    sizes = spec.data_efficiency.sample_sizes if spec.data_efficiency else []
+    remaining_sweep = max(0, len(sizes) - sum(1 for p in sweep if p.outcome is not None) - (1 if sizes else 0))
+    parts = [f"{len(judged)}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
+    if judged:
+        pick = min if signal == "loss" else max
+        leader = pick(judged, key=lambda t: t.early.metric(signal))  # type: ignore[union-attr]
+        parts.append(f"best early {signal} {leader.early.metric(signal):.4f} (trial {leader.number})")  # type: ignore[union-attr]
+    best = best_trial(spec, trials)
+    if best is not None and best.final is not None:
+        parts.append(
+            f"best final {spec.objective.metric} {best.final.metric(spec.objective.metric):.4f} (trial {best.number})"
+        )
+    if early_seconds and final_seconds:
+        seconds = remaining_early * early_seconds + (remaining_final + remaining_sweep) * final_seconds
+        parts.append(f"ETA ~{seconds / search.parallelism / 60:.1f} min")
+    return ", ".join(parts)

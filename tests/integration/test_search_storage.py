@@ -157,11 +157,39 @@ def test_unreachable_server_is_a_clear_error() -> None:
     assert safe_url("postgresql+psycopg://user:pw@host/db") == "postgresql+psycopg://user:***@host/db"
 
 
-def test_optuna_dashboard_style_readers_see_the_study(storage_url: str) -> None:
-    # The study is a plain Optuna study: any Optuna client (optuna-dashboard included) can load it.
+def test_optuna_and_optuna_dashboard_read_the_study(storage_url: str) -> None:
+    import io
+    import json
+
+    from optuna_dashboard import wsgi
+
     store = SearchStore.open(storage_url, study())
     store.apply(AskTrials(1))
     store.apply(RecordEarly(0, outcome(0.5), 0.5, report_to_pruner=False))
     loaded = optuna.load_study(study_name="default/s1", storage=storage_url)
     assert loaded.best_value == 0.5
     assert "sweetspot:spec" in loaded.user_attrs
+
+    # optuna-dashboard's own API, called as its web server would (WSGI), lists the study and its trial.
+    app = wsgi(storage_url)
+    status: list[str] = []
+
+    def get(path: str) -> dict[str, Any]:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "80",
+            "wsgi.input": io.BytesIO(),
+            "wsgi.url_scheme": "http",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+        }
+        body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    studies = get("/api/studies")["study_summaries"]
+    (summary,) = [s for s in studies if s["study_name"] == "default/s1"]
+    detail = get(f"/api/studies/{summary['study_id']}")
+    assert status[-1].startswith("200")
+    assert [t["number"] for t in detail["trials"]] == [0]

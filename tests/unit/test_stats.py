@@ -6,7 +6,7 @@ import pytest
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.planner import Outcome, SweepView, TrialView
-from sweetspot.stats import agreement, summarize, sweet_spot
+from sweetspot.stats import agreement, progress, summarize, sweet_spot
 
 
 def spec(**early: object) -> FineTuneStudySpec:
@@ -66,3 +66,11 @@ def test_sweet_spot_is_where_the_next_size_stops_paying() -> None:
     assert sweet_spot([], min_gain=0.02) is None
     points = [SweepView(n, outcome(a)) for n, a in ((100, 0.7), (200, 0.85), (400, 0.86))]
     assert summarize(spec(), [done(0, 0.5, 0.8)], points).sweet_spot == (200, 0.85)
+
+
+def test_progress_line_tells_the_best_so_far_and_time_to_go() -> None:
+    trials = [done(0, 0.5, None), done(1, 0.6, None)]
+    line = progress(spec(), trials, [])
+    assert line.startswith("2/4 trials judged early, 0 trained to the end, best early accuracy 0.6000 (trial 1)")
+    # Two early stages left at 10 s, two finals at 10 s * 0.8 / 0.2 = 40 s, two sweep sizes beyond the first.
+    assert line.endswith("ETA ~3.0 min")
