@@ -74,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     storage = args.storage or f"sqlite:///{(workdir / 'studies.db').resolve()}"
     try:
         store = SearchStore.open(storage, study)
+        store.update_spec(study)  # overrides such as --max-trials are part of what this run did
     except StorageError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -122,6 +123,31 @@ def _report(args: argparse.Namespace) -> int:
         for path in report.write_plots(data, Path(args.plots)):
             print(f"wrote {path}", file=sys.stderr)
     print(json.dumps(data, indent=2) if args.format == "json" else report.render_text(data))
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from sweetspot import jobs
+    from sweetspot.planner import RunKey, StartRun
+    from sweetspot.search import preview_params
+    from sweetspot.stages import trial_config
+
+    try:
+        studies = load_manifest(args.manifest)
+    except ManifestError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    documents = []
+    for study in studies:
+        count = args.trials or study.spec.search.parallelism
+        for number, params in enumerate(preview_params(study.spec, count)):
+            key = RunKey("trial", number, "early")
+            config = trial_config(study, StartRun(key, params), jobs.pod_paths(study, key))
+            documents += [jobs.config_map(study, key, config), jobs.job(study, key)]
+    sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False, width=120))
     return 0
 
 
@@ -181,6 +207,16 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--format", choices=("text", "json"), default="text")
     rep.add_argument("--plots", metavar="DIR", help="also write PNG plots to DIR")
     rep.set_defaults(run=_report)
+
+    render = commands.add_parser(
+        "render",
+        help="print the Jobs the operator would create first (a dry run)",
+        description="Print the ConfigMaps and Jobs the operator would create for the first trials of a study, with "
+        "the hyperparameters its sampler would propose first, like `helm template`. Nothing is stored or applied.",
+    )
+    render.add_argument("manifest", metavar="STUDY.yaml")
+    render.add_argument("--trials", type=int, help="how many trials (default: spec.search.parallelism)")
+    render.set_defaults(run=_render)
 
     crd = commands.add_parser(
         "crd",

@@ -236,6 +236,10 @@ _STATES: dict[OptunaState, TrialState] = {
 }
 
 
+def _stored_spec(resource: FineTuneStudy) -> dict[str, Any]:
+    return resource.model_dump(mode="json", include={"metadata": {"name", "namespace"}, "spec": True})
+
+
 def _outcome(data: Mapping[str, Any] | None) -> Outcome | None:
     return Outcome(**data) if data else None
 
@@ -265,7 +269,8 @@ class SearchStore:
                 pruner=make_pruner(spec),
                 load_if_exists=True,
             )
-            study.set_user_attr(SPEC_ATTR, resource.model_dump(mode="json", include={"metadata", "spec"}))
+            if SPEC_ATTR not in study.user_attrs:
+                study.set_user_attr(SPEC_ATTR, _stored_spec(resource))
             return study
 
         return cls(url, retrying(url, load, f"opening study {key}"), spec)
@@ -273,6 +278,15 @@ class SearchStore:
     @property
     def name(self) -> str:
         return self.study.study_name
+
+    def stored_spec(self) -> dict[str, Any]:
+        """The manifest the study was last run with."""
+        return dict(self.study.user_attrs.get(SPEC_ATTR, {}))
+
+    def update_spec(self, resource: FineTuneStudy) -> None:
+        value = _stored_spec(resource)
+        if self.study.user_attrs.get(SPEC_ATTR) != value:
+            self._retry(lambda: self.study.set_user_attr(SPEC_ATTR, value), "recording the spec")
 
     def _retry(self, operation: Callable[[], T], what: str) -> T:
         return retrying(self.url, operation, f"{self.name}: {what}")
@@ -417,6 +431,13 @@ class SearchStore:
         value = {"phase": decision.phase, "reason": decision.reason, "message": decision.message[:500]}
         if self.study.user_attrs.get(PHASE_ATTR) != value:
             self._retry(lambda: self.study.set_user_attr(PHASE_ATTR, value), "recording the phase")
+
+
+def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:
+    """The hyperparameters the study's sampler proposes first (in memory; nothing is stored)."""
+    study = optuna.create_study(direction=study_direction(spec), sampler=make_sampler(spec))
+    space = distributions(spec)
+    return [dict(study.ask(fixed_distributions=space).params) for _ in range(count)]
 
 
 def load_study(url: str, key: str) -> tuple[optuna.Study, dict[str, Any]]:

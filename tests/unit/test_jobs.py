@@ -1,0 +1,117 @@
+"""The Job builder: names, labels, ownership, the restricted pod, GPUs, Kueue, and no secrets (pure)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweetspot import jobs
+from sweetspot.contract import TrialConfig
+from sweetspot.manifest import load_manifest
+from sweetspot.planner import RunKey, StartRun
+from sweetspot.stages import trial_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def study(uid: str = "0b7f4c52-0000-4000-8000-000000000001") -> Any:
+    (resource,) = load_manifest(ROOT / "examples" / "product-attributes.yaml")
+    return resource.model_copy(update={"metadata": resource.metadata.model_copy(update={"uid": uid})})
+
+
+def test_names_are_deterministic_dns_labels() -> None:
+    assert jobs.object_name("quickstart", RunKey("trial", 3, "early")) == "quickstart-t3-early"
+    assert jobs.object_name("quickstart", RunKey("trial", 3, "final", 1)) == "quickstart-t3-final-r1"
+    long = "a" * 60
+    names = {jobs.object_name(long, RunKey("trial", n, "final", 2)) for n in range(50)}
+    assert len(names) == 50  # the hash keeps shortened names apart
+    for name in names:
+        assert len(name) <= 63 and DNS_LABEL.match(name), name
+    assert jobs.object_name(long, RunKey("trial", 7, "early")) == jobs.object_name(long, RunKey("trial", 7, "early"))
+
+
+def test_job_is_labelled_owned_and_never_retried_by_kubernetes() -> None:
+    resource = study()
+    job = jobs.job(resource, RunKey("trial", 4, "early"))
+    meta = job["metadata"]
+    assert meta["name"] == "product-attributes-t4-early" and meta["namespace"] == "ml-team"
+    assert meta["labels"][jobs.LABEL_STUDY] == "product-attributes"
+    assert meta["labels"][jobs.LABEL_TRIAL] == "4" and meta["labels"][jobs.LABEL_STAGE] == "early"
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "sweetspot.dev/v1alpha1",
+            "kind": "FineTuneStudy",
+            "name": "product-attributes",
+            "uid": resource.metadata.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 21600
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2, 3]
+
+
+def test_pod_runs_restricted_with_gpus_kueue_and_scheduling() -> None:
+    job = jobs.job(study(), RunKey("trial", 0, "early"))
+    assert job["metadata"]["labels"][jobs.LABEL_KUEUE_QUEUE] == "gpu-team"
+    assert job["spec"]["suspend"] is True  # Kueue unsuspends it on admission
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["priorityClassName"] == "batch-low" and pod["serviceAccountName"] == "sweetspot-trainer"
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert {"/tmp", "/cache", "/dev/shm", jobs.MOUNT_MODEL, jobs.MOUNT_DATA, jobs.MOUNT_OUTPUT} <= set(mounts)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+
+
+def test_the_trial_config_points_into_the_pod_mounts_and_holds_no_secret() -> None:
+    resource = study()
+    key = RunKey("trial", 2, "final")
+    config = trial_config(
+        resource, StartRun(key, {"learningRate": 1e-4, "loraRank": 16}), jobs.pod_paths(resource, key)
+    )
+    assert config.model.path == "/sweetspot/model/llama-3.1-8b"
+    assert config.train.path == "/sweetspot/data/product-pages/train.jsonl"
+    assert config.checkpoint_dir == "/sweetspot/output/product-attributes/product-attributes/t2/checkpoint"
+    text = jobs.config_map(resource, key, config)["data"][jobs.CONFIG_KEY]
+    assert TrialConfig.model_validate_json(text) == config
+    rendered = yaml.safe_dump(jobs.job(resource, key)) + text
+    assert "sweetspot-db" not in rendered and "postgresql" not in rendered
+
+
+def test_render_prints_the_first_jobs_for_a_reviewer() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sweetspot.cli", "render", "examples/product-attributes.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    documents = list(yaml.safe_load_all(done.stdout))
+    kinds = [d["kind"] for d in documents]
+    assert kinds == ["ConfigMap", "Job"] * 4  # parallelism 4
+    configs = [TrialConfig.model_validate_json(d["data"]["trial.json"]) for d in documents if d["kind"] == "ConfigMap"]
+    assert len({c.hyperparameters for c in configs}) == 4  # the sampler's first proposals differ
