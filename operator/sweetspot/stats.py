@@ -75,44 +75,38 @@ def sweet_spot(curve: Sequence[tuple[int, float, dict[str, float]]], min_gain: f
     return curve[-1][0], curve[-1][1]
 
 
+def _stopped_by_proxy(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
+    """Under `proxy`, once every trial has its early score, those not promoted stopped for good."""
+    if spec.search.early_evaluation.policy != "proxy" or len(trials) < spec.search.max_trials:
+        return set()
+    if any(t.early is None and t.state != "failed" for t in trials):
+        return set()
+    kept = {t.number for t in promoted(spec, trials)} | {t.number for t in trials if t.final is not None}
+    return {t.number for t in trials if t.early is not None and t.number not in kept}
+
+
+def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
+    if trial.infeasible or trial.state == "failed":
+        return "failed"
+    if trial.state == "pruned" or stopped:
+        return "pruned"
+    if trial.final is not None:
+        return "complete"
+    if spec.search.early_evaluation.policy == "proxy" and trial.early is not None:
+        return "waiting"  # judged early: promoted, or stopped once the search ends
+    return "running"
+
+
 def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> Summary:
     counts = {"total": len(trials), "running": 0, "waiting": 0, "complete": 0, "pruned": 0, "failed": 0}
-    proxy = spec.search.early_evaluation.policy == "proxy"
     used = saved = 0.0
+    stopped_by_proxy = _stopped_by_proxy(spec, trials)
     for trial in trials:
-        if trial.infeasible or trial.state == "failed":
-            counts["failed"] += 1
-        elif trial.state == "pruned":
-            counts["pruned"] += 1
-        elif trial.final is not None:
-            counts["complete"] += 1
-        elif proxy and trial.early is not None and trial.state == "complete":
-            counts["waiting"] += 1  # judged early; promoted or stopped at the end of the search
-        else:
-            counts["running"] += 1
-        for outcome in (trial.early, trial.final):
-            if outcome is not None:
-                used += outcome.compute_seconds
+        counts[_state(trial, trial.number in stopped_by_proxy, spec)] += 1
+        used += sum(o.compute_seconds for o in (trial.early, trial.final) if o is not None)
         if trial.early is not None and trial.final is None and trial.early.step:
             remaining = trial.early.planned_steps - trial.early.step
             saved += trial.early.compute_seconds * remaining / trial.early.step
-    if proxy:
-        # Trials with an early score that were not promoted stopped there: they are pruned by the proxy policy.
-        searching_done = len(trials) >= spec.search.max_trials and all(
-            t.early is not None or t.state == "failed" for t in trials
-        )
-        if searching_done:
-            promoted_or_final = {t.number for t in trials if t.final is not None}
-            promoted_or_final |= {t.number for t in promoted(spec, trials)}
-            for trial in trials:
-                if (
-                    trial.early is not None
-                    and trial.number not in promoted_or_final
-                    and trial.state == "complete"
-                    and not trial.infeasible
-                ):
-                    counts["waiting"] -= 1
-                    counts["pruned"] += 1
     for point in sweep:
         if point.outcome is not None:
             used += point.outcome.compute_seconds
