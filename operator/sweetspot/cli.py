@@ -151,6 +151,26 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator(args: argparse.Namespace) -> int:
+    import logging
+
+    import kopf
+
+    from sweetspot import handlers
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    handlers.load_kubernetes_config()
+    kopf.run(
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
 def _crd(args: argparse.Namespace) -> int:
     sys.stdout.write(crd_yaml())
     return 0
@@ -217,6 +237,25 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("manifest", metavar="STUDY.yaml")
     render.add_argument("--trials", type=int, help="how many trials (default: spec.search.parallelism)")
     render.set_defaults(run=_render)
+
+    operator = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator (kopf)",
+        description="Reconcile FineTuneStudy resources into trial Jobs. Reads the cluster from the pod's service "
+        "account, or from KUBECONFIG outside a cluster; the default Optuna storage URL comes from "
+        "$SWEETSPOT_DATABASE_URL (a Secret-mounted env var), per study from spec.storage.secretRef.",
+    )
+    operator.add_argument(
+        "-n", "--namespace", action="append", help="watch only this namespace (repeatable); default: the whole cluster"
+    )
+    operator.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve liveness/readiness probes, e.g. http://0.0.0.0:8080/healthz",
+    )
+    operator.add_argument("-v", "--verbose", action="store_true")
+    operator.set_defaults(run=_operator)
 
     crd = commands.add_parser(
         "crd",

@@ -1,0 +1,476 @@
+"""The kopf operator: reconcile each FineTuneStudy into trial Jobs. The only module that talks to the API server.
+
+Every study gets a periodic reconcile (a kopf timer, run in a worker thread because Optuna and SQLAlchemy
+are synchronous): read the trials from Optuna and the study's Jobs from the cluster, run the planner, apply
+its actions (ask/tell in Optuna, create or delete Jobs), and write one status patch. Every action is
+idempotent (deterministic names, 409 on create counts as done), so a restarted operator picks up exactly where
+the last one stopped: it finds its Jobs by label and their results in their pods' termination messages.
+
+kopf keeps its own state in annotations under `sweetspot.dev` (a structural CRD schema would prune undeclared
+status fields), and its finalizer is `sweetspot.dev/cleanup`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from sweetspot import jobs
+from sweetspot.api import GROUP, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec
+from sweetspot.contract import StageResult
+from sweetspot.planner import (
+    AskTrials,
+    Decision,
+    FailTrial,
+    Observed,
+    RecordEarly,
+    RecordFailure,
+    RecordFinal,
+    RecordInfeasible,
+    RecordSweepPoint,
+    RunKey,
+    RunView,
+    StartRun,
+    StopRun,
+    plan,
+)
+from sweetspot.search import SearchStore, StorageError, load_study, study_key
+from sweetspot.stages import trial_config
+from sweetspot.stats import Summary, summarize
+
+RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "5"))
+DEFAULT_STORAGE_ENV = "SWEETSPOT_DATABASE_URL"
+MAX_PASSES = 8
+"""Plan-apply passes per reconcile: records first, then the starts they enable, without waiting a tick."""
+IMMUTABLE = ("model", "dataset", "objective")
+IMMUTABLE_SEARCH = ("sampler", "space", "early_evaluation", "seed")
+
+log = logging.getLogger("sweetspot.operator")
+_stores: dict[str, SearchStore] = {}
+_stores_lock = threading.Lock()
+
+
+# --- kopf configuration ----------------------------------------------------------------------------------
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.peering.standalone = True  # one replica (the chart's Deployment uses the Recreate strategy)
+    settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons users can filter on
+    settings.execution.max_workers = int(os.environ.get("SWEETSPOT_WORKERS", "8"))
+    load_kubernetes_config()
+
+
+def _client() -> tuple[kubernetes.client.BatchV1Api, kubernetes.client.CoreV1Api]:
+    return kubernetes.client.BatchV1Api(), kubernetes.client.CoreV1Api()
+
+
+def load_kubernetes_config() -> None:
+    """In a pod: the service account; elsewhere: KUBECONFIG (tests point it at the emulator)."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+# --- the cluster as the planner sees it ------------------------------------------------------------------
+
+
+def _name(obj: Any) -> str:
+    return str(obj.metadata.name)
+
+
+def _termination_message(core: kubernetes.client.CoreV1Api, namespace: str, job_name: str) -> StageResult | None:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    newest_first = sorted(pods, key=lambda p: str(getattr(p.metadata, "creation_timestamp", "") or ""), reverse=True)
+    for pod in newest_first:
+        for status in (pod.status and pod.status.container_statuses) or []:
+            terminated = status.state and status.state.terminated
+            if terminated and terminated.message:
+                try:
+                    return StageResult.model_validate_json(terminated.message)
+                except ValidationError:
+                    continue  # FallbackToLogsOnError: the log tail of a crash, not a result
+    return None
+
+
+def _disrupted(core: kubernetes.client.CoreV1Api, namespace: str, job_name: str) -> bool:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}").items
+    return any(
+        c.type == "DisruptionTarget" and c.status == "True"
+        for pod in pods
+        for c in (pod.status and pod.status.conditions) or []
+    )
+
+
+def observe_runs(study: FineTuneStudy) -> list[RunView]:
+    batch, core = _client()
+    namespace = study.metadata.namespace
+    selector = f"{jobs.LABEL_STUDY}={study.metadata.name}"
+    runs: list[RunView] = []
+    for job in batch.list_namespaced_job(namespace, label_selector=selector).items:
+        try:
+            key = RunKey.parse((getattr(job.metadata, "labels", None) or {}).get(jobs.LABEL_RUN, ""))
+        except ValueError:
+            continue
+        conditions = {c.type: c for c in (job.status and job.status.conditions) or [] if c.status == "True"}
+        name = _name(job)
+        if "Complete" in conditions:
+            result = _termination_message(core, namespace, name)
+            runs.append(RunView(key, "succeeded", result, "" if result else "the Job finished without a result"))
+        elif "Failed" in conditions:
+            result = _termination_message(core, namespace, name)
+            failed = conditions["Failed"]
+            reason = f"{failed.reason or 'Failed'}: {failed.message or ''}".strip(": ")
+            phase = "disrupted" if _disrupted(core, namespace, name) and result is None else "failed"
+            runs.append(RunView(key, phase, result, reason))  # type: ignore[arg-type]
+        elif getattr(job.metadata, "deletion_timestamp", None) is None:
+            runs.append(RunView(key, "running"))
+    return runs
+
+
+def _create(create: Any, namespace: str, body: Mapping[str, Any]) -> None:
+    try:
+        create(namespace, body)
+    except ApiException as exc:
+        if exc.status != 409:  # already there: an earlier attempt of this very action got through
+            raise
+
+
+def start_run(study: FineTuneStudy, action: StartRun) -> None:
+    batch, core = _client()
+    config = trial_config(study, action, jobs.pod_paths(study, action.key))
+    namespace = study.metadata.namespace
+    _create(core.create_namespaced_config_map, namespace, jobs.config_map(study, action.key, config))
+    _create(batch.create_namespaced_job, namespace, jobs.job(study, action.key))
+
+
+def stop_run(study: FineTuneStudy, key: RunKey) -> None:
+    batch, _ = _client()
+    try:
+        batch.delete_namespaced_job(
+            jobs.object_name(study.metadata.name, key), study.metadata.namespace, propagation_policy="Background"
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def delete_study_objects(namespace: str, name: str) -> int:
+    """Delete a study's Jobs, their pods and ConfigMaps (owner references do this on a real cluster too)."""
+    batch, core = _client()
+    selector = f"{jobs.LABEL_STUDY}={name}"
+    deleted = 0
+    for job in batch.list_namespaced_job(namespace, label_selector=selector).items:
+        try:
+            batch.delete_namespaced_job(_name(job), namespace, propagation_policy="Background")
+            deleted += 1
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+        try:
+            core.delete_namespaced_pod(_name(pod), namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    for config_map in core.list_namespaced_config_map(namespace, label_selector=selector).items:
+        try:
+            core.delete_namespaced_config_map(_name(config_map), namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    return deleted
+
+
+# --- storage -----------------------------------------------------------------------------------------------
+
+
+def storage_url(study: FineTuneStudy) -> str:
+    """The study's Secret when it names one, else the operator's default (never logged)."""
+    ref = study.spec.storage.secret_ref
+    if ref is None:
+        url = os.environ.get(DEFAULT_STORAGE_ENV)
+        if not url:
+            raise StorageError(f"no storage: set spec.storage.secretRef or the operator's {DEFAULT_STORAGE_ENV}")
+        return url
+    _, core = _client()
+    try:
+        secret = core.read_namespaced_secret(ref.name, study.metadata.namespace)
+    except ApiException as exc:
+        raise StorageError(f"cannot read Secret {ref.name}: {exc.reason}") from None
+    value = (secret.data or {}).get(ref.key)
+    if not value:
+        raise StorageError(f"Secret {ref.name} has no key {ref.key!r}")
+    return base64.b64decode(value).decode()
+
+
+def _store(study: FineTuneStudy, uid: str) -> SearchStore:
+    with _stores_lock:
+        store = _stores.get(uid)
+    if store is not None and store.spec == study.spec:
+        return store
+    store = SearchStore.open(storage_url(study), study)
+    with _stores_lock:
+        _stores[uid] = store
+    return store
+
+
+def immutable_changes(stored: Mapping[str, Any] | None, spec: FineTuneStudySpec) -> list[str]:
+    """Fields that changed since the study started and may not (only budget, parallelism, suspend may)."""
+    if not stored or "spec" not in stored:
+        return []
+    before = FineTuneStudySpec.model_validate(stored["spec"])
+    changed = [f"spec.{name}" for name in IMMUTABLE if getattr(before, name) != getattr(spec, name)]
+    changed += [
+        f"spec.search.{name}" for name in IMMUTABLE_SEARCH if getattr(before.search, name) != getattr(spec.search, name)
+    ]
+    return changed
+
+
+# --- status ------------------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    previous: list[Mapping[str, Any]], kind: str, status: bool, reason: str, message: str, generation: int | None
+) -> dict[str, Any]:
+    """A metav1.Condition that keeps its lastTransitionTime while its status does not change."""
+    value = "True" if status else "False"
+    old = next((c for c in previous if c.get("type") == kind), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == value else _now()
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def build_status(
+    decision: Decision,
+    summary: Summary,
+    previous: Mapping[str, Any],
+    generation: int | None,
+    spec: FineTuneStudySpec,
+    optuna_study: str,
+) -> dict[str, Any]:
+    conditions = list(previous.get("conditions", []))
+    best = summary.best
+    status: dict[str, Any] = {
+        "phase": decision.phase,
+        "trials": summary.counts,
+        "gpuSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
+        "learningCurve": [{"samples": s, "accuracy": a, "attributeAccuracy": per} for s, a, per in summary.curve],
+        "optunaStudy": optuna_study,
+        "observedGeneration": generation,
+        "earlyFinalCorrelation": summary.agreement.spearman,
+        "best": None,
+        "sweetSpot": None,
+        "conditions": [
+            condition(conditions, "Ready", decision.phase != "Failed", decision.reason, decision.message, generation),
+            condition(
+                conditions, "Succeeded", decision.phase == "Succeeded", decision.reason, decision.message, generation
+            ),
+            condition(conditions, "StorageReachable", True, "Connected", "the Optuna storage answers", generation),
+            condition(
+                conditions,
+                "Suspended",
+                spec.suspend,
+                "Suspended" if spec.suspend else "Running",
+                "spec.suspend is true" if spec.suspend else "",
+                generation,
+            ),
+        ],
+    }
+    if best is not None and best.final is not None:
+        status["best"] = {
+            "trial": best.number,
+            "params": dict(best.params),
+            "earlyAccuracy": best.early.accuracy if best.early else None,
+            "finalAccuracy": best.final.accuracy,
+            "attributeAccuracy": dict(best.final.attribute_accuracy),
+        }
+    if summary.sweet_spot is not None:
+        status["sweetSpot"] = {"samples": summary.sweet_spot[0], "accuracy": summary.sweet_spot[1]}
+    return status
+
+
+# --- handlers ---------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _event(body: Any, reason: str, message: str, warning: bool = False) -> None:
+    """A core/v1 Event on the study (kubectl describe shows them). Posted directly rather than through kopf's
+    log-to-event bridge, which would also post kopf's own chatter on every timer run."""
+    meta = body["metadata"]
+    now = datetime.datetime.now(datetime.UTC)
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FineTuneStudy",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": "sweetspot-operator"},
+        "reportingComponent": "sweetspot.dev/operator",
+        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "count": 1,
+    }
+    try:
+        _client()[1].create_namespaced_event(meta["namespace"], event)  # type: ignore[arg-type]  # dicts are accepted
+    except ApiException as exc:  # an Event is worth a try, never a failed reconcile
+        log.warning("cannot post event %s on %s: %s", reason, meta["name"], exc.reason)
+
+
+def _apply(study: FineTuneStudy, store: SearchStore, body: Any, action: Any) -> None:
+    if isinstance(action, StartRun):
+        start_run(study, action)
+        _event(body, "StageStarted", f"{action.key} started ({jobs.object_name(study.metadata.name, action.key)})")
+    elif isinstance(action, StopRun):
+        stop_run(study, action.key)
+        _event(body, "StageStopped", f"{action.key} stopped: {action.reason}")
+    else:
+        store.apply(action)
+        if isinstance(action, RecordEarly):
+            _event(body, "EarlyResult", f"trial {action.trial}: early accuracy {action.outcome.accuracy:.4f}")
+        elif isinstance(action, RecordFinal):
+            _event(
+                body,
+                "TrialPromoted" if action.value is None else "TrialComplete",
+                f"trial {action.trial}: final accuracy {action.outcome.accuracy:.4f}",
+            )
+        elif isinstance(action, RecordSweepPoint):
+            _event(body, "CurvePoint", f"{action.samples} samples: accuracy {action.outcome.accuracy:.4f}")
+        elif isinstance(action, RecordInfeasible):
+            _event(body, "TrialOutOfMemory", f"trial {action.trial}: {action.message[:200]}", warning=True)
+        elif isinstance(action, RecordFailure):
+            kind = "StageDisrupted" if action.disruption else "StageFailed"
+            _event(body, kind, f"{action.key}: {action.reason[:300]}", warning=not action.disruption)
+        elif isinstance(action, FailTrial):
+            _event(body, "TrialFailed", f"trial {action.trial}: {action.reason[:300]}", warning=True)
+
+
+def reconcile_study(
+    body: Any, meta: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch
+) -> Decision | None:
+    """One reconcile of one study: plan and apply until nothing more can happen now, then patch the status."""
+    previous = _plain(status) or {}
+    generation = meta.get("generation")
+    try:
+        study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
+    except ValidationError as exc:
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+        patch.status["conditions"] = [
+            condition(previous.get("conditions", []), "Ready", False, "InvalidSpec", message, generation)
+        ]
+        return None
+    uid = str(meta.get("uid", study.key))
+    try:
+        store = _store(study, uid)
+        changed = immutable_changes(store.stored_spec(), study.spec)
+        if changed:
+            message = (
+                f"{', '.join(changed)} cannot change once a study has started "
+                "(only budget, parallelism and suspend can)"
+            )
+            conditions = [c for c in previous.get("conditions", []) if c.get("type") != "Ready"]
+            conditions.append(
+                condition(previous.get("conditions", []), "Ready", False, "ImmutableFieldChanged", message, generation)
+            )
+            patch.status["conditions"] = conditions
+            if not any(c.get("reason") == "ImmutableFieldChanged" for c in previous.get("conditions", [])):
+                _event(body, "ImmutableFieldChanged", message, warning=True)
+            return None
+        store.update_spec(study)
+        for _ in range(MAX_PASSES):
+            trials, sweep = store.snapshot()
+            decision = plan(study.spec, Observed(trials, sweep, observe_runs(study)))
+            for action in decision.actions:
+                if isinstance(action, AskTrials):
+                    asked = store.apply(action)
+                    _event(body, "TrialsAsked", f"trial(s) {', '.join(map(str, asked))} asked")
+                else:
+                    _apply(study, store, body, action)
+            store.set_phase(decision)
+            if not decision.actions or decision.reason != "Recording":
+                break
+        trials, sweep = store.snapshot()
+    except StorageError as exc:
+        with _stores_lock:
+            _stores.pop(uid, None)
+        conditions = [c for c in previous.get("conditions", []) if c.get("type") != "StorageReachable"]
+        conditions.append(
+            condition(
+                previous.get("conditions", []), "StorageReachable", False, "StorageUnreachable", str(exc), generation
+            )
+        )
+        patch.status["conditions"] = conditions
+        _event(body, "StorageUnreachable", str(exc), warning=True)
+        return None
+    summary = summarize(study.spec, trials, sweep)
+    new_status = build_status(decision, summary, previous, generation, study.spec, store.name)
+    if decision.finished and previous.get("phase") != decision.phase:
+        _event(body, f"Study{decision.phase}", decision.message or decision.reason, warning=decision.phase == "Failed")
+    patch.status.update(new_status)
+    return decision
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, initial_delay=0)
+def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
+    # A sync handler: kopf runs it in a worker thread, so Optuna's blocking I/O never stalls the event loop.
+    reconcile_study(body, meta, status, patch)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)  # with kopf's finalizer: Jobs go before the study does
+def delete(
+    body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
+    namespace, name = meta["namespace"], meta["name"]
+    deleted = delete_study_objects(namespace, name)
+    logger.info("deleted %d Jobs of study %s/%s", deleted, namespace, name)
+    with _stores_lock:
+        _stores.pop(str(meta.get("uid")), None)
+    if spec.get("onDelete", "keep") == "delete":
+        try:
+            study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
+            url = storage_url(study)
+            optuna_study, _ = load_study(url, study_key(namespace, name))
+            import optuna
+
+            optuna.delete_study(study_name=optuna_study.study_name, storage=url)
+        except (StorageError, ValidationError) as exc:
+            logger.warning("the Optuna study of %s/%s was not deleted: %s", namespace, name, exc)

@@ -1,0 +1,205 @@
+"""The operator end to end: the real kopf operator (a subprocess, as in a pod) against the Kubernetes API
+emulator, a node simulator running the real trainer on builtin:tiny, and a throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import optuna
+import pytest
+import yaml
+
+from sweetspot.crd import crd
+
+from support.cluster import NodeSimulator, RunningCluster, cluster
+from support.kube_schema import CrdValidator
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
+
+NAMESPACE = "default"
+GROUP, VERSION, PLURAL = "sweetspot.dev", "v1alpha1", "finetunestudies"
+
+
+def study(name: str, **search: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "sweetspot.dev/v1alpha1",
+        "kind": "FineTuneStudy",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "model": {"builtin": "tiny", "maxSequenceLength": 128},
+            "dataset": {
+                "train": {"builtin": "product-pages", "rows": 200},
+                "validation": {"builtin": "product-pages", "rows": 40},
+                "samples": 64,
+            },
+            "search": {
+                "maxTrials": 3,
+                "parallelism": 2,
+                "seed": 5,
+                "earlyEvaluation": {"atFraction": 0.25, "promoteTopK": 1, "signal": "loss"},
+                "space": {
+                    "learningRate": {"min": 1e-3, "max": 1e-2, "log": True},
+                    "batchSize": {"values": [16]},
+                    "epochs": {"values": [1]},
+                },
+                **search,
+            },
+            "trial": {"image": "sweetspot-trainer:test", "resources": {"limits": {"cpu": "1"}}},
+        },
+    }
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class Operator:
+    """`sweetspot operator` as a process, restartable and killable like a pod."""
+
+    def __init__(self, running: RunningCluster, database: str, workdir: Path) -> None:
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(running.kubeconfig),
+            "SWEETSPOT_DATABASE_URL": database,
+            "SWEETSPOT_RECONCILE_SECONDS": "0.5",
+        }
+        self.log = workdir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sweetspot.cli", "operator", "-n", NAMESPACE], env=self.env, stdout=log, stderr=log
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
+    from support.postgres import fresh_database
+
+    database = fresh_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**6}")
+    with cluster(tmp_path) as running:
+        api = running.client()
+        node = NodeSimulator(api, NAMESPACE, tmp_path, environ={"SWEETSPOT_CACHE": str(tmp_path / "cache")})
+        operator = Operator(running, database, tmp_path)
+        with node:
+            operator.start()
+            try:
+                yield {"api": api, "node": node, "operator": operator, "database": database, "dir": tmp_path}
+            finally:
+                operator.stop()
+                assert not node.errors, node.errors
+
+
+def apply(api: kubernetes.client.ApiClient, manifest: dict[str, Any]) -> None:
+    assert CrdValidator(crd()).errors(manifest) == []  # the emulator does not validate; a cluster would
+    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
+
+
+def get(api: kubernetes.client.ApiClient, name: str) -> dict[str, Any]:
+    return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        GROUP, VERSION, NAMESPACE, PLURAL, name
+    )
+
+
+def jobs_of(api: kubernetes.client.ApiClient, name: str) -> list[str]:
+    items = (
+        kubernetes.client.BatchV1Api(api)
+        .list_namespaced_job(NAMESPACE, label_selector=f"sweetspot.dev/study={name}")
+        .items
+    )
+    return sorted(job.metadata.name for job in items)
+
+
+def phase(api: kubernetes.client.ApiClient, name: str) -> str | None:
+    return (get(api, name).get("status") or {}).get("phase")
+
+
+def check_succeeded(world: dict[str, Any], name: str) -> dict[str, Any]:
+    api = world["api"]
+    final_phase = eventually(
+        lambda: phase(api, name) in ("Succeeded", "Failed") and phase(api, name),
+        600,
+        f"study {name} to finish (operator log: {world['operator'].log})",
+    )
+    body = get(api, name)
+    assert final_phase == "Succeeded", yaml.safe_dump(body.get("status"))
+    status = body["status"]
+    assert status["trials"]["total"] == 3 and status["trials"]["complete"] == 1 and status["trials"]["pruned"] == 2
+    assert status["best"]["finalAccuracy"] > 0
+    assert status["observedGeneration"] == body["metadata"]["generation"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Succeeded"]["status"] == "True" and conditions["StorageReachable"]["status"] == "True"
+    # The status is what the CRD's schema allows (a real API server would prune or reject anything else).
+    assert CrdValidator(crd()).errors(body) == []
+    stored = optuna.load_study(study_name=f"{NAMESPACE}/{name}", storage=world["database"])
+    assert [t.number for t in stored.trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored.trials)
+    return body
+
+
+def test_a_study_runs_to_succeeded_on_the_cluster(world: dict[str, Any]) -> None:
+    api = world["api"]
+    apply(api, study("e2e"))
+    eventually(lambda: jobs_of(api, "e2e"), 60, "the first Job")
+    body = check_succeeded(world, "e2e")
+    names = jobs_of(api, "e2e")
+    assert names[:3] == ["e2e-t0-early", "e2e-t1-early", "e2e-t2-early"]
+    assert len([n for n in names if n.endswith("-final")]) == 1
+    events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+    reasons = {e.reason for e in events if e.involved_object and e.involved_object.name == "e2e"}
+    assert {"StageStarted", "EarlyResult", "TrialPromoted", "StudySucceeded"} <= reasons
+    assert body["status"]["optunaStudy"] == "default/e2e"
+
+
+def test_the_operator_killed_mid_study_loses_and_repeats_nothing(world: dict[str, Any]) -> None:
+    api, operator, node = world["api"], world["operator"], world["node"]
+    apply(api, study("restart"))
+    eventually(lambda: any(n.startswith("restart-t0") for n in node.started), 120, "the first trial to run")
+    operator.kill()  # SIGKILL while trials run: no cleanup, no goodbye
+    time.sleep(1.0)
+    operator.start()
+    check_succeeded(world, "restart")
+    names = jobs_of(api, "restart")
+    assert len(names) == len(set(names)) == len(set(node.started) & set(names))
+    assert not [n for n in names if "-r" in n.rsplit("-", 1)[-1]]  # no stage had to be retried
+
+
+def test_deleting_a_study_deletes_its_jobs(world: dict[str, Any]) -> None:
+    api = world["api"]
+    apply(api, study("doomed"))
+    eventually(lambda: jobs_of(api, "doomed"), 60, "the first Job")
+    kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "doomed")
+    eventually(lambda: not jobs_of(api, "doomed"), 60, "the study's Jobs to be deleted")
+    maps = kubernetes.client.CoreV1Api(api).list_namespaced_config_map(
+        NAMESPACE, label_selector="sweetspot.dev/study=doomed"
+    )
+    assert maps.items == []
