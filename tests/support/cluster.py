@@ -245,6 +245,9 @@ class NodeSimulator:
         self.environ = environ or {}
         self.processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         self.started: list[str] = []
+        self.seen: dict[str, float] = {}
+        """When each Job was first seen, and when it finished (monotonic seconds): operator latency."""
+        self.finished: dict[str, float] = {}
         self.hooks: dict[str, Callable[[str], None]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-simulator", daemon=True)
@@ -272,6 +275,7 @@ class NodeSimulator:
     def tick(self) -> None:
         for job in self.batch.list_namespaced_job(self.namespace).items:
             name = job.metadata.name
+            self.seen.setdefault(name, time.monotonic())
             conditions = [c.type for c in (job.status and job.status.conditions) or []]
             if "Complete" in conditions or "Failed" in conditions:
                 continue
@@ -334,6 +338,7 @@ class NodeSimulator:
         if code is None:
             return
         del self.processes[name]
+        self.finished[name] = time.monotonic()
         message = termination.read_text() if termination.exists() else ""
         state = {"terminated": {"exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}}
         self.core.patch_namespaced_pod_status(
@@ -367,6 +372,11 @@ class NodeSimulator:
         }
         status = {"active": 0, "conditions": [condition], ("succeeded" if code == 0 else "failed"): 1}
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": status}, **MERGE)
+
+    def crash(self, job_name: str) -> None:
+        """The container dies without a result (killed, segfault): a real failure, reported at the next tick."""
+        process, _ = self.processes[job_name]
+        process.kill()
 
     def evict(self, job_name: str) -> None:
         """A disruption: the pod is killed and marked DisruptionTarget; the Job fails (as without retries)."""
