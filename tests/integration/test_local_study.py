@@ -121,7 +121,11 @@ def test_an_interrupted_study_resumes_with_nothing_lost_or_repeated(tmp_path: Pa
         if "start t1-early" in line:
             break
         assert time.monotonic() < deadline, "".join(seen)
-    time.sleep(3)  # let the second trial's trainer get under way, so Ctrl-C lands mid-stage
+    # Ctrl-C lands mid-stage: once the second trial's trainer has started writing its progress.
+    log = tmp_path / ".sweetspot" / "default-small" / "runs" / "t1-early" / "log.txt"
+    while not (log.exists() and "training rows" in log.read_text()):
+        assert time.monotonic() < deadline, "the second trial's trainer never started"
+        time.sleep(0.2)
     first.send_signal(signal.SIGINT)
     code, rest = finish(first, timeout=60)
     assert code == 130, "".join(seen) + rest
