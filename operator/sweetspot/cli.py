@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 from sweetspot import __version__
+from sweetspot.api import FineTuneStudy
 from sweetspot.crd import crd_yaml
 from sweetspot.manifest import ManifestError, load_manifest
 
@@ -20,15 +21,22 @@ examples:
 """
 
 
+def _studies(path: str) -> list[FineTuneStudy] | None:
+    """The studies in a manifest, or None after printing every problem (one line each)."""
+    try:
+        return load_manifest(path)
+    except ManifestError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return None
+
+
 def _validate(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
-        try:
-            studies = load_manifest(path)
-        except ManifestError as exc:
+        studies = _studies(path)
+        if studies is None:
             failed = True
-            for error in exc.errors:
-                print(error, file=sys.stderr)
             continue
         if not args.quiet:
             for study in studies:
@@ -48,15 +56,13 @@ def _run(args: argparse.Namespace) -> int:
     from sweetspot.search import SearchStore, StorageError, safe_url
 
     console = Console(stderr=True, highlight=False)
-    try:
-        (study,) = load_manifest(args.manifest)
-    except ManifestError as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
+    studies = _studies(args.manifest)
+    if studies is None:
         return 1
-    except ValueError:
+    if len(studies) != 1:
         print(f"{args.manifest}: sweetspot run takes a file with exactly one FineTuneStudy", file=sys.stderr)
         return 1
+    (study,) = studies
     search = study.spec.search
     overrides = {
         "max_trials": args.max_trials or search.max_trials,
@@ -134,11 +140,8 @@ def _render(args: argparse.Namespace) -> int:
     from sweetspot.search import preview_params
     from sweetspot.stages import trial_config
 
-    try:
-        studies = load_manifest(args.manifest)
-    except ManifestError as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
+    studies = _studies(args.manifest)
+    if studies is None:
         return 1
     documents = []
     for study in studies:

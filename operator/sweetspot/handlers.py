@@ -160,39 +160,32 @@ def start_run(study: FineTuneStudy, action: StartRun) -> None:
 
 def stop_run(study: FineTuneStudy, key: RunKey) -> None:
     batch, _ = _client()
+    name = jobs.object_name(study.metadata.name, key)
+    _delete(batch.delete_namespaced_job, name, study.metadata.namespace, propagation_policy="Background")
+
+
+def _delete(delete: Any, name: str, namespace: str, **options: Any) -> bool:
+    """Delete one object; already gone counts as deleted."""
     try:
-        batch.delete_namespaced_job(
-            jobs.object_name(study.metadata.name, key), study.metadata.namespace, propagation_policy="Background"
-        )
+        delete(name, namespace, **options)
     except ApiException as exc:
         if exc.status != 404:
             raise
+    return True
 
 
 def delete_study_objects(namespace: str, name: str) -> int:
     """Delete a study's Jobs, their pods and ConfigMaps (owner references do this on a real cluster too)."""
     batch, core = _client()
     selector = f"{jobs.LABEL_STUDY}={name}"
-    deleted = 0
-    for job in batch.list_namespaced_job(namespace, label_selector=selector).items:
-        try:
-            batch.delete_namespaced_job(_name(job), namespace, propagation_policy="Background")
-            deleted += 1
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    deleted = sum(
+        _delete(batch.delete_namespaced_job, _name(job), namespace, propagation_policy="Background")
+        for job in batch.list_namespaced_job(namespace, label_selector=selector).items
+    )
     for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
-        try:
-            core.delete_namespaced_pod(_name(pod), namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        _delete(core.delete_namespaced_pod, _name(pod), namespace)
     for config_map in core.list_namespaced_config_map(namespace, label_selector=selector).items:
-        try:
-            core.delete_namespaced_config_map(_name(config_map), namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        _delete(core.delete_namespaced_config_map, _name(config_map), namespace)
     return deleted
 
 
