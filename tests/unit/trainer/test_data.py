@@ -156,3 +156,34 @@ def test_validation_split_is_disjoint_and_sized() -> None:
     train, validation = split_validation(rows, 0.1, seed=0)
     assert (len(train), len(validation)) == (90, 10)
     assert not {r.id for r in train} & {r.id for r in validation}
+
+
+@pytest.mark.parametrize(("name", "line", "words"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_a_training_run_on_bad_data_exits_2_naming_file_and_line(
+    name: str,
+    line: str,
+    words: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The data is checked before any model loads, so this is the real entrypoint, run in-process.
+    path = _write(tmp_path, line)
+    config = tmp_path / "trial.json"
+    config.write_text(
+        json.dumps(
+            {
+                "study": "s",
+                "trial": 0,
+                "stage": "early",
+                "model": {"builtin": "tiny"},
+                "train": {"path": str(path)},
+                "outputDir": str(tmp_path / "out"),
+            }
+        )
+    )
+    monkeypatch.setenv("SWEETSPOT_TERMINATION_LOG", str(tmp_path / "termination-log"))
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2: " in err and words in err
+    assert json.loads((tmp_path / "termination-log").read_text())["status"] == "bad_input"
