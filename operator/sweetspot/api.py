@@ -44,6 +44,8 @@ class Rule:
     """Dotted path, relative to the object, of the field the error names ('' for the object itself)."""
     holds: Callable[[Any], bool]
     """The same rule over the validated Python model."""
+    transition: bool = False
+    """A rule over `oldSelf` (updates only): the API server enforces it; the operator checks it itself."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class Model(BaseModel):
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
-        broken = [Violation(r.field, r.message) for r in type(self).rules if not r.holds(self)]
+        broken = [Violation(r.field, r.message) for r in type(self).rules if not r.transition and not r.holds(self)]
         if broken:
             raise BrokenRulesError(broken)
         return self
@@ -682,6 +684,16 @@ class Storage(Model):
     default storage when unset. Only the operator reads it; trial pods never see it."""
 
 
+def _immutable(field: str, cel: str | None = None) -> Rule:
+    return Rule(
+        cel=cel or f"self.{field} == oldSelf.{field}",
+        message=f"{field} cannot change once the study exists (only budget, parallelism and suspend can)",
+        field=field,
+        holds=lambda _: True,
+        transition=True,
+    )
+
+
 class FineTuneStudySpec(Model):
     """A fine-tuning study: search LoRA hyperparameters (judged early), train the best to the end, and sweep
     training-set sizes."""
@@ -706,6 +718,17 @@ class FineTuneStudySpec(Model):
     """What happens to the Optuna study when this resource is deleted."""
 
     rules = (
+        _immutable("model"),
+        _immutable("dataset"),
+        _immutable("objective"),
+        _immutable("search.sampler"),
+        _immutable("search.space"),
+        _immutable("search.earlyEvaluation"),
+        _immutable(
+            "search.seed",
+            "has(self.search.seed) == has(oldSelf.search.seed)"
+            " && (!has(self.search.seed) || self.search.seed == oldSelf.search.seed)",
+        ),
         Rule(
             cel="!has(self.dataEfficiency) || !has(self.dataset.train.rows) "
             "|| self.dataEfficiency.sampleSizes.all(n, n <= self.dataset.train.rows)",

@@ -96,14 +96,16 @@ class CrdValidator:
         self._env = celpy.Environment()
         self._programs: dict[str, Any] = {}
 
-    def errors(self, obj: Any) -> list[ApiError]:
-        """Every error the API server would report for creating `obj` (schema first, then CEL rules)."""
+    def errors(self, obj: Any, old: Any = None) -> list[ApiError]:
+        """Every error the API server would report for creating `obj`, or for updating `old` to `obj` (schema
+        first, then CEL rules; transition rules over `oldSelf` only on updates)."""
         obj = apply_defaults(self.schema, obj)
+        old = apply_defaults(self.schema, old) if old is not None else None
         schema_errors = [error for e in self._validator.iter_errors(obj) for error in _as_api_errors(e)]
         if schema_errors:
             return sorted(schema_errors, key=str)
         found: list[ApiError] = []
-        self._run_rules(self.schema, obj, "", found)
+        self._run_rules(self.schema, obj, old, "", found)
         return found
 
     def _program(self, rule: str) -> Any:
@@ -111,19 +113,25 @@ class CrdValidator:
             self._programs[rule] = self._env.program(self._env.compile(rule), functions={"isSorted": _is_sorted})
         return self._programs[rule]
 
-    def _run_rules(self, schema: Schema, value: Any, path: str, found: list[ApiError]) -> None:
+    def _run_rules(self, schema: Schema, value: Any, old: Any, path: str, found: list[ApiError]) -> None:
         for rule in schema.get("x-kubernetes-validations", []):
-            result = self._program(rule["rule"]).evaluate({"self": to_cel(schema, value)})
+            context = {"self": to_cel(schema, value)}
+            if "oldSelf" in rule["rule"]:
+                if old is None:
+                    continue  # transition rules run on updates only
+                context["oldSelf"] = to_cel(schema, old)
+            result = self._program(rule["rule"]).evaluate(context)
             if result is not True and not (isinstance(result, celtypes.BoolType) and bool(result)):
                 where = path + rule.get("fieldPath", "") if rule.get("fieldPath") else path
                 found.append(ApiError(where.lstrip("."), rule.get("message", rule["rule"])))
         if isinstance(value, dict):
             for name, child in schema.get("properties", {}).items():
                 if name in value:
-                    self._run_rules(child, value[name], _join(path, name), found)
+                    previous = old.get(name) if isinstance(old, dict) else None
+                    self._run_rules(child, value[name], previous, _join(path, name), found)
         elif isinstance(value, list) and "items" in schema:
             for index, item in enumerate(value):
-                self._run_rules(schema["items"], item, _join(path, index), found)
+                self._run_rules(schema["items"], item, None, _join(path, index), found)
 
 
 def _as_api_errors(error: jsonschema.ValidationError) -> list[ApiError]:

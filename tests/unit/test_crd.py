@@ -118,3 +118,31 @@ def test_examples_pass_the_cluster_schema_and_rules(path: Path) -> None:
     validator = CrdValidator(crd())
     for document in yaml.safe_load_all(path.read_text()):
         assert validator.errors(document) == []
+
+
+def test_the_cluster_refuses_immutable_changes_but_allows_budget_and_suspend(quickstart: dict[str, Any]) -> None:
+    import copy
+
+    validator = CrdValidator(crd())
+    assert validator.errors(quickstart) == []
+    allowed = copy.deepcopy(quickstart)
+    allowed["spec"]["search"].update(maxTrials=12, parallelism=2)
+    allowed["spec"]["suspend"] = True
+    assert validator.errors(allowed, old=quickstart) == []
+    for path, value in (
+        (("model", "maxSequenceLength"), 256),
+        (("dataset", "samples"), 100),
+        (("objective", "target"), 0.9),
+        (("search", "sampler"), "random"),
+        (("search", "seed"), 8),
+        (("search", "earlyEvaluation", "atFraction"), 0.5),
+    ):
+        changed = copy.deepcopy(quickstart)
+        node = changed["spec"]
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+        errors = validator.errors(changed, old=quickstart)
+        field = "spec." + ".".join(path[:2] if path[0] == "search" else path[:1])
+        assert [e.path for e in errors] == [field], errors
+        assert "cannot change once the study exists" in errors[0].message
