@@ -383,6 +383,9 @@ def reconcile_study(
     """One reconcile of one study: plan and apply until nothing more can happen now, then patch the status."""
     previous = _plain(status) or {}
     generation = meta.get("generation")
+    if previous.get("phase") in ("Succeeded", "Failed") and previous.get("observedGeneration") == generation:
+        # A finished study stays finished until its spec changes (e.g. a raised budget): no storage round trips.
+        return None
     try:
         study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
     except ValidationError as exc:
