@@ -19,32 +19,12 @@ import optuna
 import pytest
 import yaml
 
+from support.studies import small_study
+
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
-MANIFEST: dict[str, Any] = {
-    "apiVersion": "sweetspot.dev/v1alpha1",
-    "kind": "FineTuneStudy",
-    "metadata": {"name": "small"},
-    "spec": {
-        "model": {"builtin": "tiny", "maxSequenceLength": 128},
-        "dataset": {
-            "train": {"builtin": "product-pages", "rows": 200},
-            "validation": {"builtin": "product-pages", "rows": 40},
-            "samples": 64,
-        },
-        "search": {
-            "maxTrials": 3,
-            "seed": 3,
-            "earlyEvaluation": {"atFraction": 0.25, "promoteTopK": 1, "signal": "loss"},
-            "space": {
-                "learningRate": {"min": 1e-3, "max": 1e-2, "log": True},
-                "batchSize": {"values": [16]},
-                "epochs": {"values": [1]},
-            },
-        },
-        "dataEfficiency": {"sampleSizes": [32, 64], "hold": "epochs"},
-    },
-}
+MANIFEST = small_study("small", seed=3)
+MANIFEST["spec"]["dataEfficiency"] = {"sampleSizes": [32, 64], "hold": "epochs"}
 
 
 def sweetspot(*args: str, cwd: Path) -> subprocess.Popen[str]:

@@ -21,6 +21,7 @@ from sweetspot.crd import crd
 
 from support.cluster import NodeSimulator, RunningCluster, cluster
 from support.kube_schema import CrdValidator
+from support.studies import small_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -29,32 +30,9 @@ GROUP, VERSION, PLURAL = "sweetspot.dev", "v1alpha1", "finetunestudies"
 
 
 def study(name: str, **search: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "sweetspot.dev/v1alpha1",
-        "kind": "FineTuneStudy",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "model": {"builtin": "tiny", "maxSequenceLength": 128},
-            "dataset": {
-                "train": {"builtin": "product-pages", "rows": 200},
-                "validation": {"builtin": "product-pages", "rows": 40},
-                "samples": 64,
-            },
-            "search": {
-                "maxTrials": 3,
-                "parallelism": 2,
-                "seed": 5,
-                "earlyEvaluation": {"atFraction": 0.25, "promoteTopK": 1, "signal": "loss"},
-                "space": {
-                    "learningRate": {"min": 1e-3, "max": 1e-2, "log": True},
-                    "batchSize": {"values": [16]},
-                    "epochs": {"values": [1]},
-                },
-                **search,
-            },
-            "trial": {"image": "sweetspot-trainer:test", "resources": {"limits": {"cpu": "1"}}},
-        },
-    }
+    manifest = small_study(name, NAMESPACE, parallelism=2, seed=5, **search)
+    manifest["spec"]["trial"] = {"image": "sweetspot-trainer:test", "resources": {"limits": {"cpu": "1"}}}
+    return manifest
 
 
 def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 0.3) -> Any:
