@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install lint test quickstart crd clean
+.PHONY: install lint test quickstart crd dashboards clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ quickstart: install
 
 crd: install
 	$(BIN)/sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml
+
+dashboards: install
+	$(BIN)/sweetspot dashboards charts/sweetspot/dashboards
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -86,10 +87,21 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     console.print(f"study {study.key} in {safe_url(storage)}; runs in {root}")
     executor = LocalExecutor(root=root, manifest_dir=Path(args.manifest).resolve().parent)
+    publish = None
+    if args.metrics_port:
+        from sweetspot import metrics
+
+        server = metrics.serve(args.metrics_port, args.metrics_address)
+        console.print(f"metrics on http://{args.metrics_address}:{server.server_port}/metrics")
+        publish = metrics.METRICS.publish
     started = time.monotonic()
     try:
         decision = run_study(
-            study, store, executor, lambda line: console.print(f"[{time.monotonic() - started:6.0f}s] {line}")
+            study,
+            store,
+            executor,
+            lambda line: console.print(f"[{time.monotonic() - started:6.0f}s] {line}"),
+            publish=publish,
         )
     except KeyboardInterrupt:
         console.print("interrupted: running stages stopped; run the same command again to resume")
@@ -109,6 +121,10 @@ def _run(args: argparse.Namespace) -> int:
             shutil.copytree(adapters[-1], results / "best-adapter", dirs_exist_ok=True)
     print(report.render_text(data))
     console.print(f"results in {results} ({time.monotonic() - started:.0f}s)")
+    if publish is not None and args.metrics_linger > 0:
+        console.print(f"serving the final metrics for {args.metrics_linger:.0f}s more (Ctrl-C ends it)")
+        with contextlib.suppress(KeyboardInterrupt):
+            time.sleep(args.metrics_linger)
     return 0 if decision.phase == "Succeeded" else 1
 
 
@@ -165,12 +181,32 @@ def _operator(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
     handlers.load_kubernetes_config()
+    if args.metrics_port:
+        from sweetspot import metrics
+
+        server = metrics.serve(args.metrics_port, args.metrics_address)
+        logging.getLogger("sweetspot.operator").info(
+            "metrics on http://%s:%d/metrics", args.metrics_address, server.server_port
+        )
     kopf.run(
         standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
     )
+    return 0
+
+
+def _dashboards(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sweetspot import dashboards
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in dashboards.DASHBOARDS:
+        (out / name).write_text(dashboards.render(name))
+        print(f"wrote {out / name}", file=sys.stderr)
     return 0
 
 
@@ -215,6 +251,26 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-trials", type=int, help="override spec.search.maxTrials")
     run.add_argument("--parallelism", type=int, help="override spec.search.parallelism")
     run.add_argument("--seed", type=int, help="override spec.search.seed")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the study's Prometheus metrics on this port at /metrics while it runs (the operator's series)",
+    )
+    run.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to serve metrics on (default: 127.0.0.1; 0.0.0.0 for a Prometheus on another machine)",
+    )
+    run.add_argument(
+        "--metrics-linger",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --metrics-port: keep serving the final metrics this long after the study ends, so that a last "
+        "scrape sees them (default: 30; Ctrl-C ends it early)",
+    )
     run.set_defaults(run=_run)
 
     rep = commands.add_parser(
@@ -257,6 +313,16 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="serve liveness/readiness probes, e.g. http://0.0.0.0:8080/healthz",
     )
+    operator.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8000,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default: 8000; 0 turns them off)",
+    )
+    operator.add_argument(
+        "--metrics-address", default="0.0.0.0", metavar="ADDR", help="address to serve metrics on (default: 0.0.0.0)"
+    )
     operator.add_argument("-v", "--verbose", action="store_true")
     operator.set_defaults(run=_operator)
 
@@ -266,6 +332,17 @@ def parser() -> argparse.ArgumentParser:
         description="Print the FineTuneStudy CRD generated from the API model (the file under crds/).",
     )
     crd.set_defaults(run=_crd)
+
+    boards = commands.add_parser(
+        "dashboards",
+        help="write the Grafana dashboards (JSON)",
+        description="Write the Grafana dashboards (study overview, operator health) as JSON files, the ones the "
+        "Helm chart ships under charts/sweetspot/dashboards/. Import them in Grafana with a Prometheus data source.",
+    )
+    boards.add_argument(
+        "out", nargs="?", default="charts/sweetspot/dashboards", metavar="DIR", help="(default: %(default)s)"
+    )
+    boards.set_defaults(run=_dashboards)
     return root
 
 

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from sweetspot import jobs
 from sweetspot.api import GROUP, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec
 from sweetspot.contract import StageResult
+from sweetspot.metrics import METRICS, StudyState
 from sweetspot.planner import (
     AskTrials,
     Decision,
@@ -383,8 +384,12 @@ def reconcile_study(
     """One reconcile of one study: plan and apply until nothing more can happen now, then patch the status."""
     previous = _plain(status) or {}
     generation = meta.get("generation")
-    if previous.get("phase") in ("Succeeded", "Failed") and previous.get("observedGeneration") == generation:
-        # A finished study stays finished until its spec changes (e.g. a raised budget): no storage round trips.
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    # A finished study stays finished until its spec changes (e.g. a raised budget): no storage round trips,
+    # except once after a restart, to publish its metrics again.
+    finished = previous.get("phase") in ("Succeeded", "Failed") and previous.get("observedGeneration") == generation
+    if finished and METRICS.studies.knows(namespace, name):
+        METRICS.operator.succeeded()
         return None
     try:
         study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
@@ -393,10 +398,15 @@ def reconcile_study(
         patch.status["conditions"] = [
             condition(previous.get("conditions", []), "Ready", False, "InvalidSpec", message, generation)
         ]
+        METRICS.operator.reconcile_errors.labels("invalid").inc()
         return None
     uid = str(meta.get("uid", study.key))
     try:
         store = _store(study, uid)
+        if finished:
+            trials, sweep = store.snapshot()
+            METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, previous["phase"]))
+            return None
         changed = immutable_changes(store.stored_spec(), study.spec)
         if changed:
             message = (
@@ -436,19 +446,30 @@ def reconcile_study(
         )
         patch.status["conditions"] = conditions
         _event(body, "StorageUnreachable", str(exc), warning=True)
+        METRICS.studies.storage_down(namespace, name)
+        METRICS.operator.reconcile_errors.labels("storage").inc()
         return None
     summary = summarize(study.spec, trials, sweep)
     new_status = build_status(decision, summary, previous, generation, study.spec, store.name)
     if decision.finished and previous.get("phase") != decision.phase:
         _event(body, f"Study{decision.phase}", decision.message or decision.reason, warning=decision.phase == "Failed")
     patch.status.update(new_status)
+    METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, decision.phase))
     return decision
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, initial_delay=0)
 def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
     # A sync handler: kopf runs it in a worker thread, so Optuna's blocking I/O never stalls the event loop.
-    reconcile_study(body, meta, status, patch)
+    with METRICS.operator.reconcile_seconds.time():
+        try:
+            reconcile_study(body, meta, status, patch)
+        except ApiException:
+            METRICS.operator.reconcile_errors.labels("cluster").inc()
+            raise  # kopf retries on the next tick
+        except Exception:
+            METRICS.operator.reconcile_errors.labels("other").inc()
+            raise
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)  # with kopf's finalizer: Jobs go before the study does
@@ -460,6 +481,7 @@ def delete(
     logger.info("deleted %d Jobs of study %s/%s", deleted, namespace, name)
     with _stores_lock:
         _stores.pop(str(meta.get("uid")), None)
+    METRICS.studies.forget(namespace, name)
     if spec.get("onDelete", "keep") == "delete":
         try:
             study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from sweetspot.api import FineTuneStudy
 from sweetspot.contract import StageResult
+from sweetspot.metrics import StudyState
 from sweetspot.planner import AskTrials, Decision, Observed, RunKey, RunView, StartRun, StopRun, plan
 from sweetspot.search import SearchStore
 from sweetspot.stages import Paths, trial_config
@@ -154,14 +155,25 @@ def describe(decision: Decision) -> str:
     return f"{decision.phase}: {decision.message or decision.reason}"
 
 
-def run_study(study: FineTuneStudy, store: SearchStore, executor: LocalExecutor, say: Say) -> Decision:
-    """Drive the planner until the study succeeds or fails; Ctrl-C stops every child and re-raises."""
+def run_study(
+    study: FineTuneStudy,
+    store: SearchStore,
+    executor: LocalExecutor,
+    say: Say,
+    publish: Callable[[StudyState], None] | None = None,
+) -> Decision:
+    """Drive the planner until the study succeeds or fails; Ctrl-C stops every child and re-raises.
+
+    `publish` receives the study's state on every pass (the metrics: a pass is local mode's reconcile)."""
     last_phase = ""
+    meta = study.metadata
     try:
         while True:
             trials, sweep = store.snapshot()
             decision = plan(study.spec, Observed(trials, sweep, executor.observe()))
             store.set_phase(decision)
+            if publish is not None:
+                publish(StudyState.of(meta.namespace, meta.name, study.spec, trials, sweep, decision.phase))
             if decision.phase != last_phase and decision.reason != "Recording":
                 say(describe(decision))
                 last_phase = decision.phase
@@ -182,6 +194,9 @@ def run_study(study: FineTuneStudy, store: SearchStore, executor: LocalExecutor,
             if recorded:
                 say(progress(study.spec, *store.snapshot()))
             if decision.finished and not any(isinstance(a, StartRun) for a in decision.actions):
+                if publish is not None:
+                    trials, sweep = store.snapshot()
+                    publish(StudyState.of(meta.namespace, meta.name, study.spec, trials, sweep, decision.phase))
                 return decision
             if not decision.actions:
                 time.sleep(POLL_SECONDS)

@@ -58,10 +58,12 @@ def agreement(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Agreement
     early = [sign * t.early.metric(signal) for t in both]  # type: ignore[union-attr]
     final_sign = -1.0 if spec.objective.metric == "loss" else 1.0
     final = [final_sign * t.final.metric(spec.objective.metric) for t in both]  # type: ignore[union-attr]
-    spearman = scipy_stats.spearmanr(early, final).statistic
-    kendall = scipy_stats.kendalltau(early, final).statistic
     by_early = {t.number for _, t in sorted(zip(early, both, strict=True), key=lambda p: -p[0])[:k]}
     by_final = {t.number for _, t in sorted(zip(final, both, strict=True), key=lambda p: -p[0])[:k]}
+    if len(set(early)) < 2 or len(set(final)) < 2:  # all tied: a rank correlation is undefined
+        return Agreement(len(both), None, None, k, len(by_early & by_final))
+    spearman = scipy_stats.spearmanr(early, final).statistic
+    kendall = scipy_stats.kendalltau(early, final).statistic
     return Agreement(len(both), _finite(spearman), _finite(kendall), k, len(by_early & by_final))
 
 

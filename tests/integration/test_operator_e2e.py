@@ -3,12 +3,8 @@ emulator, a node simulator running the real trainer on builtin:tiny, and a throw
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,106 +15,30 @@ import yaml
 
 from sweetspot.crd import crd
 
-from support.cluster import NodeSimulator, RunningCluster, cluster
 from support.kube_schema import CrdValidator
-from support.studies import small_study
+from support.operator import (
+    GROUP,
+    NAMESPACE,
+    PLURAL,
+    VERSION,
+    apply,
+    eventually,
+    get,
+    jobs_of,
+    operator_world,
+    phase,
+)
+from support.operator import (
+    cluster_study as study,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
-
-NAMESPACE = "default"
-GROUP, VERSION, PLURAL = "sweetspot.dev", "v1alpha1", "finetunestudies"
-
-
-def study(name: str, **search: Any) -> dict[str, Any]:
-    manifest = small_study(name, NAMESPACE, parallelism=2, seed=5, **search)
-    manifest["spec"]["trial"] = {"image": "sweetspot-trainer:test", "resources": {"limits": {"cpu": "1"}}}
-    return manifest
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
-class Operator:
-    """`sweetspot operator` as a process, restartable and killable like a pod."""
-
-    def __init__(self, running: RunningCluster, database: str, workdir: Path) -> None:
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(running.kubeconfig),
-            "SWEETSPOT_DATABASE_URL": database,
-            "SWEETSPOT_RECONCILE_SECONDS": "0.5",
-        }
-        self.log = workdir / "operator.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sweetspot.cli", "operator", "-n", NAMESPACE], env=self.env, stdout=log, stderr=log
-        )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
 def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
-    from support.postgres import fresh_database
-
-    database = fresh_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**6}")
-    with cluster(tmp_path) as running:
-        api = running.client()
-        node = NodeSimulator(api, NAMESPACE, tmp_path, environ={"SWEETSPOT_CACHE": str(tmp_path / "cache")})
-        operator = Operator(running, database, tmp_path)
-        with node:
-            operator.start()
-            try:
-                yield {"api": api, "node": node, "operator": operator, "database": database, "dir": tmp_path}
-            finally:
-                operator.stop()
-                assert not node.errors, node.errors
-
-
-def apply(api: kubernetes.client.ApiClient, manifest: dict[str, Any]) -> None:
-    assert CrdValidator(crd()).errors(manifest) == []  # the emulator does not validate; a cluster would
-    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
-
-
-def get(api: kubernetes.client.ApiClient, name: str) -> dict[str, Any]:
-    return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
-        GROUP, VERSION, NAMESPACE, PLURAL, name
-    )
-
-
-def jobs_of(api: kubernetes.client.ApiClient, name: str) -> list[str]:
-    items = (
-        kubernetes.client.BatchV1Api(api)
-        .list_namespaced_job(NAMESPACE, label_selector=f"sweetspot.dev/study={name}")
-        .items
-    )
-    return sorted(job.metadata.name for job in items)
-
-
-def phase(api: kubernetes.client.ApiClient, name: str) -> str | None:
-    return (get(api, name).get("status") or {}).get("phase")
+    with operator_world(tmp_path, postgres_server_url) as world:
+        yield world
 
 
 def check_succeeded(world: dict[str, Any], name: str, finals: tuple[int, ...] = (1,)) -> dict[str, Any]:

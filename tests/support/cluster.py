@@ -286,16 +286,16 @@ class NodeSimulator:
                 continue
             if job.spec.suspend:
                 continue  # Kueue has not admitted it
-            if name not in self.processes and name not in self.started:
-                self._start(job)
-            elif name in self.processes:
-                try:
+            try:
+                if name not in self.processes and name not in self.started:
+                    self._start(job)
+                elif name in self.processes:
                     self._check(job)
-                except kubernetes.client.exceptions.ApiException:
-                    # Deleted between the listing and the report (kmock 0.8 may answer 500 for that race):
-                    # like the kubelet, drop it; anything else is a real error.
-                    if name in {j.metadata.name for j in self.batch.list_namespaced_job(self.namespace).items}:
-                        raise
+            except kubernetes.client.exceptions.ApiException:
+                # Deleted between the listing and starting or reporting its pod (kmock 0.8 may answer 500 for
+                # that race): like the kubelet, drop it; anything else is a real error.
+                if name in {j.metadata.name for j in self.batch.list_namespaced_job(self.namespace).items}:
+                    raise
 
     def _start(self, job: Any) -> None:
         name = job.metadata.name

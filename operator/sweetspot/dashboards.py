@@ -1,0 +1,490 @@
+"""The Grafana dashboards, generated (`sweetspot dashboards`) into the Helm chart, which ships them as ConfigMaps.
+
+Written as code so that every panel gets the same datasource variable, units and query filters; the JSON under
+`charts/sweetspot/dashboards/` is checked against this module by a test, and every panel's query is run
+against a real Prometheus after a study by another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+STUDY = 'namespace="$namespace", study="$study"'
+SCHEMA_VERSION = 39
+
+
+@dataclass
+class Query:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+    table: bool = False
+
+
+@dataclass
+class Panel:
+    title: str
+    kind: str
+    queries: list[Query]
+    width: int = 12
+    height: int = 8
+    unit: str = "none"
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    field_config: dict[str, Any] = field(default_factory=dict)
+    transformations: list[dict[str, Any]] = field(default_factory=list)
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _layout(panels: list[Panel]) -> Iterator[tuple[Panel, dict[str, int]]]:
+    x = y = row_height = 0
+    for panel in panels:
+        if x + panel.width > 24:
+            x, y, row_height = 0, y + row_height, 0
+        yield panel, {"x": x, "y": y, "w": panel.width, "h": panel.height}
+        x += panel.width
+        row_height = max(row_height, panel.height)
+
+
+def _panel(number: int, panel: Panel, grid: dict[str, int]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"unit": panel.unit}
+    defaults.update(panel.field_config)
+    targets = []
+    for ref, query in zip("ABCDEFGH", panel.queries, strict=False):
+        target: dict[str, Any] = {
+            "refId": ref,
+            "datasource": DATASOURCE,
+            "expr": query.expr,
+            "legendFormat": query.legend or "__auto",
+            "instant": query.instant,
+            "range": not query.instant,
+        }
+        if query.table:
+            target["format"] = "table"
+        targets.append(target)
+    return {
+        "id": number,
+        "type": panel.kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": grid,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": panel.overrides},
+        "options": panel.options,
+        "transformations": panel.transformations,
+    }
+
+
+def _variable(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": f"{name}-values"},
+        "definition": query,
+        "refresh": 2,  # on time range change: new studies appear without reloading
+        "sort": 1,
+        "includeAll": False,
+        "multi": False,
+    }
+
+
+def dashboard(
+    uid: str, title: str, description: str, variables: list[dict[str, Any]], panels: list[Panel]
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["sweetspot", "fine-tuning"],
+        "editable": True,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "timezone": "browser",
+        "graphTooltip": 1,
+        "links": [],
+        "annotations": {"list": []},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                },
+                *variables,
+            ]
+        },
+        "panels": [_panel(n, panel, grid) for n, (panel, grid) in enumerate(_layout(panels), start=1)],
+    }
+
+
+def _stat(
+    title: str,
+    expr: str,
+    unit: str = "none",
+    description: str = "",
+    legend: str = "",
+    decimals: int = 2,
+    text_mode: str = "auto",
+) -> Panel:
+    return Panel(
+        title,
+        "stat",
+        [Query(expr, legend, instant=True)],
+        width=4,
+        height=4,
+        unit=unit,
+        description=description,
+        options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "textMode": text_mode},
+        field_config={"decimals": decimals},
+    )
+
+
+def _percent_axis() -> dict[str, Any]:
+    return {"min": 0, "max": 1}
+
+
+def study_overview() -> dict[str, Any]:
+    accuracy = {"unit": "percentunit", **_percent_axis()}
+    panels = [
+        _stat(
+            "Phase",
+            f"sweetspot_study_phase{{{STUDY}}} == 1",
+            legend="{{phase}}",
+            description="Pending, Searching (early stages), Promoting (final stages), Sweeping (learning curve), "
+            "Succeeded or Failed.",
+            text_mode="name",
+        ),
+        _stat(
+            "Best final accuracy",
+            f'sweetspot_study_best_accuracy{{{STUDY}, stage="final"}}',
+            "percentunit",
+            "Best validation accuracy of the trials trained to the end.",
+        ),
+        _stat(
+            "Best early accuracy",
+            f'sweetspot_study_best_accuracy{{{STUDY}, stage="early"}}',
+            "percentunit",
+            "Best validation accuracy at the early checkpoint (spec.search.earlyEvaluation.atFraction).",
+        ),
+        _stat(
+            "Early ↔ final Spearman",
+            f"sweetspot_study_early_final_spearman{{{STUDY}}}",
+            description="Rank correlation of early and final scores over trials that have both: near 1, judging "
+            "trials early picks the same winners as training them all to the end.",
+        ),
+        _stat(
+            "GPU-seconds saved",
+            f'sweetspot_study_gpu_seconds{{{STUDY}, kind="saved"}}',
+            "s",
+            "Compute not spent because trials were judged early (GPU-seconds; wall seconds on CPUs).",
+            decimals=0,
+        ),
+        _stat(
+            "Sweet spot (samples)",
+            f"sweetspot_study_sweet_spot_samples{{{STUDY}}}",
+            "none",
+            "The training-set size past which more data stops paying (spec.dataEfficiency).",
+            decimals=0,
+        ),
+        Panel(
+            "Trials by state",
+            "timeseries",
+            [Query(f"sweetspot_study_trials{{{STUDY}}}", "{{state}}")],
+            unit="none",
+            description="Running, waiting (judged early under the proxy policy), complete, pruned and failed trials.",
+            field_config={"custom": {"stacking": {"mode": "normal"}, "fillOpacity": 40}, "decimals": 0},
+        ),
+        Panel(
+            "Best accuracy over time",
+            "timeseries",
+            [Query(f"sweetspot_study_best_accuracy{{{STUDY}}}", "best {{stage}}")],
+            unit="percentunit",
+            field_config=_percent_axis(),
+        ),
+        Panel(
+            "Best final accuracy against GPU-seconds used",
+            "xychart",
+            [
+                Query(f'sweetspot_study_gpu_seconds{{{STUDY}, kind="used"}}', "GPU-seconds used"),
+                Query(f'sweetspot_study_best_accuracy{{{STUDY}, stage="final"}}', "best final accuracy"),
+            ],
+            description="What each GPU-second bought: the best final accuracy as compute was spent.",
+            options={"seriesMapping": "auto", "dims": {"x": "GPU-seconds used"}},
+            transformations=[{"id": "joinByField", "options": {"byField": "Time", "mode": "outer"}}],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "best final accuracy"},
+                    "properties": [{"id": "unit", "value": "percentunit"}],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "GPU-seconds used"},
+                    "properties": [{"id": "unit", "value": "s"}],
+                },
+            ],
+        ),
+        Panel(
+            "GPU-seconds used and saved",
+            "timeseries",
+            [Query(f"sweetspot_study_gpu_seconds{{{STUDY}}}", "{{kind}}")],
+            unit="s",
+            description="Compute the study's stages used, and the compute judging trials early saved.",
+        ),
+        Panel(
+            "Early vs final accuracy per trial",
+            "barchart",
+            [Query(f"sweetspot_trial_accuracy{{{STUDY}}}", instant=True, table=True)],
+            width=24,
+            unit="percentunit",
+            description="Each trial's accuracy at the early checkpoint and, if it was trained to the end, at the end. "
+            "The early ranking should match the final one (see the Spearman panel).",
+            options={"xField": "trial", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9},
+            field_config=_percent_axis(),
+            transformations=[
+                {
+                    "id": "groupingToMatrix",
+                    "options": {"columnField": "stage", "rowField": "trial", "valueField": "Value"},
+                },
+                {
+                    "id": "convertFieldType",
+                    "options": {"conversions": [{"targetField": "trial\\stage", "destinationType": "string"}]},
+                },
+                {"id": "organize", "options": {"renameByName": {"trial\\stage": "trial"}}},
+            ],
+        ),
+        Panel(
+            "Early ↔ final agreement",
+            "timeseries",
+            [
+                Query(f"sweetspot_study_early_final_spearman{{{STUDY}}}", "Spearman"),
+                Query(f"sweetspot_study_early_final_kendall{{{STUDY}}}", "Kendall"),
+            ],
+            width=8,
+            field_config={"min": -1, "max": 1, "decimals": 2},
+            description="Rank correlations between early and final scores, as trials finish.",
+        ),
+        Panel(
+            "Top-k overlap (early vs final)",
+            "stat",
+            [Query(f"sweetspot_study_early_final_top_k_overlap{{{STUDY}}}", "of top {{k}}", instant=True)],
+            width=4,
+            unit="none",
+            description="How many of the top k trials by early score are also in the top k by final score.",
+        ),
+        Panel(
+            "Per-attribute accuracy of the best trial",
+            "bargauge",
+            [
+                Query(
+                    f'sweetspot_trial_attribute_accuracy{{{STUDY}, stage="final"}} and on (trial) '
+                    f'topk(1, sweetspot_trial_accuracy{{{STUDY}, stage="final"}})',
+                    "{{attribute}}",
+                    instant=True,
+                )
+            ],
+            unit="percentunit",
+            description="Rare attributes (e.g. a rating on a quarter of pages) are where late gains come from.",
+            options={"orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True},
+            field_config=accuracy,
+        ),
+        Panel(
+            "Learning curve",
+            "barchart",
+            [Query(f"sweetspot_learning_curve_accuracy{{{STUDY}}}", instant=True, table=True)],
+            unit="percentunit",
+            description="Final accuracy of the best configuration trained on nested samples of growing size.",
+            options={"xField": "samples", "orientation": "vertical"},
+            field_config=_percent_axis(),
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "namespace": True,
+                            "study": True,
+                            "__name__": True,
+                            "job": True,
+                            "instance": True,
+                        },
+                        "renameByName": {"Value": "accuracy"},
+                    },
+                },
+                {"id": "sortBy", "options": {"sort": [{"field": "samples"}]}},
+            ],
+        ),
+        Panel(
+            "Learning curve per attribute",
+            "table",
+            [Query(f"sweetspot_learning_curve_attribute_accuracy{{{STUDY}}}", instant=True, table=True)],
+            unit="percentunit",
+            description="Which attribute gains past each training-set size.",
+            transformations=[
+                {
+                    "id": "groupingToMatrix",
+                    "options": {"columnField": "attribute", "rowField": "samples", "valueField": "Value"},
+                },
+            ],
+        ),
+        Panel(
+            "Stage duration (median)",
+            "timeseries",
+            [
+                Query(
+                    f"histogram_quantile(0.5, sum by (le, stage) (sweetspot_trial_duration_seconds_bucket{{{STUDY}}}))",
+                    "{{stage}} p50",
+                )
+            ],
+            unit="s",
+            description="Median wall-clock duration of finished stages, by stage.",
+        ),
+        Panel(
+            "Failed and disrupted stage runs",
+            "timeseries",
+            [Query(f"sweetspot_study_stage_failures_total{{{STUDY}}}", "{{kind}}")],
+            unit="none",
+            field_config={"decimals": 0},
+            description="failed: the trainer failed (counts toward maxFailedTrials after retries); disrupted: the "
+            "pod was evicted or preempted and the stage ran again.",
+        ),
+    ]
+    variables = [
+        _variable("namespace", "Namespace", "label_values(sweetspot_study_phase, namespace)"),
+        _variable("study", "Study", 'label_values(sweetspot_study_phase{namespace="$namespace"}, study)'),
+    ]
+    return dashboard(
+        "sweetspot-study",
+        "Sweetspot / Study",
+        "One FineTuneStudy: trials, early and final accuracy, their agreement, compute used and saved, and the "
+        "learning curve.",
+        variables,
+        panels,
+    )
+
+
+JOB = 'job=~"$job"'
+
+
+def operator_health() -> dict[str, Any]:
+    panels = [
+        _stat("Version", f"sweetspot_build_info{{{JOB}}}", legend="{{version}}", decimals=0),
+        _stat(
+            "Since the last successful reconcile",
+            f"time() - sweetspot_last_successful_reconcile_timestamp_seconds{{{JOB}}}",
+            "s",
+            "Seconds since a study reconcile last completed (alert: SweetspotOperatorNotReconciling).",
+            decimals=0,
+        ),
+        _stat(
+            "Studies",
+            f"sum(sweetspot_study_phase{{{JOB}}} == 1)",
+            "none",
+            "FineTuneStudies the operator reconciles.",
+            decimals=0,
+        ),
+        _stat(
+            "Running trials",
+            f'sum(sweetspot_study_trials{{{JOB}, state="running"}})',
+            "none",
+            "Trials with a stage under way, over all studies.",
+            decimals=0,
+        ),
+        _stat(
+            "Storage unreachable",
+            f"count(sweetspot_storage_reachable{{{JOB}}} == 0) or vector(0)",
+            "none",
+            "Studies whose Optuna storage did not answer the last reconcile.",
+            decimals=0,
+        ),
+        _stat("Memory", f"process_resident_memory_bytes{{{JOB}}}", "bytes", "Resident memory of the operator."),
+        Panel(
+            "Reconciles per second",
+            "timeseries",
+            [Query(f"sum(rate(sweetspot_reconcile_duration_seconds_count{{{JOB}}}[$__rate_interval]))", "reconciles")],
+            unit="reqps",
+        ),
+        Panel(
+            "Reconcile duration",
+            "timeseries",
+            [
+                Query(
+                    f"histogram_quantile({q}, sum by (le) "
+                    f"(rate(sweetspot_reconcile_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
+                    f"p{round(q * 100)}",
+                )
+                for q in (0.5, 0.9, 0.99)
+            ],
+            unit="s",
+            description="Time for one study reconcile: storage reads, planning, Job and status writes.",
+        ),
+        Panel(
+            "Reconcile errors",
+            "timeseries",
+            [
+                Query(
+                    f"sum by (reason) (rate(sweetspot_reconcile_errors_total{{{JOB}}}[$__rate_interval]))", "{{reason}}"
+                )
+            ],
+            unit="reqps",
+            description="storage: the Optuna storage did not answer; cluster: the API server refused or failed; "
+            "invalid: a study's spec is invalid.",
+        ),
+        Panel(
+            "Storage reachable per study",
+            "state-timeline",
+            [Query(f"sweetspot_storage_reachable{{{JOB}}}", "{{namespace}}/{{study}}")],
+            field_config={
+                "mappings": [
+                    {
+                        "type": "value",
+                        "options": {
+                            "0": {"text": "unreachable", "color": "red"},
+                            "1": {"text": "reachable", "color": "green"},
+                        },
+                    }
+                ],
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+                },
+            },
+        ),
+        Panel(
+            "Studies by phase",
+            "timeseries",
+            [Query(f"sum by (phase) (sweetspot_study_phase{{{JOB}}})", "{{phase}}")],
+            unit="none",
+            field_config={"custom": {"stacking": {"mode": "normal"}, "fillOpacity": 40}, "decimals": 0},
+        ),
+        Panel(
+            "Operator CPU",
+            "timeseries",
+            [Query(f"rate(process_cpu_seconds_total{{{JOB}}}[$__rate_interval])", "CPU cores")],
+            unit="none",
+        ),
+    ]
+    return dashboard(
+        "sweetspot-operator",
+        "Sweetspot / Operator",
+        "The Sweetspot operator: reconcile rate, duration and errors, storage reachability, resources.",
+        [_variable("job", "Job", "label_values(sweetspot_build_info, job)") | {"includeAll": True, "multi": True}],
+        panels,
+    )
+
+
+DASHBOARDS = {"sweetspot-study.json": study_overview, "sweetspot-operator.json": operator_health}
+
+
+def render(name: str) -> str:
+    return json.dumps(DASHBOARDS[name](), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,348 @@
+"""Prometheus metrics, the one module that talks to prometheus-client.
+
+Study metrics are not counters bumped as things happen (they would drift after a restart and double count
+a retried reconcile): each reconcile hands the study's state to `StudyCollector.update`, and every scrape
+derives the series from the latest state, through the same `stats.summarize` as the status and the report.
+A deleted study is `forget`-ten and its series vanish with it.
+
+Cardinality is bounded per study: per-trial series exist for the `trials_per_study` most recent trials (and
+the best one, wherever it is), at most `MAX_ATTRIBUTES` attributes each, and only for attribute names that
+are plain identifiers (a label never carries free text from a dataset). With the defaults a study has at
+most 101 trials x 2 stages x (1 + 32 attributes) per-trial series plus about 40 study series and
+`len(sampleSizes) x (1 + attributes)` learning-curve series.
+
+Operator health (reconcile duration and errors, the last successful reconcile, build info) uses ordinary
+prometheus-client instruments: those describe the process, not a study, and start from zero with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+
+from sweetspot import __version__
+from sweetspot.api import FineTuneStudySpec, Phase
+from sweetspot.planner import Outcome, SweepView, TrialView
+from sweetspot.stats import Summary, summarize
+
+TRIALS_PER_STUDY = int(os.environ.get("SWEETSPOT_METRICS_TRIALS_PER_STUDY", "100"))
+"""Per-trial series are kept for this many of a study's most recent trials (and its best trial)."""
+MAX_ATTRIBUTES = 32
+ATTRIBUTE_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,62}")
+PHASES: tuple[Phase, ...] = ("Pending", "Searching", "Promoting", "Sweeping", "Succeeded", "Failed")
+TRIAL_STATES = ("running", "waiting", "complete", "pruned", "failed")
+STAGE_SECONDS_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
+RECONCILE_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """What one reconcile (or one local-mode loop) knows about a study."""
+
+    namespace: str
+    name: str
+    spec: FineTuneStudySpec
+    trials: Sequence[TrialView]
+    sweep: Sequence[SweepView]
+    phase: Phase
+    summary: Summary
+
+    @classmethod
+    def of(
+        cls,
+        namespace: str,
+        name: str,
+        spec: FineTuneStudySpec,
+        trials: Sequence[TrialView],
+        sweep: Sequence[SweepView],
+        phase: Phase,
+    ) -> StudyState:
+        return cls(namespace, name, spec, tuple(trials), tuple(sweep), phase, summarize(spec, trials, sweep))
+
+
+def _attributes(outcome: Outcome) -> Iterator[tuple[str, float]]:
+    plain = sorted(name for name in outcome.attribute_accuracy if ATTRIBUTE_LABEL.fullmatch(name))
+    for name in plain[:MAX_ATTRIBUTES]:
+        yield name, outcome.attribute_accuracy[name]
+
+
+def _shown_trials(state: StudyState, limit: int) -> list[TrialView]:
+    recent = sorted(state.trials, key=lambda t: t.number)[-limit:] if limit > 0 else []
+    best = state.summary.best
+    if best is not None and all(t.number != best.number for t in recent):
+        recent.append(best)
+    return recent
+
+
+class _Families:
+    """The metric families of one scrape, filled study by study."""
+
+    def __init__(self) -> None:
+        study = ["namespace", "study"]
+        trial = [*study, "trial", "stage"]
+        self.trial_accuracy = GaugeMetricFamily(
+            "sweetspot_trial_accuracy",
+            "Validation accuracy of a trial at the end of a stage (early or final).",
+            labels=trial,
+        )
+        self.trial_loss = GaugeMetricFamily(
+            "sweetspot_trial_loss", "Validation loss of a trial at the end of a stage (early or final).", labels=trial
+        )
+        self.trial_attribute = GaugeMetricFamily(
+            "sweetspot_trial_attribute_accuracy",
+            "Validation accuracy of one attribute for a trial at the end of a stage.",
+            labels=[*trial, "attribute"],
+        )
+        self.trial_compute = GaugeMetricFamily(
+            "sweetspot_trial_compute_seconds",
+            "Compute a trial stage used: GPU-seconds on GPUs, wall seconds on CPUs.",
+            labels=trial,
+        )
+        self.best = GaugeMetricFamily(
+            "sweetspot_study_best_accuracy",
+            "Best validation accuracy over a study's trials at each stage (final: of trials trained to the end).",
+            labels=[*study, "stage"],
+        )
+        self.trials = GaugeMetricFamily(
+            "sweetspot_study_trials", "A study's trials by state.", labels=[*study, "state"]
+        )
+        self.max_trials = GaugeMetricFamily(
+            "sweetspot_study_max_trials", "The study's trial budget (spec.search.maxTrials).", labels=study
+        )
+        self.phase = GaugeMetricFamily(
+            "sweetspot_study_phase", "1 for the study's current phase, 0 for the others.", labels=[*study, "phase"]
+        )
+        self.failures = CounterMetricFamily(
+            "sweetspot_study_stage_failures",
+            "Stage runs that failed (kind=failed: the trainer failed; kind=disrupted: the pod was evicted or "
+            "preempted and the stage retried).",
+            labels=[*study, "kind"],
+        )
+        self.spearman = GaugeMetricFamily(
+            "sweetspot_study_early_final_spearman",
+            "Spearman rank correlation between early and final scores over trials that have both.",
+            labels=study,
+        )
+        self.kendall = GaugeMetricFamily(
+            "sweetspot_study_early_final_kendall",
+            "Kendall rank correlation between early and final scores over trials that have both.",
+            labels=study,
+        )
+        self.agreement_trials = GaugeMetricFamily(
+            "sweetspot_study_early_final_trials", "Trials that have both an early and a final score.", labels=study
+        )
+        self.top_k = GaugeMetricFamily(
+            "sweetspot_study_early_final_top_k_overlap",
+            "How many of the top k trials by early score are also in the top k by final score (k in label).",
+            labels=[*study, "k"],
+        )
+        self.gpu_seconds = GaugeMetricFamily(
+            "sweetspot_study_gpu_seconds",
+            "Compute used by a study's stages, and saved by judging trials early (kind=used|saved).",
+            labels=[*study, "kind"],
+        )
+        self.curve = GaugeMetricFamily(
+            "sweetspot_learning_curve_accuracy",
+            "Final accuracy of the data-efficiency sweep at each training-set size.",
+            labels=[*study, "samples"],
+        )
+        self.curve_attribute = GaugeMetricFamily(
+            "sweetspot_learning_curve_attribute_accuracy",
+            "Per-attribute accuracy of the data-efficiency sweep at each training-set size.",
+            labels=[*study, "samples", "attribute"],
+        )
+        self.sweet_spot = GaugeMetricFamily(
+            "sweetspot_study_sweet_spot_samples",
+            "The training-set size past which more data stops paying (the data-efficiency sweep's sweet spot).",
+            labels=study,
+        )
+        self.durations = HistogramMetricFamily(
+            "sweetspot_trial_duration_seconds",
+            "Wall-clock duration of finished trial stages.",
+            labels=[*study, "stage"],
+        )
+
+    def add(self, state: StudyState, trials_per_study: int) -> None:
+        study = [state.namespace, state.name]
+        summary = state.summary
+        for trial in _shown_trials(state, trials_per_study):
+            for stage, outcome in (("early", trial.early), ("final", trial.final)):
+                if outcome is None:
+                    continue
+                labels = [*study, str(trial.number), stage]
+                self.trial_accuracy.add_metric(labels, outcome.accuracy)
+                self.trial_loss.add_metric(labels, outcome.loss)
+                self.trial_compute.add_metric(labels, outcome.compute_seconds)
+                for attribute, value in _attributes(outcome):
+                    self.trial_attribute.add_metric([*labels, attribute], value)
+        for stage in ("early", "final"):
+            scores = [o.accuracy for t in state.trials if (o := getattr(t, stage)) is not None]
+            if scores:
+                self.best.add_metric([*study, stage], max(scores))
+            self._histogram(study, stage, [o.seconds for t in state.trials if (o := getattr(t, stage)) is not None])
+        for trial_state in TRIAL_STATES:
+            self.trials.add_metric([*study, trial_state], summary.counts.get(trial_state, 0))
+        self.max_trials.add_metric(study, state.spec.search.max_trials)
+        for phase in PHASES:
+            self.phase.add_metric([*study, phase], 1.0 if phase == state.phase else 0.0)
+        failed = sum(len(a) for t in state.trials for a in t.failed_attempts.values())
+        failed += sum(len(p.failed_attempts) for p in state.sweep)
+        disrupted = sum(len(a) for t in state.trials for a in t.disrupted_attempts.values())
+        disrupted += sum(len(p.disrupted_attempts) for p in state.sweep)
+        self.failures.add_metric([*study, "failed"], failed)
+        self.failures.add_metric([*study, "disrupted"], disrupted)
+        agreement = summary.agreement
+        self.agreement_trials.add_metric(study, agreement.trials)
+        if agreement.spearman is not None:
+            self.spearman.add_metric(study, agreement.spearman)
+        if agreement.kendall is not None:
+            self.kendall.add_metric(study, agreement.kendall)
+        if agreement.top_k_overlap is not None:
+            self.top_k.add_metric([*study, str(agreement.top_k)], agreement.top_k_overlap)
+        self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
+        self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
+        for samples, accuracy, per_attribute in summary.curve:
+            self.curve.add_metric([*study, str(samples)], accuracy)
+            plain = sorted(a for a in per_attribute if ATTRIBUTE_LABEL.fullmatch(a))[:MAX_ATTRIBUTES]
+            for attribute in plain:
+                self.curve_attribute.add_metric([*study, str(samples), attribute], per_attribute[attribute])
+        if summary.sweet_spot is not None:
+            self.sweet_spot.add_metric(study, summary.sweet_spot[0])
+
+    def _histogram(self, study: list[str], stage: str, seconds: Sequence[float]) -> None:
+        buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in STAGE_SECONDS_BUCKETS]
+        buckets.append(("+Inf", len(seconds)))
+        self.durations.add_metric([*study, stage], buckets, sum_value=math.fsum(seconds))
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(vars(self).values())
+
+
+class StudyCollector(Collector):
+    """Series derived, at scrape time, from the latest known state of each study."""
+
+    def __init__(self, trials_per_study: int = TRIALS_PER_STUDY) -> None:
+        self.trials_per_study = trials_per_study
+        self._studies: dict[tuple[str, str], StudyState] = {}
+        self._storage: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+
+    def update(self, state: StudyState) -> None:
+        with self._lock:
+            self._studies[(state.namespace, state.name)] = state
+            self._storage[(state.namespace, state.name)] = True
+
+    def storage_down(self, namespace: str, name: str) -> None:
+        """The study's storage did not answer: its last known state stays, flagged as stale by this gauge."""
+        with self._lock:
+            self._storage[(namespace, name)] = False
+
+    def knows(self, namespace: str, name: str) -> bool:
+        with self._lock:
+            return (namespace, name) in self._studies
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._studies.pop((namespace, name), None)
+            self._storage.pop((namespace, name), None)
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # families vary with the studies: collected on every scrape, never cached
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            studies = list(self._studies.values())
+            storage = dict(self._storage)
+        families = _Families()
+        for state in sorted(studies, key=lambda s: (s.namespace, s.name)):
+            families.add(state, self.trials_per_study)
+        reachable = GaugeMetricFamily(
+            "sweetspot_storage_reachable",
+            "1 when the study's Optuna storage answered the last reconcile, 0 when it did not.",
+            labels=["namespace", "study"],
+        )
+        for (namespace, name), up in sorted(storage.items()):
+            reachable.add_metric([namespace, name], 1.0 if up else 0.0)
+        yield from families
+        yield reachable
+
+
+@dataclass
+class OperatorMetrics:
+    """How the reconcile loop itself is doing."""
+
+    reconcile_seconds: Histogram
+    reconcile_errors: Counter
+    last_success: Gauge
+    build: Info
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> OperatorMetrics:
+        metrics = cls(
+            Histogram(
+                "sweetspot_reconcile_duration_seconds",
+                "Duration of one study reconcile (storage reads, planning, Job and status writes).",
+                buckets=RECONCILE_SECONDS_BUCKETS,
+                registry=registry,
+            ),
+            Counter(
+                "sweetspot_reconcile_errors",
+                "Reconciles that did not complete, by reason (storage: the Optuna storage did not answer; "
+                "cluster: the API server refused or failed; invalid: the spec is invalid; other).",
+                ["reason"],
+                registry=registry,
+            ),
+            Gauge(
+                "sweetspot_last_successful_reconcile_timestamp_seconds",
+                "Unix time of the last reconcile of any study that completed.",
+                registry=registry,
+            ),
+            Info("sweetspot_build", "The running Sweetspot version.", registry=registry),
+        )
+        metrics.build.info({"version": __version__, "python": platform.python_version()})
+        for reason in ("storage", "cluster", "invalid", "other"):
+            metrics.reconcile_errors.labels(reason)  # exported at 0 from the start, so rate() sees the first
+        return metrics
+
+    def succeeded(self) -> None:
+        self.last_success.set(time.time())
+
+
+@dataclass
+class Metrics:
+    studies: StudyCollector
+    operator: OperatorMetrics
+    registry: CollectorRegistry
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> Metrics:
+        registry = registry if registry is not None else CollectorRegistry()
+        studies = StudyCollector()
+        registry.register(studies)
+        return cls(studies, OperatorMetrics.create(registry), registry)
+
+    def publish(self, state: StudyState) -> None:
+        """A reconcile of this study completed with this state."""
+        self.studies.update(state)
+        self.operator.succeeded()
+
+
+METRICS = Metrics.create(REGISTRY)
+"""The process's metrics, on prometheus-client's default registry (which adds process_* and python_*)."""
+
+
+def serve(port: int, address: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> Any:
+    """Serve `/metrics` on a background thread; returns the server (its `server_port` is the bound port)."""
+    server, _ = start_http_server(port, addr=address, registry=registry)
+    return server

@@ -1,0 +1,207 @@
+"""Metrics, dashboards and alerts against a real Prometheus: a local study and a cluster study are scraped every
+second; every dashboard panel's query must return data, the alerts that should fire must fire (and no other), and
+`promtool check metrics` must accept the exposition."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from support.operator import NAMESPACE, apply, cluster_study, delete, eventually, operator_world, phase
+from support.prometheus import (
+    RULES,
+    Prometheus,
+    check_metrics,
+    dashboard_queries,
+    free_port,
+    immediate_rules,
+    prometheus,
+    scrape,
+    substitute,
+)
+from support.studies import small_study
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
+
+DASHBOARDS = Path(__file__).parents[2] / "charts" / "sweetspot" / "dashboards"
+STUDY_ALERTS = {"SweetspotStudyFailed", "SweetspotTrialsFailing", "SweetspotEarlyFinalDisagreement"}
+
+
+def load_dashboard(name: str) -> dict[str, Any]:
+    return json.loads((DASHBOARDS / name).read_text())  # type: ignore[no-any-return]
+
+
+def empty_panels(server: Prometheus, dashboard: str, variables: dict[str, str]) -> list[str]:
+    """Panels (title: query) whose query returns no series."""
+    return [
+        f"{title}: {query}"
+        for title, expr in dashboard_queries(load_dashboard(dashboard))
+        if not server.query(query := substitute(expr, variables))
+    ]
+
+
+def observable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A study that fills every panel: every trial trained to the end (for the agreement) and a learning curve.
+
+    Ranked on validation loss: a few steps on 64 rows leave the accuracy of several trials tied, and a rank
+    correlation of tied scores is undefined (and then not exported)."""
+    manifest["spec"]["search"]["earlyEvaluation"]["promoteTopK"] = 3
+    manifest["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
+    manifest["spec"]["dataEfficiency"] = {"sampleSizes": [32, 64], "hold": "epochs"}
+    return manifest
+
+
+class LocalRun:
+    """`sweetspot run --metrics-port` in the background, serving its final metrics until stopped."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], **env: str) -> None:
+        self.port = free_port()
+        path = directory / f"{manifest['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        self.log = directory / f"{manifest['metadata']['name']}.log"
+        command = [sys.executable, "-m", "sweetspot.cli", "run", str(path), "--workdir", str(directory / "work")]
+        command += ["--metrics-port", str(self.port), "--metrics-linger", "600"]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=directory,
+                env={**os.environ, "SWEETSPOT_CACHE": str(directory / "cache"), **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"sweetspot run exited early ({self.process.returncode}): {self.log.read_text()[-3000:]}"
+            )
+        return True
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # ends the linger
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    return immediate_rules(RULES, tmp_path / "rules.yaml")
+
+
+def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, rules: Path) -> None:
+    good = LocalRun(tmp_path, observable(small_study("good", seed=3)))
+    # A broken cache volume: every trial stage crashes (the tiny causal LM is built into the cache first).
+    failing_study = small_study("failing", maxTrials=4, maxFailedTrials=2, parallelism=2)
+    failing_study["spec"]["model"]["builtin"] = "tiny-causal"
+    failing_study["spec"]["trial"] = {"retries": 0}
+    failing = LocalRun(tmp_path, failing_study, SWEETSPOT_CACHE="/dev/null/cache")
+    try:
+        with prometheus({"local-good": [good.port], "local-failing": [failing.port]}, [rules]) as server:
+            eventually(
+                lambda: good.alive() and server.query('sweetspot_study_phase{study="good", phase="Succeeded"} == 1'),
+                600,
+                f"the good study to succeed in Prometheus (log: {good.log})",
+                step=1,
+            )
+            eventually(
+                lambda: failing.alive() and server.query('sweetspot_study_phase{study="failing", phase="Failed"} == 1'),
+                300,
+                f"the failing study to fail in Prometheus (log: {failing.log})",
+                step=1,
+            )
+            empty = empty_panels(server, "sweetspot-study.json", {"namespace": NAMESPACE, "study": "good"})
+            assert empty == [], "\n".join(empty)
+            curve = server.query('sweetspot_learning_curve_accuracy{study="good"}')
+            assert sorted(int(s["metric"]["samples"]) for s in curve) == [32, 64]
+            finals = server.query('sweetspot_trial_accuracy{study="good", stage="final"}')
+            assert len(finals) == 3 and all(0 < float(s["value"][1]) <= 1 for s in finals)
+            failures = server.query('sweetspot_study_stage_failures_total{study="failing", kind="failed"}')
+            assert float(failures[0]["value"][1]) >= 3
+
+            expected = {("SweetspotStudyFailed", "failing"), ("SweetspotTrialsFailing", "failing")}
+            eventually(lambda: expected <= server.firing(), 60, "the failing study's alerts to fire", step=1)
+            firing = server.firing()
+            assert not [alert for alert in firing if alert[1] == "good"], firing
+            assert {name for name, _ in firing} <= STUDY_ALERTS, firing  # the operator alerts stay quiet
+            rendered = [a["annotations"] for a in server.alerts() if a["state"] == "firing"]
+            assert all("default/failing" in a["summary"] and "<no value>" not in a["description"] for a in rendered)
+
+            assert check_metrics(scrape(good.port)) == ""
+    finally:
+        codes = (good.stop(), failing.stop())
+    assert codes == (0, 1)
+
+
+def exposition(port: int) -> str:
+    """The operator's /metrics, or '' while it (re)starts."""
+    try:
+        return scrape(port)
+    except OSError:
+        return ""
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+@pytest.fixture
+def metered_world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
+    with operator_world(tmp_path, postgres_server_url, metrics_port=free_port()) as world:
+        yield world
+
+
+def test_the_operator_in_prometheus_with_dashboards_alerts_and_deleted_studies(
+    metered_world: dict[str, Any], rules: Path
+) -> None:
+    api, operator = metered_world["api"], metered_world["operator"]
+    port = operator.metrics_port
+    with prometheus({"sweetspot-operator": [port]}, [rules]) as server:
+        apply(api, observable(cluster_study("observed")))
+        lost = cluster_study("lost-storage")
+        lost["spec"]["storage"] = {"secretRef": {"name": "no-such-secret", "key": "url"}}
+        apply(api, lost)
+        eventually(lambda: phase(api, "observed") == "Succeeded", 600, f"the study to succeed ({operator.log})")
+        eventually(
+            lambda: server.query('sweetspot_study_phase{study="observed", phase="Succeeded"} == 1'), 30, "the scrape"
+        )
+        variables = {"namespace": NAMESPACE, "study": "observed", "job": "sweetspot-operator"}
+        empty = empty_panels(server, "sweetspot-study.json", variables)
+        empty += empty_panels(server, "sweetspot-operator.json", variables)
+        assert empty == [], "\n".join(empty)
+
+        expected = ("SweetspotStorageUnreachable", "lost-storage")
+        eventually(lambda: expected in server.firing(), 60, "the storage alert to fire", step=1)
+        firing = server.firing()
+        assert firing == {expected}, firing
+        assert check_metrics(scrape(port)) == ""
+
+        # A restarted operator publishes a finished study's metrics again (from the storage, once).
+        operator.kill()
+        operator.start()
+        succeeded = ({"namespace": NAMESPACE, "study": "observed", "phase": "Succeeded"}, 1.0)
+        eventually(
+            lambda: succeeded in samples(exposition(port), "sweetspot_study_phase"),
+            60,
+            "the finished study's metrics after a restart",
+            step=0.5,
+        )
+
+        delete(api, "observed")
+        eventually(lambda: 'study="observed"' not in exposition(port), 60, "the deleted study's series to vanish")
+        eventually(lambda: not server.query('{study="observed"}'), 30, "Prometheus to mark its series stale")
+        assert server.query('{study="lost-storage"}')  # the other study's series stay

@@ -1,0 +1,124 @@
+"""The operator as the e2e tests drive it: `sweetspot operator` as a process (restartable and killable like a
+pod) against the Kubernetes API emulator, a node simulator running the real trainer on builtin:tiny, a throwaway
+PostgreSQL, and helpers that read and write FineTuneStudies through the real kubernetes client."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from sweetspot.crd import crd
+
+from support.cluster import NodeSimulator, RunningCluster, cluster
+from support.kube_schema import CrdValidator
+from support.postgres import fresh_database
+from support.studies import small_study
+
+NAMESPACE = "default"
+GROUP, VERSION, PLURAL = "sweetspot.dev", "v1alpha1", "finetunestudies"
+
+
+def cluster_study(name: str, **search: Any) -> dict[str, Any]:
+    """The small study, with a trial template for the simulated node (one CPU, no GPU)."""
+    manifest = small_study(name, NAMESPACE, parallelism=2, seed=5, **search)
+    manifest["spec"]["trial"] = {"image": "sweetspot-trainer:test", "resources": {"limits": {"cpu": "1"}}}
+    return manifest
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class Operator:
+    """`sweetspot operator` as a process, restartable and killable like a pod."""
+
+    def __init__(self, running: RunningCluster, database: str, workdir: Path, metrics_port: int = 0) -> None:
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": str(running.kubeconfig),
+            "SWEETSPOT_DATABASE_URL": database,
+            "SWEETSPOT_RECONCILE_SECONDS": "0.5",
+        }
+        self.metrics_port = metrics_port
+        self.log = workdir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        command = [sys.executable, "-m", "sweetspot.cli", "operator", "-n", NAMESPACE]
+        command += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextlib.contextmanager
+def operator_world(workdir: Path, postgres_server_url: str, metrics_port: int = 0) -> Iterator[dict[str, Any]]:
+    """A cluster, a node, a fresh database and a running operator; the node must have seen no errors."""
+    database = fresh_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
+    with cluster(workdir) as running:
+        api = running.client()
+        node = NodeSimulator(api, NAMESPACE, workdir, environ={"SWEETSPOT_CACHE": str(workdir / "cache")})
+        operator = Operator(running, database, workdir, metrics_port)
+        with node:
+            operator.start()
+            try:
+                yield {"api": api, "node": node, "operator": operator, "database": database, "dir": workdir}
+            finally:
+                operator.stop()
+                assert not node.errors, node.errors
+
+
+def apply(api: kubernetes.client.ApiClient, manifest: dict[str, Any]) -> None:
+    assert CrdValidator(crd()).errors(manifest) == []  # the emulator does not validate; a cluster would
+    kubernetes.client.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
+
+
+def get(api: kubernetes.client.ApiClient, name: str) -> dict[str, Any]:
+    return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        GROUP, VERSION, NAMESPACE, PLURAL, name
+    )
+
+
+def delete(api: kubernetes.client.ApiClient, name: str) -> None:
+    kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+
+
+def jobs_of(api: kubernetes.client.ApiClient, name: str) -> list[str]:
+    items = (
+        kubernetes.client.BatchV1Api(api)
+        .list_namespaced_job(NAMESPACE, label_selector=f"sweetspot.dev/study={name}")
+        .items
+    )
+    return sorted(job.metadata.name for job in items)
+
+
+def phase(api: kubernetes.client.ApiClient, name: str) -> str | None:
+    return (get(api, name).get("status") or {}).get("phase")

@@ -1,0 +1,78 @@
+"""The Grafana dashboards: the checked-in JSON is what the generator writes, every panel is labelled, placed and
+bound to the datasource variable, and every query asks for metrics Sweetspot (or the Python client) exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sweetspot import dashboards
+from sweetspot.api import FineTuneStudySpec
+from sweetspot.metrics import Metrics, StudyState
+from sweetspot.planner import Outcome, SweepView, TrialView
+
+DIRECTORY = Path(__file__).parents[2] / "charts" / "sweetspot" / "dashboards"
+PROMQL_WORDS = {
+    "sum", "by", "rate", "time", "count", "vector", "or", "and", "on", "topk", "histogram_quantile", "le",
+    "stage", "trial", "kind", "phase", "reason", "namespace", "study", "job", "state",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
+def test_the_checked_in_dashboard_is_the_generated_one(name: str) -> None:
+    assert (DIRECTORY / name).read_text() == dashboards.render(name), "run `make dashboards`"
+
+
+def exported_names() -> set[str]:
+    """Every series name the metrics of a study with trials, a sweep and the operator instruments expose."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    metrics = Metrics.create(registry)
+    spec = FineTuneStudySpec.model_validate(
+        {"model": {"builtin": "tiny"}, "dataset": {"train": {"builtin": "product-pages"}}}
+    )
+
+    def result(accuracy: float) -> Outcome:
+        return Outcome(accuracy, 1 - accuracy, accuracy, {"brand": accuracy}, 10, 0, 10, 50, 100)
+
+    trials = [TrialView(n, "complete", {}, result(0.2 + n / 10), result(0.5 + n / 10)) for n in range(3)]
+    metrics.publish(StudyState.of("ns", "s", spec, trials, [SweepView(100, result(0.6))], "Succeeded"))
+    metrics.studies.storage_down("ns", "s")
+    metrics.operator.reconcile_seconds.observe(0.1)
+    text = generate_latest(registry).decode()
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+@pytest.mark.parametrize("name", sorted(dashboards.DASHBOARDS))
+def test_panels_are_complete_and_query_exported_metrics(name: str) -> None:
+    board: dict[str, Any] = json.loads(dashboards.render(name))
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert "datasource" in variables
+    exported = exported_names()
+    ids, cells = set(), set()
+    for panel in board["panels"]:
+        assert panel["title"] and panel["id"] not in ids
+        ids.add(panel["id"])
+        assert panel["datasource"]["uid"] == "${datasource}"
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+        covered = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
+        assert not covered & cells, f"{panel['title']} overlaps another panel"
+        cells |= covered
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            used = set(re.findall(r"\$\{?(\w+)", expr)) - {"__rate_interval", "__interval"}
+            assert used <= variables, (panel["title"], used)
+            without_strings = re.sub(r'"[^"]*"|\[[^\]]*\]', "", expr)
+            names = {w for w in re.findall(r"[a-z_][a-z0-9_]*", without_strings) if w not in PROMQL_WORDS}
+            assert names <= exported, (panel["title"], names - exported)
+        assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]

@@ -1,0 +1,177 @@
+"""Prometheus metrics derived from study state: every series with its labels, bounded, and gone with the study."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sweetspot.api import FineTuneStudySpec
+from sweetspot.metrics import Metrics, StudyState
+from sweetspot.planner import Outcome, SweepView, TrialView
+
+Series = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def spec(max_trials: int = 4) -> FineTuneStudySpec:
+    return FineTuneStudySpec.model_validate(
+        {
+            "model": {"builtin": "tiny"},
+            "dataset": {"train": {"builtin": "product-pages"}},
+            "search": {"maxTrials": max_trials, "earlyEvaluation": {"promoteTopK": 2}},
+            "dataEfficiency": {"sampleSizes": [100, 200], "minGain": 0.02},
+        }
+    )
+
+
+def outcome(
+    accuracy: float, seconds: float = 10.0, step: int = 20, attributes: dict[str, float] | None = None
+) -> Outcome:
+    per_attribute = attributes if attributes is not None else {"brand": accuracy, "rating": accuracy / 2}
+    return Outcome(accuracy, 1 - accuracy, accuracy, per_attribute, seconds, 0.0, step, 100, 300)
+
+
+def trial(number: int, early: float, final: float | None, **extra: object) -> TrialView:
+    final_outcome = outcome(final, seconds=50.0, step=100) if final is not None else None
+    return TrialView(number, "complete", {"learning_rate": 1e-3}, outcome(early), final_outcome, **extra)  # type: ignore[arg-type]
+
+
+def scrape(metrics: Metrics) -> Series:
+    series: Series = defaultdict(list)
+    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
+        for sample in family.samples:
+            series[sample.name].append((dict(sample.labels), sample.value))
+    return series
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    matches = [v for found, v in series[name] if labels.items() <= found.items()]
+    assert len(matches) == 1, (name, labels, series[name])
+    return matches[0]
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics.create(CollectorRegistry())
+
+
+def study_state(**overrides: object) -> StudyState:
+    trials = [
+        trial(0, 0.5, 0.8),
+        trial(1, 0.6, 0.9, failed_attempts={"early": frozenset({0})}),
+        trial(2, 0.1, None),
+        TrialView(3, "failed", {}, reason="boom", failed_attempts={"early": frozenset({0, 1})}),
+    ]
+    sweep = [SweepView(100, outcome(0.7, seconds=30.0, step=100)), SweepView(200, outcome(0.71, seconds=60.0))]
+    fields: dict[str, object] = {"trials": trials, "sweep": sweep, "phase": "Sweeping"} | overrides
+    return StudyState.of("team-a", "attrs", spec(), **fields)  # type: ignore[arg-type]
+
+
+def test_each_metric_with_its_labels(metrics: Metrics) -> None:
+    metrics.publish(study_state())
+    series = scrape(metrics)
+    study = {"namespace": "team-a", "study": "attrs"}
+
+    assert value(series, "sweetspot_trial_accuracy", **study, trial="1", stage="early") == 0.6
+    assert value(series, "sweetspot_trial_accuracy", **study, trial="1", stage="final") == 0.9
+    assert value(series, "sweetspot_trial_loss", **study, trial="1", stage="final") == pytest.approx(0.1)
+    assert not [s for s, _ in series["sweetspot_trial_accuracy"] if s["trial"] == "2" and s["stage"] == "final"]
+    assert (
+        value(series, "sweetspot_trial_attribute_accuracy", **study, trial="1", stage="final", attribute="rating")
+        == 0.45
+    )
+    assert value(series, "sweetspot_study_best_accuracy", **study, stage="early") == 0.6
+    assert value(series, "sweetspot_study_best_accuracy", **study, stage="final") == 0.9
+    states = {s["state"]: v for s, v in series["sweetspot_study_trials"]}
+    assert states == {"running": 0, "waiting": 0, "complete": 2, "pruned": 1, "failed": 1}
+    assert value(series, "sweetspot_study_max_trials", **study) == 4
+    phases = {s["phase"]: v for s, v in series["sweetspot_study_phase"]}
+    assert phases.pop("Sweeping") == 1 and set(phases.values()) == {0}
+    assert value(series, "sweetspot_study_stage_failures_total", **study, kind="failed") == 3
+    assert value(series, "sweetspot_study_stage_failures_total", **study, kind="disrupted") == 0
+    assert value(series, "sweetspot_study_early_final_spearman", **study) == pytest.approx(1.0)
+    assert value(series, "sweetspot_study_early_final_trials", **study) == 2
+    assert value(series, "sweetspot_study_early_final_top_k_overlap", **study, k="2") == 2
+    # used: 3 early stages x 10 s + 2 finals x 50 s + sweep 30 + 60 s; saved: trial 2's 80 remaining steps.
+    assert value(series, "sweetspot_study_gpu_seconds", **study, kind="used") == pytest.approx(220.0)
+    assert value(series, "sweetspot_study_gpu_seconds", **study, kind="saved") == pytest.approx(40.0)
+    assert value(series, "sweetspot_learning_curve_accuracy", **study, samples="200") == 0.71
+    assert (
+        value(series, "sweetspot_learning_curve_attribute_accuracy", **study, samples="100", attribute="rating") == 0.35
+    )
+    assert value(series, "sweetspot_study_sweet_spot_samples", **study) == 100
+    assert value(series, "sweetspot_storage_reachable", **study) == 1
+    # The stage-duration histogram: three early stages of 10 s, two finals of 50 s.
+    assert value(series, "sweetspot_trial_duration_seconds_count", **study, stage="early") == 3
+    assert value(series, "sweetspot_trial_duration_seconds_bucket", **study, stage="final", le="30.0") == 0
+    assert value(series, "sweetspot_trial_duration_seconds_bucket", **study, stage="final", le="60.0") == 2
+    assert value(series, "sweetspot_trial_duration_seconds_sum", **study, stage="final") == 100
+    # Operator health.
+    assert value(series, "sweetspot_build_info")
+    assert value(series, "sweetspot_last_successful_reconcile_timestamp_seconds") > 1.7e9
+    assert {s["reason"] for s, _ in series["sweetspot_reconcile_errors_total"]} == {
+        "storage",
+        "cluster",
+        "invalid",
+        "other",
+    }
+    assert "sweetspot_reconcile_duration_seconds_bucket" in series
+
+
+def test_a_new_state_replaces_the_old_one_instead_of_adding_to_it(metrics: Metrics) -> None:
+    metrics.publish(study_state())
+    metrics.publish(study_state())
+    assert value(scrape(metrics), "sweetspot_study_stage_failures_total", kind="failed") == 3
+    metrics.publish(study_state(phase="Succeeded"))
+    assert value(scrape(metrics), "sweetspot_study_phase", phase="Succeeded") == 1
+
+
+def test_a_forgotten_study_leaves_no_series(metrics: Metrics) -> None:
+    metrics.publish(study_state())
+    metrics.publish(StudyState.of("team-b", "other", spec(), [trial(0, 0.4, 0.5)], [], "Succeeded"))
+    metrics.studies.forget("team-a", "attrs")
+    series = scrape(metrics)
+    labelled = [labels for samples in series.values() for labels, _ in samples if "study" in labels]
+    assert labelled and all(labels["study"] == "other" for labels in labelled)
+
+
+def test_storage_down_keeps_the_last_state_and_says_so(metrics: Metrics) -> None:
+    metrics.publish(study_state())
+    metrics.studies.storage_down("team-a", "attrs")
+    metrics.studies.storage_down("team-a", "never-reached")
+    series = scrape(metrics)
+    assert value(series, "sweetspot_storage_reachable", study="attrs") == 0
+    assert value(series, "sweetspot_storage_reachable", study="never-reached") == 0
+    assert value(series, "sweetspot_study_best_accuracy", study="attrs", stage="final") == 0.9
+
+
+def test_per_trial_series_are_bounded_to_the_recent_trials_and_the_best() -> None:
+    metrics = Metrics.create(CollectorRegistry())
+    metrics.studies.trials_per_study = 3
+    trials = [trial(n, 0.1 + n / 100, 0.2 + (0.5 if n == 1 else n / 100)) for n in range(20)]
+    metrics.publish(StudyState.of("ns", "big", spec(max_trials=20), trials, [], "Succeeded"))
+    series = scrape(metrics)
+    assert {s["trial"] for s, _ in series["sweetspot_trial_accuracy"]} == {"1", "17", "18", "19"}
+    # Study-level series still cover every trial.
+    assert value(series, "sweetspot_trial_duration_seconds_count", stage="early") == 20
+
+
+def test_attribute_names_that_are_not_identifiers_never_become_labels(metrics: Metrics) -> None:
+    odd = {"brand": 0.9, "price in €": 0.5, "x" * 80: 0.4, **{f"a{i:02}": 0.1 for i in range(40)}}
+    state = StudyState.of(
+        "ns", "odd", spec(), [TrialView(0, "running", {}, outcome(0.5, attributes=odd))], [], "Searching"
+    )
+    metrics.publish(state)
+    attributes = {s["attribute"] for s, _ in scrape(metrics)["sweetspot_trial_attribute_accuracy"]}
+    assert "price in €" not in attributes and "x" * 80 not in attributes
+    assert len(attributes) == 32 and "a00" in attributes
+
+
+def test_an_empty_study_exports_its_counts_but_no_scores(metrics: Metrics) -> None:
+    metrics.publish(StudyState.of("ns", "new", spec(), [], [], "Pending"))
+    series = scrape(metrics)
+    assert value(series, "sweetspot_study_trials", state="running") == 0
+    assert value(series, "sweetspot_study_phase", phase="Pending") == 1
+    assert not series["sweetspot_study_best_accuracy"] and not series["sweetspot_study_early_final_spearman"]
