@@ -66,28 +66,44 @@ class LocalRun:
 
     def __init__(self, directory: Path, manifest: dict[str, Any], **env: str) -> None:
         self.port = free_port()
-        path = directory / f"{manifest['metadata']['name']}.yaml"
-        path.write_text(yaml.safe_dump(manifest))
+        self.directory = directory
+        self.path = directory / f"{manifest['metadata']['name']}.yaml"
+        self.path.write_text(yaml.safe_dump(manifest))
         self.log = directory / f"{manifest['metadata']['name']}.log"
-        command = [sys.executable, "-m", "sweetspot.cli", "run", str(path), "--workdir", str(directory / "work")]
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "sweetspot.cli",
+            "run",
+            str(self.path),
+            "--workdir",
+            str(self.directory / "work"),
+        ]
         command += ["--metrics-port", str(self.port), "--metrics-linger", "600"]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 command,
-                cwd=directory,
-                env={**os.environ, "SWEETSPOT_CACHE": str(directory / "cache"), **env},
+                cwd=self.directory,
+                env={**os.environ, "SWEETSPOT_CACHE": str(self.directory / "cache"), **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
     def alive(self) -> bool:
+        assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(
                 f"sweetspot run exited early ({self.process.returncode}): {self.log.read_text()[-3000:]}"
             )
         return True
 
-    def stop(self) -> int:
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # ends the linger
         return self.process.wait(timeout=60)
@@ -107,6 +123,9 @@ def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, 
     failing = LocalRun(tmp_path, failing_study, SWEETSPOT_CACHE="/dev/null/cache")
     try:
         with prometheus({"local-good": [good.port], "local-failing": [failing.port]}, [rules]) as server:
+            # Scraped from their first second: the failure counter's alert needs its rise from zero.
+            good.start()
+            failing.start()
             eventually(
                 lambda: good.alive() and server.query('sweetspot_study_phase{study="good", phase="Succeeded"} == 1'),
                 600,
