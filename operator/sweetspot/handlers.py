@@ -45,7 +45,7 @@ from sweetspot.planner import (
     StopRun,
     plan,
 )
-from sweetspot.search import SearchStore, StorageError, load_study, study_key
+from sweetspot.search import SearchStore, StorageError, delete_study, open_storage, safe_url, study_key
 from sweetspot.stages import trial_config
 from sweetspot.stats import Summary, summarize
 
@@ -73,6 +73,22 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons users can filter on
     settings.execution.max_workers = int(os.environ.get("SWEETSPOT_WORKERS", "8"))
     load_kubernetes_config()
+    prepare_default_storage()
+
+
+def prepare_default_storage() -> None:
+    """Create the Optuna schema in the default storage once, at start-up (never per study or per trial).
+
+    An unreachable database is not fatal: studies report `StorageReachable=False` until it answers."""
+    url = os.environ.get(DEFAULT_STORAGE_ENV)
+    if not url:
+        return
+    try:
+        open_storage(url)
+    except StorageError as exc:
+        log.warning("the default storage is not ready yet: %s", exc)
+    else:
+        log.info("default storage ready: %s", safe_url(url))
 
 
 def _client() -> tuple[kubernetes.client.BatchV1Api, kubernetes.client.CoreV1Api]:
@@ -485,10 +501,6 @@ def delete(
     if spec.get("onDelete", "keep") == "delete":
         try:
             study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
-            url = storage_url(study)
-            optuna_study, _ = load_study(url, study_key(namespace, name))
-            import optuna
-
-            optuna.delete_study(study_name=optuna_study.study_name, storage=url)
+            delete_study(storage_url(study), study_key(namespace, name))
         except (StorageError, ValidationError) as exc:
             logger.warning("the Optuna study of %s/%s was not deleted: %s", namespace, name, exc)

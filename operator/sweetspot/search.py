@@ -130,8 +130,18 @@ def _engine_options(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+def driver_url(url: str) -> str:
+    """`postgresql://` and `postgres://` (what CloudNativePG and most providers hand out) use psycopg 3, the
+    driver installed here; SQLAlchemy would otherwise pick psycopg2."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url.removeprefix(scheme)
+    return url
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for `url` (SQLite or PostgreSQL via psycopg 3); raises `StorageError`."""
+    url = driver_url(url)
     try:
         with _schema_lock(url):
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_options(url))
@@ -438,6 +448,13 @@ def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:
     study = optuna.create_study(direction=study_direction(spec), sampler=make_sampler(spec))
     space = distributions(spec)
     return [dict(study.ask(fixed_distributions=space).params) for _ in range(count)]
+
+
+def delete_study(url: str, key: str) -> None:
+    """Delete a study and its trials (`onDelete: delete`); raises `StorageError` when absent or unreachable."""
+    study, _ = load_study(url, key)
+    storage = open_storage(url)
+    retrying(url, lambda: optuna.delete_study(study_name=study.study_name, storage=storage), f"deleting {key}")
 
 
 def load_study(url: str, key: str) -> tuple[optuna.Study, dict[str, Any]]:

@@ -21,7 +21,16 @@ from sweetspot.planner import (
     RunKey,
     plan,
 )
-from sweetspot.search import SearchStore, StorageError, distributions, grid, open_storage, safe_url
+from sweetspot.search import (
+    SearchStore,
+    StorageError,
+    delete_study,
+    distributions,
+    grid,
+    load_study,
+    open_storage,
+    safe_url,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +202,14 @@ def test_optuna_and_optuna_dashboard_read_the_study(storage_url: str) -> None:
     detail = get(f"/api/studies/{summary['study_id']}")
     assert status[-1].startswith("200")
     assert [t["number"] for t in detail["trials"]] == [0]
+
+
+def test_deleting_a_study_removes_it_and_only_it(storage_url: str) -> None:
+    SearchStore.open(storage_url, study("doomed")).apply(AskTrials(1))
+    SearchStore.open(storage_url, study("kept"))
+    delete_study(storage_url, "default/doomed")
+    with pytest.raises(StorageError, match="no study 'default/doomed'"):
+        load_study(storage_url, "default/doomed")
+    assert load_study(storage_url, "default/kept")[0].study_name == "default/kept"
+    with pytest.raises(StorageError, match="no study"):
+        delete_study(storage_url, "default/doomed")
