@@ -101,6 +101,10 @@ class LocalRun:
             )
         return True
 
+    def lingering(self) -> bool:
+        """The run finished, wrote its results, and now only serves its final metrics."""
+        return "serving the final metrics" in self.log.read_text(errors="replace")
+
     def stop(self) -> int | None:
         if self.process is None:
             return None
@@ -156,6 +160,7 @@ def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, 
             assert all("default/failing" in a["summary"] and "<no value>" not in a["description"] for a in rendered)
 
             assert check_metrics(scrape(good.port)) == ""
+            eventually(lambda: good.lingering() and failing.lingering(), 120, "both runs to write their results")
     finally:
         codes = (good.stop(), failing.stop())
     assert codes == (0, 1)
