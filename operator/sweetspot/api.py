@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from sweetspot import __version__
+from sweetspot.contract import Hyperparameters
 
 GROUP = "sweetspot.dev"
 VERSION = "v1alpha1"
@@ -584,26 +585,97 @@ class Search(Model):
 # --- data efficiency, trial pods, storage ----------------------------------------------------------------
 
 
-class DataEfficiency(Model):
-    """A learning-curve sweep: the best configuration retrained on nested samples of growing size, to find the
-    size past which more data stops paying."""
+class Ladder(Model):
+    """Training-set sizes spaced evenly on a log scale, from `from` to `to`."""
 
-    sample_sizes: list[Annotated[int, Field(ge=1, le=10_000_000)]] = Field(min_length=1, max_length=32)
-    """Training-set sizes, strictly increasing; smaller samples are subsets of larger ones."""
+    from_: int = Field(alias="from", ge=1, le=10_000_000)
+    """The smallest size."""
+    to: int = Field(ge=2, le=10_000_000)
+    """The largest size."""
+    steps: int = Field(default=6, ge=2, le=32)
+    """How many sizes, both ends included."""
+
+    rules = (
+        Rule(cel="self.from < self.to", message="from must be below to", field="to", holds=lambda o: o.from_ < o.to),
+    )
+
+    def sizes(self) -> list[int]:
+        ratio = self.to / self.from_
+        sizes = [round(self.from_ * ratio ** (i / (self.steps - 1))) for i in range(self.steps)]
+        return sorted(set(sizes))
+
+
+FixedHyperparameters = Annotated[
+    dict[str, float | int | str],
+    Field(
+        strict=False, min_length=1, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"}
+    ),
+]
+
+
+class DataEfficiency(Model):
+    """A learning-curve sweep: one configuration trained on nested, stratified samples of growing size, to find
+    the size past which more data stops paying (and which attribute the late gains come from)."""
+
+    sample_sizes: list[Annotated[int, Field(ge=1, le=10_000_000)]] | None = Field(
+        default=None, min_length=1, max_length=32
+    )
+    """Training-set sizes, strictly increasing; smaller samples are subsets of larger ones. Or give `ladder`."""
+    ladder: Ladder | None = None
+    """Sizes on a log scale (`from`, `to`, `steps`) instead of `sampleSizes`."""
+    hyperparameters: Literal["best", "fixed"] = "best"
+    """`best`: the best configuration of the search (the sweep runs after it); `fixed`: the values in `params`
+    (the sweep runs alone, no search)."""
+    params: FixedHyperparameters | None = None
+    """With `hyperparameters: fixed`: the trainer's hyperparameters, e.g. `{learningRate: 5.0e-4, loraRank: 16}`;
+    unset ones take the trainer's defaults."""
+    repeats: int = Field(default=1, ge=1, le=10)
+    """Runs per size with different seeds (different nested samples): the curve shows their mean and spread."""
     hold: Literal["steps", "epochs"] = "steps"
-    """What stays fixed across sizes: `steps` (every size gets the best trial's optimizer steps; comparable
-    compute) or `epochs` (every size gets the best trial's epochs; small sizes then train far less)."""
-    min_gain: float = Field(default=0.01, ge=0.0, le=1.0)
-    """The sweet spot is the smallest size after which the next size gains less than this much accuracy."""
+    """What stays fixed across sizes: `steps` (every size gets the optimizer steps of the largest size, or of the
+    best trial; comparable compute) or `epochs` (every size gets the same epochs; small sizes then train less)."""
+    tolerance: float = Field(default=0.01, gt=0.0, le=0.5)
+    """The sweet spot is the smallest size whose fitted accuracy is within this much of the fitted plateau; when
+    even the largest size is further away, the curve has not saturated and no sweet spot is claimed."""
 
     rules = (
         Rule(
-            cel="self.sampleSizes.isSorted() && self.sampleSizes.all(n, self.sampleSizes.exists_one(m, m == n))",
+            cel="has(self.sampleSizes) != has(self.ladder)",
+            message="give either sampleSizes or ladder",
+            field="sampleSizes",
+            holds=lambda o: (o.sample_sizes is None) != (o.ladder is None),
+        ),
+        Rule(
+            cel="!has(self.sampleSizes) || (self.sampleSizes.isSorted() "
+            "&& self.sampleSizes.all(n, self.sampleSizes.exists_one(m, m == n)))",
             message="sampleSizes must be strictly increasing",
             field="sampleSizes",
-            holds=lambda o: all(a < b for a, b in zip(o.sample_sizes, o.sample_sizes[1:], strict=False)),
+            holds=lambda o: (
+                o.sample_sizes is None or all(a < b for a, b in zip(o.sample_sizes, o.sample_sizes[1:], strict=False))
+            ),
+        ),
+        Rule(
+            cel="(self.hyperparameters == 'fixed') == has(self.params)",
+            message="params are required with hyperparameters: fixed, and only then",
+            field="params",
+            holds=lambda o: (o.hyperparameters == "fixed") == (o.params is not None),
         ),
     )
+
+    @field_validator("params")
+    @classmethod
+    def _known_hyperparameters(cls, params: dict[str, Any] | None) -> dict[str, Any] | None:
+        if params is not None:
+            try:
+                Hyperparameters.model_validate(params)
+            except ValidationError as exc:
+                problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]
+                raise ValueError("; ".join(problems)) from None
+        return params
+
+    def sizes(self) -> list[int]:
+        """The training-set sizes, increasing."""
+        return list(self.sample_sizes) if self.sample_sizes is not None else self.ladder.sizes()  # type: ignore[union-attr]
 
 
 class Toleration(Model):
@@ -731,13 +803,15 @@ class FineTuneStudySpec(Model):
         ),
         Rule(
             cel="!has(self.dataEfficiency) || !has(self.dataset.train.rows) "
-            "|| self.dataEfficiency.sampleSizes.all(n, n <= self.dataset.train.rows)",
-            message="sampleSizes must not exceed dataset.train.rows",
+            "|| ((!has(self.dataEfficiency.sampleSizes) "
+            "|| self.dataEfficiency.sampleSizes.all(n, n <= self.dataset.train.rows)) "
+            "&& (!has(self.dataEfficiency.ladder) || self.dataEfficiency.ladder.to <= self.dataset.train.rows))",
+            message="sample sizes must not exceed dataset.train.rows",
             field="dataEfficiency.sampleSizes",
             holds=lambda o: (
                 o.data_efficiency is None
                 or o.dataset.train.rows is None
-                or max(o.data_efficiency.sample_sizes) <= o.dataset.train.rows
+                or max(o.data_efficiency.sizes()) <= o.dataset.train.rows
             ),
         ),
         Rule(
@@ -819,18 +893,35 @@ class CurvePoint(Model):
     samples: int = Field(ge=1)
     """Training-set size."""
     accuracy: Score
-    """Validation accuracy after training on `samples` rows."""
+    """Validation accuracy after training on `samples` rows (mean over repeats)."""
+    spread: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Standard deviation of the accuracy over repeats (0 with one repeat)."""
+    repeats: int = Field(default=1, ge=1)
+    """Runs measured at this size."""
     attribute_accuracy: dict[str, Score] = Field(default_factory=dict, max_length=64)
-    """Accuracy per attribute."""
+    """Accuracy per attribute (mean over repeats)."""
+    gain_per_thousand: float | None = Field(default=None, ge=-1.0, le=1.0)
+    """Accuracy 1,000 more samples would add here, by the fitted curve."""
+    leading_attribute: str | None = Field(default=None, max_length=128)
+    """The attribute that gains most from this size to the largest: where the late gains come from."""
 
 
 class SweetSpot(Model):
-    """The training-set size past which more data stops paying."""
+    """The training-set size past which more data stops paying, from a saturating fit of the learning curve."""
 
-    samples: int = Field(ge=1)
-    """Training-set size."""
-    accuracy: Score
-    """Accuracy at that size."""
+    samples: int | None = Field(default=None, ge=1)
+    """The smallest measured size within `tolerance` of the fitted plateau; unset when the curve has not
+    saturated (or has too few points to fit)."""
+    accuracy: Score | None = None
+    """Measured accuracy at that size."""
+    saturated: bool = False
+    """Whether the curve reached its plateau inside the measured sizes."""
+    plateau: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Accuracy the fitted curve approaches."""
+    fit: str | None = Field(default=None, max_length=256)
+    """The fitted curve, e.g. `power: 0.88 - 3.7 * n^-0.60 (rmse 0.004)`."""
+    recommendation: str = Field(default="", max_length=1024)
+    """What to do about the training data, in plain words."""
 
 
 class GpuSeconds(Model):

@@ -86,7 +86,9 @@ def _run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     console.print(f"study {study.key} in {safe_url(storage)}; runs in {root}")
-    executor = LocalExecutor(root=root, manifest_dir=Path(args.manifest).resolve().parent)
+    executor = LocalExecutor(
+        root=root, manifest_dir=Path(args.manifest).resolve().parent, parallelism=study.spec.search.parallelism
+    )
     publish = None
     if args.metrics_port:
         from sweetspot import metrics

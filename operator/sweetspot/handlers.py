@@ -47,7 +47,7 @@ from sweetspot.planner import (
 )
 from sweetspot.search import SearchStore, StorageError, delete_study, open_storage, safe_url, study_key
 from sweetspot.stages import trial_config
-from sweetspot.stats import Summary, summarize
+from sweetspot.stats import Summary, curve_data, summarize
 
 RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "5"))
 DEFAULT_STORAGE_ENV = "SWEETSPOT_DATABASE_URL"
@@ -285,11 +285,12 @@ def build_status(
 ) -> dict[str, Any]:
     conditions = list(previous.get("conditions", []))
     best = summary.best
+    learning_curve, sweet_spot = curve_data(summary)
     status: dict[str, Any] = {
         "phase": decision.phase,
         "trials": summary.counts,
         "gpuSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
-        "learningCurve": [{"samples": s, "accuracy": a, "attributeAccuracy": per} for s, a, per in summary.curve],
+        "learningCurve": learning_curve,
         "optunaStudy": optuna_study,
         "observedGeneration": generation,
         "earlyFinalCorrelation": summary.agreement.spearman,
@@ -319,8 +320,7 @@ def build_status(
             "finalAccuracy": best.final.accuracy,
             "attributeAccuracy": dict(best.final.attribute_accuracy),
         }
-    if summary.sweet_spot is not None:
-        status["sweetSpot"] = {"samples": summary.sweet_spot[0], "accuracy": summary.sweet_spot[1]}
+    status["sweetSpot"] = sweet_spot
     return status
 
 

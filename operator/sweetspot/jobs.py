@@ -49,7 +49,9 @@ def labels(study: FineTuneStudy, key: RunKey) -> dict[str, str]:
         "app.kubernetes.io/name": "sweetspot-trainer",
         "app.kubernetes.io/managed-by": "sweetspot",
         LABEL_STUDY: study.metadata.name,
-        LABEL_TRIAL: str(key.number) if key.kind == "trial" else f"sweep-{key.number}",
+        LABEL_TRIAL: str(key.number)
+        if key.kind == "trial"
+        else f"sweep-{key.number}" + (f"-{key.repeat}" if key.repeat else ""),
         LABEL_STAGE: key.stage,
         LABEL_RUN: str(key),
     }

@@ -32,6 +32,8 @@ from sweetspot.stages import Paths, trial_config
 from sweetspot.stats import progress
 
 POLL_SECONDS = 0.5
+CPU_THREADS_ENV = "SWEETSPOT_CPU_THREADS"
+"""Read by the trainer (sweetspot_trainer.train.THREADS_ENV): torch threads per stage."""
 BAD_INPUT_EXIT = 2
 
 
@@ -59,6 +61,9 @@ class LocalExecutor:
     """The study's directory: `runs/<key>/` per stage run, `trials/t<n>/checkpoint` per trial."""
     manifest_dir: Path
     python: str = sys.executable
+    parallelism: int = 1
+    """Stages that may run at once: each gets an equal share of this machine's cores (more torch threads than
+    cores slow every stage down several times)."""
     processes: dict[str, _Process] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,9 +73,8 @@ class LocalExecutor:
         return self.root / "runs" / str(key)
 
     def paths(self, key: RunKey) -> Paths:
-        checkpoint = (
-            self.root / ("trials" if key.kind == "trial" else "sweep") / f"{key.kind[0]}{key.number}" / "checkpoint"
-        )
+        owner = f"{key.kind[0]}{key.number}" + (f"-rep{key.repeat}" if key.repeat else "")
+        checkpoint = self.root / ("trials" if key.kind == "trial" else "sweep") / owner / "checkpoint"
 
         def resolve(pvc: str | None, path: str) -> str:
             # Local mode has no volumes: a path is relative to the manifest (a PVC name is ignored).
@@ -126,10 +130,19 @@ class LocalExecutor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=directory,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", CPU_THREADS_ENV: str(self.threads_per_stage())},
                 start_new_session=True,  # Ctrl-C reaches the runner, which stops its children itself
             )
         self.processes[str(action.key)] = _Process(popen, time.monotonic())
+
+    def threads_per_stage(self) -> int:
+        if CPU_THREADS_ENV in os.environ:  # the user's choice wins
+            return max(1, int(os.environ[CPU_THREADS_ENV]))
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cores = os.cpu_count() or 1
+        return max(1, cores // max(1, self.parallelism))
 
     def stop(self, key: RunKey, mark_interrupted: bool = False) -> None:
         process = self.processes.pop(str(key), None)

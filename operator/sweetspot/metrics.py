@@ -162,9 +162,20 @@ class _Families:
             "Per-attribute accuracy of the data-efficiency sweep at each training-set size.",
             labels=[*study, "samples", "attribute"],
         )
+        self.curve_spread = GaugeMetricFamily(
+            "sweetspot_learning_curve_accuracy_spread",
+            "Standard deviation of the sweep's accuracy over repeats at each training-set size.",
+            labels=[*study, "samples"],
+        )
+        self.plateau = GaugeMetricFamily(
+            "sweetspot_learning_curve_plateau",
+            "Accuracy the fitted learning curve approaches (its plateau).",
+            labels=study,
+        )
         self.sweet_spot = GaugeMetricFamily(
             "sweetspot_study_sweet_spot_samples",
-            "The training-set size past which more data stops paying (the data-efficiency sweep's sweet spot).",
+            "The training-set size past which more data stops paying: the smallest measured size within the "
+            "tolerance of the fitted plateau (absent while the curve has not saturated).",
             labels=study,
         )
         self.durations = HistogramMetricFamily(
@@ -212,13 +223,18 @@ class _Families:
             self.top_k.add_metric([*study, str(agreement.top_k)], agreement.top_k_overlap)
         self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
         self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
-        for samples, accuracy, per_attribute in summary.curve:
-            self.curve.add_metric([*study, str(samples)], accuracy)
-            plain = sorted(a for a in per_attribute if ATTRIBUTE_LABEL.fullmatch(a))[:MAX_ATTRIBUTES]
+        for point in summary.curve:
+            self.curve.add_metric([*study, str(point.samples)], point.accuracy)
+            self.curve_spread.add_metric([*study, str(point.samples)], point.spread)
+            plain = sorted(a for a in point.attribute_accuracy if ATTRIBUTE_LABEL.fullmatch(a))[:MAX_ATTRIBUTES]
             for attribute in plain:
-                self.curve_attribute.add_metric([*study, str(samples), attribute], per_attribute[attribute])
+                self.curve_attribute.add_metric(
+                    [*study, str(point.samples), attribute], point.attribute_accuracy[attribute]
+                )
         if summary.sweet_spot is not None:
             self.sweet_spot.add_metric(study, summary.sweet_spot[0])
+        if summary.verdict is not None and summary.verdict.fit is not None:
+            self.plateau.add_metric(study, summary.verdict.fit.plateau)
 
     def _histogram(self, study: list[str], stage: str, seconds: Sequence[float]) -> None:
         buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in STAGE_SECONDS_BUCKETS]

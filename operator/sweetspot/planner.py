@@ -16,13 +16,14 @@ Then, with `dataEfficiency`, the best configuration is retrained on nested sampl
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sweetspot.api import FineTuneStudySpec, Phase
-from sweetspot.contract import Evaluation, StageResult
+from sweetspot.contract import Evaluation, Hyperparameters, StageResult
 
 MAX_DISRUPTIONS = 5
 """A stage preempted or lost this many times fails its trial: something is wrong beyond bad luck."""
@@ -93,31 +94,36 @@ class TrialView:
 class SweepView:
     samples: int
     outcome: Outcome | None = None
+    repeat: int = 0
+    """Which run at this size (each repeat samples its nested rows with another seed)."""
     failed_attempts: frozenset[int] = frozenset()
     disrupted_attempts: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
 class RunKey:
-    """`t3-early`, `t3-final-r1` (second attempt), `s200-full`: one stage run of a trial or sweep point."""
+    """`t3-early`, `t3-final-r1` (second attempt), `s200-full`, `s200-rep1-full` (second repeat at 200 samples):
+    one stage run of a trial or sweep point."""
 
     kind: Literal["trial", "sweep"]
     number: int
     """Trial number, or sample size for a sweep point."""
     stage: StageName
     attempt: int = 0
+    repeat: int = 0
 
     def __str__(self) -> str:
         prefix = f"t{self.number}" if self.kind == "trial" else f"s{self.number}"
+        prefix += f"-rep{self.repeat}" if self.repeat else ""
         return f"{prefix}-{self.stage}" + (f"-r{self.attempt}" if self.attempt else "")
 
     @classmethod
     def parse(cls, text: str) -> RunKey:
-        match = re.fullmatch(r"([ts])(\d+)-(early|final|full)(?:-r(\d+))?", text)
-        if not match:
+        match = re.fullmatch(r"([ts])(\d+)(?:-rep(\d+))?-(early|final|full)(?:-r(\d+))?", text)
+        if not match or (match[1] == "t" and match[3]):
             raise ValueError(f"not a run key: {text!r}")
         kind: Literal["trial", "sweep"] = "trial" if match[1] == "t" else "sweep"
-        return cls(kind, int(match[2]), match[3], int(match[4] or 0))  # type: ignore[arg-type]
+        return cls(kind, int(match[2]), match[4], int(match[5] or 0), int(match[3] or 0))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ class StartRun:
     params: Mapping[str, Any]
     samples: int | None = None
     max_steps: int | None = None
+    seed_offset: int = 0
+    """Added to the study's seed: another repeat of a sweep point draws other (still nested) rows."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +211,7 @@ class FailTrial:
 class RecordSweepPoint:
     samples: int
     outcome: Outcome
+    repeat: int = 0
 
 
 Action = (
@@ -295,14 +304,17 @@ class _Planner:
         self.observed = observed
         self.actions: list[Action] = []
         self.trials = {t.number: t for t in observed.trials}
-        self.sweep = {s.samples: s for s in observed.sweep}
+        self.sweep = {(s.samples, s.repeat): s for s in observed.sweep}
         self.running = [r for r in observed.runs if r.phase == "running"]
         self.slots = spec.search.parallelism - len(self.running)
         self.proxy = spec.search.early_evaluation.policy == "proxy"
         self.retries = spec.trial.retries
 
-    def running_key(self, kind: str, number: int, stage: str) -> bool:
-        return any(r.key.kind == kind and r.key.number == number and r.key.stage == stage for r in self.running)
+    def running_key(self, kind: str, number: int, stage: str, repeat: int = 0) -> bool:
+        return any(
+            r.key.kind == kind and r.key.number == number and r.key.stage == stage and r.key.repeat == repeat
+            for r in self.running
+        )
 
     # Results of finished runs become records, once.
     def ingest(self) -> str | None:
@@ -322,7 +334,7 @@ class _Planner:
                 if done is not None or trial.infeasible or trial.state in ("failed", "pruned"):
                     continue
             else:
-                point = self.sweep.get(key.number)
+                point = self.sweep.get((key.number, key.repeat))
                 if point is not None and (
                     point.outcome is not None or key.attempt in point.failed_attempts | point.disrupted_attempts
                 ):
@@ -346,7 +358,7 @@ class _Planner:
             self.actions.append(RecordFailure(key, "the run reported no evaluation", disruption=False))
             return
         if key.kind == "sweep":
-            self.actions.append(RecordSweepPoint(key.number, outcome))
+            self.actions.append(RecordSweepPoint(key.number, outcome, key.repeat))
         elif key.stage == "early":
             signal = early_signal(self.spec) if self.proxy else self.spec.objective.metric
             self.actions.append(
@@ -394,6 +406,9 @@ class _Planner:
                 f"{len(failed)} trials failed (maxFailedTrials {search.max_failed_trials}); last: {failed[-1].reason}",
             )
 
+        if spec.data_efficiency is not None and spec.data_efficiency.params is not None:
+            return self.fixed_sweep()
+
         trials = sorted(self.trials.values(), key=lambda t: t.number)
         best = best_trial(spec, trials)
         target_reached = best is not None and _meets_target(spec, best.final.metric(spec.objective.metric))  # type: ignore[union-attr]
@@ -436,34 +451,66 @@ class _Planner:
 
         # 4. The learning curve of the best configuration.
         if spec.data_efficiency is not None:
-            hold_steps = spec.data_efficiency.hold == "steps"
-            waiting = False
-            for samples in spec.data_efficiency.sample_sizes:
-                point = self.sweep.get(samples, SweepView(samples))
-                if point.outcome is not None:
-                    continue
-                if best.final.samples == samples:
-                    # The best trial's final run is this very point (same rows, same steps): reuse it.
-                    self.actions.append(RecordSweepPoint(samples, best.final))
-                    continue
-                waiting = True
-                if self.running_key("sweep", samples, "full"):
-                    continue
-                if len(point.failed_attempts) > self.retries or len(point.disrupted_attempts) >= MAX_DISRUPTIONS:
-                    return self.fail("SweepFailed", f"the data-efficiency run for {samples} samples kept failing")
-                attempt = len(point.failed_attempts) + len(point.disrupted_attempts)
-                self.start(
-                    RunKey("sweep", samples, "full", attempt),
-                    best.params,
-                    samples=samples,
-                    max_steps=best.final.planned_steps if hold_steps else None,
-                )
-            if waiting or any(isinstance(a, RecordSweepPoint) for a in self.actions):
-                return self.decision("Sweeping", "SweepRunning", f"learning curve of trial {best.number}")
+            hold = best.final.planned_steps if spec.data_efficiency.hold == "steps" else None
+            sweeping = self.sweep_decision(best.params, hold, best.final, f"learning curve of trial {best.number}")
+            if sweeping is not None:
+                return sweeping
         if self.running:
             return self.decision(self.current_phase(), "WaitingForRuns", "waiting for running stages")
         reason = "TargetReached" if target_reached else "StudyComplete"
         return Decision(tuple(self.actions), "Succeeded", reason, f"best trial {best.number}")
+
+    def fixed_sweep(self) -> Decision:
+        """`hyperparameters: fixed`: the learning curve alone, no search."""
+        efficiency = self.spec.data_efficiency
+        assert efficiency is not None and efficiency.params is not None
+        params = dict(efficiency.params)
+        hold = None
+        if efficiency.hold == "steps":  # every size gets the steps the largest one takes at these epochs
+            values = Hyperparameters.model_validate(params)
+            per_epoch = math.ceil(max(efficiency.sizes()) / (values.batch_size * values.gradient_accumulation_steps))
+            hold = values.max_steps or per_epoch * values.epochs
+        sweeping = self.sweep_decision(params, hold, None, "learning curve of the fixed configuration")
+        if sweeping is not None:
+            return sweeping
+        if self.running:
+            return self.decision("Sweeping", "WaitingForRuns", "waiting for running stages")
+        return Decision(tuple(self.actions), "Succeeded", "StudyComplete", "learning curve measured")
+
+    def sweep_decision(
+        self, params: Mapping[str, Any], hold_steps: int | None, reuse: Outcome | None, message: str
+    ) -> Decision | None:
+        """Measure every size x repeat once (a finished final run of the same size and seed is reused); None
+        once every point is in."""
+        efficiency = self.spec.data_efficiency
+        assert efficiency is not None
+        waiting = False
+        for samples in efficiency.sizes():
+            for repeat in range(efficiency.repeats):
+                point = self.sweep.get((samples, repeat), SweepView(samples, repeat=repeat))
+                if point.outcome is not None:
+                    continue
+                if repeat == 0 and reuse is not None and reuse.samples == samples:
+                    # The best trial's final run is this very point (same rows, same steps): reuse it.
+                    self.actions.append(RecordSweepPoint(samples, reuse))
+                    continue
+                waiting = True
+                if self.running_key("sweep", samples, "full", repeat):
+                    continue
+                if len(point.failed_attempts) > self.retries or len(point.disrupted_attempts) >= MAX_DISRUPTIONS:
+                    where = f"{samples} samples" + (f" (repeat {repeat})" if repeat else "")
+                    return self.fail("SweepFailed", f"the data-efficiency run for {where} kept failing")
+                attempt = len(point.failed_attempts) + len(point.disrupted_attempts)
+                self.start(
+                    RunKey("sweep", samples, "full", attempt, repeat),
+                    params,
+                    samples=samples,
+                    max_steps=hold_steps,
+                    seed_offset=repeat,
+                )
+        if waiting or any(isinstance(a, RecordSweepPoint) for a in self.actions):
+            return self.decision("Sweeping", "SweepRunning", message)
+        return None
 
     def current_phase(self) -> Phase:
         if any(r.key.kind == "sweep" for r in self.running) or any(s.outcome for s in self.sweep.values()):

@@ -250,6 +250,16 @@ def _stored_spec(resource: FineTuneStudy) -> dict[str, Any]:
     return resource.model_dump(mode="json", include={"metadata": {"name", "namespace"}, "spec": True})
 
 
+def _sweep_attr(samples: int, repeat: int) -> str:
+    """`sweetspot:sweep:200` for the first run at a size, `sweetspot:sweep:200:1` for its second repeat."""
+    return SWEEP_ATTR.format(samples) + (f":{repeat}" if repeat else "")
+
+
+def _sweep_point(attr: str) -> tuple[int, int]:
+    samples, _, repeat = attr.removeprefix(SWEEP_ATTR.format("")).partition(":")
+    return int(samples), int(repeat or 0)
+
+
 def _outcome(data: Mapping[str, Any] | None) -> Outcome | None:
     return Outcome(**data) if data else None
 
@@ -313,15 +323,17 @@ class SearchStore:
         trials = [self._view(t, attrs.get(TRIAL_ATTR.format(t.number), {})) for t in frozen]
         sweep = [
             SweepView(
-                samples=int(key.rsplit(":", 1)[1]),
+                samples=samples,
                 outcome=_outcome(value.get("outcome")),
                 failed_attempts=frozenset(value.get("failed", [])),
                 disrupted_attempts=frozenset(value.get("disrupted", [])),
+                repeat=repeat,
             )
             for key, value in attrs.items()
             if key.startswith(SWEEP_ATTR.format(""))
+            for samples, repeat in [_sweep_point(key)]
         ]
-        return trials, sorted(sweep, key=lambda s: s.samples)
+        return trials, sorted(sweep, key=lambda s: (s.samples, s.repeat))
 
     def _view(self, trial: optuna.trial.FrozenTrial, record: Mapping[str, Any]) -> TrialView:
         state = _STATES[trial.state]
@@ -416,7 +428,7 @@ class SearchStore:
             record["reason"] = action.reason[:500]
             self._save(action.trial, record)
         elif isinstance(action, RecordSweepPoint):
-            key = SWEEP_ATTR.format(action.samples)
+            key = _sweep_attr(action.samples, action.repeat)
             point = dict(self.study.user_attrs.get(key, {}))
             point["outcome"] = asdict(action.outcome)
             self.study.set_user_attr(key, point)
@@ -426,7 +438,7 @@ class SearchStore:
         bucket = "disrupted" if action.disruption else "failed"
         key = action.key
         if key.kind == "sweep":
-            attr = SWEEP_ATTR.format(key.number)
+            attr = _sweep_attr(key.number, key.repeat)
             point = dict(self.study.user_attrs.get(attr, {}))
             point[bucket] = sorted({*point.get(bucket, []), key.attempt})
             self.study.set_user_attr(attr, point)

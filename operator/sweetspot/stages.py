@@ -56,7 +56,7 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
         stratify=spec.dataset.stratify_by == "attributes",
         bad_rows=spec.dataset.bad_rows,
         attributes=spec.dataset.attributes,
-        seed=spec.search.seed or 0,
+        seed=(spec.search.seed or 0) + start.seed_offset,
         early_fraction=spec.search.early_evaluation.at_fraction,
         checkpoint_dir=paths.checkpoint_dir,
         output_dir=paths.output_dir,

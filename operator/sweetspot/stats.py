@@ -5,15 +5,17 @@ One summary feeds the resource status, the metrics and `sweetspot report`, so th
 
 from __future__ import annotations
 
-import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from scipy import stats as scipy_stats
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.planner import SweepView, TrialView, best_trial, early_signal, promoted
+from sweetspot.curve import SizeResult, Verdict, judge
+from sweetspot.planner import Outcome, SweepView, TrialView, best_trial, early_signal, promoted
 
 TOP_K_OVERLAP = 5
 
@@ -39,8 +41,15 @@ class Summary:
     compute_saved: float
     """Compute not spent because trials were judged early: for each trial that stopped after its early stage,
     the rest of its planned steps at the rate its early stage ran."""
-    curve: list[tuple[int, float, dict[str, float]]]
-    sweet_spot: tuple[int, float] | None
+    curve: list[SizeResult]
+    """The data-efficiency sweep: one point per size, averaged over its repeats."""
+    verdict: Verdict | None
+    """The fitted curve and its sweet spot (None without a data-efficiency sweep)."""
+
+    @property
+    def sweet_spot(self) -> tuple[int, float] | None:
+        spot = self.verdict.sweet_spot if self.verdict else None
+        return (spot.samples, spot.accuracy) if spot else None
 
 
 def _finite(value: float) -> float | None:
@@ -67,14 +76,24 @@ def agreement(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Agreement
     return Agreement(len(both), _finite(spearman), _finite(kendall), k, len(by_early & by_final))
 
 
-def sweet_spot(curve: Sequence[tuple[int, float, dict[str, float]]], min_gain: float) -> tuple[int, float] | None:
-    """The smallest size after which the next size gains less than `min_gain` (the largest when all pay)."""
-    if not curve:
-        return None
-    for (samples, accuracy, _), (_, following, _) in itertools.pairwise(curve):
-        if following - accuracy < min_gain:
-            return samples, accuracy
-    return curve[-1][0], curve[-1][1]
+def learning_curve(sweep: Sequence[SweepView]) -> list[SizeResult]:
+    """Measured sweep points per size: mean accuracy and per-attribute accuracy over repeats, and their spread."""
+    by_size: dict[int, list[Outcome]] = {}
+    for point in sweep:
+        if point.outcome is not None:
+            by_size.setdefault(point.samples, []).append(point.outcome)
+    curve = []
+    for samples, outcomes in sorted(by_size.items()):
+        accuracies = [o.accuracy for o in outcomes]
+        names = sorted({a for o in outcomes for a in o.attribute_accuracy})
+        per_attribute = {
+            a: round(statistics.fmean(o.attribute_accuracy[a] for o in outcomes if a in o.attribute_accuracy), 4)
+            for a in names
+        }
+        spread = round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else 0.0
+        mean = round(statistics.fmean(accuracies), 4)
+        curve.append(SizeResult(samples, mean, spread, len(outcomes), per_attribute))
+    return curve
 
 
 def _stopped_by_proxy(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
@@ -112,12 +131,8 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
     for point in sweep:
         if point.outcome is not None:
             used += point.outcome.compute_seconds
-    curve = [
-        (p.samples, p.outcome.accuracy, dict(p.outcome.attribute_accuracy))
-        for p in sorted(sweep, key=lambda p: p.samples)
-        if p.outcome is not None
-    ]
-    min_gain = spec.data_efficiency.min_gain if spec.data_efficiency else 0.0
+    curve = learning_curve(sweep)
+    verdict = judge(curve, spec.data_efficiency.tolerance) if spec.data_efficiency and curve else None
     return Summary(
         counts=counts,
         best=best_trial(spec, trials),
@@ -125,7 +140,7 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         compute_used=round(used, 2),
         compute_saved=round(saved, 2),
         curve=curve,
-        sweet_spot=sweet_spot(curve, min_gain),
+        verdict=verdict,
     )
 
 
@@ -135,6 +150,9 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> str:
     """One line for a terminal: where the search is, the best so far, and a rough time to go."""
+    efficiency = spec.data_efficiency
+    if efficiency is not None and efficiency.params is not None:
+        return _sweep_progress(spec, sweep)
     search, signal = spec.search, early_signal(spec)
     judged = [t for t in trials if t.early is not None]
     finals = [t for t in trials if t.final is not None]
@@ -147,8 +165,9 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
     remaining_early = max(0, search.max_trials - len(judged) - failed)
     proxy = search.early_evaluation.policy == "proxy"
     remaining_final = max(0, search.early_evaluation.promote_top_k - len(finals)) if proxy else remaining_early
-    sizes = spec.data_efficiency.sample_sizes if spec.data_efficiency else []
-    remaining_sweep = max(0, len(sizes) - sum(1 for p in sweep if p.outcome is not None) - (1 if sizes else 0))
+    efficiency = spec.data_efficiency
+    runs = len(efficiency.sizes()) * efficiency.repeats if efficiency else 0
+    remaining_sweep = max(0, runs - sum(1 for p in sweep if p.outcome is not None) - (1 if runs else 0))
     parts = [f"{len(judged)}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
     if judged:
         pick = min if signal == "loss" else max
@@ -163,3 +182,56 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
         seconds = remaining_early * early_seconds + (remaining_final + remaining_sweep) * final_seconds
         parts.append(f"ETA ~{seconds / search.parallelism / 60:.1f} min")
     return ", ".join(parts)
+
+
+def _sweep_progress(spec: FineTuneStudySpec, sweep: Sequence[SweepView]) -> str:
+    """Progress of a sweep with fixed hyperparameters (no search): runs done, the curve so far, time to go."""
+    efficiency = spec.data_efficiency
+    assert efficiency is not None
+    done = [p for p in sweep if p.outcome is not None]
+    total = len(efficiency.sizes()) * efficiency.repeats
+    parts = [f"{len(done)}/{total} learning-curve runs done"]
+    curve = learning_curve(sweep)
+    if curve:
+        parts.append("accuracy " + ", ".join(f"{p.samples}: {p.accuracy:.3f}" for p in curve))
+    if done:
+        # Larger samples take longer: seconds = overhead + per-row cost, fitted to the runs so far.
+        sizes = [float(p.samples) for p in done]
+        seconds_taken = [p.outcome.seconds for p in done]  # type: ignore[union-attr]
+        if len(set(sizes)) > 1:
+            slope, intercept = statistics.linear_regression(sizes, seconds_taken)
+        else:
+            slope, intercept = statistics.fmean(seconds_taken) / sizes[0], 0.0
+        measured = {(p.samples, p.repeat) for p in done}
+        left = [n for n in efficiency.sizes() for r in range(efficiency.repeats) if (n, r) not in measured]
+        seconds = sum(max(0.0, intercept + slope * n) for n in left) / spec.search.parallelism
+        parts.append(f"ETA ~{seconds / 60:.1f} min")
+    return ", ".join(parts)
+
+
+def curve_data(summary: Summary) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The learning curve and its sweet spot as the status and the report show them (camelCase, no nulls)."""
+    verdict = summary.verdict
+    fit = verdict.fit if verdict else None
+    points: list[dict[str, Any]] = []
+    for point in summary.curve:
+        data: dict[str, Any] = {
+            "samples": point.samples,
+            "accuracy": point.accuracy,
+            "spread": point.spread,
+            "repeats": point.repeats,
+            "attributeAccuracy": dict(point.attribute_accuracy),
+        }
+        if fit is not None:
+            data["gainPerThousand"] = round(max(-1.0, min(1.0, fit.gain_per_thousand(point.samples))), 4)
+        if verdict is not None and point.samples in verdict.leading_attribute:
+            data["leadingAttribute"] = verdict.leading_attribute[point.samples]
+        points.append(data)
+    if verdict is None:
+        return points, None
+    sweet: dict[str, Any] = {"saturated": verdict.saturated, "recommendation": verdict.recommendation}
+    if verdict.sweet_spot is not None:
+        sweet |= {"samples": verdict.sweet_spot.samples, "accuracy": verdict.sweet_spot.accuracy}
+    if fit is not None:
+        sweet |= {"plateau": round(max(0.0, min(1.0, fit.plateau)), 4), "fit": fit.describe()}
+    return points, sweet

@@ -58,7 +58,7 @@ def check_study(report: dict[str, Any]) -> None:
     assert report["best"] is not None and report["best"]["finalAccuracy"] > 0
     assert report["counts"] == {"total": 3, "running": 0, "waiting": 0, "complete": 1, "pruned": 2, "failed": 0}
     assert [p["samples"] for p in report["learningCurve"]] == [32, 64]
-    assert report["sweetSpot"]["samples"] in (32, 64)
+    assert "at least 3 sizes" in report["sweetSpot"]["recommendation"]  # two sizes: no curve to fit
     assert report["computeSeconds"]["used"] > 0 and report["computeSeconds"]["saved"] > 0
     assert set(report["agreement"]) == {"trials", "spearman", "kendall", "top_k", "top_k_overlap"}
 
@@ -126,3 +126,35 @@ def test_an_interrupted_study_resumes_with_nothing_lost_or_repeated(tmp_path: Pa
     assert len([r for r in runs if r.endswith("-final")]) == 1
     code, output = finish(sweetspot("report", "small", "--storage", url, "--format", "json", cwd=tmp_path))
     check_study(json.loads(output[output.index("{") :]))
+
+
+def test_a_data_efficiency_sweep_alone_gives_the_curve_its_sweet_spot_and_attributes(tmp_path: Path) -> None:
+    manifest = small_study("curve", parallelism=2, seed=11)
+    manifest["spec"]["dataEfficiency"] = {
+        "ladder": {"from": 16, "to": 128, "steps": 3},
+        "repeats": 2,
+        "hyperparameters": "fixed",
+        "params": {"learningRate": 0.005, "batchSize": 8, "maxSteps": 6},
+        "hold": "steps",
+        "tolerance": 0.05,
+    }
+    path = tmp_path / "curve.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    code, output = finish(sweetspot("run", str(path), cwd=tmp_path))
+    assert code == 0, output[-4000:]
+    assert "Learning curve" in output and "recommendation:" in output
+    runs = sorted(p.name for p in (tmp_path / ".sweetspot" / "default-curve" / "runs").iterdir())
+    assert runs == sorted(f"s{n}-{r}full" for n in (16, 45, 128) for r in ("", "rep1-"))
+    assert not [r for r in runs if r.startswith("t")]  # no search ran
+    results = tmp_path / ".sweetspot" / "default-curve" / "results"
+    assert (results / "learning_curve.png").stat().st_size > 10_000
+    report = json.loads((results / "report.json").read_text())
+    curve = report["learningCurve"]
+    assert [(p["samples"], p["repeats"]) for p in curve] == [(16, 2), (45, 2), (128, 2)]
+    assert all(set(p["attributeAccuracy"]) >= {"brand", "rating"} for p in curve)
+    # A few steps on tiny samples barely learn: this checks the pipeline; examples/data-efficiency.yaml the curve.
+    spot = report["sweetSpot"]
+    assert spot["fit"] and 0 < spot["plateau"] <= 1
+    # Saturated or not, the report says which, and only a saturated curve names a sweet spot.
+    assert ("samples" in spot) == spot["saturated"]
+    assert spot["recommendation"].startswith("past ~" if spot["saturated"] else "not saturated")

@@ -213,3 +213,16 @@ def test_deleting_a_study_removes_it_and_only_it(storage_url: str) -> None:
     assert load_study(storage_url, "default/kept")[0].study_name == "default/kept"
     with pytest.raises(StorageError, match="no study"):
         delete_study(storage_url, "default/doomed")
+
+
+def test_sweep_repeats_are_kept_apart(storage_url: str) -> None:
+    store = SearchStore.open(storage_url, study())
+    store.apply(RecordSweepPoint(100, outcome(0.6)))
+    store.apply(RecordSweepPoint(100, outcome(0.7), repeat=1))
+    store.apply(RecordFailure(RunKey("sweep", 200, "full", 0, repeat=2), "exit 1", disruption=False))
+    _, sweep = SearchStore.open(storage_url, study()).snapshot()
+    assert [(p.samples, p.repeat, p.outcome.accuracy if p.outcome else None, p.failed_attempts) for p in sweep] == [
+        (100, 0, 0.6, frozenset()),
+        (100, 1, 0.7, frozenset()),
+        (200, 2, None, frozenset({0})),
+    ]

@@ -35,14 +35,19 @@ def exported_names() -> set[str]:
     ProcessCollector(registry=registry)
     metrics = Metrics.create(registry)
     spec = FineTuneStudySpec.model_validate(
-        {"model": {"builtin": "tiny"}, "dataset": {"train": {"builtin": "product-pages"}}}
+        {
+            "model": {"builtin": "tiny"},
+            "dataset": {"train": {"builtin": "product-pages"}},
+            "dataEfficiency": {"sampleSizes": [100, 200, 400], "tolerance": 0.05},
+        }
     )
 
     def result(accuracy: float) -> Outcome:
         return Outcome(accuracy, 1 - accuracy, accuracy, {"brand": accuracy}, 10, 0, 10, 50, 100)
 
     trials = [TrialView(n, "complete", {}, result(0.2 + n / 10), result(0.5 + n / 10)) for n in range(3)]
-    metrics.publish(StudyState.of("ns", "s", spec, trials, [SweepView(100, result(0.6))], "Succeeded"))
+    sweep = [SweepView(n, result(a)) for n, a in ((100, 0.6), (200, 0.7), (400, 0.71))]
+    metrics.publish(StudyState.of("ns", "s", spec, trials, sweep, "Succeeded"))
     metrics.studies.storage_down("ns", "s")
     metrics.operator.reconcile_seconds.observe(0.1)
     text = generate_latest(registry).decode()

@@ -210,6 +210,54 @@ CASES = [
         "spec.dataEfficiency.sampleSizes",
     ),
     Case(
+        "sizes and a ladder",
+        patch("spec.dataEfficiency.ladder", {"from": 50, "to": 400}),
+        "spec.dataEfficiency.sampleSizes",
+        words=("either sampleSizes or ladder",),
+    ),
+    Case(
+        "neither sizes nor a ladder",
+        patch("spec.dataEfficiency.sampleSizes", DELETE),
+        "spec.dataEfficiency.sampleSizes",
+    ),
+    Case(
+        "ladder upside down",
+        patches(
+            patch("spec.dataEfficiency.sampleSizes", DELETE),
+            patch("spec.dataEfficiency.ladder", {"from": 400, "to": 50}),
+        ),
+        "spec.dataEfficiency.ladder.to",
+    ),
+    Case(
+        "ladder beyond the data",
+        patches(
+            patch("spec.dataEfficiency.sampleSizes", DELETE),
+            patch("spec.dataEfficiency.ladder", {"from": 50, "to": 9000}),
+        ),
+        "spec.dataEfficiency.sampleSizes",
+    ),
+    Case(
+        "fixed hyperparameters without params",
+        patch("spec.dataEfficiency.hyperparameters", "fixed"),
+        "spec.dataEfficiency.params",
+    ),
+    Case(
+        "params with the best hyperparameters",
+        patch("spec.dataEfficiency.params", {"learningRate": 0.001}),
+        "spec.dataEfficiency.params",
+    ),
+    Case(
+        "unknown fixed hyperparameter",
+        patches(
+            patch("spec.dataEfficiency.hyperparameters", "fixed"),
+            patch("spec.dataEfficiency.params", {"learningRat": 0.001}),
+        ),
+        "spec.dataEfficiency.params",
+        words=("learningRat",),
+        cluster=False,
+    ),
+    Case("too many repeats", patch("spec.dataEfficiency.repeats", 50), "spec.dataEfficiency.repeats"),
+    Case(
         "not a quantity",
         patch("spec.trial.resources.limits", {"nvidia.com/gpu": "lots"}),
         'spec.trial.resources.limits["nvidia.com/gpu"]',

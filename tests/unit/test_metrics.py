@@ -21,7 +21,7 @@ def spec(max_trials: int = 4) -> FineTuneStudySpec:
             "model": {"builtin": "tiny"},
             "dataset": {"train": {"builtin": "product-pages"}},
             "search": {"maxTrials": max_trials, "earlyEvaluation": {"promoteTopK": 2}},
-            "dataEfficiency": {"sampleSizes": [100, 200], "minGain": 0.02},
+            "dataEfficiency": {"sampleSizes": [100, 200, 400], "repeats": 2, "tolerance": 0.02},
         }
     )
 
@@ -64,7 +64,12 @@ def study_state(**overrides: object) -> StudyState:
         trial(2, 0.1, None),
         TrialView(3, "failed", {}, reason="boom", failed_attempts={"early": frozenset({0, 1})}),
     ]
-    sweep = [SweepView(100, outcome(0.7, seconds=30.0, step=100)), SweepView(200, outcome(0.71, seconds=60.0))]
+    sweep = [
+        SweepView(100, outcome(0.7, seconds=30.0, step=100)),
+        SweepView(100, outcome(0.6, seconds=30.0, step=100), repeat=1),
+        SweepView(200, outcome(0.8, seconds=30.0)),
+        SweepView(400, outcome(0.81, seconds=30.0)),
+    ]
     fields: dict[str, object] = {"trials": trials, "sweep": sweep, "phase": "Sweeping"} | overrides
     return StudyState.of("team-a", "attrs", spec(), **fields)  # type: ignore[arg-type]
 
@@ -94,14 +99,18 @@ def test_each_metric_with_its_labels(metrics: Metrics) -> None:
     assert value(series, "sweetspot_study_early_final_spearman", **study) == pytest.approx(1.0)
     assert value(series, "sweetspot_study_early_final_trials", **study) == 2
     assert value(series, "sweetspot_study_early_final_top_k_overlap", **study, k="2") == 2
-    # used: 3 early stages x 10 s + 2 finals x 50 s + sweep 30 + 60 s; saved: trial 2's 80 remaining steps.
-    assert value(series, "sweetspot_study_gpu_seconds", **study, kind="used") == pytest.approx(220.0)
+    # used: 3 early stages x 10 s + 2 finals x 50 s + 4 sweep runs x 30 s; saved: trial 2's 80 remaining steps.
+    assert value(series, "sweetspot_study_gpu_seconds", **study, kind="used") == pytest.approx(250.0)
     assert value(series, "sweetspot_study_gpu_seconds", **study, kind="saved") == pytest.approx(40.0)
-    assert value(series, "sweetspot_learning_curve_accuracy", **study, samples="200") == 0.71
+    assert value(series, "sweetspot_learning_curve_accuracy", **study, samples="200") == 0.8
+    assert value(series, "sweetspot_learning_curve_accuracy", **study, samples="100") == pytest.approx(0.65)
+    assert value(series, "sweetspot_learning_curve_accuracy_spread", **study, samples="100") == pytest.approx(0.0707)
+    assert 0.8 < value(series, "sweetspot_learning_curve_plateau", **study) < 0.83
     assert (
-        value(series, "sweetspot_learning_curve_attribute_accuracy", **study, samples="100", attribute="rating") == 0.35
+        value(series, "sweetspot_learning_curve_attribute_accuracy", **study, samples="100", attribute="rating")
+        == 0.325
     )
-    assert value(series, "sweetspot_study_sweet_spot_samples", **study) == 100
+    assert value(series, "sweetspot_study_sweet_spot_samples", **study) == 200
     assert value(series, "sweetspot_storage_reachable", **study) == 1
     # The stage-duration histogram: three early stages of 10 s, two finals of 50 s.
     assert value(series, "sweetspot_trial_duration_seconds_count", **study, stage="early") == 3

@@ -81,10 +81,12 @@ def of_type(decision: Any, kind: type) -> list[Any]:
 
 
 def test_run_keys_round_trip() -> None:
-    for text in ("t0-early", "t12-final-r2", "s200-full"):
+    for text in ("t0-early", "t12-final-r2", "s200-full", "s200-rep2-full-r1"):
         assert str(RunKey.parse(text)) == text
-    with pytest.raises(ValueError, match="not a run key"):
-        RunKey.parse("t1-warmup")
+    assert RunKey.parse("s200-rep2-full") == RunKey("sweep", 200, "full", 0, 2)
+    for bad in ("t1-warmup", "t1-rep1-early"):
+        with pytest.raises(ValueError, match="not a run key"):
+            RunKey.parse(bad)
 
 
 def test_a_new_study_asks_for_as_many_trials_as_it_may_run() -> None:
@@ -286,6 +288,39 @@ def test_a_sweep_result_is_recorded() -> None:
     )
     (record,) = plan(sweep_spec, observed).actions
     assert isinstance(record, RecordSweepPoint) and (record.samples, record.outcome.accuracy) == (50, 0.55)
+
+
+def test_repeats_run_each_size_with_another_seed_and_reuse_only_the_first() -> None:
+    sweep_spec = spec(parallelism=4, top={"dataEfficiency": {"sampleSizes": [50, 300], "repeats": 2}})
+    decision = plan(sweep_spec, Observed(trials=_finished_search()))
+    assert of_type(decision, RecordSweepPoint) == [RecordSweepPoint(300, outcome(0.9))]
+    starts = [(str(a.key), a.seed_offset) for a in of_type(decision, StartRun)]
+    assert starts == [("s50-full", 0), ("s50-rep1-full", 1), ("s300-rep1-full", 1)]
+
+
+def test_a_repeat_result_is_recorded_against_its_repeat() -> None:
+    sweep_spec = spec(top={"dataEfficiency": {"sampleSizes": [50, 300], "repeats": 2}})
+    observed = Observed(
+        trials=_finished_search(),
+        sweep=[SweepView(300, outcome(0.9)), SweepView(50, outcome(0.5, samples=50))],
+        runs=[run("s50-rep1-full", "succeeded", result("full", 0.55))],
+    )
+    (record,) = plan(sweep_spec, observed).actions
+    assert isinstance(record, RecordSweepPoint) and (record.samples, record.repeat) == (50, 1)
+
+
+def test_fixed_hyperparameters_sweep_alone_without_a_search() -> None:
+    fixed = {"sampleSizes": [100, 400], "hyperparameters": "fixed", "params": {"learningRate": 0.002, "batchSize": 8}}
+    sweep_spec = spec(parallelism=2, top={"dataEfficiency": {**fixed, "hold": "steps"}})
+    decision = plan(sweep_spec, Observed())
+    assert not of_type(decision, AskTrials)
+    # hold steps: every size trains the steps the largest takes, 400 rows / batch 8 x 2 epochs (the default).
+    assert of_type(decision, StartRun) == [
+        StartRun(RunKey("sweep", n, "full"), fixed["params"], samples=n, max_steps=100) for n in (100, 400)
+    ]
+    points = [SweepView(100, outcome(0.6, samples=100)), SweepView(400, outcome(0.8, samples=400))]
+    done = plan(sweep_spec, Observed(sweep=points))
+    assert (done.phase, done.reason) == ("Succeeded", "StudyComplete")
 
 
 def test_no_finished_trial_fails_the_study() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.planner import Outcome, SweepView, TrialView
-from sweetspot.stats import agreement, progress, summarize, sweet_spot
+from sweetspot.stats import agreement, curve_data, progress, summarize
 
 
 def spec(**early: object) -> FineTuneStudySpec:
@@ -15,7 +15,7 @@ def spec(**early: object) -> FineTuneStudySpec:
             "model": {"builtin": "tiny"},
             "dataset": {"train": {"builtin": "product-pages"}},
             "search": {"maxTrials": 4, "earlyEvaluation": {"promoteTopK": 2, **early}},
-            "dataEfficiency": {"sampleSizes": [100, 200, 400], "minGain": 0.02},
+            "dataEfficiency": {"sampleSizes": [100, 200, 400], "tolerance": 0.02},
         }
     )
 
@@ -59,13 +59,31 @@ def test_counts_and_compute_saved_by_judging_early() -> None:
     assert summary.compute_used == pytest.approx(60.0)
 
 
-def test_sweet_spot_is_where_the_next_size_stops_paying() -> None:
-    curve = [(100, 0.70, {}), (200, 0.85, {}), (400, 0.86, {}), (800, 0.95, {})]
-    assert sweet_spot(curve, min_gain=0.02) == (200, 0.85)
-    assert sweet_spot(curve[:2], min_gain=0.02) == (200, 0.85)
-    assert sweet_spot([], min_gain=0.02) is None
-    points = [SweepView(n, outcome(a)) for n, a in ((100, 0.7), (200, 0.85), (400, 0.86))]
-    assert summarize(spec(), [done(0, 0.5, 0.8)], points).sweet_spot == (200, 0.85)
+def test_the_curve_averages_repeats_and_fits_a_sweet_spot() -> None:
+    def point(samples: int, accuracy: float, repeat: int, rating: float) -> SweepView:
+        measured = Outcome(accuracy, 0.5, accuracy, {"brand": 0.9, "rating": rating}, 10.0, 0.0, 100, 100, samples)
+        return SweepView(samples, measured, repeat=repeat)
+
+    sweep = [
+        point(100, 0.70, 0, 0.2),
+        point(100, 0.72, 1, 0.3),
+        point(200, 0.85, 0, 0.5),
+        point(200, 0.85, 1, 0.5),
+        point(400, 0.87, 0, 0.6),
+        point(400, 0.87, 1, 0.6),
+        point(800, 0.875, 0, 0.7),
+        point(800, 0.875, 1, 0.7),
+    ]
+    summary = summarize(spec(), [done(0, 0.5, 0.8)], sweep)
+    first = summary.curve[0]
+    assert (first.samples, first.accuracy, first.repeats) == (100, 0.71, 2)
+    assert first.spread == pytest.approx(0.0141, abs=1e-4)
+    assert first.attribute_accuracy == {"brand": 0.9, "rating": 0.25}
+    assert summary.sweet_spot == (400, 0.87)
+    points, sweet = curve_data(summary)
+    assert sweet is not None and sweet["saturated"] and sweet["samples"] == 400
+    assert sweet["recommendation"].endswith("label more pages that have rating")
+    assert points[0]["leadingAttribute"] == "rating" and points[0]["gainPerThousand"] > points[-1]["gainPerThousand"]
 
 
 def test_progress_line_tells_the_best_so_far_and_time_to_go() -> None:
@@ -74,3 +92,16 @@ def test_progress_line_tells_the_best_so_far_and_time_to_go() -> None:
     assert line.startswith("2/4 trials judged early, 0 trained to the end, best early accuracy 0.6000 (trial 1)")
     # Two early stages left at 10 s, two finals at 10 s * 0.8 / 0.2 = 40 s, two sweep sizes beyond the first.
     assert line.endswith("ETA ~3.0 min")
+
+
+def test_progress_of_a_sweep_alone_counts_runs_and_estimates_time() -> None:
+    fixed = FineTuneStudySpec.model_validate(
+        {
+            "model": {"builtin": "tiny"},
+            "dataset": {"train": {"builtin": "product-pages"}},
+            "dataEfficiency": {"sampleSizes": [100, 200, 400], "hyperparameters": "fixed", "params": {"epochs": 1}},
+        }
+    )
+    sweep = [SweepView(n, Outcome(a, 0.5, a, {}, 10.0 + n / 10, 0.0, 10, 10, n)) for n, a in ((100, 0.5), (200, 0.6))]
+    # 10 s + 0.1 s per row, fitted from the two runs: the 400-row run takes about 50 s.
+    assert progress(fixed, [], sweep) == "2/3 learning-curve runs done, accuracy 100: 0.500, 200: 0.600, ETA ~0.8 min"

@@ -55,11 +55,18 @@ def plan_steps(rows: int, config: TrialConfig) -> StepPlan:
     return StepPlan(steps_per_epoch, total, early)
 
 
+THREADS_ENV = "SWEETSPOT_CPU_THREADS"
+
+
 def available_cores() -> int:
+    """CPU threads for torch: the cores this process may use, or fewer when the runner shares them out
+    (`SWEETSPOT_CPU_THREADS`: local mode running several stages at once on one machine)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    share = os.environ.get(THREADS_ENV, "")
+    return max(1, min(cores, int(share))) if share.isdigit() else cores
 
 
 @dataclass
