@@ -4,12 +4,13 @@ Builds studies of N finished trials (each with early and final scores on four at
 has) plus a five-point learning curve, publishes them to a fresh registry, and renders `/metrics` as Prometheus
 would scrape it.
 
-    .venv/bin/python benchmarks/metrics_scrape.py [--trials 100] [--studies 1]
+    python -m benchmarks metrics [--trials 100] [--studies 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -55,11 +56,11 @@ def measure(trials: int, studies: int) -> tuple[list[str], int, float]:
     return [line for line in text.decode().splitlines() if line and not line.startswith("#")], len(text), seconds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--studies", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     series, size, seconds = measure(args.trials, args.studies)
     trial_series = sum('trial="' in line for line in series)
     study_series = sum('study="' in line for line in series) - trial_series
@@ -70,7 +71,8 @@ def main() -> None:
         f"{trial_series / args.studies / args.trials:.0f} per finished trial (early + final, {len(ATTRIBUTES)} "
         f"attributes); {len(series) - study_series - trial_series} operator and process series"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from sweetspot import __version__
@@ -407,7 +407,7 @@ class FloatParameter(Model):
     """Sample on a log scale (needs min > 0); right for learning rates."""
     step: float | None = Field(default=None, gt=0.0)
     """Discretisation step; needed by the grid sampler."""
-    values: Annotated[list[float], BeforeValidator(_unique)] | None = Field(
+    values: Annotated[list[float], AfterValidator(_unique)] | None = Field(
         default=None, min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     """The allowed values (categorical); instead of a range."""
@@ -426,7 +426,7 @@ class IntParameter(Model):
     """Sample on a log scale (needs min > 0)."""
     step: int | None = Field(default=None, ge=1)
     """Step between candidate values (default 1)."""
-    values: Annotated[list[int], BeforeValidator(_unique)] | None = Field(
+    values: Annotated[list[int], AfterValidator(_unique)] | None = Field(
         default=None, min_length=1, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
     """The allowed values (categorical); instead of a range."""

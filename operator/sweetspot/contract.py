@@ -127,6 +127,9 @@ class Evaluation(_Contract):
     """Mean validation loss."""
     json_valid_rate: float | None = None
     """Generative task only: share of answers that parse as a JSON object."""
+    train_seconds: float | None = None
+    """Seconds spent training (evaluations excluded) from the stage's start to this point: the compute a
+    strategy pays to reach it (the HPO benchmark's tables)."""
 
 
 class StageResult(_Contract):

@@ -2,7 +2,9 @@
 
 Every study gets a periodic reconcile (a kopf timer, run in a worker thread because Optuna and SQLAlchemy
 are synchronous): read the trials from Optuna and the study's Jobs from the cluster, run the planner, apply
-its actions (ask/tell in Optuna, create or delete Jobs), and write one status patch. Every action is
+its actions (ask/tell in Optuna, create or delete Jobs), and write one status patch. A stage's Job finishing
+also reconciles its study at once (a watch on Jobs), so the next stage starts without waiting for the timer;
+one reconcile of a study runs at a time, and requests that arrive meanwhile fold into one more pass. Every action is
 idempotent (deterministic names, 409 on create counts as done), so a restarted operator picks up exactly where
 the last one stopped: it finds its Jobs by label and their results in their pods' termination messages.
 
@@ -17,8 +19,9 @@ import datetime
 import logging
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import kopf
 import kubernetes
@@ -49,7 +52,9 @@ from sweetspot.search import SearchStore, StorageError, delete_study, open_stora
 from sweetspot.stages import trial_config
 from sweetspot.stats import Summary, curve_data, summarize
 
-RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "5"))
+RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "30"))
+"""The safety net: a finished Job or a spec change reconciles its study at once; the timer catches the rest
+(a storage that came back, a missed watch event)."""
 DEFAULT_STORAGE_ENV = "SWEETSPOT_DATABASE_URL"
 MAX_PASSES = 8
 """Plan-apply passes per reconcile: records first, then the starts they enable, without waiting a tick."""
@@ -59,6 +64,52 @@ IMMUTABLE_SEARCH = ("sampler", "space", "early_evaluation", "seed")
 log = logging.getLogger("sweetspot.operator")
 _stores: dict[str, SearchStore] = {}
 _stores_lock = threading.Lock()
+
+
+class Serializer:
+    """One reconcile per study at a time. A request while one runs marks the study dirty instead of waiting or
+    running in parallel (two passes could both ask Optuna for the same free slot); the running one then passes
+    once more, so no request is lost and a burst of Job events costs at most two passes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._dirty: set[str] = set()
+        self._finished: dict[str, float] = {}
+
+    def idle_for(self, key: str) -> float:
+        """Seconds since the last reconcile of `key` ended (infinite when none has, or one runs now)."""
+        with self._lock:
+            if key in self._running or key not in self._finished:
+                return float("inf") if key not in self._running else 0.0
+            return time.monotonic() - self._finished[key]
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._finished.pop(key, None)
+
+    def run(self, key: str, reconcile: Callable[[], None]) -> bool:
+        """Run `reconcile` (again while requests arrived during it); False when another thread already runs it."""
+        with self._lock:
+            if key in self._running:
+                self._dirty.add(key)
+                return False
+            self._running.add(key)
+        try:
+            while True:
+                reconcile()
+                with self._lock:
+                    if key not in self._dirty:
+                        return True
+                    self._dirty.discard(key)
+        finally:
+            with self._lock:
+                self._running.discard(key)
+                self._dirty.discard(key)
+                self._finished[key] = time.monotonic()
+
+
+_serializer = Serializer()
 
 
 # --- kopf configuration ----------------------------------------------------------------------------------
@@ -133,29 +184,47 @@ def _disrupted(core: kubernetes.client.CoreV1Api, namespace: str, job_name: str)
     )
 
 
+_finished_runs: dict[str, dict[str, RunView]] = {}
+"""Per study, Job uid → what its finished Job showed: a finished Job never changes, so its pods are read once,
+not on every pass (a study with 40 finished stages would otherwise cost 40 pod listings per pass)."""
+_finished_lock = threading.Lock()
+
+
 def observe_runs(study: FineTuneStudy) -> list[RunView]:
     batch, core = _client()
     namespace = study.metadata.namespace
     selector = f"{jobs.LABEL_STUDY}={study.metadata.name}"
+    with _finished_lock:
+        known = dict(_finished_runs.get(study.key, {}))
+    finished: dict[str, RunView] = {}
     runs: list[RunView] = []
     for job in batch.list_namespaced_job(namespace, label_selector=selector).items:
         try:
             key = RunKey.parse((getattr(job.metadata, "labels", None) or {}).get(jobs.LABEL_RUN, ""))
         except ValueError:
             continue
+        uid = str(getattr(job.metadata, "uid", "") or _name(job))
+        if uid in known:
+            runs.append(finished.setdefault(uid, known[uid]))
+            continue
         conditions = {c.type: c for c in (job.status and job.status.conditions) or [] if c.status == "True"}
         name = _name(job)
         if "Complete" in conditions:
             result = _termination_message(core, namespace, name)
             runs.append(RunView(key, "succeeded", result, "" if result else "the Job finished without a result"))
+            if result is not None:  # else perhaps not visible yet: read again next time
+                finished[uid] = runs[-1]
         elif "Failed" in conditions:
             result = _termination_message(core, namespace, name)
             failed = conditions["Failed"]
             reason = f"{failed.reason or 'Failed'}: {failed.message or ''}".strip(": ")
             phase = "disrupted" if _disrupted(core, namespace, name) and result is None else "failed"
             runs.append(RunView(key, phase, result, reason))  # type: ignore[arg-type]
+            finished[uid] = runs[-1]
         elif getattr(job.metadata, "deletion_timestamp", None) is None:
             runs.append(RunView(key, "running"))
+    with _finished_lock:
+        _finished_runs[study.key] = finished  # Jobs gone from the cluster are forgotten
     return runs
 
 
@@ -448,7 +517,9 @@ def reconcile_study(
                 else:
                     _apply(study, store, body, action)
             store.set_phase(decision)
-            if not decision.actions or decision.reason != "Recording":
+            # Records and asks enable what comes next (a trial asked now gets its Job on the next pass); starts
+            # and stops do not.
+            if not any(isinstance(a, AskTrials) for a in decision.actions) and decision.reason != "Recording":
                 break
         trials, sweep = store.snapshot()
     except StorageError as exc:
@@ -474,9 +545,7 @@ def reconcile_study(
     return decision
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, initial_delay=0)
-def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
-    # A sync handler: kopf runs it in a worker thread, so Optuna's blocking I/O never stalls the event loop.
+def _measured(body: Any, meta: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch) -> None:
     with METRICS.operator.reconcile_seconds.time():
         try:
             reconcile_study(body, meta, status, patch)
@@ -488,6 +557,65 @@ def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf
             raise
 
 
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, initial_delay=0)
+def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
+    # A sync handler: kopf runs it in a worker thread, so Optuna's blocking I/O never stalls the event loop.
+    # Later passes of a dirty study must see the status the earlier ones wrote: only the first uses kopf's patch.
+    key = f"{meta['namespace']}/{meta['name']}"
+    if _serializer.idle_for(key) < RECONCILE_SECONDS / 2:
+        return  # a Job event or spec change reconciled it moments ago: the safety net has nothing to catch
+    first = True
+
+    def once() -> None:
+        nonlocal first
+        if first:
+            first = False
+            _measured(body, meta, status, patch)
+        else:
+            _reconcile_fresh(str(meta["namespace"]), str(meta["name"]))
+
+    _serializer.run(key, once)
+
+
+def _reconcile_fresh(namespace: str, name: str) -> None:
+    """Reconcile from the study as the API server has it now, and write its status patch directly."""
+    api = kubernetes.client.CustomObjectsApi()
+    try:
+        body = cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+    except ApiException as exc:
+        if exc.status == 404:
+            return  # deleted meanwhile
+        raise
+    meta = body.get("metadata", {})
+    if meta.get("deletionTimestamp"):
+        return
+    patch = kopf.Patch()
+    _measured(body, meta, body.get("status") or {}, patch)
+    if patch:
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, dict(patch), _content_type="application/merge-patch+json"
+        )
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def spec_changed(meta: kopf.Meta, **_: Any) -> None:
+    """A raised budget, a resume, a new parallelism: act on it now rather than at the next timer tick."""
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    _serializer.run(f"{namespace}/{name}", lambda: _reconcile_fresh(namespace, name))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_STUDY: kopf.PRESENT})
+def job_finished(type: str | None, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+    """A stage's Job completed or failed: reconcile its study now (the next stage starts without waiting for the
+    timer). Other Job events (creation, start, deletion) change nothing the planner acts on."""
+    conditions = (body.get("status") or {}).get("conditions") or []
+    finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+    if type == "DELETED" or not finished or namespace is None:
+        return
+    study = labels[jobs.LABEL_STUDY]
+    _serializer.run(f"{namespace}/{study}", lambda: _reconcile_fresh(namespace, study))
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)  # with kopf's finalizer: Jobs go before the study does
 def delete(
     body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
@@ -497,6 +625,9 @@ def delete(
     logger.info("deleted %d Jobs of study %s/%s", deleted, namespace, name)
     with _stores_lock:
         _stores.pop(str(meta.get("uid")), None)
+    with _finished_lock:
+        _finished_runs.pop(f"{namespace}/{name}", None)
+    _serializer.forget(f"{namespace}/{name}")
     METRICS.studies.forget(namespace, name)
     if spec.get("onDelete", "keep") == "delete":
         try:

@@ -336,7 +336,7 @@ class SearchStore:
         return trials, sorted(sweep, key=lambda s: (s.samples, s.repeat))
 
     def _view(self, trial: optuna.trial.FrozenTrial, record: Mapping[str, Any]) -> TrialView:
-        state = _STATES[trial.state]
+        state: TrialState = "failed" if record.get("gaveUp") else _STATES[trial.state]
         early = _outcome(record.get("early"))
         # Repairs after a crash between the Optuna write and the record (see the module docstring).
         if early is not None and not record.get("earlyApplied", True):
@@ -425,7 +425,9 @@ class SearchStore:
         elif isinstance(action, FailTrial):
             self.study.tell(action.trial, state=OptunaState.FAIL, skip_if_finished=True)
             record = self._record(action.trial)
-            record["reason"] = action.reason[:500]
+            # A proxy trial is already COMPLETE in Optuna (told its early score) when its final stage gives up:
+            # the record says it failed, once, so the planner neither fails it again nor waits for its final.
+            record.update(gaveUp=True, reason=action.reason[:500])
             self._save(action.trial, record)
         elif isinstance(action, RecordSweepPoint):
             key = _sweep_attr(action.samples, action.repeat)

@@ -28,7 +28,7 @@ CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "Cluster"}  # not in the Kub
 OPERATOR_VERBS = {
     ("sweetspot.dev", "finetunestudies"): {"get", "list", "watch", "patch"},
     ("sweetspot.dev", "finetunestudies/status"): {"get", "patch"},
-    ("batch", "jobs"): {"list", "create", "delete"},
+    ("batch", "jobs"): {"list", "watch", "create", "delete"},
     ("", "pods"): {"list", "delete"},
     ("", "configmaps"): {"list", "create", "delete"},
     ("", "events"): {"create"},

@@ -80,6 +80,32 @@ def test_ask_record_and_reload_after_a_restart(storage_url: str) -> None:
     assert [(p.samples, p.outcome) for p in sweep] == [(100, outcome(0.7))]
 
 
+def test_a_promoted_trial_whose_final_gives_up_fails_once_and_is_replaced(storage_url: str) -> None:
+    """Proxy: a trial is COMPLETE in Optuna once told its early score; if its final stage then fails for good,
+    the trial must count as failed exactly once and the next-best early trial be promoted in its place."""
+    resource = study(maxTrials=3, earlyEvaluation={"promoteTopK": 1})
+    spec = resource.spec
+    store = SearchStore.open(storage_url, resource)
+    store.apply(AskTrials(3))
+    for number, accuracy in enumerate([0.8, 0.5, 0.7]):
+        store.apply(RecordEarly(number, outcome(accuracy), accuracy, report_to_pruner=False))
+    for attempt in range(spec.trial.retries + 1):
+        store.apply(RecordFailure(RunKey("trial", 0, "final", attempt), "exit 1", disruption=False))
+
+    trials, sweep = store.snapshot()
+    decision = plan(spec, Observed(trials, sweep))
+    (give_up,) = decision.actions
+    assert isinstance(give_up, FailTrial) and give_up.trial == 0
+    store.apply(give_up)
+
+    trials, sweep = store.snapshot()
+    assert [t.state for t in trials] == ["failed", "complete", "complete"]
+    decision = plan(spec, Observed(trials, sweep))
+    assert not any(isinstance(a, FailTrial) for a in decision.actions)
+    starts = [str(a.key) for a in decision.actions if hasattr(a, "key")]
+    assert starts == ["t2-final"], decision
+
+
 def test_two_namespaces_never_share_a_study(storage_url: str) -> None:
     a = SearchStore.open(storage_url, study(namespace="team-a"))
     b = SearchStore.open(storage_url, study(namespace="team-b"))

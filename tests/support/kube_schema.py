@@ -41,7 +41,8 @@ def _join(path: str, part: str | int) -> str:
 
 
 def apply_defaults(schema: Schema, value: Any) -> Any:
-    """Fill in defaults the way the API server does (recursively, absent fields only)."""
+    """Fill in defaults the way the API server does (recursively, absent fields only), after dropping explicit
+    nulls of fields that are not `nullable` (the API server prunes those before defaulting)."""
     value = copy.deepcopy(value)
     _default(schema, value)
     return value
@@ -50,6 +51,8 @@ def apply_defaults(schema: Schema, value: Any) -> Any:
 def _default(schema: Schema, value: Any) -> None:
     if isinstance(value, dict):
         for name, child in schema.get("properties", {}).items():
+            if name in value and value[name] is None and not child.get("nullable"):
+                del value[name]
             if name not in value and "default" in child:
                 value[name] = copy.deepcopy(child["default"])
             if name in value:

@@ -34,14 +34,16 @@ def cluster_study(name: str, **search: Any) -> dict[str, Any]:
     return manifest
 
 
-def eventually(check: Callable[[], Any], timeout: float, what: str, step: float = 0.3) -> Any:
+def eventually(check: Callable[[], Any], timeout: float, what: str | Callable[[], str], step: float = 0.3) -> Any:
+    """`check()` once it is truthy; `what` (or what it returns, for a description of the state at the timeout)
+    names the wait in the failure."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(step)
 
 
@@ -63,6 +65,7 @@ class Operator:
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
         command = [sys.executable, "-m", "sweetspot.cli", "operator", "-n", NAMESPACE]
         command += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
+        command += ["--verbose"] if os.environ.get("SWEETSPOT_TEST_OPERATOR_VERBOSE") else []
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
 
     def kill(self) -> None:

@@ -55,6 +55,13 @@ def plan_steps(rows: int, config: TrialConfig) -> StepPlan:
     return StepPlan(steps_per_epoch, total, early)
 
 
+@dataclass
+class TrainingClock:
+    """Seconds spent in optimizer steps so far, evaluations excluded: the compute behind each evaluation."""
+
+    training: float = 0.0
+
+
 THREADS_ENV = "SWEETSPOT_CPU_THREADS"
 
 
@@ -148,6 +155,7 @@ class StageRunner:
         start_step, resumed, note = self._resume(model, optimizer, scheduler, sample_hash)
         stop = plan.stop_step(config.stage)
         checkpoints = self._evaluation_steps(plan, stop)
+        clock = TrainingClock()
 
         def evaluate_now(step: int) -> Evaluation:
             predictions, loss, json_rate = task.predict(
@@ -164,6 +172,7 @@ class StageRunner:
                 token_f1=round(scores.token_f1, 4),
                 loss=round(loss, 5),
                 json_valid_rate=None if json_rate is None else round(json_rate, 4),
+                train_seconds=round(clock.training, 3),
             )
             self.progress(
                 f"[{config.study} t{config.trial} {config.stage}] eval at step {step}/{plan.total}: "
@@ -185,6 +194,7 @@ class StageRunner:
             checkpoints,
             evaluate_now,
             evaluations,
+            clock,
         )
         if config.stage == "early":
             self._save_checkpoint(model, optimizer, scheduler, stop, plan, sample_hash)
@@ -300,6 +310,7 @@ class StageRunner:
         checkpoints: list[int],
         evaluate_now: Callable[[int], Evaluation],
         evaluations: list[Evaluation],
+        clock: TrainingClock,
     ) -> float | None:
         config, hp = self.config, self.config.hyperparameters
         label = f"[{config.study} t{config.trial} {config.stage}]"
@@ -313,6 +324,7 @@ class StageRunner:
         began, last_report, rows_done = time.monotonic(), time.monotonic(), 0
         report_every = max(1, (stop - start) // 10)
         for step in range(start, stop):
+            step_started = time.monotonic()
             optimizer.zero_grad(set_to_none=True)
             micro = [b for b in self._batches(encoded, plan, step) if b]
             step_loss = 0.0
@@ -329,6 +341,7 @@ class StageRunner:
             losses.append(step_loss)
             done = step + 1
             now = time.monotonic()
+            clock.training += now - step_started
             if done == stop or (done - start) % report_every == 0 or now - last_report > 30:
                 rate = rows_done / max(now - began, 1e-9)
                 eta = (stop - done) * (now - began) / max(done - start, 1)

@@ -1,0 +1,418 @@
+"""HPO efficiency: search strategies replayed on the tabular benchmark (`benchmarks/data/hpo_table.json`).
+
+Each strategy proposes hyperparameters from Sweetspot's default search space; a proposal is trained as the
+table's nearest configuration (normalised distance: log learning rate, ordinal rank/alpha/batch/epochs, dropout),
+and the strategy pays that configuration's recorded training seconds up to where it stops it, seeing only the
+scores up to there. Training a configuration again costs again, as it would on a cluster.
+
+Strategies (all seeded; Optuna's own samplers and pruners, one trial at a time):
+- `random-full`  random search, every trial trained to the end (Katib's default)
+- `tpe-full`     Optuna's TPE, every trial trained to the end (Optuna alone, Katib's `tpe`)
+- `sh`           random search + successive halving (ASHA: Ray Tune's scheduler, Katib's hyperband idea)
+- `hyperband`    random search + Hyperband
+- `median`       random search + median stopping (Katib's only early-stopping rule: 3 trials, from step 4)
+- `tpe+sh`       TPE + successive halving (what an Optuna user would combine)
+- `proxy@F`      Sweetspot's planner and store, `policy: proxy` judged at fraction F: TPE learns from the early
+                 score, the best 3 trials are trained to the end; maxTrials 8, raised to 16, 32, 64 each time
+                 the study finishes (what a user does when the budget allows more)
+- `prune@F`      Sweetspot, `policy: prune` at fraction F: the early score goes to the successive-halving pruner,
+                 survivors finish at once
+
+Reported per strategy over the seeds: the median compute to find a configuration within 1 percentage point of the
+table's best final accuracy (and in how many seeds it did, within the compute of training every configuration
+once), that compute against TPE-full's and against the limit (training the single best configuration once), and
+the best final accuracy found within 25, 50 and 100% of the compute of training every configuration once.
+
+    python -m benchmarks hpo [--seeds 20] [--table benchmarks/data/hpo_table.json] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from scipy import stats as scipy_stats
+
+from sweetspot.api import FineTuneStudy
+from sweetspot.contract import Evaluation, StageResult
+from sweetspot.planner import Observed, RunView, StartRun, StopRun, best_trial, plan, study_direction
+from sweetspot.search import SearchStore, distributions, make_pruner, make_sampler
+
+DEFAULT_TABLE = Path(__file__).parent / "data" / "hpo_table.json"
+FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+BUDGETS = (0.25, 0.5, 1.0)
+PROXY_SCHEDULE = (8, 16, 32, 64)
+TOLERANCE = 0.01
+ORDINAL = {"loraRank": [8, 16, 32, 64], "loraAlpha": [16, 32, 64], "batchSize": [8, 16], "epochs": [1, 2, 3]}
+
+
+# --- the table --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    fraction: float
+    accuracy: float
+    loss: float
+    seconds: float
+    """Training seconds from the start of the run to this checkpoint."""
+
+
+@dataclass(frozen=True)
+class Config:
+    index: int
+    params: Mapping[str, Any]
+    curve: tuple[Point, ...]
+    planned_steps: int
+
+    @property
+    def final(self) -> Point:
+        return self.curve[-1]
+
+    def at(self, fraction: float) -> Point:
+        return min(self.curve, key=lambda p: abs(p.fraction - fraction))
+
+
+@dataclass(frozen=True)
+class Table:
+    configs: tuple[Config, ...]
+    meta: Mapping[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> Table:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SystemExit(f"{path}: no table; build it with `python -m benchmarks hpo-table`") from None
+        configs = tuple(
+            Config(
+                row["config"],
+                row["params"],
+                tuple(Point(p["fraction"], p["accuracy"], p["loss"], p["seconds"]) for p in row["curve"]),
+                row["plannedSteps"],
+            )
+            for row in data["configs"]
+        )
+        return cls(configs, {k: v for k, v in data.items() if k != "configs"})
+
+    @property
+    def best(self) -> Config:
+        return max(self.configs, key=lambda c: c.final.accuracy)
+
+    @property
+    def all_once(self) -> float:
+        """Compute of training every configuration once, to the end."""
+        return sum(c.final.seconds for c in self.configs)
+
+    def nearest(self, params: Mapping[str, Any]) -> Config:
+        return min(self.configs, key=lambda c: _distance(params, c.params))
+
+
+def _coordinates(params: Mapping[str, Any]) -> list[float]:
+    lr = (math.log(params["learningRate"]) - math.log(1e-5)) / (math.log(5e-4) - math.log(1e-5))
+    ordinal = [ORDINAL[name].index(params[name]) / (len(ORDINAL[name]) - 1) for name in ORDINAL]
+    return [lr, params["loraDropout"] / 0.2, *ordinal]
+
+
+def _distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
+    return math.dist(_coordinates(a), _coordinates(b))
+
+
+# --- one strategy's run -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    """What one run of a strategy paid, and the best final accuracy it knew of after each payment."""
+
+    spent: float = 0.0
+    incumbent: float | None = None
+    history: list[tuple[float, float]] = field(default_factory=list)
+    """(compute spent, incumbent final accuracy) each time the incumbent improved."""
+
+    def pay(self, seconds: float) -> None:
+        self.spent += max(0.0, seconds)
+
+    def finished(self, accuracy: float) -> None:
+        if self.incumbent is None or accuracy > self.incumbent:
+            self.incumbent = accuracy
+            self.history.append((self.spent, accuracy))
+
+    def compute_to(self, target: float) -> float | None:
+        return next((spent for spent, accuracy in self.history if accuracy >= target), None)
+
+    def best_within(self, budget: float) -> float | None:
+        found = [accuracy for spent, accuracy in self.history if spent <= budget]
+        return max(found, default=None)
+
+
+Strategy = Callable[[Table, int, float], Trace]
+
+
+def _default_spec_space() -> dict[str, optuna.distributions.BaseDistribution]:
+    return distributions(_study(0, "proxy", 0.2, 8).spec)
+
+
+def optuna_strategy(
+    sampler: Callable[[int], optuna.samplers.BaseSampler], pruner: Callable[[], optuna.pruners.BasePruner] | None
+) -> Strategy:
+    """A plain Optuna loop: ask, train the configuration checkpoint by checkpoint, report, prune or finish."""
+
+    def run(table: Table, seed: int, budget: float) -> Trace:
+        space = _default_spec_space()
+        study = optuna.create_study(
+            direction="maximize", sampler=sampler(seed), pruner=pruner() if pruner else optuna.pruners.NopPruner()
+        )
+        trace = Trace()
+        while trace.spent < budget:
+            trial = study.ask(space)
+            config = table.nearest(trial.params)
+            if pruner is None:
+                trace.pay(config.final.seconds)
+                study.tell(trial, config.final.accuracy)
+                trace.finished(config.final.accuracy)
+                continue
+            paid = 0.0
+            for step, point in enumerate(config.curve, start=1):
+                trace.pay(point.seconds - paid)
+                paid = point.seconds
+                trial.report(point.accuracy, step)
+                if step < len(config.curve) and trial.should_prune():
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+            else:
+                study.tell(trial, config.final.accuracy)
+                trace.finished(config.final.accuracy)
+        return trace
+
+    return run
+
+
+def _study(seed: int, policy: str, fraction: float, max_trials: int) -> FineTuneStudy:
+    return FineTuneStudy.model_validate(
+        {
+            "apiVersion": "sweetspot.dev/v1alpha1",
+            "kind": "FineTuneStudy",
+            "metadata": {"name": "replay"},
+            "spec": {
+                "model": {"builtin": "tiny"},
+                "dataset": {"train": {"builtin": "product-pages"}},
+                "search": {
+                    "sampler": "tpe",
+                    "seed": seed,
+                    "maxTrials": max_trials,
+                    "earlyEvaluation": {"policy": policy, "atFraction": fraction},
+                },
+            },
+        }
+    )
+
+
+def _result(key: Any, config: Config, fraction: float, cost: float) -> StageResult:
+    point = config.at(fraction)
+    evaluation = Evaluation(
+        step=round(point.fraction * config.planned_steps),
+        fraction=point.fraction,
+        accuracy=point.accuracy,
+        token_f1=point.accuracy,
+        loss=point.loss,
+        train_seconds=point.seconds,
+    )
+    return StageResult(
+        study="replay",
+        trial=key.number,
+        stage=key.stage,
+        status="ok",
+        step=evaluation.step,
+        planned_steps=config.planned_steps,
+        evaluations=[evaluation],
+        seconds=cost,
+        samples=300,
+    )
+
+
+def sweetspot_strategy(policy: str, fraction: float) -> Strategy:
+    """Sweetspot's own planner and Optuna store (in memory), with an executor that answers from the table."""
+
+    def run(table: Table, seed: int, budget: float) -> Trace:
+        schedule = list(PROXY_SCHEDULE) if policy == "proxy" else [PROXY_SCHEDULE[-1]]
+        resource = _study(seed, policy, fraction, schedule.pop(0))
+        storage = optuna.storages.InMemoryStorage()
+
+        def open_store(resource: FineTuneStudy) -> SearchStore:
+            spec = resource.spec
+            study = optuna.create_study(
+                storage=storage,
+                study_name="replay",
+                direction=study_direction(spec),
+                sampler=make_sampler(spec),
+                pruner=make_pruner(spec),
+                load_if_exists=True,
+            )
+            return SearchStore("memory", study, spec)
+
+        store = open_store(resource)
+        runs: list[RunView] = []
+        trace = Trace()
+        while trace.spent < budget:
+            trials, sweep = store.snapshot()
+            best = best_trial(resource.spec, trials)
+            if best is not None and best.final is not None:
+                trace.finished(best.final.accuracy)
+            decision = plan(resource.spec, Observed(trials, sweep, runs))
+            for action in decision.actions:
+                if isinstance(action, StartRun):
+                    config = table.nearest(action.params)
+                    early = config.at(fraction).seconds
+                    cost = early if action.key.stage == "early" else config.final.seconds - early
+                    trace.pay(cost)
+                    stage_fraction = fraction if action.key.stage == "early" else 1.0
+                    runs.append(RunView(action.key, "succeeded", _result(action.key, config, stage_fraction, cost)))
+                elif not isinstance(action, StopRun):
+                    store.apply(action)
+            if decision.finished:
+                if decision.phase != "Succeeded" or not schedule:
+                    break
+                # The study is done: its user raises maxTrials (the operator reopens the study with the new spec).
+                search = resource.spec.search.model_copy(update={"max_trials": schedule.pop(0)})
+                resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"search": search})})
+                store = open_store(resource)
+        return trace
+
+    return run
+
+
+def strategies() -> dict[str, Strategy]:
+    space_random = lambda seed: optuna.samplers.RandomSampler(seed=seed)  # noqa: E731
+    tpe = lambda seed: optuna.samplers.TPESampler(seed=seed)  # noqa: E731
+    found: dict[str, Strategy] = {
+        "random-full": optuna_strategy(space_random, None),
+        "tpe-full": optuna_strategy(tpe, None),
+        "sh": optuna_strategy(
+            space_random, lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        ),
+        "hyperband": optuna_strategy(
+            space_random, lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=10, reduction_factor=3)
+        ),
+        "median": optuna_strategy(
+            space_random, lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+        ),
+        "tpe+sh": optuna_strategy(
+            tpe, lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        ),
+    }
+    for policy in ("proxy", "prune"):
+        for fraction in FRACTIONS:
+            found[f"{policy}@{fraction:.1f}"] = sweetspot_strategy(policy, fraction)
+    return found
+
+
+# --- reports ----------------------------------------------------------------------------------------------
+
+
+def agreement(table: Table) -> list[dict[str, Any]]:
+    """How well the score at each early fraction ranks configurations like their final accuracy."""
+    final = [c.final.accuracy for c in table.configs]
+    top_final = set(sorted(range(len(final)), key=lambda i: -final[i])[:5])
+    rows = []
+    for fraction in FRACTIONS:
+        row: dict[str, Any] = {"fraction": fraction}
+        for signal, score in (("accuracy", lambda p: p.accuracy), ("loss", lambda p: -p.loss)):
+            early = [score(c.at(fraction)) for c in table.configs]
+            top_early = set(sorted(range(len(early)), key=lambda i: -early[i])[:5])
+            row[f"{signal}Spearman"] = float(scipy_stats.spearmanr(early, final).statistic)
+            row[f"{signal}Top5"] = len(top_early & top_final)
+        rows.append(row)
+    return rows
+
+
+def summarize(table: Table, traces: Mapping[str, Sequence[Trace]]) -> list[dict[str, Any]]:
+    target = table.best.final.accuracy - TOLERANCE
+    budget = table.all_once
+    rows = []
+    for name, runs in traces.items():
+        reached = [c for c in (t.compute_to(target) for t in runs) if c is not None]
+        # Median over all seeds, a seed that never got there counting as infinite compute.
+        costs = sorted([*reached, *[math.inf] * (len(runs) - len(reached))])
+        median = statistics.median(costs) if costs else math.inf
+        row: dict[str, Any] = {"strategy": name, "reached": len(reached), "seeds": len(runs), "medianCompute": median}
+        for share in BUDGETS:
+            found = [t.best_within(share * budget) for t in runs]
+            row[f"best@{share:.0%}"] = statistics.median([f if f is not None else 0.0 for f in found])
+        rows.append(row)
+    tpe = next(r["medianCompute"] for r in rows if r["strategy"] == "tpe-full")
+    for row in rows:
+        row["vsTpeFull"] = row["medianCompute"] / tpe if math.isfinite(tpe) else math.nan
+        row["vsLimit"] = row["medianCompute"] / table.best.final.seconds
+    return rows
+
+
+def _fmt(value: float, pattern: str) -> str:
+    return "never" if math.isinf(value) else ("n/a" if math.isnan(value) else format(value, pattern))
+
+
+def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequence[Mapping[str, Any]]) -> str:
+    best = table.best
+    lines = [
+        f"HPO efficiency on {len(table.configs)} configurations ({table.meta.get('machine', '?')}): best final "
+        f"accuracy {best.final.accuracy:.4f} (config {best.index}); target = within {TOLERANCE * 100:.0f} pp; "
+        f"limit = {best.final.seconds:.0f}s (training the best once); all once = {table.all_once:.0f}s",
+        "",
+        f"{'strategy':<13}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
+        + "".join(f"{'best@' + format(b, '.0%'):>11}" for b in BUDGETS),
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['strategy']:<13}{str(row['reached']) + '/' + str(row['seeds']):>9}"
+            f"{_fmt(row['medianCompute'], '.0f'):>10}{_fmt(row['vsTpeFull'], '.2f'):>10}"
+            f"{_fmt(row['vsLimit'], '.1f'):>8}" + "".join(f"{row[f'best@{b:.0%}']:>11.4f}" for b in BUDGETS)
+        )
+    lines += ["", "Early vs final (all configurations): Spearman and top-5 overlap of the early score", ""]
+    lines.append(f"{'fraction':<10}{'acc rho':>8}{'acc top5':>10}{'loss rho':>8}{'loss top5':>11}")
+    for row in agreement_rows:
+        lines.append(
+            f"{row['fraction']:<10.1f}{row['accuracySpearman']:>8.3f}{row['accuracyTop5']:>8}/5"
+            f"{row['lossSpearman']:>8.3f}{row['lossTop5']:>9}/5"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks hpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, default=20, help="seeds per strategy (default: 20)")
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"the table (default: {DEFAULT_TABLE})")
+    parser.add_argument("--only", nargs="*", help="run only these strategies (default: all)")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    table = Table.load(args.table)
+    chosen = {k: v for k, v in strategies().items() if not args.only or k in args.only or k == "tpe-full"}
+    traces: dict[str, list[Trace]] = {}
+    for name, strategy in chosen.items():
+        started = time.monotonic()
+        traces[name] = [strategy(table, seed, table.all_once) for seed in range(args.seeds)]
+        print(f"  {name}: {args.seeds} seeds in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    rows = summarize(table, traces)
+    agreement_rows = agreement(table)
+    print(render(table, rows, agreement_rows))
+    if args.json:
+        args.json.write_text(json.dumps({"strategies": rows, "agreement": agreement_rows}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The HPO benchmark's replay on a synthetic table: strategies pay for what they train, see only what they paid
+for, and the report's numbers follow from the traces. (The real table is `benchmarks/data/hpo_table.json`.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+
+
+def load(name: str) -> ModuleType:
+    # By path: the repository root is never put on sys.path (its `operator/` must not shadow Python's module).
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+replay = load("hpo_replay")
+table_module = load("hpo_table")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """12 configurations of the default space; final accuracy rises with the learning rate (a shape TPE can learn),
+    curves rise like a square root, every checkpoint costs the same share of a configuration's seconds."""
+    configs = table_module.configurations(12)
+    rows = []
+    for index, params in enumerate(configs):
+        final = 0.4 + 0.5 * (math.log(params["learningRate"]) - math.log(1e-5)) / (math.log(5e-4) - math.log(1e-5))
+        seconds = 10.0 * params["epochs"]
+        curve = [
+            {"fraction": k / 10, "step": k, "accuracy": round(final * math.sqrt(k / 10), 4), "loss": 1 - final * k / 10,
+             "seconds": seconds * k / 10}
+            for k in range(1, 11)
+        ]  # fmt: skip
+        rows.append({"config": index, "params": params, "plannedSteps": 10, "curve": curve})
+    path = tmp_path_factory.mktemp("table") / "table.json"
+    path.write_text(json.dumps({"machine": "synthetic", "configs": rows}))
+    return replay.Table.load(path)
+
+
+def test_every_configuration_is_its_own_nearest(table: Any) -> None:
+    assert [table.nearest(c.params).index for c in table.configs] == list(range(12))
+    assert table.all_once == pytest.approx(sum(c.final.seconds for c in table.configs))
+
+
+def test_a_trace_reports_compute_to_target_and_best_within_budget() -> None:
+    trace = replay.Trace()
+    trace.pay(10)
+    trace.finished(0.5)
+    trace.pay(10)
+    trace.finished(0.4)  # not better: the incumbent stays
+    trace.pay(5)
+    trace.finished(0.8)
+    assert trace.history == [(10, 0.5), (25, 0.8)]
+    assert trace.compute_to(0.7) == 25 and trace.compute_to(0.9) is None
+    assert trace.best_within(24) == 0.5 and trace.best_within(25) == 0.8 and trace.best_within(5) is None
+
+
+@pytest.mark.parametrize("name", ["random-full", "tpe-full", "sh", "hyperband", "median", "tpe+sh"])
+def test_optuna_strategies_pay_for_what_they_train(table: Any, name: str) -> None:
+    trace = replay.strategies()[name](table, 0, table.all_once)
+    longest = max(c.final.seconds for c in table.configs)
+    assert table.all_once <= trace.spent < table.all_once + longest
+    assert trace.history, "a whole budget found nothing"
+    finals = {c.final.accuracy for c in table.configs}
+    assert all(accuracy in finals for _, accuracy in trace.history)  # only fully trained configurations count
+    spent = [s for s, _ in trace.history]
+    accuracies = [a for _, a in trace.history]
+    assert spent == sorted(spent) and accuracies == sorted(accuracies)
+
+
+@pytest.mark.parametrize("policy", ["proxy", "prune"])
+def test_sweetspot_policies_run_the_real_planner_on_the_table(table: Any, policy: str) -> None:
+    trace = replay.sweetspot_strategy(policy, 0.2)(table, 1, table.all_once)
+    assert trace.history
+    if policy == "proxy":
+        # maxTrials 8 judged at 20%, then the best 3 trained on: the first incumbent costs at most that.
+        longest = max(c.final.seconds for c in table.configs)
+        assert trace.history[0][0] <= 8 * 0.2 * longest + 3 * 0.8 * longest + 1e-9
+    assert trace.history[-1][1] <= table.best.final.accuracy
+
+
+def test_the_report_compares_strategies_with_tpe_full(table: Any) -> None:
+    chosen = {k: v for k, v in replay.strategies().items() if k in ("tpe-full", "random-full", "proxy@0.2")}
+    traces = {name: [strategy(table, seed, table.all_once) for seed in range(3)] for name, strategy in chosen.items()}
+    rows = {row["strategy"]: row for row in replay.summarize(table, traces)}
+    assert rows["tpe-full"]["vsTpeFull"] == pytest.approx(1.0)
+    for row in rows.values():
+        assert row["seeds"] == 3 and 0 <= row["reached"] <= 3
+        assert row["best@25%"] <= row["best@50%"] <= row["best@100%"] <= table.best.final.accuracy
+        assert row["vsLimit"] == pytest.approx(row["medianCompute"] / table.best.final.seconds)
+    text = replay.render(table, list(rows.values()), replay.agreement(table))
+    assert "proxy@0.2" in text and "tpe-full" in text
+    agreement = replay.agreement(table)
+    # The synthetic curves keep every configuration's rank: the early score ranks them perfectly.
+    assert all(row["accuracySpearman"] == pytest.approx(1.0) and row["accuracyTop5"] == 5 for row in agreement)
