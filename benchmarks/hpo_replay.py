@@ -17,6 +17,8 @@ Strategies (all seeded; Optuna's own samplers and pruners, one trial at a time):
                  the study finishes (what a user does when the budget allows more)
 - `prune@F`      Sweetspot, `policy: prune` at fraction F: the early score goes to the successive-halving pruner,
                  survivors finish at once
+- `proxy-loss@F` `proxy` with `signal: loss`: validation loss as the early score (the default `auto` uses the
+                 objective's metric, accuracy, from fraction 0.15 on)
 
 Reported per strategy over the seeds: the median compute to find a configuration within 1 percentage point of the
 table's best final accuracy (and in how many seeds it did, within the compute of training every configuration
@@ -198,7 +200,7 @@ def optuna_strategy(
     return run
 
 
-def _study(seed: int, policy: str, fraction: float, max_trials: int) -> FineTuneStudy:
+def _study(seed: int, policy: str, fraction: float, max_trials: int, signal: str = "auto") -> FineTuneStudy:
     return FineTuneStudy.model_validate(
         {
             "apiVersion": "sweetspot.dev/v1alpha1",
@@ -211,7 +213,7 @@ def _study(seed: int, policy: str, fraction: float, max_trials: int) -> FineTune
                     "sampler": "tpe",
                     "seed": seed,
                     "maxTrials": max_trials,
-                    "earlyEvaluation": {"policy": policy, "atFraction": fraction},
+                    "earlyEvaluation": {"policy": policy, "atFraction": fraction, "signal": signal},
                 },
             },
         }
@@ -241,12 +243,12 @@ def _result(key: Any, config: Config, fraction: float, cost: float) -> StageResu
     )
 
 
-def sweetspot_strategy(policy: str, fraction: float) -> Strategy:
+def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> Strategy:
     """Sweetspot's own planner and Optuna store (in memory), with an executor that answers from the table."""
 
     def run(table: Table, seed: int, budget: float) -> Trace:
         schedule = list(PROXY_SCHEDULE) if policy == "proxy" else [PROXY_SCHEDULE[-1]]
-        resource = _study(seed, policy, fraction, schedule.pop(0))
+        resource = _study(seed, policy, fraction, schedule.pop(0), signal)
         storage = optuna.storages.InMemoryStorage()
 
         def open_store(resource: FineTuneStudy) -> SearchStore:
@@ -314,6 +316,8 @@ def strategies() -> dict[str, Strategy]:
     for policy in ("proxy", "prune"):
         for fraction in FRACTIONS:
             found[f"{policy}@{fraction:.1f}"] = sweetspot_strategy(policy, fraction)
+    for fraction in FRACTIONS:
+        found[f"proxy-loss@{fraction:.1f}"] = sweetspot_strategy("proxy", fraction, "loss")
     return found
 
 
@@ -363,26 +367,26 @@ def _fmt(value: float, pattern: str) -> str:
 
 def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequence[Mapping[str, Any]]) -> str:
     best = table.best
-    lines = [
+    lines: list[str] = [
         f"HPO efficiency on {len(table.configs)} configurations ({table.meta.get('machine', '?')}): best final "
         f"accuracy {best.final.accuracy:.4f} (config {best.index}); target = within {TOLERANCE * 100:.0f} pp; "
         f"limit = {best.final.seconds:.0f}s (training the best once); all once = {table.all_once:.0f}s",
         "",
-        f"{'strategy':<13}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
+        f"{'strategy':<16}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
         + "".join(f"{'best@' + format(b, '.0%'):>11}" for b in BUDGETS),
     ]
     for row in rows:
         lines.append(
-            f"{row['strategy']:<13}{str(row['reached']) + '/' + str(row['seeds']):>9}"
+            f"{row['strategy']:<16}{str(row['reached']) + '/' + str(row['seeds']):>9}"
             f"{_fmt(row['medianCompute'], '.0f'):>10}{_fmt(row['vsTpeFull'], '.2f'):>10}"
             f"{_fmt(row['vsLimit'], '.1f'):>8}" + "".join(f"{row[f'best@{b:.0%}']:>11.4f}" for b in BUDGETS)
         )
     lines += ["", "Early vs final (all configurations): Spearman and top-5 overlap of the early score", ""]
-    lines.append(f"{'fraction':<10}{'acc rho':>8}{'acc top5':>10}{'loss rho':>8}{'loss top5':>11}")
+    lines.append(f"{'fraction':<10}{'acc rho':>9}{'acc top5':>10}{'loss rho':>10}{'loss top5':>11}")
     for row in agreement_rows:
         lines.append(
-            f"{row['fraction']:<10.1f}{row['accuracySpearman']:>8.3f}{row['accuracyTop5']:>8}/5"
-            f"{row['lossSpearman']:>8.3f}{row['lossTop5']:>9}/5"
+            f"{row['fraction']:<10.1f}{row['accuracySpearman']:>9.3f}{row['accuracyTop5']:>8}/5"
+            f"{row['lossSpearman']:>10.3f}{row['lossTop5']:>9}/5"
         )
     return "\n".join(lines)
 

@@ -15,6 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from support.api_calls import operator_verbs
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parents[2]
@@ -24,16 +26,9 @@ KUBERNETES = "1.30.0"
 API_VERSIONS = ("monitoring.coreos.com/v1", "postgresql.cnpg.io/v1")
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "Cluster"}  # not in the Kubernetes schemas: checked below
 
-# What the operator's code calls (handlers.py and kopf), resource by resource: the chart may grant no more.
-OPERATOR_VERBS = {
-    ("sweetspot.dev", "finetunestudies"): {"get", "list", "watch", "patch"},
-    ("sweetspot.dev", "finetunestudies/status"): {"get", "patch"},
-    ("batch", "jobs"): {"list", "watch", "create", "delete"},
-    ("", "pods"): {"list", "delete"},
-    ("", "configmaps"): {"list", "create", "delete"},
-    ("", "events"): {"create"},
-    ("", "secrets"): {"get"},
-}
+# What the operator's code calls (read from its source: tests/support/api_calls.py): the chart may grant no more,
+# and no less.
+OPERATOR_VERBS = operator_verbs()
 
 
 def helm_binary() -> str:
