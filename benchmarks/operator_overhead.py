@@ -180,14 +180,14 @@ def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[
                 manifest["spec"]["trial"] = {"image": "sweetspot-trainer:bench"}
                 applied[name] = time.monotonic()
                 objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, manifest)
-            deadline = time.monotonic() + 120 + 3 * studies * trials
+            deadline = time.monotonic() + 120 + 2 * studies * trials
             while True:
                 items = objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
                 phases = [(item.get("status") or {}).get("phase") for item in items]
                 if all(p in ("Succeeded", "Failed") for p in phases):
                     break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"studies did not finish: {phases} (log: {operator.log})")
+                if time.monotonic() > deadline:  # report what finished; the table says how many did not
+                    break
                 time.sleep(0.5)
             elapsed = time.monotonic() - started
             cpu, rss = process_usage(operator.process.pid)
@@ -205,7 +205,7 @@ def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[
         later = [seen for seen, _ in by_study[study] if seen > done]
         if later:
             gaps.append(min(later) - done)
-    failed = sum(1 for p in phases if p != "Succeeded")
+    failed = sum(1 for p in phases if p != "Succeeded")  # failed or unfinished at the deadline
     return {
         "studies": studies,
         "trials": trials,
@@ -226,14 +226,14 @@ def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[
 def render(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{'studies':>8}{'jobs':>7}{'first Job p50':>15}{'p99':>8}{'idle gap p50':>14}{'p99':>8}"
-        f"{'floor':>8}{'p99/floor':>10}{'CPU s':>8}{'peak RSS':>10}{'wall s':>8}{'API CPU s':>11}",
+        f"{'floor':>8}{'p99/floor':>10}{'CPU s':>8}{'peak RSS':>10}{'wall s':>8}{'API CPU s':>11}{'unfinished':>12}",
     ]
     for r in rows:
         lines.append(
             f"{r['studies']:>8}{r['jobs']:>7}{r['firstJobP50'] * 1000:>13.0f}ms{r['firstJobP99'] * 1000:>6.0f}ms"
             f"{r['gapP50'] * 1000:>12.0f}ms{r['gapP99'] * 1000:>6.0f}ms{r['floor'] * 1000:>6.0f}ms"
             f"{r['gapP99'] / r['floor']:>10.1f}{r['cpuSeconds']:>8.1f}{r['peakRssMiB']:>7.0f}MiB{r['seconds']:>8.0f}"
-            f"{r['emulatorCpuSeconds']:>11.1f}"
+            f"{r['emulatorCpuSeconds']:>11.1f}{r['failedStudies']:>12}"
         )
     return "\n".join(lines)
 

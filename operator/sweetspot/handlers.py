@@ -613,6 +613,9 @@ def job_finished(type: str | None, body: kopf.Body, namespace: str | None, label
     if type == "DELETED" or not finished or namespace is None:
         return
     study = labels[jobs.LABEL_STUDY]
+    with _finished_lock:  # already seen finished by a reconcile: a re-listed watch, not news
+        if str((body.get("metadata") or {}).get("uid")) in _finished_runs.get(f"{namespace}/{study}", {}):
+            return
     _serializer.run(f"{namespace}/{study}", lambda: _reconcile_fresh(namespace, study))
 
 

@@ -244,12 +244,9 @@ class Decision:
 
 
 def early_signal(spec: FineTuneStudySpec) -> str:
-    """The metric early results are judged by: chosen, or the objective's unless the early point is so early that
-    only validation loss still ranks trials (below 15% of steps)."""
+    """The metric early results are judged by: chosen, or validation loss (`auto`; see `EarlyEvaluation.signal`)."""
     early = spec.search.early_evaluation
-    if early.signal != "auto":
-        return early.signal
-    return "loss" if early.at_fraction < 0.15 else spec.objective.metric
+    return "loss" if early.signal == "auto" else early.signal
 
 
 def study_direction(spec: FineTuneStudySpec) -> Literal["maximize", "minimize"]:

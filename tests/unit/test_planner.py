@@ -109,16 +109,17 @@ def test_parallelism_bounds_what_starts() -> None:
 
 def test_proxy_records_the_early_signal_for_the_sampler() -> None:
     observed = Observed(trials=[trial(0)], runs=[run("t0-early", "succeeded", result("early", 0.61, loss=0.42))])
-    (record,) = plan(spec(), observed).actions
+    (record,) = plan(spec(early={"signal": "accuracy"}), observed).actions
     assert isinstance(record, RecordEarly)
     assert (record.value, record.report_to_pruner) == (0.61, False)
     loss_signal = plan(spec(early={"signal": "loss"}), observed).actions[0]
     assert loss_signal.value == 0.42  # type: ignore[union-attr]
 
 
-def test_auto_signal_is_loss_when_the_early_point_is_very_early() -> None:
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.5])
+def test_auto_signal_is_validation_loss(fraction: float) -> None:
     observed = Observed(trials=[trial(0)], runs=[run("t0-early", "succeeded", result("early", 0.61, loss=0.42))])
-    (record,) = plan(spec(early={"atFraction": 0.1}), observed).actions
+    (record,) = plan(spec(early={"atFraction": fraction}), observed).actions
     assert record.value == 0.42  # type: ignore[union-attr]
 
 

@@ -30,7 +30,7 @@ def done(number: int, early: float, final: float | None) -> TrialView:
 
 def test_agreement_of_early_and_final_ranks() -> None:
     trials = [done(0, 0.3, 0.6), done(1, 0.5, 0.8), done(2, 0.4, 0.7), done(3, 0.6, 0.75)]
-    result = agreement(spec(), trials)
+    result = agreement(spec(signal="accuracy"), trials)
     assert result.trials == 4
     assert result.spearman == pytest.approx(0.8)
     assert result.kendall == pytest.approx(0.6667, abs=1e-4)
@@ -88,7 +88,7 @@ def test_the_curve_averages_repeats_and_fits_a_sweet_spot() -> None:
 
 def test_progress_line_tells_the_best_so_far_and_time_to_go() -> None:
     trials = [done(0, 0.5, None), done(1, 0.6, None)]
-    line = progress(spec(), trials, [])
+    line = progress(spec(signal="accuracy"), trials, [])
     assert line.startswith("2/4 trials judged early, 0 trained to the end, best early accuracy 0.6000 (trial 1)")
     # Two early stages left at 10 s, two finals at 10 s * 0.8 / 0.2 = 40 s, two sweep sizes beyond the first.
     assert line.endswith("ETA ~3.0 min")
