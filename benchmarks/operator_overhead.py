@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,94 +31,15 @@ import kubernetes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from sweetspot import jobs
-from sweetspot.contract import Evaluation, StageResult
-from sweetspot.planner import RunKey
 
-from support.cluster import MERGE, RunningCluster
+from support.cluster import RunningCluster
+from support.instant_node import InstantNode
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, Operator
 from support.postgres import fresh_database, postgres_url
 from support.studies import small_study
 
 HEARTBEAT_SECONDS = "30"
 """The operator's default timer: a gap near it would mean the Job watch did not wake the study."""
-
-
-def canned_result(study: str, key: RunKey) -> str:
-    """A plausible stage result: accuracy varies with the trial so that promotion has something to rank."""
-    accuracy = 0.5 + (key.number * 37 % 11) / 40
-    fraction = 0.25 if key.stage == "early" else 1.0
-    evaluation = Evaluation(
-        step=int(20 * fraction), fraction=fraction, accuracy=accuracy, token_f1=accuracy, loss=1 - accuracy
-    )
-    return StageResult(
-        study=study, trial=key.number, stage=key.stage, status="ok", step=evaluation.step, planned_steps=20,
-        evaluations=[evaluation], seconds=1.0, samples=64,
-    ).termination_message()  # fmt: skip
-
-
-class InstantNode:
-    """Watches Jobs and completes each at once, like a kubelet whose containers finish instantly."""
-
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
-        self.batch = kubernetes.client.BatchV1Api(api)
-        self.core = kubernetes.client.CoreV1Api(api)
-        self.created: dict[str, tuple[str, float]] = {}
-        """Job name → (study, when its ADDED event arrived)."""
-        self.completed: dict[str, tuple[str, float]] = {}
-        """Job name → (study, when its Complete status was written)."""
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="instant-node", daemon=True)
-
-    def __enter__(self) -> InstantNode:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        version = ""
-        while not self._stop.is_set():
-            watch = kubernetes.watch.Watch()
-            try:
-                for event in watch.stream(
-                    self.batch.list_namespaced_job, NAMESPACE, resource_version=version, timeout_seconds=5
-                ):
-                    job = event["object"]
-                    version = job.metadata.resource_version
-                    if event["type"] == "ADDED" and not (job.status and job.status.conditions):
-                        self._complete(job)
-                    if self._stop.is_set():
-                        break
-            except Exception as exc:  # surfaced in the report
-                self.errors.append(exc)
-                time.sleep(0.1)
-
-    def _complete(self, job: Any) -> None:
-        seen = time.monotonic()
-        name, labels = job.metadata.name, job.metadata.labels or {}
-        study = labels[jobs.LABEL_STUDY]
-        self.created[name] = (study, seen)
-        message = canned_result(study, RunKey.parse(labels[jobs.LABEL_RUN]))
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": f"{name}-pod", "namespace": NAMESPACE, "labels": {**labels, "job-name": name}},
-            "spec": {"containers": [{"name": "trainer", "image": "trainer"}]},
-        }
-        self.core.create_namespaced_pod(NAMESPACE, pod)
-        terminated = {"exitCode": 0, "message": message, "reason": "Completed"}
-        status = {"name": "trainer", "state": {"terminated": terminated}, "ready": False, "restartCount": 0}
-        status |= {"image": "trainer", "imageID": "", "started": False}
-        self.core.patch_namespaced_pod_status(
-            f"{name}-pod", NAMESPACE, {"status": {"phase": "Succeeded", "containerStatuses": [status]}}, **MERGE
-        )
-        condition = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
-        self.batch.patch_namespaced_job_status(
-            name, NAMESPACE, {"status": {"succeeded": 1, "conditions": [condition]}}, **MERGE
-        )
-        self.completed[name] = (study, time.monotonic())
 
 
 def percentile(values: list[float], q: float) -> float:

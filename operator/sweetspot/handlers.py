@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from sweetspot import jobs
 from sweetspot.api import GROUP, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec
 from sweetspot.contract import StageResult
+from sweetspot.failpoints import failpoint
 from sweetspot.metrics import METRICS, StudyState
 from sweetspot.planner import (
     AskTrials,
@@ -48,7 +49,7 @@ from sweetspot.planner import (
     StopRun,
     plan,
 )
-from sweetspot.search import SearchStore, StorageError, delete_study, open_storage, safe_url, study_key
+from sweetspot.search import SearchStore, StorageError, delete_study, open_storage, safe_url
 from sweetspot.stages import trial_config
 from sweetspot.stats import Summary, curve_data, summarize
 
@@ -241,6 +242,7 @@ def start_run(study: FineTuneStudy, action: StartRun) -> None:
     config = trial_config(study, action, jobs.pod_paths(study, action.key))
     namespace = study.metadata.namespace
     _create(core.create_namespaced_config_map, namespace, jobs.config_map(study, action.key, config))
+    failpoint("create-job")
     _create(batch.create_namespaced_job, namespace, jobs.job(study, action.key))
 
 
@@ -540,6 +542,7 @@ def reconcile_study(
     new_status = build_status(decision, summary, previous, generation, study.spec, store.name)
     if decision.finished and previous.get("phase") != decision.phase:
         _event(body, f"Study{decision.phase}", decision.message or decision.reason, warning=decision.phase == "Failed")
+    failpoint("write-status")
     patch.status.update(new_status)
     METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, decision.phase))
     return decision
@@ -627,7 +630,7 @@ def delete(
     deleted = delete_study_objects(namespace, name)
     logger.info("deleted %d Jobs of study %s/%s", deleted, namespace, name)
     with _stores_lock:
-        _stores.pop(str(meta.get("uid")), None)
+        store = _stores.pop(str(meta.get("uid")), None)
     with _finished_lock:
         _finished_runs.pop(f"{namespace}/{name}", None)
     _serializer.forget(f"{namespace}/{name}")
@@ -635,6 +638,7 @@ def delete(
     if spec.get("onDelete", "keep") == "delete":
         try:
             study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
-            delete_study(storage_url(study), study_key(namespace, name))
+            url = storage_url(study)
+            delete_study(url, (store or SearchStore.open(url, study)).name)
         except (StorageError, ValidationError) as exc:
             logger.warning("the Optuna study of %s/%s was not deleted: %s", namespace, name, exc)

@@ -1,7 +1,9 @@
 """The one module that talks to Optuna and its database.
 
 One Optuna study per FineTuneStudy, named `<namespace>/<name>` (both DNS labels, so two namespaces never
-collide), created once and reloaded on restart. Trials are Optuna trials (ask/tell); what Optuna has no
+collide), created once and reloaded on restart. The study records the resource's uid: a FineTuneStudy deleted
+with `onDelete: keep` and created again under the same name gets a study of its own, `<namespace>/<name>#<uid8>`,
+rather than inheriting the old trials. Trials are Optuna trials (ask/tell); what Optuna has no
 place for (stage outcomes, failed attempts, the learning curve, the spec) is kept in the study's user
 attributes, in the same database, so the full history lives in one place and the optuna-dashboard shows it.
 
@@ -16,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -30,6 +33,7 @@ from optuna.trial import TrialState as OptunaState
 from sqlalchemy.engine import make_url
 
 from sweetspot.api import FineTuneStudy, FineTuneStudySpec, FloatParameter, IntParameter
+from sweetspot.failpoints import failpoint
 from sweetspot.planner import (
     Action,
     AskTrials,
@@ -49,6 +53,7 @@ from sweetspot.planner import (
 
 DEFAULT_LOCAL_STORAGE = "sqlite:///.sweetspot/studies.db"
 SPEC_ATTR = "sweetspot:spec"
+UID_ATTR = "sweetspot:uid"
 PHASE_ATTR = "sweetspot:phase"
 TRIAL_ATTR = "sweetspot:trial:{}"
 SWEEP_ATTR = "sweetspot:sweep:{}"
@@ -120,8 +125,8 @@ def _engine_options(url: str) -> dict[str, Any]:
         # Idle connections get dropped by servers and proxies: test each before use.
         return {
             "pool_pre_ping": True,
-            "pool_size": 4,
-            "max_overflow": 4,
+            "pool_size": 8,  # the operator's worker threads
+            "max_overflow": 8,
             "pool_recycle": 1800,
             "connect_args": {"connect_timeout": 10},
         }
@@ -139,15 +144,31 @@ def driver_url(url: str) -> str:
     return url
 
 
+_storages: dict[str, optuna.storages.RDBStorage] = {}
+_storages_lock = threading.Lock()
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for `url` (SQLite or PostgreSQL via psycopg 3); raises `StorageError`."""
+    """The Optuna RDB storage for `url` (SQLite or PostgreSQL via psycopg 3); raises `StorageError`.
+
+    One per URL per process, shared by every study that uses it: an RDBStorage is thread-safe (a session per
+    operation), so a hundred studies share one connection pool rather than exhaust the server's connections."""
     url = driver_url(url)
+    with _storages_lock:
+        storage = _storages.get(url)
+    if storage is not None:
+        return storage
     try:
         with _schema_lock(url):
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_options(url))
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_options(url))
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
         reason = _scrub(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0], url)
         raise StorageError(f"cannot open the storage {safe_url(url)}: {reason}") from None
+    with _storages_lock:
+        shared = _storages.setdefault(url, storage)
+    if shared is not storage:  # another thread opened it meanwhile
+        storage.engine.dispose()
+    return shared
 
 
 def retrying(url: str, operation: Callable[[], T], what: str) -> T:
@@ -272,6 +293,7 @@ class SearchStore:
         self.study = study
         self.spec = spec
         self.proxy = spec.search.early_evaluation.policy == "proxy"
+        self._snapshot: dict[int, optuna.trial.FrozenTrial] = {}
 
     @classmethod
     def open(cls, url: str, resource: FineTuneStudy) -> SearchStore:
@@ -280,17 +302,27 @@ class SearchStore:
         storage = open_storage(url)
         key = study_key(resource.metadata.namespace, resource.metadata.name)
 
-        def load() -> optuna.Study:
-            study = optuna.create_study(
+        uid = resource.metadata.uid
+
+        def create(name: str) -> optuna.Study:
+            return optuna.create_study(
                 storage=storage,
-                study_name=key,
+                study_name=name,
                 direction=study_direction(spec),
                 sampler=make_sampler(spec),
                 pruner=make_pruner(spec),
                 load_if_exists=True,
             )
+
+        def load() -> optuna.Study:
+            study = create(key)
+            owner = study.user_attrs.get(UID_ATTR)
+            if uid is not None and owner is not None and owner != uid:
+                study = create(f"{key}#{uid[:8]}")  # the name belongs to an earlier, deleted study: keep apart
             if SPEC_ATTR not in study.user_attrs:
                 study.set_user_attr(SPEC_ATTR, _stored_spec(resource))
+            if uid is not None and UID_ATTR not in study.user_attrs:
+                study.set_user_attr(UID_ATTR, uid)
             return study
 
         return cls(url, retrying(url, load, f"opening study {key}"), spec)
@@ -301,12 +333,15 @@ class SearchStore:
 
     def stored_spec(self) -> dict[str, Any]:
         """The manifest the study was last run with."""
-        return dict(self.study.user_attrs.get(SPEC_ATTR, {}))
+        return self._retry(lambda: dict(self.study.user_attrs.get(SPEC_ATTR, {})), "reading the spec")
 
     def update_spec(self, resource: FineTuneStudy) -> None:
         value = _stored_spec(resource)
-        if self.study.user_attrs.get(SPEC_ATTR) != value:
-            self._retry(lambda: self.study.set_user_attr(SPEC_ATTR, value), "recording the spec")
+        self._retry(lambda: self._set_attr_if_changed(SPEC_ATTR, value), "recording the spec")
+
+    def _set_attr_if_changed(self, key: str, value: Any) -> None:
+        if self.study.user_attrs.get(key) != value:
+            self.study.set_user_attr(key, value)
 
     def _retry(self, operation: Callable[[], T], what: str) -> T:
         return retrying(self.url, operation, f"{self.name}: {what}")
@@ -320,6 +355,7 @@ class SearchStore:
             return self.study.get_trials(deepcopy=False), dict(self.study.user_attrs)
 
         frozen, attrs = self._retry(read, "reading trials")
+        self._snapshot = {t.number: t for t in frozen}
         trials = [self._view(t, attrs.get(TRIAL_ATTR.format(t.number), {})) for t in frozen]
         sweep = [
             SweepView(
@@ -357,7 +393,7 @@ class SearchStore:
         )
 
     def phase(self) -> dict[str, Any]:
-        return dict(self.study.user_attrs.get(PHASE_ATTR, {}))
+        return self._retry(lambda: dict(self.study.user_attrs.get(PHASE_ATTR, {})), "reading the phase")
 
     # Writing.
 
@@ -368,17 +404,24 @@ class SearchStore:
     def _save(self, trial: int, record: Mapping[str, Any]) -> None:
         self.study.set_user_attr(TRIAL_ATTR.format(trial), dict(record))
 
+    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
+        """The trial as the last snapshot read it (the planner's records follow a snapshot: reading every trial
+        again per record was a third of a busy operator's storage time); read afresh when it is newer."""
+        if number not in self._snapshot:
+            self._snapshot = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        return self._snapshot[number]
+
     def _trial(self, number: int) -> optuna.trial.Trial:
-        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
-        return optuna.trial.Trial(self.study, frozen._trial_id)
+        return optuna.trial.Trial(self.study, self._frozen(number)._trial_id)
 
     def _constrain(self, number: int, infeasible: bool) -> None:
         """Record feasibility as an Optuna constraint (> 0 violates it), once: constraint-aware samplers (TPE,
         GP) then steer away from configurations that ran out of memory."""
-        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == number)
+        frozen = self._frozen(number)
         if frozen.state.is_finished() or f"constraints:{MEMORY_CONSTRAINT}" in frozen.system_attrs:
             return
-        optuna.trial.Trial(self.study, frozen._trial_id).set_constraint(MEMORY_CONSTRAINT, 1.0 if infeasible else 0.0)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished since the snapshot
+            self._trial(number).set_constraint(MEMORY_CONSTRAINT, 1.0 if infeasible else 0.0)
 
     def apply(self, action: Action) -> list[int]:
         """Apply one planner record or ask; returns the numbers of trials asked (empty otherwise)."""
@@ -387,7 +430,11 @@ class SearchStore:
     def _apply(self, action: Action) -> list[int]:
         if isinstance(action, AskTrials):
             space = distributions(self.spec)
-            return [self.study.ask(fixed_distributions=space).number for _ in range(action.count)]
+            asked = []
+            for _ in range(action.count):
+                asked.append(self.study.ask(fixed_distributions=space).number)
+                failpoint("ask")
+            return asked
         if isinstance(action, RecordEarly):
             self._constrain(action.trial, infeasible=False)
             record = self._record(action.trial)
@@ -403,11 +450,13 @@ class SearchStore:
                 record["earlyApplied"] = True
             else:
                 self.study.tell(action.trial, action.value, skip_if_finished=True)
+                failpoint("tell")
                 record["early"] = asdict(action.outcome)
             self._save(action.trial, record)
         elif isinstance(action, RecordFinal):
             if action.value is not None:
                 self.study.tell(action.trial, action.value, skip_if_finished=True)
+                failpoint("tell")
             record = self._record(action.trial)
             record["final"] = asdict(action.outcome)
             self._save(action.trial, record)
@@ -453,8 +502,7 @@ class SearchStore:
 
     def set_phase(self, decision: Decision) -> None:
         value = {"phase": decision.phase, "reason": decision.reason, "message": decision.message[:500]}
-        if self.study.user_attrs.get(PHASE_ATTR) != value:
-            self._retry(lambda: self.study.set_user_attr(PHASE_ATTR, value), "recording the phase")
+        self._retry(lambda: self._set_attr_if_changed(PHASE_ATTR, value), "recording the phase")
 
 
 def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:
@@ -464,19 +512,27 @@ def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:
     return [dict(study.ask(fixed_distributions=space).params) for _ in range(count)]
 
 
-def delete_study(url: str, key: str) -> None:
-    """Delete a study and its trials (`onDelete: delete`); raises `StorageError` when absent or unreachable."""
-    study, _ = load_study(url, key)
+def delete_study(url: str, name: str) -> None:
+    """Delete the Optuna study `name` and its trials (`onDelete: delete`); raises `StorageError` when absent or
+    unreachable."""
     storage = open_storage(url)
-    retrying(url, lambda: optuna.delete_study(study_name=study.study_name, storage=storage), f"deleting {key}")
+    names = retrying(url, lambda: [s.study_name for s in optuna.get_all_study_summaries(storage)], "listing studies")
+    if name not in names:
+        raise StorageError(f"no study {name!r} in {safe_url(url)}")
+    retrying(url, lambda: optuna.delete_study(study_name=name, storage=storage), f"deleting {name}")
 
 
 def load_study(url: str, key: str) -> tuple[optuna.Study, dict[str, Any]]:
-    """An existing study (for reports), with its stored manifest; raises `StorageError` when absent."""
+    """An existing study (for reports), with its stored manifest; raises `StorageError` when absent.
+
+    `namespace/name` means the newest study of that name (a study re-created under a deleted one's name has its
+    own, `namespace/name#uid8`, which names exactly that one)."""
     storage = open_storage(url)
-    names = retrying(url, lambda: [s.study_name for s in optuna.get_all_study_summaries(storage)], "listing studies")
-    if key not in names:
-        known = ", ".join(sorted(names)) or "none"
+    summaries = retrying(url, lambda: optuna.get_all_study_summaries(storage), "listing studies")
+    matching = [s for s in summaries if s.study_name == key or ("#" not in key and s.study_name.startswith(key + "#"))]
+    if not matching:
+        known = ", ".join(sorted(s.study_name for s in summaries)) or "none"
         raise StorageError(f"no study {key!r} in {safe_url(url)} (studies there: {known})")
-    study = retrying(url, lambda: optuna.load_study(study_name=key, storage=storage), f"loading {key}")
+    name = max(matching).study_name  # summaries order by creation
+    study = retrying(url, lambda: optuna.load_study(study_name=name, storage=storage), f"loading {name}")
     return study, dict(study.user_attrs.get(SPEC_ATTR, {}))

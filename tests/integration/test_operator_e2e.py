@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 
+from sweetspot import report
 from sweetspot.crd import crd
 
 from support.kube_schema import CrdValidator
@@ -155,6 +156,8 @@ def test_failed_trials_beyond_the_limit_fail_the_study_and_stop_its_jobs(world: 
     stored = optuna.load_study(study_name=f"{NAMESPACE}/failing", storage=world["database"])
     failed_in_storage = sum(t.state == optuna.trial.TrialState.FAIL for t in stored.trials)
     assert status["trials"]["failed"] == failed_in_storage == 1
+    # Every count in the status is what a report computes from PostgreSQL on its own.
+    assert status["trials"] == report.build(world["database"], NAMESPACE, "failing")["counts"]
     events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
     assert {"StageFailed", "TrialFailed", "StudyFailed"} <= {
         e.reason for e in events if e.involved_object.name == "failing"
@@ -176,7 +179,7 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
     eventually(lambda: phase(api, "paused") == "Succeeded", 600, "the first budget to finish")
     assert get(api, "paused")["status"]["trials"]["total"] == 2
 
-    patch(api, "paused", {"spec": {"search": {"maxTrials": 3}}})
+    patch(api, "paused", {"spec": {"search": {"maxTrials": 3, "parallelism": 1}}})
     eventually(lambda: "paused-t2-early" in jobs_of(api, "paused"), 60, "a third trial after raising the budget")
     # The new trial may beat the promoted one early, and then it is trained to the end too.
     check_succeeded(world, "paused", finals=(1, 2))

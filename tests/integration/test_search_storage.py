@@ -35,12 +35,12 @@ from sweetspot.search import (
 pytestmark = pytest.mark.integration
 
 
-def study(name: str = "s1", namespace: str = "default", **search: Any) -> FineTuneStudy:
+def study(name: str = "s1", namespace: str = "default", uid: str | None = None, **search: Any) -> FineTuneStudy:
     return FineTuneStudy.model_validate(
         {
             "apiVersion": "sweetspot.dev/v1alpha1",
             "kind": "FineTuneStudy",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
             "spec": {
                 "model": {"builtin": "tiny"},
                 "dataset": {"train": {"builtin": "product-pages"}},
@@ -239,6 +239,25 @@ def test_deleting_a_study_removes_it_and_only_it(storage_url: str) -> None:
     assert load_study(storage_url, "default/kept")[0].study_name == "default/kept"
     with pytest.raises(StorageError, match="no study"):
         delete_study(storage_url, "default/doomed")
+
+
+def test_a_study_re_created_under_a_kept_name_starts_afresh(storage_url: str) -> None:
+    first = SearchStore.open(storage_url, study("again", uid="11111111-aaaa"))
+    first.apply(AskTrials(3))
+    # The resource is deleted with onDelete: keep, and created again: a new uid.
+    second = SearchStore.open(storage_url, study("again", uid="22222222-bbbb"))
+    assert second.name == "default/again#22222222"
+    assert second.snapshot()[0] == []
+    assert second.apply(AskTrials(1)) == [0]
+    # Each incarnation finds its own study after a restart, and the old trials are still there to read.
+    assert len(SearchStore.open(storage_url, study("again", uid="11111111-aaaa")).snapshot()[0]) == 3
+    assert len(SearchStore.open(storage_url, study("again", uid="22222222-bbbb")).snapshot()[0]) == 1
+    # A report by name reads the newest; the full name reads exactly that one.
+    assert load_study(storage_url, "default/again")[0].study_name == "default/again#22222222"
+    assert len(load_study(storage_url, "default/again#22222222")[0].trials) == 1
+    # Deleting the new one (onDelete: delete) leaves the old one alone.
+    delete_study(storage_url, second.name)
+    assert load_study(storage_url, "default/again")[0].study_name == "default/again"
 
 
 def test_sweep_repeats_are_kept_apart(storage_url: str) -> None:

@@ -150,6 +150,22 @@ def test_bad_data_in_a_training_run_exits_2_with_file_and_line(tmp_path: Path) -
     assert result is not None and result.status == "bad_input"
 
 
+def test_a_config_that_names_its_stage_but_does_not_validate_reports_bad_input(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, "early")
+    config["hyperparameters"]["learningRate"] = "fast"
+    bad = tmp_path / "trial.json"
+    bad.write_text(json.dumps(config))
+    log = tmp_path / "termination-log"
+    env = {**os.environ, "SWEETSPOT_TERMINATION_LOG": str(log)}
+    done = subprocess.run(
+        [*image_command(), "--config", str(bad)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2
+    result = StageResult.model_validate_json(log.read_text())
+    assert (result.study, result.trial, result.stage, result.status) == ("test", 0, "early", "bad_input")
+    assert "hyperparameters.learningRate" in result.message and "invalid trial config" in result.message
+
+
 def test_a_config_that_is_not_valid_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "trial.json"
     bad.write_text(json.dumps({"study": "s", "trial": 0, "stage": "warmup"}))

@@ -17,6 +17,7 @@ conditions back through the API, as the real components would.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import datetime
@@ -97,14 +98,26 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
-HISTORY = 64
-"""Requests the emulator remembers."""
+def _merge_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns `before` into `after` (kmock stores every change as one; None deletes a key,
+    so a JSON patch that removes `/metadata/finalizers` really removes them)."""
+    diff: dict[str, Any] = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            if nested := _merge_diff(old, value):
+                diff[key] = nested
+        elif key not in before or old != value:
+            diff[key] = value
+    return diff
 
 
 class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._version = 0
+        self.created: collections.Counter[tuple[str, str]] = collections.Counter()
+        """How many times each (plural, name) was created: a Job created twice shows here even if deleted since."""
         self.namespaces = ["default"]
         for key, info in RESOURCES.items():
             self.resources[key] = info
@@ -132,14 +145,25 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
     async def _handle(self, request: rendering.Request) -> Any:
         # kmock keeps every request for its assertions and matches each new one against that whole history: the
         # cost of a request grows with the run (a 100-study benchmark spent all its time there). Nothing here
-        # asserts on past requests, so keep only the recent ones (this request is the newest).
-        del self._requests[:-HISTORY]
-        if request.resource is not None and request.action in (enums.action.CREATE, enums.action.UPDATE):
+        # asserts on past requests, so each is forgotten once answered (a watch when its stream ends).
+        try:
+            if request.resource is not None and request.action in (enums.action.CREATE, enums.action.UPDATE):
+                try:
+                    self._prepare(request)
+                except UnprocessableError as exc:
+                    return await self._render_error(exc)
             try:
-                self._prepare(request)
-            except UnprocessableError as exc:
+                response = await super()._handle(request)
+            except k8s.KubernetesError as exc:  # 404, 409...: kmock renders these only inside its own context
                 return await self._render_error(exc)
-        return await super()._handle(request)
+            if request.action == enums.action.CREATE and request.resource is not None and response.status < 300:
+                name = (request.data.get("metadata") or {}).get("name", "")
+                self.created[(str(request.resource.plural), name)] += 1
+            return response
+        finally:
+            index = next((i for i, seen in enumerate(self._requests) if seen is request), None)
+            if index is not None:
+                del self._requests[index]
 
     def _prepare(self, request: rendering.Request) -> None:
         self._version += 1
@@ -161,7 +185,8 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
                 patched = jsonpatch.apply_patch(current, request.data)
             except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed) as exc:
                 raise UnprocessableError(status=422, reason="Invalid", message=str(exc)) from None
-            data = {k: v for k, v in patched.items() if k in ("metadata", "spec", "status", "data")}
+            sections = ("metadata", "spec", "status", "data")
+            data = _merge_diff({k: current.get(k) for k in sections}, {k: patched.get(k) for k in sections})
         else:
             data = request.data if isinstance(request.data, dict) else {}
         if request.subresource == "status":
@@ -257,6 +282,10 @@ class NodeSimulator:
         """When each Job was first seen, and when it finished (monotonic seconds): operator latency."""
         self.finished: dict[str, float] = {}
         self.hooks: dict[str, Callable[[str], None]] = {}
+        self.edit_config: Callable[[str, str], str] = lambda job, text: text
+        """(Job name, a ConfigMap value the pod reads) → what the pod gets: lets a test hand a trial a broken config."""
+        self._started_uids: set[str] = set()
+        """A Job deleted and created again under its name (a study re-created) is a new Job: it runs again."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-simulator", daemon=True)
         self.errors: list[BaseException] = []
@@ -295,7 +324,7 @@ class NodeSimulator:
             if job.spec.suspend:
                 continue  # Kueue has not admitted it
             try:
-                if name not in self.processes and name not in self.started:
+                if name not in self.processes and job.metadata.uid not in self._started_uids:
                     self._start(job)
                 elif name in self.processes:
                     self._check(job)
@@ -308,6 +337,7 @@ class NodeSimulator:
     def _start(self, job: Any) -> None:
         name = job.metadata.name
         self.started.append(name)
+        self._started_uids.add(job.metadata.uid)
         pod_spec = job.spec.template.spec
         (container,) = pod_spec.containers
         root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
@@ -325,7 +355,7 @@ class NodeSimulator:
             if var.value_from is not None and var.value_from.config_map_key_ref is not None:
                 ref = var.value_from.config_map_key_ref
                 config_map = self.core.read_namespaced_config_map(ref.name, self.namespace)
-                env[var.name] = local(config_map.data[ref.key])
+                env[var.name] = local(self.edit_config(name, config_map.data[ref.key]))
             else:
                 env[var.name] = local(var.value or "")
         termination = root / "termination-log"

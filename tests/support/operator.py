@@ -29,7 +29,7 @@ GROUP, VERSION, PLURAL = "sweetspot.dev", "v1alpha1", "finetunestudies"
 
 def cluster_study(name: str, **search: Any) -> dict[str, Any]:
     """The small study, with a trial template for the simulated node (one CPU, no GPU)."""
-    manifest = small_study(name, NAMESPACE, parallelism=2, seed=5, **search)
+    manifest = small_study(name, NAMESPACE, **({"parallelism": 2, "seed": 5} | search))
     manifest["spec"]["trial"] = {"image": "sweetspot-trainer:test", "resources": {"limits": {"cpu": "1"}}}
     return manifest
 
@@ -68,6 +68,11 @@ class Operator:
         command += ["--verbose"] if os.environ.get("SWEETSPOT_TEST_OPERATOR_VERBOSE") else []
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
 
+    def exited(self) -> int | None:
+        """The exit code once the process has ended (-9 after a SIGKILL, a failpoint's included), else None."""
+        assert self.process is not None
+        return self.process.poll()
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -93,7 +98,14 @@ def operator_world(workdir: Path, postgres_server_url: str, metrics_port: int = 
         with node:
             operator.start()
             try:
-                yield {"api": api, "node": node, "operator": operator, "database": database, "dir": workdir}
+                yield {
+                    "api": api,
+                    "node": node,
+                    "operator": operator,
+                    "database": database,
+                    "dir": workdir,
+                    "cluster": running,
+                }
             finally:
                 operator.stop()
                 assert not node.errors, node.errors

@@ -2,7 +2,8 @@
 
 Exit codes: 0 the stage succeeded; 2 bad input (config, data or model reference; nothing to retry);
 3 out of memory (the result is marked `oom` so the search can treat the configuration as infeasible);
-1 any other failure. A result JSON is written in every case that gets as far as reading the config.
+1 any other failure. A result JSON is written in every case that gets as far as reading the config, and for a
+config that does not validate but still names its study, trial and stage.
 
 `python -m sweetspot_trainer check-data FILE...` checks dataset files without training: exit 0, or 2 with
 one `file:line: problem` line per bad row.
@@ -30,7 +31,8 @@ def _log(line: str) -> None:
     print(line, flush=True)
 
 
-def _read_config(path: str | None) -> TrialConfig:
+def _config_text(path: str | None) -> tuple[str, str]:
+    """The trial config's text and where it came from."""
     if path:
         try:
             text = Path(path).read_text()
@@ -41,6 +43,11 @@ def _read_config(path: str | None) -> TrialConfig:
         text, source = os.environ[CONFIG_ENV], f"${CONFIG_ENV}"
     else:
         raise ValueError(f"no trial config: pass --config FILE or set {CONFIG_ENV}")
+    return text, source
+
+
+def _read_config(path: str | None) -> TrialConfig:
+    text, source = _config_text(path)
     try:
         return TrialConfig.model_validate_json(text)
     except ValidationError as exc:
@@ -56,11 +63,27 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+def _unreadable_config_result(path: str | None, message: str) -> StageResult | None:
+    """A `bad_input` result for a config that does not validate, when its study, trial and stage still parse:
+    the operator then records the stage as failed with this message rather than only an exit code."""
+    try:
+        raw = json.loads(_config_text(path)[0])
+        return StageResult(
+            study=raw["study"], trial=raw["trial"], stage=raw["stage"], status="bad_input", message=message[:2000]
+        )
+    except (ValueError, KeyError, TypeError):  # not even that: the exit code and stderr say it all
+        return None
+
+
 def train_command(args: argparse.Namespace) -> int:
     try:
         config = _read_config(args.config)
     except ValueError as exc:
         print(exc, file=sys.stderr)
+        from sweetspot_trainer import reporting
+
+        if (result := _unreadable_config_result(args.config, str(exc))) is not None:
+            reporting.write_result(result, Path(args.result) if args.result else None)
         return EXIT_BAD_INPUT
     from sweetspot_trainer import reporting
     from sweetspot_trainer.data import DataError

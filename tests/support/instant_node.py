@@ -1,0 +1,118 @@
+"""A node whose containers finish instantly: every Job is completed the moment it appears (watch), with a canned
+stage result in its pod's termination message. For load tests and the operator benchmark, where all the time
+measured should be the operator's."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import kubernetes
+
+from sweetspot import jobs
+from sweetspot.contract import Evaluation, StageResult
+from sweetspot.planner import RunKey
+
+from support.cluster import MERGE
+from support.operator import NAMESPACE
+
+
+def canned_result(study: str, key: RunKey) -> str:
+    """A plausible stage result: accuracy varies with the trial so that promotion has something to rank."""
+    accuracy = 0.5 + (key.number * 37 % 11) / 40
+    fraction = 0.25 if key.stage == "early" else 1.0
+    evaluation = Evaluation(
+        step=int(20 * fraction), fraction=fraction, accuracy=accuracy, token_f1=accuracy, loss=1 - accuracy
+    )
+    return StageResult(
+        study=study, trial=key.number, stage=key.stage, status="ok", step=evaluation.step, planned_steps=20,
+        evaluations=[evaluation], seconds=1.0, samples=64,
+    ).termination_message()  # fmt: skip
+
+
+class InstantNode:
+    """Watches Jobs and completes each at once, like a kubelet whose containers finish instantly."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.batch = kubernetes.client.BatchV1Api(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.created: dict[str, tuple[str, float]] = {}
+        """Job name → (study, when its ADDED event arrived)."""
+        self.completed: dict[str, tuple[str, float]] = {}
+        """Job name → (study, when its Complete status was written)."""
+        self.errors: list[BaseException] = []
+        self._done: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="instant-node", daemon=True)
+
+    def __enter__(self) -> InstantNode:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                # A resync first, like a kubelet: a watch misses what was created between two streams. Read raw:
+                # thousands of Jobs deserialized into client models would cost more than the operator under test.
+                raw = self.batch.list_namespaced_job(NAMESPACE, _preload_content=False)
+                listing = json.loads(raw.data)
+                for job in listing["items"]:
+                    self._maybe_complete(job)
+                watch = kubernetes.watch.Watch()
+                for event in watch.stream(
+                    self.batch.list_namespaced_job,
+                    NAMESPACE,
+                    resource_version=listing["metadata"]["resourceVersion"],
+                    timeout_seconds=5,
+                ):
+                    if event["type"] == "ADDED":
+                        self._maybe_complete(event["raw_object"])
+                    if self._stop.is_set():
+                        break
+            except Exception as exc:  # surfaced by the caller
+                self.errors.append(exc)
+                time.sleep(0.1)
+
+    def _maybe_complete(self, job: dict[str, Any]) -> None:
+        meta = job.get("metadata") or {}
+        if (
+            meta.get("uid") in self._done
+            or (job.get("status") or {}).get("conditions")
+            or meta.get("deletionTimestamp")
+        ):
+            return
+        self._done.add(meta.get("uid", ""))
+        try:
+            self._complete(meta["name"], meta.get("labels") or {})
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile, as a kubelet would find it: nothing to complete
+                raise
+
+    def _complete(self, name: str, labels: dict[str, str]) -> None:
+        seen = time.monotonic()
+        study = labels[jobs.LABEL_STUDY]
+        self.created[name] = (study, seen)
+        message = canned_result(study, RunKey.parse(labels[jobs.LABEL_RUN]))
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{name}-pod", "namespace": NAMESPACE, "labels": {**labels, "job-name": name}},
+            "spec": {"containers": [{"name": "trainer", "image": "trainer"}]},
+        }
+        self.core.create_namespaced_pod(NAMESPACE, pod)
+        terminated = {"exitCode": 0, "message": message, "reason": "Completed"}
+        status = {"name": "trainer", "state": {"terminated": terminated}, "ready": False, "restartCount": 0}
+        status |= {"image": "trainer", "imageID": "", "started": False}
+        self.core.patch_namespaced_pod_status(
+            f"{name}-pod", NAMESPACE, {"status": {"phase": "Succeeded", "containerStatuses": [status]}}, **MERGE
+        )
+        condition = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
+        self.batch.patch_namespaced_job_status(
+            name, NAMESPACE, {"status": {"succeeded": 1, "conditions": [condition]}}, **MERGE
+        )
+        self.completed[name] = (study, time.monotonic())
