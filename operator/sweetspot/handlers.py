@@ -561,23 +561,15 @@ def _measured(body: Any, meta: Mapping[str, Any], status: Mapping[str, Any], pat
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_SECONDS, initial_delay=0)
-def reconcile(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
+def reconcile(meta: kopf.Meta, **_: Any) -> None:
     # A sync handler: kopf runs it in a worker thread, so Optuna's blocking I/O never stalls the event loop.
-    # Later passes of a dirty study must see the status the earlier ones wrote: only the first uses kopf's patch.
-    key = f"{meta['namespace']}/{meta['name']}"
+    # The status is written directly, never through kopf's patch: kopf applies its patch after the handler
+    # returns, which would put this pass's status over that of a later pass a Job event asked for meanwhile.
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    key = f"{namespace}/{name}"
     if _serializer.idle_for(key) < RECONCILE_SECONDS / 2:
         return  # a Job event or spec change reconciled it moments ago: the safety net has nothing to catch
-    first = True
-
-    def once() -> None:
-        nonlocal first
-        if first:
-            first = False
-            _measured(body, meta, status, patch)
-        else:
-            _reconcile_fresh(str(meta["namespace"]), str(meta["name"]))
-
-    _serializer.run(key, once)
+    _serializer.run(key, lambda: _reconcile_fresh(namespace, name))
 
 
 def _reconcile_fresh(namespace: str, name: str) -> None:
