@@ -80,7 +80,11 @@ def test_a_hundred_studies_of_twenty_trials_all_finish_with_nothing_lost(
         trials = optuna.load_study(study_name=f"{NAMESPACE}/{name}", storage=storage).trials
         assert [t.number for t in trials] == list(range(TRIALS)), name  # none lost, none duplicated
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), name
-        jobs = {n: count for (plural, n), count in created.items() if plural == "jobs" and n.startswith(f"{name}-")}
+        jobs = {
+            n: count
+            for (plural, namespace, n), count in created.items()
+            if plural == "jobs" and namespace == NAMESPACE and n.startswith(f"{name}-")
+        }
         assert set(Counter(jobs.values())) == {1}, (name, jobs)  # every Job created once
         assert {f"{name}-t{i}-early" for i in range(TRIALS)} <= set(jobs), name
         assert len(jobs) == TRIALS + status["trials"]["complete"], (name, sorted(jobs))  # early + each final, once

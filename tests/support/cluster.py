@@ -116,8 +116,9 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._version = 0
-        self.created: collections.Counter[tuple[str, str]] = collections.Counter()
-        """How many times each (plural, name) was created: a Job created twice shows here even if deleted since."""
+        self.created: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        """How many times each (plural, namespace, name) was created: a Job created twice shows here even if
+        deleted since."""
         self.namespaces = ["default"]
         for key, info in RESOURCES.items():
             self.resources[key] = info
@@ -158,7 +159,7 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
                 return await self._render_error(exc)
             if request.action == enums.action.CREATE and request.resource is not None and response.status < 300:
                 name = (request.data.get("metadata") or {}).get("name", "")
-                self.created[(str(request.resource.plural), name)] += 1
+                self.created[(str(request.resource.plural), request.namespace or "", name)] += 1
             return response
         finally:
             index = next((i for i, seen in enumerate(self._requests) if seen is request), None)

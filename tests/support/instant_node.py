@@ -35,7 +35,8 @@ def canned_result(study: str, key: RunKey) -> str:
 class InstantNode:
     """Watches Jobs and completes each at once, like a kubelet whose containers finish instantly."""
 
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api: kubernetes.client.ApiClient, namespace: str = NAMESPACE) -> None:
+        self.namespace = namespace
         self.batch = kubernetes.client.BatchV1Api(api)
         self.core = kubernetes.client.CoreV1Api(api)
         self.created: dict[str, tuple[str, float]] = {}
@@ -45,7 +46,7 @@ class InstantNode:
         self.errors: list[BaseException] = []
         self._done: set[str] = set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="instant-node", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"instant-node-{namespace}", daemon=True)
 
     def __enter__(self) -> InstantNode:
         self._thread.start()
@@ -59,14 +60,14 @@ class InstantNode:
             try:
                 # A resync first, like a kubelet: a watch misses what was created between two streams. Read raw:
                 # thousands of Jobs deserialized into client models would cost more than the operator under test.
-                raw = self.batch.list_namespaced_job(NAMESPACE, _preload_content=False)
+                raw = self.batch.list_namespaced_job(self.namespace, _preload_content=False)
                 listing = json.loads(raw.data)
                 for job in listing["items"]:
                     self._maybe_complete(job)
                 watch = kubernetes.watch.Watch()
                 for event in watch.stream(
                     self.batch.list_namespaced_job,
-                    NAMESPACE,
+                    self.namespace,
                     resource_version=listing["metadata"]["resourceVersion"],
                     timeout_seconds=5,
                 ):
@@ -101,18 +102,18 @@ class InstantNode:
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"{name}-pod", "namespace": NAMESPACE, "labels": {**labels, "job-name": name}},
+            "metadata": {"name": f"{name}-pod", "namespace": self.namespace, "labels": {**labels, "job-name": name}},
             "spec": {"containers": [{"name": "trainer", "image": "trainer"}]},
         }
-        self.core.create_namespaced_pod(NAMESPACE, pod)
+        self.core.create_namespaced_pod(self.namespace, pod)
         terminated = {"exitCode": 0, "message": message, "reason": "Completed"}
         status = {"name": "trainer", "state": {"terminated": terminated}, "ready": False, "restartCount": 0}
         status |= {"image": "trainer", "imageID": "", "started": False}
         self.core.patch_namespaced_pod_status(
-            f"{name}-pod", NAMESPACE, {"status": {"phase": "Succeeded", "containerStatuses": [status]}}, **MERGE
+            f"{name}-pod", self.namespace, {"status": {"phase": "Succeeded", "containerStatuses": [status]}}, **MERGE
         )
         condition = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
         self.batch.patch_namespaced_job_status(
-            name, NAMESPACE, {"status": {"succeeded": 1, "conditions": [condition]}}, **MERGE
+            name, self.namespace, {"status": {"succeeded": 1, "conditions": [condition]}}, **MERGE
         )
         self.completed[name] = (study, time.monotonic())

@@ -58,12 +58,15 @@ class Operator:
             "SWEETSPOT_RECONCILE_SECONDS": "0.5",
         }
         self.metrics_port = metrics_port
+        self.namespaces = [NAMESPACE]
+        """What it watches (`-n` each)."""
         self.log = workdir / "operator.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = open(self.log, "ab")  # noqa: SIM115 - owned by the process
-        command = [sys.executable, "-m", "sweetspot.cli", "operator", "-n", NAMESPACE]
+        command = [sys.executable, "-m", "sweetspot.cli", "operator"]
+        command += [arg for namespace in self.namespaces for arg in ("-n", namespace)]
         command += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
         command += ["--verbose"] if os.environ.get("SWEETSPOT_TEST_OPERATOR_VERBOSE") else []
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
