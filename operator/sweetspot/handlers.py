@@ -322,6 +322,15 @@ def immutable_changes(stored: Mapping[str, Any] | None, spec: FineTuneStudySpec)
     return changed
 
 
+def as_started(stored: Mapping[str, Any], study: FineTuneStudy) -> FineTuneStudy:
+    """The study with its immutable fields as it started and the rest as the user has them now: a refused change
+    leaves the study running as it was, while budget, parallelism and suspend still take effect."""
+    before = FineTuneStudySpec.model_validate(stored["spec"])
+    search = study.spec.search.model_copy(update={name: getattr(before.search, name) for name in IMMUTABLE_SEARCH})
+    spec = study.spec.model_copy(update={name: getattr(before, name) for name in IMMUTABLE} | {"search": search})
+    return study.model_copy(update={"spec": spec})
+
+
 # --- status ------------------------------------------------------------------------------------------------
 
 
@@ -494,20 +503,17 @@ def reconcile_study(
             trials, sweep = store.snapshot()
             METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, previous["phase"]))
             return None
-        changed = immutable_changes(store.stored_spec(), study.spec)
+        stored = store.stored_spec()
+        changed = immutable_changes(stored, study.spec)
+        refused = ""
         if changed:
-            message = (
+            refused = (
                 f"{', '.join(changed)} cannot change once a study has started "
-                "(only budget, parallelism and suspend can)"
+                "(only budget, parallelism and suspend can); it runs on as it started"
             )
-            conditions = [c for c in previous.get("conditions", []) if c.get("type") != "Ready"]
-            conditions.append(
-                condition(previous.get("conditions", []), "Ready", False, "ImmutableFieldChanged", message, generation)
-            )
-            patch.status["conditions"] = conditions
             if not any(c.get("reason") == "ImmutableFieldChanged" for c in previous.get("conditions", [])):
-                _event(body, "ImmutableFieldChanged", message, warning=True)
-            return None
+                _event(body, "ImmutableFieldChanged", refused, warning=True)
+            study = as_started(stored, study)
         store.update_spec(study)
         for _ in range(MAX_PASSES):
             trials, sweep = store.snapshot()
@@ -540,6 +546,13 @@ def reconcile_study(
         return None
     summary = summarize(study.spec, trials, sweep)
     new_status = build_status(decision, summary, previous, generation, study.spec, store.name)
+    if refused:  # stays visible until the user puts the field back
+        new_status["conditions"] = [
+            condition(previous.get("conditions", []), "Ready", False, "ImmutableFieldChanged", refused, generation)
+            if c["type"] == "Ready"
+            else c
+            for c in new_status["conditions"]
+        ]
     if decision.finished and previous.get("phase") != decision.phase:
         _event(body, f"Study{decision.phase}", decision.message or decision.reason, warning=decision.phase == "Failed")
     failpoint("write-status")

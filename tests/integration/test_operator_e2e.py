@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from sweetspot import report
+from sweetspot.contract import TrialConfig
 from sweetspot.crd import crd
+from sweetspot.jobs import CONFIG_KEY
 
 from support.kube_schema import CrdValidator
 from support.operator import (
@@ -172,14 +174,28 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
     eventually(lambda: condition(api, "paused", "Suspended").get("status") == "True", 60, "the Suspended condition")
     assert jobs_of(api, "paused") == []  # suspended from the start: nothing runs
 
+    patch(api, "paused", {"spec": {"suspend": False}})
+    eventually(lambda: jobs_of(api, "paused"), 60, "Jobs after resuming")
+    # An immutable change while it runs (a real API server's CEL rules refuse it first; this is the operator's
+    # own line): refused with a condition and one Event, and the study runs on as it started.
     patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 256}}})
     eventually(lambda: condition(api, "paused", "Ready").get("reason") == "ImmutableFieldChanged", 60, "the refusal")
-    patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 128}, "suspend": False}})
-    eventually(lambda: jobs_of(api, "paused"), 60, "Jobs after resuming")
-    eventually(lambda: phase(api, "paused") == "Succeeded", 600, "the first budget to finish")
+    assert "spec.model" in condition(api, "paused", "Ready")["message"]
+    eventually(lambda: phase(api, "paused") == "Succeeded", 600, "the first budget to finish, the change refused")
     assert get(api, "paused")["status"]["trials"]["total"] == 2
+    assert condition(api, "paused", "Ready")["reason"] == "ImmutableFieldChanged"  # until the field is put back
+    events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+    refusals = [e for e in events if e.involved_object.name == "paused" and e.reason == "ImmutableFieldChanged"]
+    assert len(refusals) == 1 and refusals[0].type == "Warning"
 
-    patch(api, "paused", {"spec": {"search": {"maxTrials": 3, "parallelism": 1}}})
+    patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 128}, "search": {"maxTrials": 3, "parallelism": 1}}})
     eventually(lambda: "paused-t2-early" in jobs_of(api, "paused"), 60, "a third trial after raising the budget")
     # The new trial may beat the promoted one early, and then it is trained to the end too.
     check_succeeded(world, "paused", finals=(1, 2))
+    assert condition(api, "paused", "Ready")["reason"] != "ImmutableFieldChanged"
+    # Every stage trained with the spec the study started with.
+    maps = kubernetes.client.CoreV1Api(api).list_namespaced_config_map(
+        NAMESPACE, label_selector="sweetspot.dev/study=paused"
+    )
+    configs = [TrialConfig.model_validate_json(m.data[CONFIG_KEY]) for m in maps.items]
+    assert len(configs) >= 4 and {c.model.max_sequence_length for c in configs} == {128}
