@@ -310,11 +310,13 @@ def _store(study: FineTuneStudy, uid: str) -> SearchStore:
     return store
 
 
-def immutable_changes(stored: Mapping[str, Any] | None, spec: FineTuneStudySpec) -> list[str]:
+def started_spec(stored: Mapping[str, Any]) -> FineTuneStudySpec | None:
+    """The spec the study last ran with, None before its first run."""
+    return FineTuneStudySpec.model_validate(stored["spec"]) if stored.get("spec") else None
+
+
+def immutable_changes(before: FineTuneStudySpec, spec: FineTuneStudySpec) -> list[str]:
     """Fields that changed since the study started and may not (only budget, parallelism, suspend may)."""
-    if not stored or "spec" not in stored:
-        return []
-    before = FineTuneStudySpec.model_validate(stored["spec"])
     changed = [f"spec.{name}" for name in IMMUTABLE if getattr(before, name) != getattr(spec, name)]
     changed += [
         f"spec.search.{name}" for name in IMMUTABLE_SEARCH if getattr(before.search, name) != getattr(spec.search, name)
@@ -322,10 +324,9 @@ def immutable_changes(stored: Mapping[str, Any] | None, spec: FineTuneStudySpec)
     return changed
 
 
-def as_started(stored: Mapping[str, Any], study: FineTuneStudy) -> FineTuneStudy:
+def as_started(before: FineTuneStudySpec, study: FineTuneStudy) -> FineTuneStudy:
     """The study with its immutable fields as it started and the rest as the user has them now: a refused change
     leaves the study running as it was, while budget, parallelism and suspend still take effect."""
-    before = FineTuneStudySpec.model_validate(stored["spec"])
     search = study.spec.search.model_copy(update={name: getattr(before.search, name) for name in IMMUTABLE_SEARCH})
     spec = study.spec.model_copy(update={name: getattr(before, name) for name in IMMUTABLE} | {"search": search})
     return study.model_copy(update={"spec": spec})
@@ -362,8 +363,16 @@ def build_status(
     generation: int | None,
     spec: FineTuneStudySpec,
     optuna_study: str,
+    refused: str = "",
 ) -> dict[str, Any]:
+    """The status of one reconcile; `refused` names an immutable change being ignored (Ready stays False with
+    it until the user puts the field back)."""
     conditions = list(previous.get("conditions", []))
+    ready = (
+        condition(conditions, "Ready", False, "ImmutableFieldChanged", refused, generation)
+        if refused
+        else condition(conditions, "Ready", decision.phase != "Failed", decision.reason, decision.message, generation)
+    )
     best = summary.best
     learning_curve, sweet_spot = curve_data(summary)
     status: dict[str, Any] = {
@@ -377,7 +386,7 @@ def build_status(
         "best": None,
         "sweetSpot": None,
         "conditions": [
-            condition(conditions, "Ready", decision.phase != "Failed", decision.reason, decision.message, generation),
+            ready,
             condition(
                 conditions, "Succeeded", decision.phase == "Succeeded", decision.reason, decision.message, generation
             ),
@@ -503,17 +512,16 @@ def reconcile_study(
             trials, sweep = store.snapshot()
             METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, previous["phase"]))
             return None
-        stored = store.stored_spec()
-        changed = immutable_changes(stored, study.spec)
+        before = started_spec(store.stored_spec())
         refused = ""
-        if changed:
+        if before is not None and (changed := immutable_changes(before, study.spec)):
             refused = (
                 f"{', '.join(changed)} cannot change once a study has started "
                 "(only budget, parallelism and suspend can); it runs on as it started"
             )
             if not any(c.get("reason") == "ImmutableFieldChanged" for c in previous.get("conditions", [])):
                 _event(body, "ImmutableFieldChanged", refused, warning=True)
-            study = as_started(stored, study)
+            study = as_started(before, study)
         store.update_spec(study)
         for _ in range(MAX_PASSES):
             trials, sweep = store.snapshot()
@@ -545,14 +553,7 @@ def reconcile_study(
         METRICS.operator.reconcile_errors.labels("storage").inc()
         return None
     summary = summarize(study.spec, trials, sweep)
-    new_status = build_status(decision, summary, previous, generation, study.spec, store.name)
-    if refused:  # stays visible until the user puts the field back
-        new_status["conditions"] = [
-            condition(previous.get("conditions", []), "Ready", False, "ImmutableFieldChanged", refused, generation)
-            if c["type"] == "Ready"
-            else c
-            for c in new_status["conditions"]
-        ]
+    new_status = build_status(decision, summary, previous, generation, study.spec, store.name, refused)
     if decision.finished and previous.get("phase") != decision.phase:
         _event(body, f"Study{decision.phase}", decision.message or decision.reason, warning=decision.phase == "Failed")
     failpoint("write-status")

@@ -69,7 +69,7 @@ def test_a_hundred_studies_of_twenty_trials_all_finish_with_nothing_lost(
             i["metadata"]["name"]: i
             for i in objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
         }
-        created = running.emulator.created
+        emulator = running.emulator
 
     storage = optuna.storages.RDBStorage(database)
     jobs_total = 0
@@ -81,9 +81,7 @@ def test_a_hundred_studies_of_twenty_trials_all_finish_with_nothing_lost(
         assert [t.number for t in trials] == list(range(TRIALS)), name  # none lost, none duplicated
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), name
         jobs = {
-            n: count
-            for (plural, namespace, n), count in created.items()
-            if plural == "jobs" and namespace == NAMESPACE and n.startswith(f"{name}-")
+            n: count for (plural, n), count in emulator.created_in(NAMESPACE, f"{name}-").items() if plural == "jobs"
         }
         assert set(Counter(jobs.values())) == {1}, (name, jobs)  # every Job created once
         assert {f"{name}-t{i}-early" for i in range(TRIALS)} <= set(jobs), name

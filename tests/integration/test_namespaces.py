@@ -64,9 +64,10 @@ def test_the_same_name_in_two_namespaces_never_shares_trials(tmp_path: Path, pos
                 eventually(finished, 300, lambda: f"both studies to finish: {phases()}; log {operator.log}")
             finally:
                 operator.stop()
-            created = running.emulator.created
+            emulator = running.emulator
 
             learning_rates: dict[str, list[float]] = {}
+            jobs: dict[str, list[str]] = {}
             for namespace in NAMESPACES:
                 body = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, NAME)
                 status = body["status"]
@@ -86,22 +87,12 @@ def test_the_same_name_in_two_namespaces_never_shares_trials(tmp_path: Path, pos
                 for number in range(TRIALS):
                     config = early[f"{NAME}-t{number}-early"]
                     assert config.hyperparameters.learning_rate == learning_rates[namespace][number], namespace
-                ours = {
-                    (plural, n): count
-                    for (plural, ns, n), count in created.items()
-                    if ns == namespace and plural != "events"
-                }
+                ours = emulator.created_in(namespace)
                 assert {count for (plural, _), count in ours.items() if plural in ("jobs", "configmaps")} == {1}
-                jobs = sorted(n for (plural, n) in ours if plural == "jobs")
-                assert len(jobs) == TRIALS + status["trials"]["complete"], jobs  # every early, each promoted final
+                jobs[namespace] = sorted(n for (plural, n) in ours if plural == "jobs")
+                assert len(jobs[namespace]) == TRIALS + status["trials"]["complete"]  # every early, each final
 
             assert learning_rates[NAMESPACES[0]] != learning_rates[NAMESPACES[1]]
-            # Each node saw only its own namespace's Jobs, as many as the study created there.
-            assert len(node_a.completed) == len([k for k in created if k[0] == "jobs" and k[1] == NAMESPACES[0]])
-            assert len(node_b.completed) == len([k for k in created if k[0] == "jobs" and k[1] == NAMESPACES[1]])
-    print(
-        "\n"
-        + json.dumps(
-            {ns: [round(lr, 5) for lr in rates] for ns, rates in learning_rates.items()},
-        )
-    )
+            # Each node saw exactly its own namespace's Jobs.
+            assert sorted(node_a.completed) == jobs[NAMESPACES[0]] and sorted(node_b.completed) == jobs[NAMESPACES[1]]
+    print("\n" + json.dumps({ns: [round(lr, 5) for lr in rates] for ns, rates in learning_rates.items()}))

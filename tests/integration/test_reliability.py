@@ -75,11 +75,7 @@ def audit(world: dict[str, Any], name: str, trials: int, optuna_study: str | Non
     assert status["trials"]["total"] == trials and status["trials"]["failed"] == 0
     # Every Job and ConfigMap created once (deleted and re-created would count twice), every stage run once.
     jobs = jobs_of(api, name)
-    created = {
-        (plural, n): count
-        for (plural, namespace, n), count in emulator.created.items()
-        if namespace == NAMESPACE and n.startswith(f"{name}-")
-    }
+    created = emulator.created_in(NAMESPACE, f"{name}-")
     assert {n for (plural, n) in created if plural == "jobs"} == set(jobs)
     assert set(created.values()) == {1}, {k: v for k, v in created.items() if v != 1}
     started = [n for n in node.started if n.startswith(f"{name}-")]

@@ -123,6 +123,14 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
         for key, info in RESOURCES.items():
             self.resources[key] = info
 
+    def created_in(self, namespace: str, prefix: str = "") -> dict[tuple[str, str], int]:
+        """(plural, name) -> creations, for the objects of one namespace whose names start with `prefix`."""
+        return {
+            (plural, name): count
+            for (plural, ns, name), count in self.created.items()
+            if ns == namespace and name.startswith(prefix)
+        }
+
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         # kmock 0.8 cannot parse the cluster-scoped `/api/v1/namespaces` (it reads "namespaces" as the start of a
         # namespaced path), and kopf lists and watches namespaces at start-up: serve them here.
