@@ -2,6 +2,7 @@
 
     hpo         search strategies replayed on the tabular benchmark: compute to the best, best at fixed budgets
     hpo-table   (re)build the tabular benchmark by training every configuration (about an hour on 2 cores)
+    realdata    the built-in tagger on real product titles (AE-110k): learning curve, early-vs-final, replay
     operator    the operator's reaction time and cost with 1, 10 and 100 concurrent studies on the emulator
     trainer     the trainer's throughput against a bare transformers + peft loop
     metrics     the size and render time of the /metrics exposition for large studies
@@ -18,6 +19,7 @@ import sys
 MODULES = {
     "hpo": "benchmarks.hpo_replay",
     "hpo-table": "benchmarks.hpo_table",
+    "realdata": "benchmarks.realdata",
     "operator": "benchmarks.operator_overhead",
     "trainer": "benchmarks.trainer_throughput",
     "metrics": "benchmarks.metrics_scrape",

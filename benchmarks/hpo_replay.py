@@ -17,12 +17,14 @@ Strategies (all seeded; Optuna's own samplers and pruners, one trial at a time):
                  16, 32, 64 each time the study finishes (what a user does when the budget allows more)
 - `prune@F`      Sweetspot, `policy: prune` at fraction F: the early score goes to the successive-halving pruner,
                  survivors finish at once
-- `proxy-acc@F`  `proxy` with `signal: accuracy`: early accuracy instead of validation loss (the default)
+- `proxy-acc@F`  `proxy` with the table's metric as the signal (`proxy-f1@F` on an F1 table): the early score
+                 instead of validation loss (the default)
 
 Reported per strategy over the seeds: the median compute to find a configuration within 1 percentage point of the
-table's best final accuracy (and in how many seeds it did, within the compute of training every configuration
-once), that compute against TPE-full's and against the limit (training the single best configuration once), and
-the best final accuracy found within 25, 50 and 100% of the compute of training every configuration once.
+table's best final score (its `metric`: accuracy on the synthetic table, micro-F1 on real data; and in how many
+seeds it did, within the compute of training every configuration once), that compute against TPE-full's and
+against the limit (training the single best configuration once), and the best final score found within 25, 50
+and 100% of the compute of training every configuration once.
 
     python -m benchmarks hpo [--seeds 20] [--table benchmarks/data/hpo_table.json] [--json results.json]
 """
@@ -63,10 +65,13 @@ ORDINAL = {"loraRank": [8, 16, 32, 64], "loraAlpha": [16, 32, 64], "batchSize": 
 @dataclass(frozen=True)
 class Point:
     fraction: float
-    accuracy: float
+    score: float
+    """The table's metric (`accuracy` for the synthetic table, micro-`f1` for real data), higher is better."""
     loss: float
     seconds: float
     """Training seconds from the start of the run to this checkpoint."""
+    accuracy: float | None = None
+    f1: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ class Config:
 class Table:
     configs: tuple[Config, ...]
     meta: Mapping[str, Any]
+    metric: str = "accuracy"
+    """What the table scores configurations by: `accuracy` or `f1` (tables built before F1 have accuracy only)."""
 
     @classmethod
     def load(cls, path: Path) -> Table:
@@ -95,20 +102,28 @@ class Table:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise SystemExit(f"{path}: no table; build it with `python -m benchmarks hpo-table`") from None
+        return cls.of(data)
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Table:
+        metric = data.get("metric", "accuracy")
         configs = tuple(
             Config(
                 row["config"],
                 row["params"],
-                tuple(Point(p["fraction"], p["accuracy"], p["loss"], p["seconds"]) for p in row["curve"]),
+                tuple(
+                    Point(p["fraction"], p[metric], p["loss"], p["seconds"], p.get("accuracy"), p.get("f1"))
+                    for p in row["curve"]
+                ),
                 row["plannedSteps"],
             )
             for row in data["configs"]
         )
-        return cls(configs, {k: v for k, v in data.items() if k != "configs"})
+        return cls(configs, {k: v for k, v in data.items() if k != "configs"}, metric)
 
     @property
     def best(self) -> Config:
-        return max(self.configs, key=lambda c: c.final.accuracy)
+        return max(self.configs, key=lambda c: c.final.score)
 
     @property
     def all_once(self) -> float:
@@ -134,26 +149,26 @@ def _distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
 
 @dataclass
 class Trace:
-    """What one run of a strategy paid, and the best final accuracy it knew of after each payment."""
+    """What one run of a strategy paid, and the best final score it knew of after each payment."""
 
     spent: float = 0.0
     incumbent: float | None = None
     history: list[tuple[float, float]] = field(default_factory=list)
-    """(compute spent, incumbent final accuracy) each time the incumbent improved."""
+    """(compute spent, incumbent final score) each time the incumbent improved."""
 
     def pay(self, seconds: float) -> None:
         self.spent += max(0.0, seconds)
 
-    def finished(self, accuracy: float) -> None:
-        if self.incumbent is None or accuracy > self.incumbent:
-            self.incumbent = accuracy
-            self.history.append((self.spent, accuracy))
+    def finished(self, score: float) -> None:
+        if self.incumbent is None or score > self.incumbent:
+            self.incumbent = score
+            self.history.append((self.spent, score))
 
     def compute_to(self, target: float) -> float | None:
-        return next((spent for spent, accuracy in self.history if accuracy >= target), None)
+        return next((spent for spent, score in self.history if score >= target), None)
 
     def best_within(self, budget: float) -> float | None:
-        found = [accuracy for spent, accuracy in self.history if spent <= budget]
+        found = [score for spent, score in self.history if spent <= budget]
         return max(found, default=None)
 
 
@@ -180,26 +195,28 @@ def optuna_strategy(
             config = table.nearest(trial.params)
             if pruner is None:
                 trace.pay(config.final.seconds)
-                study.tell(trial, config.final.accuracy)
-                trace.finished(config.final.accuracy)
+                study.tell(trial, config.final.score)
+                trace.finished(config.final.score)
                 continue
             paid = 0.0
             for step, point in enumerate(config.curve, start=1):
                 trace.pay(point.seconds - paid)
                 paid = point.seconds
-                trial.report(point.accuracy, step)
+                trial.report(point.score, step)
                 if step < len(config.curve) and trial.should_prune():
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     break
             else:
-                study.tell(trial, config.final.accuracy)
-                trace.finished(config.final.accuracy)
+                study.tell(trial, config.final.score)
+                trace.finished(config.final.score)
         return trace
 
     return run
 
 
-def _study(seed: int, policy: str, fraction: float, max_trials: int, signal: str = "auto") -> FineTuneStudy:
+def _study(
+    seed: int, policy: str, fraction: float, max_trials: int, signal: str = "auto", metric: str = "accuracy"
+) -> FineTuneStudy:
     return FineTuneStudy.model_validate(
         {
             "apiVersion": "sweetspot.dev/v1alpha1",
@@ -208,6 +225,7 @@ def _study(seed: int, policy: str, fraction: float, max_trials: int, signal: str
             "spec": {
                 "model": {"builtin": "tiny"},
                 "dataset": {"train": {"builtin": "product-pages"}},
+                "objective": {"metric": metric},
                 "search": {
                     "sampler": "tpe",
                     "seed": seed,
@@ -221,11 +239,17 @@ def _study(seed: int, policy: str, fraction: float, max_trials: int, signal: str
 
 def _result(key: Any, config: Config, fraction: float, cost: float) -> StageResult:
     point = config.at(fraction)
+    f1 = point.f1 if point.f1 is not None else point.score
+    accuracy = point.accuracy if point.accuracy is not None else point.score
     evaluation = Evaluation(
         step=round(point.fraction * config.planned_steps),
         fraction=point.fraction,
-        accuracy=point.accuracy,
-        token_f1=point.accuracy,
+        f1=f1,
+        precision=f1,
+        recall=f1,
+        macro_f1=f1,
+        accuracy=accuracy,
+        token_f1=point.score,
         loss=point.loss,
         train_seconds=point.seconds,
     )
@@ -247,7 +271,7 @@ def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> St
 
     def run(table: Table, seed: int, budget: float) -> Trace:
         schedule = list(PROXY_SCHEDULE) if policy == "proxy" else [PROXY_SCHEDULE[-1]]
-        resource = _study(seed, policy, fraction, schedule.pop(0), signal)
+        resource = _study(seed, policy, fraction, schedule.pop(0), signal, table.metric)
         storage = optuna.storages.InMemoryStorage()
 
         def open_store(resource: FineTuneStudy) -> SearchStore:
@@ -269,7 +293,7 @@ def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> St
             trials, sweep = store.snapshot()
             best = best_trial(resource.spec, trials)
             if best is not None and best.final is not None:
-                trace.finished(best.final.accuracy)
+                trace.finished(best.final.metric(table.metric))
             decision = plan(resource.spec, Observed(trials, sweep, runs))
             for action in decision.actions:
                 if isinstance(action, StartRun):
@@ -293,7 +317,7 @@ def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> St
     return run
 
 
-def strategies() -> dict[str, Strategy]:
+def strategies(metric: str = "accuracy") -> dict[str, Strategy]:
     space_random = lambda seed: optuna.samplers.RandomSampler(seed=seed)  # noqa: E731
     tpe = lambda seed: optuna.samplers.TPESampler(seed=seed)  # noqa: E731
     found: dict[str, Strategy] = {
@@ -315,32 +339,44 @@ def strategies() -> dict[str, Strategy]:
     for policy in ("proxy", "prune"):
         for fraction in FRACTIONS:
             found[f"{policy}@{fraction:.1f}"] = sweetspot_strategy(policy, fraction)
+    short = {"accuracy": "acc"}.get(metric, metric)
     for fraction in FRACTIONS:
-        found[f"proxy-acc@{fraction:.1f}"] = sweetspot_strategy("proxy", fraction, "accuracy")
+        found[f"proxy-{short}@{fraction:.1f}"] = sweetspot_strategy("proxy", fraction, metric)
     return found
 
 
 # --- reports ----------------------------------------------------------------------------------------------
 
 
-def agreement(table: Table) -> list[dict[str, Any]]:
-    """How well the score at each early fraction ranks configurations like their final accuracy."""
-    final = [c.final.accuracy for c in table.configs]
+def _finite(value: float) -> float | None:
+    """A rank correlation, or None where it is undefined (tied scores)."""
+    return None if math.isnan(value) else float(value)
+
+
+def agreement(table: Table, fractions: Sequence[float] = FRACTIONS) -> list[dict[str, Any]]:
+    """How well the early score at each fraction ranks configurations like their final score: one row per
+    (fraction, signal), the signal being the table's metric or validation loss."""
+    final = [c.final.score for c in table.configs]
     top_final = set(sorted(range(len(final)), key=lambda i: -final[i])[:5])
     rows = []
-    for fraction in FRACTIONS:
-        row: dict[str, Any] = {"fraction": fraction}
-        for signal, score in (("accuracy", lambda p: p.accuracy), ("loss", lambda p: -p.loss)):
+    for fraction in fractions:
+        for signal, score in ((table.metric, lambda p: p.score), ("loss", lambda p: -p.loss)):
             early = [score(c.at(fraction)) for c in table.configs]
             top_early = set(sorted(range(len(early)), key=lambda i: -early[i])[:5])
-            row[f"{signal}Spearman"] = float(scipy_stats.spearmanr(early, final).statistic)
-            row[f"{signal}Top5"] = len(top_early & top_final)
-        rows.append(row)
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "signal": signal,
+                    "spearman": _finite(scipy_stats.spearmanr(early, final).statistic),
+                    "kendall": _finite(scipy_stats.kendalltau(early, final).statistic),
+                    "top5": len(top_early & top_final),
+                }
+            )
     return rows
 
 
 def summarize(table: Table, traces: Mapping[str, Sequence[Trace]]) -> list[dict[str, Any]]:
-    target = table.best.final.accuracy - TOLERANCE
+    target = table.best.final.score - TOLERANCE
     budget = table.all_once
     rows = []
     for name, runs in traces.items():
@@ -360,15 +396,17 @@ def summarize(table: Table, traces: Mapping[str, Sequence[Trace]]) -> list[dict[
     return rows
 
 
-def _fmt(value: float, pattern: str) -> str:
-    return "never" if math.isinf(value) else ("n/a" if math.isnan(value) else format(value, pattern))
+def _fmt(value: float | None, pattern: str) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return "never" if math.isinf(value) else format(value, pattern)
 
 
 def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequence[Mapping[str, Any]]) -> str:
     best = table.best
     lines: list[str] = [
         f"HPO efficiency on {len(table.configs)} configurations ({table.meta.get('machine', '?')}): best final "
-        f"accuracy {best.final.accuracy:.4f} (config {best.index}); target = within {TOLERANCE * 100:.0f} pp; "
+        f"{table.metric} {best.final.score:.4f} (config {best.index}); target = within {TOLERANCE * 100:.0f} pp; "
         f"limit = {best.final.seconds:.0f}s (training the best once); all once = {table.all_once:.0f}s",
         "",
         f"{'strategy':<16}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
@@ -380,12 +418,20 @@ def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequ
             f"{_fmt(row['medianCompute'], '.0f'):>10}{_fmt(row['vsTpeFull'], '.2f'):>10}"
             f"{_fmt(row['vsLimit'], '.1f'):>8}" + "".join(f"{row[f'best@{b:.0%}']:>11.4f}" for b in BUDGETS)
         )
-    lines += ["", "Early vs final (all configurations): Spearman and top-5 overlap of the early score", ""]
-    lines.append(f"{'fraction':<10}{'acc rho':>9}{'acc top5':>10}{'loss rho':>10}{'loss top5':>11}")
-    for row in agreement_rows:
+    lines += ["", render_agreement(agreement_rows)]
+    return "\n".join(lines)
+
+
+def render_agreement(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = [
+        "Early vs final (all configurations): rank agreement of the early score with the final one",
+        "",
+        f"{'fraction':<10}{'signal':<10}{'Spearman':>10}{'Kendall':>9}{'top-5':>7}",
+    ]
+    for row in rows:
         lines.append(
-            f"{row['fraction']:<10.1f}{row['accuracySpearman']:>9.3f}{row['accuracyTop5']:>8}/5"
-            f"{row['lossSpearman']:>10.3f}{row['lossTop5']:>9}/5"
+            f"{row['fraction']:<10.1f}{row['signal']:<10}{_fmt(row['spearman'], '.3f'):>10}"
+            f"{_fmt(row['kendall'], '.3f'):>9}{row['top5']:>5}/5"
         )
     return "\n".join(lines)
 
@@ -403,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     table = Table.load(args.table)
-    chosen = {k: v for k, v in strategies().items() if not args.only or k in args.only or k == "tpe-full"}
+    chosen = {k: v for k, v in strategies(table.metric).items() if not args.only or k in args.only or k == "tpe-full"}
     traces: dict[str, list[Trace]] = {}
     for name, strategy in chosen.items():
         started = time.monotonic()

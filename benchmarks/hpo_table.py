@@ -81,40 +81,49 @@ def trial_config(index: int, params: dict[str, Any], directory: Path) -> TrialCo
 def train(index: int, params: dict[str, Any], workdir: Path, threads: int) -> StageResult:
     """One configuration, trained by the real trainer in its own process (as a trial pod would)."""
     directory = workdir / f"c{index:03d}"
-    result_file = directory / "result-full.json"
+    return run_trainer(trial_config(index, params, directory), directory, threads)
+
+
+def run_trainer(config: TrialConfig, directory: Path, threads: int) -> StageResult:
+    """Run one trial stage with the real trainer in its own process; a finished result in `directory` is reused
+    (runs are resumable)."""
+    result_file = directory / f"result-{config.stage}.json"
     if result_file.exists():
         result = StageResult.model_validate_json(result_file.read_text())
         if result.status == "ok":
             return result
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "trial.json"
-    config.write_text(trial_config(index, params, directory).to_json())
+    path = directory / "trial.json"
+    path.write_text(config.model_copy(update={"output_dir": str(directory)}).to_json())
     with open(directory / "log.txt", "wb") as log:
         subprocess.run(
-            [sys.executable, "-m", "sweetspot_trainer", "--config", str(config)],
+            [sys.executable, "-m", "sweetspot_trainer", "--config", str(path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "SWEETSPOT_CPU_THREADS": str(threads)},
             check=False,
         )
     if not result_file.exists():
-        raise RuntimeError(f"configuration {index} wrote no result; see {directory / 'log.txt'}")
+        raise RuntimeError(f"{directory.name} wrote no result; see {directory / 'log.txt'}")
     result = StageResult.model_validate_json(result_file.read_text())
     if result.status != "ok":
-        raise RuntimeError(f"configuration {index} failed: {result.message} (log: {directory / 'log.txt'})")
+        raise RuntimeError(f"{directory.name} failed: {result.message} (log: {directory / 'log.txt'})")
     return result
 
 
-def row(index: int, params: dict[str, Any], result: StageResult) -> dict[str, Any]:
+def row(
+    index: int, params: dict[str, Any], result: StageResult, checkpoints: list[float] = CHECKPOINTS
+) -> dict[str, Any]:
     """One configuration's curve: the evaluation nearest each checkpoint (rounding of steps aside, exact)."""
     points = []
-    for fraction in CHECKPOINTS:
+    for fraction in checkpoints:
         evaluation = result.evaluation_at(fraction)
         assert evaluation is not None and evaluation.train_seconds is not None
         points.append(
             {
                 "fraction": fraction,
                 "step": evaluation.step,
+                "f1": evaluation.f1,
                 "accuracy": evaluation.accuracy,
                 "loss": evaluation.loss,
                 "seconds": evaluation.train_seconds,

@@ -80,7 +80,7 @@ def bare_rate(steps: int, batch_size: int) -> Bare:
     model = get_peft_model(
         model, LoraConfig(task_type=TaskType.TOKEN_CLS, r=16, lora_alpha=32, modules_to_save=["classifier"])
     ).to(device)
-    task = ExtractiveTask(tokenizer, ATTRIBUTES, MAX_LENGTH)
+    task = ExtractiveTask(tokenizer, ATTRIBUTES, {"": ATTRIBUTES}, MAX_LENGTH)
     encoded = [task.encode(row) for row in builtin_rows("product-pages", steps * batch_size, 0)]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     autocast = (

@@ -303,8 +303,52 @@ class DataSource(Model):
     )
 
 
+AttributeName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class AttributeSchema(Model):
+    """The attributes a model is asked for in each category: a JSON file `{"<category>": ["<attribute>", ...]}`
+    (`path`, on `pvc` when given) or the same map inline (`categories`). Set exactly one of `path` or
+    `categories`. A row whose category or attributes the schema does not list fails with its `file:line`."""
+
+    categories: dict[Annotated[str, Field(min_length=1, max_length=256)], list[AttributeName]] | None = Field(
+        default=None, min_length=1, max_length=1024
+    )
+    """Inline schema: category name to the attributes asked there."""
+    pvc: DnsLabel | None = None
+    """PersistentVolumeClaim holding the schema file; `path` is then relative to its root."""
+    path: SafePath | None = None
+    """JSON schema file: on `pvc` when given, else in the trainer image (or, in local mode, relative to the
+    manifest)."""
+
+    rules = (
+        Rule(
+            cel=_has_cel("categories", "path"),
+            message="set exactly one of categories or path",
+            field="",
+            holds=_set("categories", "path"),
+        ),
+        _only_with("pvc", "path"),
+        Rule(
+            cel="!has(self.pvc) || !self.path.startsWith('/')",
+            message="path must be relative to the volume root when pvc is set",
+            field="path",
+            holds=lambda o: o.pvc is None or o.path is None or not o.path.startswith("/"),
+        ),
+        Rule(
+            cel="!has(self.categories) || self.categories.all(c, size(self.categories[c]) > 0)",
+            message="every category needs at least one attribute",
+            field="categories",
+            holds=lambda o: o.categories is None or all(o.categories.values()),
+        ),
+    )
+
+
 class DatasetSpec(Model):
-    """Training and validation data, and how training rows are sampled."""
+    """Training and validation data, and how training rows are sampled. Rows are JSON objects `{"input": "<page
+    text>", "output": {"<attribute>": "<value>" | ["<value>", ...] | null}, "category": "<name>"}`: a key of
+    `output` is an attribute that applies to the row (null: the text does not state it; a list: acceptable
+    values), an absent key does not apply and is never scored; `category` is optional."""
 
     train: DataSource
     """The rows trials train on."""
@@ -320,38 +364,40 @@ class DatasetSpec(Model):
     stratify_by: Literal["attributes", "none"] = "attributes"
     """`attributes`: sample so that rare attributes are represented at least at their share of the data (late
     gains come from rare attributes); `none`: uniform sampling."""
-    attributes: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
-        default=None, min_length=1, max_length=64
-    )
-    """Attributes to extract and score; all attributes found in the data when unset."""
+    attributes: list[AttributeName] | None = Field(default=None, min_length=1, max_length=4096)
+    """Only these attributes are asked for and scored; all applicable attributes when unset."""
+    schema_: AttributeSchema | None = Field(default=None, alias="schema")
+    """The attributes each category is asked for; when unset, the union of the keys of each category's training
+    rows."""
 
 
 # --- objective and search ------------------------------------------------------------------------------
 
-Metric = Literal["accuracy", "tokenF1", "loss"]
+Metric = Literal["f1", "accuracy", "tokenF1", "loss"]
 
 
 class Objective(Model):
-    """What the study optimises, measured on the validation rows."""
+    """What the study optimises, measured on the validation rows over applicable (row, attribute) pairs."""
 
-    metric: Metric = "accuracy"
-    """`accuracy`: mean over attributes of exact-match accuracy; `tokenF1`: token-level F1 of the extracted
-    values; `loss`: validation loss."""
+    metric: Metric = "f1"
+    """`f1`: micro-F1 of the extracted values, as the attribute-extraction field scores (always answering null
+    scores 0); `accuracy`: exact match over applicable pairs; `tokenF1`: token overlap of the values (a finer
+    signal); `loss`: validation loss."""
     direction: Literal["maximize", "minimize"] = "maximize"
-    """`maximize` for accuracy and tokenF1, `minimize` for loss."""
+    """`maximize` for f1, accuracy and tokenF1, `minimize` for loss."""
     target: float | None = Field(default=None, ge=0.0)
-    """Stop searching once a trial reaches this value (for accuracy and tokenF1, a number in [0, 1])."""
+    """Stop searching once a trial reaches this value (for f1, accuracy and tokenF1, a number in [0, 1])."""
 
     rules = (
         Rule(
             cel="(self.metric == 'loss') == (self.direction == 'minimize')",
-            message="direction must be minimize for loss and maximize for accuracy and tokenF1",
+            message="direction must be minimize for loss and maximize for f1, accuracy and tokenF1",
             field="direction",
             holds=lambda o: (o.metric == "loss") == (o.direction == "minimize"),
         ),
         Rule(
             cel="!has(self.target) || self.metric == 'loss' || self.target <= 1.0",
-            message="target must be in [0, 1] for accuracy and tokenF1",
+            message="target must be in [0, 1] for f1, accuracy and tokenF1",
             field="target",
             holds=lambda o: o.target is None or o.metric == "loss" or o.target <= 1.0,
         ),
@@ -530,7 +576,7 @@ class EarlyEvaluation(Model):
     promote_top_k: int = Field(default=3, ge=1, le=1000)
     """With `proxy`, how many of the best early trials are trained to the end (the early winner is often not
     the final one: promote 3 to 5)."""
-    signal: Literal["auto", "accuracy", "tokenF1", "loss"] = "auto"
+    signal: Literal["auto", "f1", "accuracy", "tokenF1", "loss"] = "auto"
     """The early score of `proxy`: `auto` is validation loss, which ranked trials like their final accuracy at
     every early fraction of the HPO benchmark (Spearman 0.91-0.93 from 10% to 50% of the steps) where accuracy,
     still tied near the label prior for many trials, did not (0.37-0.91); or the objective's own metric."""
@@ -645,7 +691,7 @@ class DataEfficiency(Model):
     """What stays fixed across sizes: `steps` (every size gets the optimizer steps of the largest size, or of the
     best trial; comparable compute) or `epochs` (every size gets the same epochs; small sizes then train less)."""
     tolerance: float = Field(default=0.01, gt=0.0, le=0.5)
-    """The sweet spot is the smallest size whose fitted accuracy is within this much of the fitted plateau; when
+    """The sweet spot is the smallest size whose fitted micro-F1 is within this much of the fitted plateau; when
     even the largest size is further away, the curve has not saturated and no sweet spot is claimed."""
 
     rules = (
@@ -882,19 +928,34 @@ Params = Annotated[
 ]
 
 
+MAX_STATUS_ATTRIBUTES = 64
+"""Per-attribute scores in the status are bounded: the most supported attributes are listed, the rest counted."""
+AttributeScores = Annotated[dict[str, Score], Field(max_length=MAX_STATUS_ATTRIBUTES)]
+
+
 class BestTrial(Model):
-    """The best trial so far."""
+    """The best trial so far (scores over applicable (row, attribute) pairs)."""
 
     trial: int = Field(ge=0)
     """Optuna trial number."""
     params: Params = Field(default_factory=dict)
     """Its hyperparameters."""
+    early_f1: Score | None = None
+    """Micro-F1 at the early evaluation."""
+    final_f1: Score | None = None
+    """Micro-F1 at the end of training: the headline score."""
+    final_precision: Score | None = None
+    """Precision at the end of training."""
+    final_recall: Score | None = None
+    """Recall at the end of training."""
     early_accuracy: Score | None = None
-    """Accuracy at the early evaluation."""
+    """Exact match at the early evaluation."""
     final_accuracy: Score | None = None
-    """Accuracy at the end of training."""
-    attribute_accuracy: dict[str, Score] = Field(default_factory=dict, max_length=64)
-    """Final accuracy per attribute."""
+    """Exact match at the end of training."""
+    attribute_f1: AttributeScores = Field(default_factory=dict)
+    """Final F1 per attribute, the most supported attributes first (at most 64)."""
+    attributes_left_out: int = Field(default=0, ge=0)
+    """Attributes not listed in `attributeF1` (the rarest); `sweetspot report` shows them all."""
 
 
 class CurvePoint(Model):
@@ -902,16 +963,18 @@ class CurvePoint(Model):
 
     samples: int = Field(ge=1)
     """Training-set size."""
-    accuracy: Score
-    """Validation accuracy after training on `samples` rows (mean over repeats)."""
+    f1: Score
+    """Validation micro-F1 after training on `samples` rows (mean over repeats)."""
+    accuracy: Score | None = None
+    """Validation exact match (mean over repeats)."""
     spread: float = Field(default=0.0, ge=0.0, le=1.0)
-    """Standard deviation of the accuracy over repeats (0 with one repeat)."""
+    """Standard deviation of F1 over repeats (0 with one repeat)."""
     repeats: int = Field(default=1, ge=1)
     """Runs measured at this size."""
-    attribute_accuracy: dict[str, Score] = Field(default_factory=dict, max_length=64)
-    """Accuracy per attribute (mean over repeats)."""
+    attribute_f1: AttributeScores = Field(default_factory=dict)
+    """F1 per attribute (mean over repeats), the most supported attributes first (at most 64)."""
     gain_per_thousand: float | None = Field(default=None, ge=-1.0, le=1.0)
-    """Accuracy 1,000 more samples would add here, by the fitted curve."""
+    """F1 1,000 more samples would add here, by the fitted curve."""
     leading_attribute: str | None = Field(default=None, max_length=128)
     """The attribute that gains most from this size to the largest: where the late gains come from."""
 
@@ -922,12 +985,12 @@ class SweetSpot(Model):
     samples: int | None = Field(default=None, ge=1)
     """The smallest measured size within `tolerance` of the fitted plateau; unset when the curve has not
     saturated (or has too few points to fit)."""
-    accuracy: Score | None = None
-    """Measured accuracy at that size."""
+    f1: Score | None = None
+    """Measured micro-F1 at that size."""
     saturated: bool = False
     """Whether the curve reached its plateau inside the measured sizes."""
     plateau: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Accuracy the fitted curve approaches."""
+    """Micro-F1 the fitted curve approaches."""
     fit: str | None = Field(default=None, max_length=256)
     """The fitted curve, e.g. `power: 0.88 - 3.7 * n^-0.60 (rmse 0.004)`."""
     recommendation: str = Field(default="", max_length=1024)
@@ -960,9 +1023,9 @@ class FineTuneStudyStatus(Model):
     best: BestTrial | None = None
     """The best trial so far."""
     early_final_correlation: float | None = Field(default=None, ge=-1.0, le=1.0)
-    """Spearman rank correlation of early and final accuracy over trials that have both."""
+    """Spearman rank correlation of the early signal and the final objective over trials that have both."""
     learning_curve: list[CurvePoint] = Field(default_factory=list, max_length=32)
-    """Accuracy by training-set size, from the data-efficiency sweep."""
+    """Micro-F1 by training-set size, from the data-efficiency sweep."""
     sweet_spot: SweetSpot | None = None
     """The size past which more data stops paying."""
     gpu_seconds: GpuSeconds = Field(default_factory=GpuSeconds)

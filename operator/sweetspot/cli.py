@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "report.json").write_text(json.dumps(data, indent=2))
-    (results / "trials.csv").write_text(report.trials_csv(data))
+    report.write_tables(data, results)
     report.write_plots(data, results)
     if data["best"]:
         adapters = sorted((root / "runs").glob(f"t{data['best']['trial']}-final*/adapter"))

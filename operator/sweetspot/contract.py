@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
 TERMINATION_MESSAGE_LIMIT = 4096
 """Kubernetes keeps at most 4096 bytes of a container's termination message."""
 
@@ -79,6 +79,14 @@ class DataRef(_Contract):
     path: str | None = None
 
 
+class AttributeSchema(_Contract):
+    """Which attributes each category is asked for: a JSON file `{category: [attributes]}` or the map itself.
+    Exactly one of path, categories."""
+
+    path: str | None = None
+    categories: dict[str, list[str]] | None = None
+
+
 class TrialConfig(_Contract):
     """Everything one trial stage needs; nothing secret."""
 
@@ -97,6 +105,9 @@ class TrialConfig(_Contract):
     bad_rows: Literal["fail", "skip"] = "fail"
     """A malformed data row fails the stage (`fail`), or is dropped and counted (`skip`)."""
     attributes: list[str] | None = None
+    """Only these attributes are asked for and scored; all applicable ones when unset."""
+    schema_: AttributeSchema | None = Field(default=None, alias="schema")
+    """The attributes of each category; from the training rows (the union of keys per category) when unset."""
     seed: int = Field(default=0, ge=0)
     early_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     evaluate_at: list[float] = Field(default_factory=list)
@@ -113,23 +124,44 @@ class TrialConfig(_Contract):
 
 
 class Evaluation(_Contract):
-    """Scores on the validation rows at one point of training."""
+    """Scores on the validation rows at one point of training, over applicable (row, attribute) pairs only (the
+    keys of each row's gold output): the field's NN/NV/VN/VC/VW cases, micro-averaged."""
 
     step: int
     fraction: float
+    f1: float
+    """Micro-F1 over applicable pairs: the headline score (always answering null scores 0)."""
+    precision: float
+    """VC / (NV + VC + VW): of the values predicted where the attribute applies, the share that is right."""
+    recall: float
+    """VC / (VN + VC + VW): of the gold values, the share extracted right."""
+    macro_f1: float
+    """Mean F1 over the (category, attribute) combinations with at least one pair that is not NN."""
     accuracy: float
-    """Mean over attributes of exact-match accuracy (after normalisation)."""
-    attribute_accuracy: dict[str, float] = Field(default_factory=dict)
-    present_accuracy: dict[str, float] = Field(default_factory=dict)
-    """Accuracy on the rows where the attribute is present: an always-null model scores 0 here."""
+    """Exact match (after normalisation) over applicable pairs; null for null counts as right."""
     token_f1: float
+    """Mean token overlap with an acceptable value over applicable pairs (a finer signal than exact match)."""
     loss: float
     """Mean validation loss."""
+    pairs: int = 0
+    """Applicable pairs scored."""
+    attribute_f1: dict[str, float] = Field(default_factory=dict)
+    """F1 per attribute over all categories, most gold values first (trimmed from the rarest end to fit)."""
+    attribute_support: dict[str, int] = Field(default_factory=dict)
+    """Gold values per attribute, in the same order."""
+    attribute_accuracy: dict[str, float] = Field(default_factory=dict)
+    """Exact match per attribute over its applicable pairs."""
+    category_f1: dict[str, float] = Field(default_factory=dict)
+    """Micro-F1 per category (only when the data has more than one)."""
     json_valid_rate: float | None = None
     """Generative task only: share of answers that parse as a JSON object."""
     train_seconds: float | None = None
     """Seconds spent training (evaluations excluded) from the stage's start to this point: the compute a
     strategy pays to reach it (the HPO benchmark's tables)."""
+
+
+_DETAIL = ("attributeAccuracy", "attributeF1", "attributeSupport", "categoryF1")
+"""Per-attribute and per-category detail of an evaluation, which the termination message trims first."""
 
 
 class StageResult(_Contract):
@@ -151,7 +183,7 @@ class StageResult(_Contract):
     sample_hash: str = ""
     resumed: bool = False
     null_baseline: float | None = None
-    """Accuracy of always answering null: a model must beat it to have learned anything."""
+    """Accuracy of always answering null (its F1 is 0): exact match must beat it to mean anything."""
 
     @property
     def last(self) -> Evaluation | None:
@@ -162,22 +194,32 @@ class StageResult(_Contract):
         return min(self.evaluations, key=lambda e: abs(e.fraction - fraction), default=None)
 
     def termination_message(self) -> str:
-        """The result in at most 4 KiB: per-attribute detail of earlier evaluations is dropped first."""
+        """The result in at most 4 KiB. Dropped first: per-attribute detail of earlier evaluations, middle
+        evaluations, the last one's per-attribute accuracy; then its per-attribute F1 from the rarest end."""
         text = self.model_dump_json(exclude_none=True)
         if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
             return text
         data = json.loads(text)
+        data["message"] = data.get("message", "")[:512]
         evaluations = data.get("evaluations", [])
         for evaluation in evaluations[:-1]:
-            evaluation.pop("attributeAccuracy", None)
-            evaluation.pop("presentAccuracy", None)
-        while len(json.dumps(data).encode()) > TERMINATION_MESSAGE_LIMIT and len(evaluations) > 2:
+            for key in _DETAIL:
+                evaluation.pop(key, None)
+
+        def size() -> int:
+            return len(json.dumps(data, separators=(",", ":")).encode())
+
+        while size() > TERMINATION_MESSAGE_LIMIT and len(evaluations) > 2:
             evaluations.pop(1)  # keep the first (early) and the last (final)
-        data["message"] = data.get("message", "")[:512]
-        text = json.dumps(data, separators=(",", ":"))
-        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:  # too many attributes: keep the headline numbers
-            for evaluation in evaluations:
-                evaluation.pop("attributeAccuracy", None)
-                evaluation.pop("presentAccuracy", None)
-            text = json.dumps(data, separators=(",", ":"))
-        return text
+        if evaluations and size() > TERMINATION_MESSAGE_LIMIT:
+            last = evaluations[-1]
+            last.pop("attributeAccuracy", None)
+            f1, support = last.get("attributeF1", {}), last.get("attributeSupport", {})
+            while size() > TERMINATION_MESSAGE_LIMIT and (f1 or "categoryF1" in last):
+                if f1:  # the dicts are ordered by support: the rarest attribute goes first
+                    rarest = next(reversed(f1))
+                    del f1[rarest]
+                    support.pop(rarest, None)
+                else:
+                    del last["categoryF1"]
+        return json.dumps(data, separators=(",", ":"))

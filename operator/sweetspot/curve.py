@@ -1,11 +1,11 @@
-"""The learning curve: accuracy against training-set size, a saturating fit, and the sweet spot (pure; scipy).
+"""The learning curve: micro-F1 against training-set size, a saturating fit, and the sweet spot (pure; scipy).
 
 Fine-tuning curves rise steeply, slow down and flatten; with very few rows a model may not learn at all first
 (flat at the label prior, then a rise). Three saturating shapes are fitted: a power law with a plateau,
 `a - b * n**-c`, an exponential approach, `a - b * exp(-n / k)`, and a sigmoid in log n,
 `low + (a - low) / (1 + (m / n)**c)` for curves that start flat; the one with the lowest AIC is kept (the
 sigmoid's fourth parameter must pay for itself, and it needs five sizes).
-The **sweet spot** is the smallest measured size whose fitted accuracy is within `tolerance` of the plateau. A
+The **sweet spot** is the smallest measured size whose fitted score is within `tolerance` of the plateau. A
 plateau is only believed when the curve has reached it inside the measured range: when even the largest size is
 more than `tolerance` below the fitted plateau, the curve has not saturated and no sweet spot is claimed.
 """
@@ -28,12 +28,15 @@ MIN_POINTS = 3
 @dataclass(frozen=True)
 class SizeResult:
     samples: int
-    accuracy: float
-    """Mean over repeats."""
+    score: float
+    """The headline score (micro-F1), mean over repeats."""
     spread: float = 0.0
-    """Standard deviation over repeats (0 with one repeat)."""
+    """Standard deviation of the score over repeats (0 with one repeat)."""
     repeats: int = 1
-    attribute_accuracy: Mapping[str, float] = field(default_factory=dict)
+    attribute_scores: Mapping[str, float] = field(default_factory=dict)
+    """Per-attribute F1, mean over repeats."""
+    accuracy: float | None = None
+    """Exact match over applicable pairs, mean over repeats (detail beside the score)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Fit:
         return f"{self.shape}: {formula} (rmse {self.rmse:.4f})"
 
     def gain_per_thousand(self, samples: float) -> float:
-        """Accuracy gained by 1,000 more samples at this size, by the fit."""
+        """Score gained by 1,000 more samples at this size, by the fit."""
         return self.predict(samples + 1000) - self.predict(samples)
 
 
@@ -96,11 +99,11 @@ def fit_curve(points: Sequence[SizeResult]) -> Fit | None:
     if len(points) < MIN_POINTS:
         return None
     x = np.asarray([p.samples for p in points], dtype=float)
-    y = np.asarray([p.accuracy for p in points], dtype=float)
+    y = np.asarray([p.score for p in points], dtype=float)
     top, bottom, span = float(y.max()), float(y.min()), float(x.max())
     middle = float(np.exp(np.mean(np.log(x))))
     starts: dict[Shape, tuple[list[float], tuple[list[float], list[float]]]] = {
-        # The plateau may lie above the best measured point, never above accuracy 1.
+        # The plateau may lie above the best measured point, never above a score of 1.
         "power": ([min(1.0, top + 0.01), 1.0, 0.5], ([0.0, 0.0, 1e-3], [1.0, 1e3, 5.0])),
         "exponential": ([min(1.0, top + 0.01), 1.0, span / 4], ([0.0, 0.0, 1.0], [1.0, 10.0, 1e8])),
     }
@@ -127,10 +130,10 @@ def fit_curve(points: Sequence[SizeResult]) -> Fit | None:
 
 
 def _leading_attributes(points: Sequence[SizeResult]) -> dict[int, str]:
-    last = points[-1].attribute_accuracy
+    last = points[-1].attribute_scores
     leading: dict[int, str] = {}
     for point in points[:-1]:
-        gains = {a: last[a] - v for a, v in point.attribute_accuracy.items() if a in last}
+        gains = {a: last[a] - v for a, v in point.attribute_scores.items() if a in last}
         if gains and max(gains.values()) > 0:
             leading[point.samples] = max(sorted(gains), key=lambda a: gains[a])
     return leading
@@ -152,7 +155,7 @@ def judge(points: Sequence[SizeResult], tolerance: float) -> Verdict:
             None,
             False,
             leading,
-            f"not saturated: at {largest.samples:,} samples accuracy still gains {gain:.3f} per 1,000 more samples "
+            f"not saturated: at {largest.samples:,} samples F1 still gains {gain:.3f} per 1,000 more samples "
             f"(fitted plateau {fit.plateau:.3f}); label more data",
         )
     spot = next(p for p in points if fit.plateau - fit.predict(p.samples) <= tolerance)

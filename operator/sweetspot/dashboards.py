@@ -156,7 +156,7 @@ def _percent_axis() -> dict[str, Any]:
 
 
 def study_overview() -> dict[str, Any]:
-    accuracy = {"unit": "percentunit", **_percent_axis()}
+    score = {"unit": "percentunit", **_percent_axis()}
     panels = [
         _stat(
             "Phase",
@@ -167,16 +167,16 @@ def study_overview() -> dict[str, Any]:
             text_mode="name",
         ),
         _stat(
-            "Best final accuracy",
-            f'sweetspot_study_best_accuracy{{{STUDY}, stage="final"}}',
+            "Best final F1",
+            f'sweetspot_study_best_f1{{{STUDY}, stage="final"}}',
             "percentunit",
-            "Best validation accuracy of the trials trained to the end.",
+            "Best validation micro-F1 of the trials trained to the end (always answering null scores 0).",
         ),
         _stat(
-            "Best early accuracy",
-            f'sweetspot_study_best_accuracy{{{STUDY}, stage="early"}}',
+            "Best early F1",
+            f'sweetspot_study_best_f1{{{STUDY}, stage="early"}}',
             "percentunit",
-            "Best validation accuracy at the early checkpoint (spec.search.earlyEvaluation.atFraction).",
+            "Best validation micro-F1 at the early checkpoint (spec.search.earlyEvaluation.atFraction).",
         ),
         _stat(
             "Early ↔ final Spearman",
@@ -207,25 +207,28 @@ def study_overview() -> dict[str, Any]:
             field_config={"custom": {"stacking": {"mode": "normal"}, "fillOpacity": 40}, "decimals": 0},
         ),
         Panel(
-            "Best accuracy over time",
+            "Best F1 and accuracy over time",
             "timeseries",
-            [Query(f"sweetspot_study_best_accuracy{{{STUDY}}}", "best {{stage}}")],
+            [
+                Query(f"sweetspot_study_best_f1{{{STUDY}}}", "best {{stage}} F1"),
+                Query(f"sweetspot_study_best_accuracy{{{STUDY}}}", "best {{stage}} accuracy"),
+            ],
             unit="percentunit",
             field_config=_percent_axis(),
         ),
         Panel(
-            "Best final accuracy against GPU-seconds used",
+            "Best final F1 against GPU-seconds used",
             "xychart",
             [
                 Query(f'sweetspot_study_gpu_seconds{{{STUDY}, kind="used"}}', "GPU-seconds used"),
-                Query(f'sweetspot_study_best_accuracy{{{STUDY}, stage="final"}}', "best final accuracy"),
+                Query(f'sweetspot_study_best_f1{{{STUDY}, stage="final"}}', "best final F1"),
             ],
-            description="What each GPU-second bought: the best final accuracy as compute was spent.",
+            description="What each GPU-second bought: the best final F1 as compute was spent.",
             options={"seriesMapping": "auto", "dims": {"x": "GPU-seconds used"}},
             transformations=[{"id": "joinByField", "options": {"byField": "Time", "mode": "outer"}}],
             overrides=[
                 {
-                    "matcher": {"id": "byName", "options": "best final accuracy"},
+                    "matcher": {"id": "byName", "options": "best final F1"},
                     "properties": [{"id": "unit", "value": "percentunit"}],
                 },
                 {
@@ -242,12 +245,12 @@ def study_overview() -> dict[str, Any]:
             description="Compute the study's stages used, and the compute judging trials early saved.",
         ),
         Panel(
-            "Early vs final accuracy per trial",
+            "Early vs final F1 per trial",
             "barchart",
-            [Query(f"sweetspot_trial_accuracy{{{STUDY}}}", instant=True, table=True)],
+            [Query(f"sweetspot_trial_f1{{{STUDY}}}", instant=True, table=True)],
             width=24,
             unit="percentunit",
-            description="Each trial's accuracy at the early checkpoint and, if it was trained to the end, at the end. "
+            description="Each trial's micro-F1 at the early checkpoint and, if it was trained to the end, at the end. "
             "The early ranking should match the final one (see the Spearman panel).",
             options={"xField": "trial", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9},
             field_config=_percent_axis(),
@@ -283,27 +286,28 @@ def study_overview() -> dict[str, Any]:
             description="How many of the top k trials by early score are also in the top k by final score.",
         ),
         Panel(
-            "Per-attribute accuracy of the best trial",
+            "Per-attribute F1 of the best trial",
             "bargauge",
             [
                 Query(
-                    f'sweetspot_trial_attribute_accuracy{{{STUDY}, stage="final"}} and on (trial) '
-                    f'topk(1, sweetspot_trial_accuracy{{{STUDY}, stage="final"}})',
+                    f'sweetspot_trial_attribute_f1{{{STUDY}, stage="final"}} and on (trial) '
+                    f'topk(1, sweetspot_trial_f1{{{STUDY}, stage="final"}})',
                     "{{attribute}}",
                     instant=True,
                 )
             ],
             unit="percentunit",
-            description="Rare attributes (e.g. a rating on a quarter of pages) are where late gains come from.",
+            description="Rare attributes (e.g. a rating on a quarter of pages) are where late gains come from. "
+            "The most supported attributes are shown; sweetspot report lists them all.",
             options={"orientation": "horizontal", "displayMode": "gradient", "showUnfilled": True},
-            field_config=accuracy,
+            field_config=score,
         ),
         Panel(
             "Learning curve",
             "barchart",
-            [Query(f"sweetspot_learning_curve_accuracy{{{STUDY}}}", instant=True, table=True)],
+            [Query(f"sweetspot_learning_curve_f1{{{STUDY}}}", instant=True, table=True)],
             unit="percentunit",
-            description="Final accuracy of the best configuration trained on nested samples of growing size.",
+            description="Final micro-F1 of the best configuration trained on nested samples of growing size.",
             options={"xField": "samples", "orientation": "vertical"},
             field_config=_percent_axis(),
             transformations=[
@@ -318,7 +322,7 @@ def study_overview() -> dict[str, Any]:
                             "job": True,
                             "instance": True,
                         },
-                        "renameByName": {"Value": "accuracy"},
+                        "renameByName": {"Value": "F1"},
                     },
                 },
                 {"id": "sortBy", "options": {"sort": [{"field": "samples"}]}},
@@ -327,7 +331,7 @@ def study_overview() -> dict[str, Any]:
         Panel(
             "Learning curve per attribute",
             "table",
-            [Query(f"sweetspot_learning_curve_attribute_accuracy{{{STUDY}}}", instant=True, table=True)],
+            [Query(f"sweetspot_learning_curve_attribute_f1{{{STUDY}}}", instant=True, table=True)],
             unit="percentunit",
             description="Which attribute gains past each training-set size.",
             transformations=[
@@ -366,7 +370,7 @@ def study_overview() -> dict[str, Any]:
     return dashboard(
         "sweetspot-study",
         "Sweetspot / Study",
-        "One FineTuneStudy: trials, early and final accuracy, their agreement, compute used and saved, and the "
+        "One FineTuneStudy: trials, early and final F1, their agreement, compute used and saved, and the "
         "learning curve.",
         variables,
         panels,

@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from sweetspot import jobs
-from sweetspot.api import GROUP, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec
+from sweetspot.api import GROUP, MAX_STATUS_ATTRIBUTES, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec
 from sweetspot.contract import StageResult
 from sweetspot.failpoints import failpoint
 from sweetspot.metrics import METRICS, StudyState
@@ -51,7 +51,7 @@ from sweetspot.planner import (
 )
 from sweetspot.search import SearchStore, StorageError, delete_study, open_storage, safe_url
 from sweetspot.stages import trial_config
-from sweetspot.stats import Summary, curve_data, summarize
+from sweetspot.stats import Summary, best_data, curve_data, summarize
 
 RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "30"))
 """The safety net: a finished Job or a spec change reconciles its study at once; the timer catches the rest
@@ -373,8 +373,7 @@ def build_status(
         if refused
         else condition(conditions, "Ready", decision.phase != "Failed", decision.reason, decision.message, generation)
     )
-    best = summary.best
-    learning_curve, sweet_spot = curve_data(summary)
+    learning_curve, sweet_spot = curve_data(summary, MAX_STATUS_ATTRIBUTES)
     status: dict[str, Any] = {
         "phase": decision.phase,
         "trials": summary.counts,
@@ -401,14 +400,7 @@ def build_status(
             ),
         ],
     }
-    if best is not None and best.final is not None:
-        status["best"] = {
-            "trial": best.number,
-            "params": dict(best.params),
-            "earlyAccuracy": best.early.accuracy if best.early else None,
-            "finalAccuracy": best.final.accuracy,
-            "attributeAccuracy": dict(best.final.attribute_accuracy),
-        }
+    status["best"] = best_data(summary, MAX_STATUS_ATTRIBUTES)
     status["sweetSpot"] = sweet_spot
     return status
 
@@ -465,15 +457,15 @@ def _apply(study: FineTuneStudy, store: SearchStore, body: Any, action: Any) -> 
     else:
         store.apply(action)
         if isinstance(action, RecordEarly):
-            _event(body, "EarlyResult", f"trial {action.trial}: early accuracy {action.outcome.accuracy:.4f}")
+            _event(body, "EarlyResult", f"trial {action.trial}: early {action.outcome.describe()}")
         elif isinstance(action, RecordFinal):
             _event(
                 body,
                 "TrialPromoted" if action.value is None else "TrialComplete",
-                f"trial {action.trial}: final accuracy {action.outcome.accuracy:.4f}",
+                f"trial {action.trial}: final {action.outcome.describe()}",
             )
         elif isinstance(action, RecordSweepPoint):
-            _event(body, "CurvePoint", f"{action.samples} samples: accuracy {action.outcome.accuracy:.4f}")
+            _event(body, "CurvePoint", f"{action.samples} samples: {action.outcome.describe()}")
         elif isinstance(action, RecordInfeasible):
             _event(body, "TrialOutOfMemory", f"trial {action.trial}: {action.message[:200]}", warning=True)
         elif isinstance(action, RecordFailure):

@@ -91,7 +91,7 @@ def pod_paths(study: FineTuneStudy, key: RunKey) -> Paths:
 
 def _data_claims(study: FineTuneStudy) -> list[str]:
     dataset = study.spec.dataset
-    claims = [s.pvc for s in (dataset.train, dataset.validation) if s is not None and s.pvc]
+    claims = [s.pvc for s in (dataset.train, dataset.validation, dataset.schema_) if s is not None and s.pvc]
     return list(dict.fromkeys(claims))
 
 

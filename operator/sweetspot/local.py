@@ -224,5 +224,5 @@ def _describe_record(action: object) -> str:
     if "outcome" in fields:
         outcome = fields["outcome"]
         who = f"trial {fields['trial']}" if "trial" in fields else f"{fields.get('samples')} samples"
-        return f"{name} {who}: accuracy {outcome.accuracy:.4f} loss {outcome.loss:.4f} ({outcome.seconds:.0f}s)"
+        return f"{name} {who}: {outcome.describe()}, loss {outcome.loss:.4f} ({outcome.seconds:.0f}s)"
     return f"{name} " + ", ".join(f"{k}={v}" for k, v in fields.items())

@@ -5,11 +5,13 @@ a retried reconcile): each reconcile hands the study's state to `StudyCollector.
 derives the series from the latest state, through the same `stats.summarize` as the status and the report.
 A deleted study is `forget`-ten and its series vanish with it.
 
-Cardinality is bounded per study: per-trial series exist for the `trials_per_study` most recent trials (and
-the best one, wherever it is), at most `MAX_ATTRIBUTES` attributes each, and only for attribute names that
-are plain identifiers (a label never carries free text from a dataset). With the defaults a study has at
-most 101 trials x 2 stages x (1 + 32 attributes) per-trial series plus about 40 study series and
-`len(sampleSizes) x (1 + attributes)` learning-curve series.
+F1 (micro, over applicable (row, attribute) pairs) is the headline series; accuracy, precision and recall sit
+beside it. Cardinality is bounded per study: per-trial series exist for the `trials_per_study` most recent
+trials (and the best one, wherever it is), per-attribute series for at most `MAX_ATTRIBUTES` attributes each,
+the most supported ones (the trainer orders attributes by gold values), and only for attribute names that are
+short printable text (a label never carries arbitrary data); `sweetspot_study_attributes_left_out` counts the
+rest, which `sweetspot report` lists. With the defaults a study has at most 101 trials x 2 stages x (5 + 32
+attributes) per-trial series plus about 40 study series and `len(sampleSizes) x (3 + 32)` learning-curve series.
 
 Operator health (reconcile duration and errors, the last successful reconcile, build info) uses ordinary
 prometheus-client instruments: those describe the process, not a study, and start from zero with it.
@@ -23,7 +25,7 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +35,14 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from sweetspot import __version__
 from sweetspot.api import FineTuneStudySpec, Phase
-from sweetspot.planner import Outcome, SweepView, TrialView
+from sweetspot.planner import SweepView, TrialView
 from sweetspot.stats import Summary, summarize
 
 TRIALS_PER_STUDY = int(os.environ.get("SWEETSPOT_METRICS_TRIALS_PER_STUDY", "100"))
 """Per-trial series are kept for this many of a study's most recent trials (and its best trial)."""
 MAX_ATTRIBUTES = 32
-ATTRIBUTE_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,62}")
+ATTRIBUTE_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .,:;/()&+'#%\-]{0,62}")
+"""Attribute names exported as label values: short and printable (real catalogues say `Back / Side Material`)."""
 PHASES: tuple[Phase, ...] = ("Pending", "Searching", "Promoting", "Sweeping", "Succeeded", "Failed")
 TRIAL_STATES = ("running", "waiting", "complete", "pruned", "failed")
 STAGE_SECONDS_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
@@ -71,10 +74,9 @@ class StudyState:
         return cls(namespace, name, spec, tuple(trials), tuple(sweep), phase, summarize(spec, trials, sweep))
 
 
-def _attributes(outcome: Outcome) -> Iterator[tuple[str, float]]:
-    plain = sorted(name for name in outcome.attribute_accuracy if ATTRIBUTE_LABEL.fullmatch(name))
-    for name in plain[:MAX_ATTRIBUTES]:
-        yield name, outcome.attribute_accuracy[name]
+def exported(scores: Mapping[str, float]) -> list[tuple[str, float]]:
+    """The per-attribute scores that get series: the first `MAX_ATTRIBUTES` (most supported) with plain names."""
+    return [(name, value) for name, value in scores.items() if ATTRIBUTE_LABEL.fullmatch(name)][:MAX_ATTRIBUTES]
 
 
 def _shown_trials(state: StudyState, limit: int) -> list[TrialView]:
@@ -91,17 +93,28 @@ class _Families:
     def __init__(self) -> None:
         study = ["namespace", "study"]
         trial = [*study, "trial", "stage"]
+        self.trial_f1 = GaugeMetricFamily(
+            "sweetspot_trial_f1",
+            "Validation micro-F1 of a trial at the end of a stage (early or final), over applicable pairs.",
+            labels=trial,
+        )
+        self.trial_precision = GaugeMetricFamily(
+            "sweetspot_trial_precision", "Validation precision of a trial at the end of a stage.", labels=trial
+        )
+        self.trial_recall = GaugeMetricFamily(
+            "sweetspot_trial_recall", "Validation recall of a trial at the end of a stage.", labels=trial
+        )
         self.trial_accuracy = GaugeMetricFamily(
             "sweetspot_trial_accuracy",
-            "Validation accuracy of a trial at the end of a stage (early or final).",
+            "Validation exact match of a trial at the end of a stage (early or final), over applicable pairs.",
             labels=trial,
         )
         self.trial_loss = GaugeMetricFamily(
             "sweetspot_trial_loss", "Validation loss of a trial at the end of a stage (early or final).", labels=trial
         )
         self.trial_attribute = GaugeMetricFamily(
-            "sweetspot_trial_attribute_accuracy",
-            "Validation accuracy of one attribute for a trial at the end of a stage.",
+            "sweetspot_trial_attribute_f1",
+            "Validation F1 of one attribute for a trial at the end of a stage (the most supported attributes).",
             labels=[*trial, "attribute"],
         )
         self.trial_compute = GaugeMetricFamily(
@@ -110,9 +123,20 @@ class _Families:
             labels=trial,
         )
         self.best = GaugeMetricFamily(
-            "sweetspot_study_best_accuracy",
-            "Best validation accuracy over a study's trials at each stage (final: of trials trained to the end).",
+            "sweetspot_study_best_f1",
+            "Best validation micro-F1 over a study's trials at each stage (final: of trials trained to the end).",
             labels=[*study, "stage"],
+        )
+        self.best_accuracy = GaugeMetricFamily(
+            "sweetspot_study_best_accuracy",
+            "Best validation exact match over a study's trials at each stage.",
+            labels=[*study, "stage"],
+        )
+        self.left_out = GaugeMetricFamily(
+            "sweetspot_study_attributes_left_out",
+            "Attributes of the best trial with no per-attribute series (past the cardinality bound, or names that "
+            "are not plain text); sweetspot report lists them.",
+            labels=study,
         )
         self.trials = GaugeMetricFamily(
             "sweetspot_study_trials", "A study's trials by state.", labels=[*study, "state"]
@@ -153,23 +177,28 @@ class _Families:
             labels=[*study, "kind"],
         )
         self.curve = GaugeMetricFamily(
+            "sweetspot_learning_curve_f1",
+            "Final micro-F1 of the data-efficiency sweep at each training-set size (mean over repeats).",
+            labels=[*study, "samples"],
+        )
+        self.curve_accuracy = GaugeMetricFamily(
             "sweetspot_learning_curve_accuracy",
-            "Final accuracy of the data-efficiency sweep at each training-set size.",
+            "Final exact match of the data-efficiency sweep at each training-set size (mean over repeats).",
             labels=[*study, "samples"],
         )
         self.curve_attribute = GaugeMetricFamily(
-            "sweetspot_learning_curve_attribute_accuracy",
-            "Per-attribute accuracy of the data-efficiency sweep at each training-set size.",
+            "sweetspot_learning_curve_attribute_f1",
+            "Per-attribute F1 of the data-efficiency sweep at each training-set size (the most supported).",
             labels=[*study, "samples", "attribute"],
         )
         self.curve_spread = GaugeMetricFamily(
-            "sweetspot_learning_curve_accuracy_spread",
-            "Standard deviation of the sweep's accuracy over repeats at each training-set size.",
+            "sweetspot_learning_curve_f1_spread",
+            "Standard deviation of the sweep's micro-F1 over repeats at each training-set size.",
             labels=[*study, "samples"],
         )
         self.plateau = GaugeMetricFamily(
             "sweetspot_learning_curve_plateau",
-            "Accuracy the fitted learning curve approaches (its plateau).",
+            "Micro-F1 the fitted learning curve approaches (its plateau).",
             labels=study,
         )
         self.sweet_spot = GaugeMetricFamily(
@@ -192,16 +221,23 @@ class _Families:
                 if outcome is None:
                     continue
                 labels = [*study, str(trial.number), stage]
+                self.trial_f1.add_metric(labels, outcome.f1)
+                self.trial_precision.add_metric(labels, outcome.precision)
+                self.trial_recall.add_metric(labels, outcome.recall)
                 self.trial_accuracy.add_metric(labels, outcome.accuracy)
                 self.trial_loss.add_metric(labels, outcome.loss)
                 self.trial_compute.add_metric(labels, outcome.compute_seconds)
-                for attribute, value in _attributes(outcome):
+                for attribute, value in exported(outcome.attribute_f1):
                     self.trial_attribute.add_metric([*labels, attribute], value)
         for stage in ("early", "final"):
-            scores = [o.accuracy for t in state.trials if (o := getattr(t, stage)) is not None]
-            if scores:
-                self.best.add_metric([*study, stage], max(scores))
-            self._histogram(study, stage, [o.seconds for t in state.trials if (o := getattr(t, stage)) is not None])
+            outcomes = [o for t in state.trials if (o := getattr(t, stage)) is not None]
+            if outcomes:
+                self.best.add_metric([*study, stage], max(o.f1 for o in outcomes))
+                self.best_accuracy.add_metric([*study, stage], max(o.accuracy for o in outcomes))
+            self._histogram(study, stage, [o.seconds for o in outcomes])
+        best = summary.best.final if summary.best is not None else None
+        if best is not None:
+            self.left_out.add_metric(study, len(best.attribute_f1) - len(exported(best.attribute_f1)))
         for trial_state in TRIAL_STATES:
             self.trials.add_metric([*study, trial_state], summary.counts.get(trial_state, 0))
         self.max_trials.add_metric(study, state.spec.search.max_trials)
@@ -224,13 +260,13 @@ class _Families:
         self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
         self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
         for point in summary.curve:
-            self.curve.add_metric([*study, str(point.samples)], point.accuracy)
-            self.curve_spread.add_metric([*study, str(point.samples)], point.spread)
-            plain = sorted(a for a in point.attribute_accuracy if ATTRIBUTE_LABEL.fullmatch(a))[:MAX_ATTRIBUTES]
-            for attribute in plain:
-                self.curve_attribute.add_metric(
-                    [*study, str(point.samples), attribute], point.attribute_accuracy[attribute]
-                )
+            size = [*study, str(point.samples)]
+            self.curve.add_metric(size, point.score)
+            self.curve_spread.add_metric(size, point.spread)
+            if point.accuracy is not None:
+                self.curve_accuracy.add_metric(size, point.accuracy)
+            for attribute, value in exported(point.attribute_scores):
+                self.curve_attribute.add_metric([*size, attribute], value)
         if summary.sweet_spot is not None:
             self.sweet_spot.add_metric(study, summary.sweet_spot[0])
         if summary.verdict is not None and summary.verdict.fit is not None:

@@ -38,7 +38,7 @@ RunPhase = Literal["running", "succeeded", "failed", "disrupted"]
 
 @dataclass(frozen=True)
 class Outcome:
-    """A finished stage, as recorded in the storage."""
+    """A finished stage, as recorded in the storage (scores over applicable pairs; see `contract.Evaluation`)."""
 
     accuracy: float
     loss: float
@@ -49,6 +49,17 @@ class Outcome:
     step: int
     planned_steps: int
     samples: int
+    # Records written before F1 existed load with zeros here.
+    f1: float = 0.0
+    precision: float = 0.0
+    recall: float = 0.0
+    macro_f1: float = 0.0
+    attribute_f1: Mapping[str, float] = field(default_factory=dict)
+    """F1 per attribute, most gold values first."""
+    attribute_support: Mapping[str, int] = field(default_factory=dict)
+    null_baseline: float | None = None
+    """Accuracy of always answering null on the same rows (its F1 is 0)."""
+    valid_json_rate: float | None = None
 
     @classmethod
     def from_evaluation(cls, result: StageResult, evaluation: Evaluation) -> Outcome:
@@ -62,6 +73,14 @@ class Outcome:
             step=evaluation.step,
             planned_steps=result.planned_steps,
             samples=result.samples,
+            f1=evaluation.f1,
+            precision=evaluation.precision,
+            recall=evaluation.recall,
+            macro_f1=evaluation.macro_f1,
+            attribute_f1=dict(evaluation.attribute_f1),
+            attribute_support=dict(evaluation.attribute_support),
+            null_baseline=result.null_baseline,
+            valid_json_rate=evaluation.json_valid_rate,
         )
 
     @property
@@ -69,8 +88,12 @@ class Outcome:
         """GPU-seconds on GPUs, wall seconds on CPUs: what the stage cost."""
         return self.gpu_seconds or self.seconds
 
+    def describe(self) -> str:
+        """The headline scores in a few words (Events, progress lines)."""
+        return f"F1 {self.f1:.4f} (P {self.precision:.3f} R {self.recall:.3f}), accuracy {self.accuracy:.4f}"
+
     def metric(self, name: str) -> float:
-        return {"accuracy": self.accuracy, "tokenF1": self.token_f1, "loss": self.loss}[name]
+        return {"f1": self.f1, "accuracy": self.accuracy, "tokenF1": self.token_f1, "loss": self.loss}[name]
 
 
 @dataclass(frozen=True)

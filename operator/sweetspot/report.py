@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from sweetspot.api import FineTuneStudy
-from sweetspot.planner import TrialView, early_signal
+from sweetspot.planner import Outcome, TrialView, early_signal
 from sweetspot.search import SearchStore, load_study
-from sweetspot.stats import Summary, curve_data, summarize
+from sweetspot.stats import Summary, best_data, curve_data, summarize
+
+ATTRIBUTE_ROWS = 15
+"""Per-attribute rows a terminal table shows (the weakest and rarest); the CSV files hold them all."""
 
 
 def _state(trial: TrialView) -> str:
@@ -26,15 +29,37 @@ def _state(trial: TrialView) -> str:
     return trial.state
 
 
+def _scores(outcome: Outcome | None) -> dict[str, Any] | None:
+    """One evaluation as the report shows it: F1 first, then what explains it."""
+    if outcome is None:
+        return None
+    return {
+        "f1": outcome.f1,
+        "precision": outcome.precision,
+        "recall": outcome.recall,
+        "macroF1": outcome.macro_f1,
+        "accuracy": outcome.accuracy,
+        "tokenF1": outcome.token_f1,
+        "loss": outcome.loss,
+        "validJsonRate": outcome.valid_json_rate,
+        "nullBaseline": {"f1": 0.0, "accuracy": outcome.null_baseline},
+        "attributeF1": dict(outcome.attribute_f1),
+        "attributeSupport": dict(outcome.attribute_support),
+        "attributeAccuracy": dict(outcome.attribute_accuracy),
+        "step": outcome.step,
+        "plannedSteps": outcome.planned_steps,
+        "samples": outcome.samples,
+        "seconds": outcome.seconds,
+    }
+
+
 def _trial_row(trial: TrialView) -> dict[str, Any]:
     return {
         "trial": trial.number,
         "state": _state(trial),
         "params": dict(trial.params),
-        "earlyAccuracy": trial.early.accuracy if trial.early else None,
-        "earlyLoss": trial.early.loss if trial.early else None,
-        "finalAccuracy": trial.final.accuracy if trial.final else None,
-        "finalAttributeAccuracy": dict(trial.final.attribute_accuracy) if trial.final else None,
+        "early": _scores(trial.early),
+        "final": _scores(trial.final),
         "seconds": round(sum(o.seconds for o in (trial.early, trial.final) if o), 1),
         "reason": trial.reason or None,
     }
@@ -53,29 +78,29 @@ def build(url: str, namespace: str, name: str) -> dict[str, Any]:
 def _as_data(
     resource: FineTuneStudy, phase: dict[str, Any], trials: list[TrialView], summary: Summary
 ) -> dict[str, Any]:
-    best = summary.best
-    agreement = asdict(summary.agreement)
     curve, sweet_spot = curve_data(summary)
+    best = best_data(summary)
+    if best is not None and summary.best is not None:
+        final = summary.best.final
+        assert final is not None
+        best |= {
+            "attributeSupport": dict(final.attribute_support),
+            "attributeAccuracy": dict(final.attribute_accuracy),
+            "nullBaseline": {"f1": 0.0, "accuracy": final.null_baseline},
+        }
     return {
         "study": resource.key,
         "phase": phase.get("phase", "Pending"),
         "reason": phase.get("reason"),
         "message": phase.get("message"),
+        "objective": resource.spec.objective.metric,
         "policy": resource.spec.search.early_evaluation.policy,
         "earlySignal": early_signal(resource.spec),
         "earlyFraction": resource.spec.search.early_evaluation.at_fraction,
         "trials": [_trial_row(t) for t in sorted(trials, key=lambda t: t.number)],
         "counts": summary.counts,
-        "best": None
-        if best is None or best.final is None
-        else {
-            "trial": best.number,
-            "params": dict(best.params),
-            "earlyAccuracy": best.early.accuracy if best.early else None,
-            "finalAccuracy": best.final.accuracy,
-            "attributeAccuracy": dict(best.final.attribute_accuracy),
-        },
-        "agreement": agreement,
+        "best": best,
+        "agreement": asdict(summary.agreement),
         "computeSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
         "learningCurve": curve,
         "sweetSpot": sweet_spot,
@@ -99,6 +124,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _get(scores: dict[str, Any] | None, key: str) -> Any:
+    return None if scores is None else scores.get(key)
+
+
+def weakest_first(f1: dict[str, float], support: dict[str, int]) -> list[str]:
+    """Attributes ordered for a reader: the weakest F1 first, the rarest first among equals."""
+    return sorted(f1, key=lambda a: (f1[a], support.get(a, 0), a))
+
+
 def render_text(report: dict[str, Any]) -> str:
     """The report as tables for a terminal."""
     from rich.console import Console
@@ -108,18 +142,23 @@ def render_text(report: dict[str, Any]) -> str:
     console = Console(file=buffer, width=140, force_terminal=False, color_system=None)
     console.print(f"Study {report['study']}: {report['phase']} ({report.get('message') or report.get('reason') or ''})")
     if report["trials"]:  # a sweep with fixed hyperparameters has no search to show
+        signal = report["earlySignal"]
         console.print(
-            f"policy {report['policy']}, early signal {report['earlySignal']} at {report['earlyFraction']:.0%} of steps"
+            f"policy {report['policy']}, early signal {signal} at {report['earlyFraction']:.0%} of steps; "
+            "scores over applicable (row, attribute) pairs"
         )
-        table = Table("trial", "state", "early acc", "early loss", "final acc", "seconds", "params")
+        early_signal_column = f"early {signal}" if signal not in ("f1", "accuracy") else "early loss"
+        early_key = signal if signal not in ("f1", "accuracy") else "loss"
+        table = Table("trial", "state", "early F1", early_signal_column, "final F1", "final acc", "seconds", "params")
         for row in report["trials"]:
             params = ", ".join(f"{k}={_fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
             table.add_row(
                 str(row["trial"]),
                 row["state"],
-                _fmt(row["earlyAccuracy"]),
-                _fmt(row["earlyLoss"]),
-                _fmt(row["finalAccuracy"]),
+                _fmt(_get(row["early"], "f1")),
+                _fmt(_get(row["early"], early_key)),
+                _fmt(_get(row["final"], "f1")),
+                _fmt(_get(row["final"], "accuracy")),
                 _fmt(row["seconds"], 1),
                 params,
             )
@@ -128,10 +167,14 @@ def render_text(report: dict[str, Any]) -> str:
         console.print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         best = report["best"]
         if best:
+            baseline = best["nullBaseline"]["accuracy"]
             console.print(
-                f"best: trial {best['trial']} final accuracy {best['finalAccuracy']:.4f} params {best['params']}"
+                f"best: trial {best['trial']} final F1 {best['finalF1']:.4f} (precision {best['finalPrecision']:.4f}, "
+                f"recall {best['finalRecall']:.4f}), accuracy {best['finalAccuracy']:.4f}; always-null baseline F1 "
+                f"0.0000, accuracy {_fmt(baseline)}"
             )
-            console.print("  per attribute: " + ", ".join(f"{k} {v:.3f}" for k, v in best["attributeAccuracy"].items()))
+            console.print(f"  params {best['params']}")
+            console.print(_attribute_table(best))
         agreement = report["agreement"]
         console.print(
             f"early vs final over {agreement['trials']} trials: Spearman {_fmt(agreement['spearman'], 3)}, "
@@ -146,36 +189,43 @@ def render_text(report: dict[str, Any]) -> str:
         if spot.get("fit"):
             console.print(f"fitted: {spot['fit']}")
         if spot.get("samples"):
-            console.print(f"sweet spot: {spot['samples']} samples (accuracy {spot['accuracy']:.4f})")
+            console.print(f"sweet spot: {spot['samples']} samples (F1 {spot['f1']:.4f})")
         if spot.get("recommendation"):
             console.print(f"recommendation: {spot['recommendation']}")
     return buffer.getvalue()
 
 
-def _curve_table(points: list[dict[str, Any]]) -> Any:
+def _attribute_table(best: dict[str, Any]) -> Any:
     from rich.table import Table
 
-    attributes = sorted({a for p in points for a in p["attributeAccuracy"]})
-    table = Table(
-        "samples",
-        "accuracy",
-        "± spread",
-        "repeats",
-        "gain / +1,000",
-        *attributes,
-        "gains most after",
-        title="Learning curve",
-    )
-    for p in points:
-        table.add_row(
-            str(p["samples"]),
-            _fmt(p["accuracy"]),
-            _fmt(p["spread"]),
-            str(p["repeats"]),
-            _fmt(p.get("gainPerThousand")),
-            *(_fmt(p["attributeAccuracy"].get(a), 3) for a in attributes),
-            p.get("leadingAttribute") or "-",
-        )
+    f1, support, accuracy = best["attributeF1"], best["attributeSupport"], best["attributeAccuracy"]
+    names = weakest_first(f1, support)
+    shown = names[:ATTRIBUTE_ROWS]
+    title = f"Best trial per attribute, weakest first ({len(shown)} of {len(names)}; all in attributes.csv)"
+    table = Table("attribute", "gold values", "F1", "accuracy", title=title if len(names) > len(shown) else None)
+    for name in shown:
+        table.add_row(name, str(support.get(name, "-")), _fmt(f1[name], 3), _fmt(accuracy.get(name), 3))
+    return table
+
+
+def _curve_table(points: list[dict[str, Any]]) -> Any:
+    """Sizes as columns and attributes as rows (dozens of attributes stay readable); the weakest at the largest
+    size first, at most `ATTRIBUTE_ROWS` of them."""
+    from rich.table import Table
+
+    table = Table("samples", *(str(p["samples"]) for p in points), title="Learning curve (micro-F1)")
+    table.add_row("F1", *(_fmt(p["f1"], 3) for p in points))
+    table.add_row("± spread", *(_fmt(p["spread"], 3) for p in points))
+    table.add_row("accuracy", *(_fmt(p.get("accuracy"), 3) for p in points))
+    table.add_row("repeats", *(str(p["repeats"]) for p in points))
+    table.add_row("gain / +1,000", *(_fmt(p.get("gainPerThousand"), 3) for p in points))
+    table.add_row("gains most after", *(p.get("leadingAttribute") or "-" for p in points))
+    last = points[-1]["attributeF1"]
+    names = sorted({a for p in points for a in p["attributeF1"]}, key=lambda a: (last.get(a, 0.0), a))
+    for name in names[:ATTRIBUTE_ROWS]:
+        table.add_row(name, *(_fmt(p["attributeF1"].get(name), 3) for p in points))
+    if len(names) > ATTRIBUTE_ROWS:
+        table.add_row(f"({len(names) - ATTRIBUTE_ROWS} more)", *("" for _ in points))
     return table
 
 
@@ -183,24 +233,72 @@ def trials_csv(report: dict[str, Any]) -> str:
     buffer = io.StringIO()
     names = sorted({k for row in report["trials"] for k in row["params"]})
     writer = csv.writer(buffer)
-    writer.writerow(["trial", "state", *names, "early_accuracy", "early_loss", "final_accuracy", "seconds"])
+    stages = [
+        f"{stage}_{key}" for stage in ("early", "final") for key in ("f1", "precision", "recall", "accuracy", "loss")
+    ]
+    writer.writerow(["trial", "state", *names, *stages, "seconds"])
     for row in report["trials"]:
+        scores = [
+            _get(row[stage], key)
+            for stage in ("early", "final")
+            for key in ("f1", "precision", "recall", "accuracy", "loss")
+        ]
+        writer.writerow([row["trial"], row["state"], *(row["params"].get(n) for n in names), *scores, row["seconds"]])
+    return buffer.getvalue()
+
+
+def attributes_csv(report: dict[str, Any]) -> str:
+    """Every attribute of the best trial: gold values, F1 and accuracy, weakest first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["attribute", "gold_values", "f1", "accuracy"])
+    best = report["best"]
+    if best:
+        for name in weakest_first(best["attributeF1"], best["attributeSupport"]):
+            writer.writerow(
+                [
+                    name,
+                    best["attributeSupport"].get(name),
+                    best["attributeF1"][name],
+                    best["attributeAccuracy"].get(name),
+                ]
+            )
+    return buffer.getvalue()
+
+
+def learning_curve_csv(report: dict[str, Any]) -> str:
+    """The whole learning curve: one row per size, every attribute's F1 as a column."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    points = report["learningCurve"]
+    names = sorted({a for p in points for a in p["attributeF1"]})
+    writer.writerow(["samples", "f1", "spread", "accuracy", "repeats", "gain_per_thousand", *names])
+    for p in points:
         writer.writerow(
-            [
-                row["trial"],
-                row["state"],
-                *(row["params"].get(n) for n in names),
-                row["earlyAccuracy"],
-                row["earlyLoss"],
-                row["finalAccuracy"],
-                row["seconds"],
-            ]
+            [p["samples"], p["f1"], p["spread"], p.get("accuracy"), p["repeats"], p.get("gainPerThousand")]
+            + [p["attributeF1"].get(n) for n in names]
         )
     return buffer.getvalue()
 
 
+def write_tables(report: dict[str, Any], directory: Path) -> list[Path]:
+    """The report's full tables as CSV: trials, the best trial per attribute, the learning curve."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (
+        ("trials.csv", trials_csv(report)),
+        ("attributes.csv", attributes_csv(report)),
+        ("learning_curve.csv", learning_curve_csv(report)),
+    ):
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
 def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
-    """PNG plots: early vs final accuracy, best so far over trials, best trial per attribute, learning curve."""
+    """PNG plots: the early signal against the final score, best so far against compute, the best trial per
+    attribute, the learning curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,44 +315,56 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
         written.append(path)
 
     rows = report["trials"]
+    objective, signal = report.get("objective", "f1"), report["earlySignal"]
     if rows:  # a sweep with fixed hyperparameters has no trials
         figure, axes = plt.subplots(figsize=(5, 4.5))
-        both = [r for r in rows if r["earlyAccuracy"] is not None and r["finalAccuracy"] is not None]
-        early_only = [r for r in rows if r["earlyAccuracy"] is not None and r["finalAccuracy"] is None]
-        axes.scatter([r["earlyAccuracy"] for r in both], [r["finalAccuracy"] for r in both], label="trained to the end")
-        for r in both:
-            axes.annotate(str(r["trial"]), (r["earlyAccuracy"], r["finalAccuracy"]), fontsize=8)
+        both = [r for r in rows if r["early"] is not None and r["final"] is not None]
+        early_only = [r for r in rows if r["early"] is not None and r["final"] is None]
         axes.scatter(
-            [r["earlyAccuracy"] for r in early_only], [0.0] * len(early_only), marker="x", label="stopped early"
+            [r["early"][signal] for r in both], [r["final"][objective] for r in both], label="trained to the end"
+        )
+        for r in both:
+            axes.annotate(str(r["trial"]), (r["early"][signal], r["final"][objective]), fontsize=8)
+        # Trials stopped early have no final score: a tick on the x axis, not a point at 0.
+        axes.scatter(
+            [r["early"][signal] for r in early_only],
+            [0.02] * len(early_only),
+            marker="|",
+            s=200,
+            transform=axes.get_xaxis_transform(),
+            label="stopped early (no final score)",
         )
         rho = report["agreement"]["spearman"]
         axes.set(
-            xlabel=f"early accuracy ({report['earlyFraction']:.0%} of steps)",
-            ylabel="final accuracy",
+            xlabel=f"early {signal} ({report['earlyFraction']:.0%} of steps; what the study judged on)",
+            ylabel=f"final {objective}",
             title=f"Early vs final (Spearman {_fmt(rho, 2)})",
         )
-        axes.legend(loc="lower right", fontsize=8)
+        axes.legend(loc="best", fontsize=8)
         save(figure, "early_vs_final.png")
 
         figure, axes = plt.subplots(figsize=(6, 4))
         best, seconds, curve_x, curve_y = None, 0.0, [], []
         for r in rows:
             seconds += r["seconds"] or 0.0
-            score = r["finalAccuracy"] if r["finalAccuracy"] is not None else r["earlyAccuracy"]
+            scored = r["final"] or r["early"]
+            score = scored["f1"] if scored else None
             if score is not None and (best is None or score > best):
                 best = score
             if best is not None:
                 curve_x.append(seconds)
                 curve_y.append(best)
         axes.step(curve_x, curve_y, where="post")
-        axes.set(xlabel="compute seconds spent", ylabel="best accuracy so far", title="Best so far against compute")
+        axes.set(xlabel="compute seconds spent", ylabel="best F1 so far", title="Best so far against compute")
         save(figure, "best_so_far.png")
 
     if report["best"]:
-        figure, axes = plt.subplots(figsize=(6, 4))
-        per = report["best"]["attributeAccuracy"]
-        axes.bar(list(per), list(per.values()))
-        axes.set(ylim=(0, 1), ylabel="accuracy", title=f"Best trial {report['best']['trial']} per attribute")
+        best_trial = report["best"]
+        names = weakest_first(best_trial["attributeF1"], best_trial["attributeSupport"])[:30]
+        figure, axes = plt.subplots(figsize=(6, max(3.0, 0.25 * len(names) + 1)))
+        axes.barh(names, [best_trial["attributeF1"][n] for n in names])
+        axes.invert_yaxis()
+        axes.set(xlim=(0, 1), xlabel="F1", title=f"Best trial {best_trial['trial']} per attribute (weakest first)")
         save(figure, "best_per_attribute.png")
 
     if report["learningCurve"]:
@@ -262,19 +372,20 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
         points = report["learningCurve"]
         axes.errorbar(
             [p["samples"] for p in points],
-            [p["accuracy"] for p in points],
+            [p["f1"] for p in points],
             yerr=[p["spread"] for p in points],
             marker="o",
             capsize=3,
-            label="accuracy (mean ± sd over repeats)",
+            label="micro-F1 (mean ± sd over repeats)",
         )
         if report["fittedCurve"]:
             xs, ys = zip(*report["fittedCurve"], strict=True)
             axes.plot(xs, ys, color="black", linewidth=0.8, label="fitted")
-        for attribute in points[-1]["attributeAccuracy"]:
+        last = points[-1]["attributeF1"]
+        for attribute in sorted(last, key=lambda a: (last[a], a))[:6]:  # the weakest: where gains are left
             axes.plot(
                 [p["samples"] for p in points],
-                [p["attributeAccuracy"].get(attribute) for p in points],
+                [p["attributeF1"].get(attribute) for p in points],
                 alpha=0.5,
                 linestyle="--",
                 label=attribute,
@@ -285,7 +396,7 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
         if spot.get("plateau") is not None:
             axes.axhline(spot["plateau"], color="gray", linewidth=0.5, label="fitted plateau")
         title = "Learning curve" + ("" if spot.get("saturated", True) else " (not saturated)")
-        axes.set(xscale="log", xlabel="training rows (log scale)", ylabel="accuracy", ylim=(0, 1), title=title)
+        axes.set(xscale="log", xlabel="training rows (log scale)", ylabel="micro-F1", ylim=(0, 1), title=title)
         axes.set_xticks([p["samples"] for p in points], [str(p["samples"]) for p in points])
         axes.minorticks_off()
         axes.legend(fontsize=7)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sweetspot.api import DataSource, FineTuneStudy
+from sweetspot.api import AttributeSchema, DataSource, FineTuneStudy
+from sweetspot.contract import AttributeSchema as SchemaRef
 from sweetspot.contract import DataRef, Hyperparameters, ModelRef, TrialConfig
 from sweetspot.planner import StartRun
 
@@ -28,6 +29,15 @@ def _data(source: DataSource, paths: Paths) -> DataRef:
         return DataRef(builtin=source.builtin, rows=source.rows)
     assert source.path is not None
     return DataRef(path=paths.resolve(source.pvc, source.path))
+
+
+def _schema(schema: AttributeSchema | None, paths: Paths) -> SchemaRef | None:
+    if schema is None:
+        return None
+    if schema.categories is not None:
+        return SchemaRef(categories={c: list(a) for c, a in schema.categories.items()})
+    assert schema.path is not None
+    return SchemaRef(path=paths.resolve(schema.pvc, schema.path))
 
 
 def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialConfig:
@@ -56,6 +66,7 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
         stratify=spec.dataset.stratify_by == "attributes",
         bad_rows=spec.dataset.bad_rows,
         attributes=spec.dataset.attributes,
+        schema_=_schema(spec.dataset.schema_, paths),
         seed=(spec.search.seed or 0) + start.seed_offset,
         early_fraction=spec.search.early_evaluation.at_fraction,
         checkpoint_dir=paths.checkpoint_dir,

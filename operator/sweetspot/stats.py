@@ -49,7 +49,7 @@ class Summary:
     @property
     def sweet_spot(self) -> tuple[int, float] | None:
         spot = self.verdict.sweet_spot if self.verdict else None
-        return (spot.samples, spot.accuracy) if spot else None
+        return (spot.samples, spot.score) if spot else None
 
 
 def _finite(value: float) -> float | None:
@@ -77,22 +77,24 @@ def agreement(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Agreement
 
 
 def learning_curve(sweep: Sequence[SweepView]) -> list[SizeResult]:
-    """Measured sweep points per size: mean accuracy and per-attribute accuracy over repeats, and their spread."""
+    """Measured sweep points per size: mean micro-F1, accuracy and per-attribute F1 over repeats, and the spread
+    of F1. Attributes keep the trainer's order (most gold values first)."""
     by_size: dict[int, list[Outcome]] = {}
     for point in sweep:
         if point.outcome is not None:
             by_size.setdefault(point.samples, []).append(point.outcome)
     curve = []
     for samples, outcomes in sorted(by_size.items()):
-        accuracies = [o.accuracy for o in outcomes]
-        names = sorted({a for o in outcomes for a in o.attribute_accuracy})
+        scores = [o.f1 for o in outcomes]
+        names = list(dict.fromkeys(a for o in outcomes for a in o.attribute_f1))
         per_attribute = {
-            a: round(statistics.fmean(o.attribute_accuracy[a] for o in outcomes if a in o.attribute_accuracy), 4)
-            for a in names
+            a: round(statistics.fmean(o.attribute_f1[a] for o in outcomes if a in o.attribute_f1), 4) for a in names
         }
-        spread = round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else 0.0
-        mean = round(statistics.fmean(accuracies), 4)
-        curve.append(SizeResult(samples, mean, spread, len(outcomes), per_attribute))
+        spread = round(statistics.stdev(scores), 4) if len(scores) > 1 else 0.0
+        accuracy = round(statistics.fmean(o.accuracy for o in outcomes), 4)
+        curve.append(
+            SizeResult(samples, round(statistics.fmean(scores), 4), spread, len(outcomes), per_attribute, accuracy)
+        )
     return curve
 
 
@@ -193,7 +195,7 @@ def _sweep_progress(spec: FineTuneStudySpec, sweep: Sequence[SweepView]) -> str:
     parts = [f"{len(done)}/{total} learning-curve runs done"]
     curve = learning_curve(sweep)
     if curve:
-        parts.append("accuracy " + ", ".join(f"{p.samples}: {p.accuracy:.3f}" for p in curve))
+        parts.append("F1 " + ", ".join(f"{p.samples}: {p.score:.3f}" for p in curve))
     if done:
         # Larger samples take longer: seconds = overhead + per-row cost, fitted to the runs so far.
         sizes = [float(p.samples) for p in done]
@@ -209,19 +211,48 @@ def _sweep_progress(spec: FineTuneStudySpec, sweep: Sequence[SweepView]) -> str:
     return ", ".join(parts)
 
 
-def curve_data(summary: Summary) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """The learning curve and its sweet spot as the status and the report show them (camelCase, no nulls)."""
+def best_data(summary: Summary, max_attributes: int | None = None) -> dict[str, Any] | None:
+    """The best trial as the status and the report show it: F1 first, accuracy beside it; at most `max_attributes`
+    per-attribute scores (the most supported ones), the rest counted in `attributesLeftOut`."""
+    best = summary.best
+    if best is None or best.final is None:
+        return None
+    final, early = best.final, best.early
+    attributes = list(final.attribute_f1.items())
+    shown = attributes[:max_attributes]
+    return {
+        "trial": best.number,
+        "params": dict(best.params),
+        "earlyF1": early.f1 if early else None,
+        "finalF1": final.f1,
+        "finalPrecision": final.precision,
+        "finalRecall": final.recall,
+        "earlyAccuracy": early.accuracy if early else None,
+        "finalAccuracy": final.accuracy,
+        "attributeF1": dict(shown),
+        "attributesLeftOut": len(attributes) - len(shown),
+    }
+
+
+def curve_data(
+    summary: Summary, max_attributes: int | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The learning curve and its sweet spot as the status and the report show them (camelCase, no nulls); at most
+    `max_attributes` per-attribute scores per point (the most supported ones)."""
     verdict = summary.verdict
     fit = verdict.fit if verdict else None
     points: list[dict[str, Any]] = []
     for point in summary.curve:
+        attributes = list(point.attribute_scores.items())[:max_attributes]
         data: dict[str, Any] = {
             "samples": point.samples,
-            "accuracy": point.accuracy,
+            "f1": point.score,
             "spread": point.spread,
             "repeats": point.repeats,
-            "attributeAccuracy": dict(point.attribute_accuracy),
+            "attributeF1": dict(attributes),
         }
+        if point.accuracy is not None:
+            data["accuracy"] = point.accuracy
         if fit is not None:
             data["gainPerThousand"] = round(max(-1.0, min(1.0, fit.gain_per_thousand(point.samples))), 4)
         if verdict is not None and point.samples in verdict.leading_attribute:
@@ -231,7 +262,7 @@ def curve_data(summary: Summary) -> tuple[list[dict[str, Any]], dict[str, Any] |
         return points, None
     sweet: dict[str, Any] = {"saturated": verdict.saturated, "recommendation": verdict.recommendation}
     if verdict.sweet_spot is not None:
-        sweet |= {"samples": verdict.sweet_spot.samples, "accuracy": verdict.sweet_spot.accuracy}
+        sweet |= {"samples": verdict.sweet_spot.samples, "f1": verdict.sweet_spot.score}
     if fit is not None:
         sweet |= {"plateau": round(max(0.0, min(1.0, fit.plateau)), 4), "fit": fit.describe()}
     return points, sweet

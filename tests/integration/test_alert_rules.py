@@ -25,7 +25,7 @@ def test_the_rules_parse() -> None:
     checked = promtool("check", "rules", str(RULES))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     names = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    assert len(names) == len(set(names)) == 6
+    assert len(names) == len(set(names)) == 7
 
 
 def case(series: dict[str, str], eval_time: str, alert: str, fires: dict[str, str] | None) -> dict[str, Any]:
@@ -66,6 +66,27 @@ CASES = {
     "one failed stage is quiet": case(
         {study_series("sweetspot_study_stage_failures_total", 'kind="failed"'): "0 1 1 1 1 1 1 1"},
         "5m", "SweetspotTrialsFailing", None,
+    ),
+    "a finished study that extracts nothing fires": case(
+        {
+            study_series("sweetspot_study_best_f1", 'stage="final"'): "0x20",
+            study_series("sweetspot_study_phase", 'phase="Succeeded"'): "0 0 1x20",
+        },
+        "10m", "SweetspotNothingExtracted", {**STUDY, "stage": "final"},
+    ),
+    "a study still searching is quiet": case(
+        {
+            study_series("sweetspot_study_best_f1", 'stage="final"'): "0x20",
+            study_series("sweetspot_study_phase", 'phase="Succeeded"'): "0x20",
+        },
+        "10m", "SweetspotNothingExtracted", None,
+    ),
+    "a study that extracts something is quiet": case(
+        {
+            study_series("sweetspot_study_best_f1", 'stage="final"'): "0.4x20",
+            study_series("sweetspot_study_phase", 'phase="Succeeded"'): "1x20",
+        },
+        "10m", "SweetspotNothingExtracted", None,
     ),
     "poor agreement over enough trials fires": case(
         {

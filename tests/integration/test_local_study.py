@@ -53,9 +53,13 @@ def write_manifest(tmp_path: Path) -> Path:
 def check_study(report: dict[str, Any]) -> None:
     assert report["phase"] == "Succeeded"
     assert [t["trial"] for t in report["trials"]] == [0, 1, 2]
-    assert all(t["earlyAccuracy"] is not None for t in report["trials"])
-    assert sum(t["finalAccuracy"] is not None for t in report["trials"]) == 1
-    assert report["best"] is not None and report["best"]["finalAccuracy"] > 0
+    assert all(t["early"] is not None for t in report["trials"])
+    assert sum(t["final"] is not None for t in report["trials"]) == 1
+    for trial in report["trials"]:  # every evaluation with the field's scores and the always-null baseline
+        for scores in filter(None, (trial["early"], trial["final"])):
+            assert {"f1", "precision", "recall", "accuracy", "loss", "attributeF1"} <= set(scores)
+            assert scores["nullBaseline"]["f1"] == 0.0 and 0 < scores["nullBaseline"]["accuracy"] < 1
+    assert report["best"] is not None and report["best"]["finalF1"] > 0 and report["best"]["finalAccuracy"] > 0
     assert report["counts"] == {"total": 3, "running": 0, "waiting": 0, "complete": 1, "pruned": 2, "failed": 0}
     assert [p["samples"] for p in report["learningCurve"]] == [32, 64]
     assert "at least 3 sizes" in report["sweetSpot"]["recommendation"]  # two sizes: no curve to fit
@@ -151,7 +155,7 @@ def test_a_data_efficiency_sweep_alone_gives_the_curve_its_sweet_spot_and_attrib
     report = json.loads((results / "report.json").read_text())
     curve = report["learningCurve"]
     assert [(p["samples"], p["repeats"]) for p in curve] == [(16, 2), (45, 2), (128, 2)]
-    assert all(set(p["attributeAccuracy"]) >= {"brand", "rating"} for p in curve)
+    assert all(set(p["attributeF1"]) >= {"brand", "rating"} for p in curve)
     # A few steps on tiny samples barely learn: this checks the pipeline; examples/data-efficiency.yaml the curve.
     spot = report["sweetSpot"]
     assert spot["fit"] and 0 < spot["plateau"] <= 1

@@ -50,8 +50,9 @@ def study(name: str = "s1", namespace: str = "default", uid: str | None = None, 
     )
 
 
-def outcome(accuracy: float) -> Outcome:
-    return Outcome(accuracy, 1 - accuracy, accuracy, {"brand": accuracy}, 12.0, 0.0, 20, 100, 300)
+def outcome(score: float) -> Outcome:
+    """F1 (the default objective) and accuracy both `score`."""
+    return Outcome(score, 1 - score, score, {"brand": score}, 12.0, 0.0, 20, 100, 300, f1=score)
 
 
 def test_ask_record_and_reload_after_a_restart(storage_url: str) -> None:

@@ -84,7 +84,8 @@ def test_tiny_early_then_final_resumes_and_learns(tmp_path: Path) -> None:
     assert early.sample_hash == final.sample_hash and len(final.sample_hash) == 16
     assert final.samples == 400
     assert set(final.last.attribute_accuracy) == {"name", "brand", "price", "color", "rating"}
-    assert final.last.present_accuracy["name"] > 0.5  # values extracted, not answered null
+    assert final.last.attribute_f1["name"] > 0.5  # values extracted, not answered null
+    assert final.last.f1 > early.last.f1 > 0.0  # the always-null baseline scores F1 0
     # The file result equals what the termination message carried.
     full = StageResult.model_validate_json((tmp_path / "out" / "result-final.json").read_text())
     assert full == final

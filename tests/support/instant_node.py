@@ -24,7 +24,15 @@ def canned_result(study: str, key: RunKey) -> str:
     accuracy = 0.5 + (key.number * 37 % 11) / 40
     fraction = 0.25 if key.stage == "early" else 1.0
     evaluation = Evaluation(
-        step=int(20 * fraction), fraction=fraction, accuracy=accuracy, token_f1=accuracy, loss=1 - accuracy
+        step=int(20 * fraction),
+        fraction=fraction,
+        f1=accuracy,
+        precision=accuracy,
+        recall=accuracy,
+        macro_f1=accuracy,
+        accuracy=accuracy,
+        token_f1=accuracy,
+        loss=1 - accuracy,
     )
     return StageResult(
         study=study, trial=key.number, stage=key.stage, status="ok", step=evaluation.step, planned_steps=20,

@@ -40,7 +40,7 @@ def test_minimal_spec_gets_the_documented_defaults() -> None:
     assert spec.search.early_evaluation.policy == "proxy"
     assert spec.search.early_evaluation.promote_top_k == 3
     assert spec.search.space == DEFAULT_SEARCH_SPACE
-    assert spec.objective.metric == "accuracy" and spec.objective.direction == "maximize"
+    assert spec.objective.metric == "f1" and spec.objective.direction == "maximize"
     assert spec.trial.resources.limits == {"nvidia.com/gpu": "1"}
     assert spec.trial.active_deadline_seconds == 21600
     assert spec.dataset.stratify_by == "attributes"

@@ -75,7 +75,7 @@ def test_every_field_is_documented() -> None:
 
 def test_printer_columns_pick_conditions_by_type() -> None:
     columns = {c["name"]: c for c in _version()["additionalPrinterColumns"]}
-    assert {"Phase", "Complete", "Trials", "Best", "Rho", "Age"} <= set(columns)
+    assert {"Phase", "Complete", "Trials", "Best F1", "Rho", "Age"} <= set(columns)
     for column in columns.values():
         if "conditions" in column["jsonPath"]:
             assert "@.type==" in column["jsonPath"], column

@@ -34,7 +34,7 @@ def test_the_sweet_spot_is_the_smallest_size_within_tolerance_of_the_plateau() -
 
 def test_noise_moves_the_sweet_spot_little() -> None:
     rng = np.random.default_rng(7)
-    noisy = [SizeResult(p.samples, p.accuracy + float(rng.normal(0, 0.005))) for p in power_law()]
+    noisy = [SizeResult(p.samples, p.score + float(rng.normal(0, 0.005))) for p in power_law()]
     verdict = judge(noisy, tolerance=0.02)
     assert verdict.sweet_spot is not None and 1000 <= verdict.sweet_spot.samples <= 4000
 
@@ -62,7 +62,7 @@ def test_too_few_sizes_are_said_so() -> None:
 
 def test_the_attribute_behind_late_gains_is_named() -> None:
     curve = [
-        SizeResult(n, a, attribute_accuracy={"brand": b, "rating": r})
+        SizeResult(n, a, attribute_scores={"brand": b, "rating": r})
         for n, a, b, r in [(200, 0.80, 0.95, 0.30), (1000, 0.86, 0.96, 0.55), (6500, 0.88, 0.96, 0.75)]
     ]
     verdict = judge(curve, tolerance=0.05)

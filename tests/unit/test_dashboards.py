@@ -42,8 +42,8 @@ def exported_names() -> set[str]:
         }
     )
 
-    def result(accuracy: float) -> Outcome:
-        return Outcome(accuracy, 1 - accuracy, accuracy, {"brand": accuracy}, 10, 0, 10, 50, 100)
+    def result(score: float) -> Outcome:
+        return Outcome(score, 1 - score, score, {}, 10, 0, 10, 50, 100, f1=score, attribute_f1={"brand": score})
 
     trials = [TrialView(n, "complete", {}, result(0.2 + n / 10), result(0.5 + n / 10)) for n in range(3)]
     sweep = [SweepView(n, result(a)) for n, a in ((100, 0.6), (200, 0.7), (400, 0.71))]

@@ -74,7 +74,7 @@ def test_optuna_strategies_pay_for_what_they_train(table: Any, name: str) -> Non
     longest = max(c.final.seconds for c in table.configs)
     assert table.all_once <= trace.spent < table.all_once + longest
     assert trace.history, "a whole budget found nothing"
-    finals = {c.final.accuracy for c in table.configs}
+    finals = {c.final.score for c in table.configs}
     assert all(accuracy in finals for _, accuracy in trace.history)  # only fully trained configurations count
     spent = [s for s, _ in trace.history]
     accuracies = [a for _, a in trace.history]
@@ -89,7 +89,7 @@ def test_sweetspot_policies_run_the_real_planner_on_the_table(table: Any, policy
         # maxTrials 8 judged at 20%, then the best 3 trained on: the first incumbent costs at most that.
         longest = max(c.final.seconds for c in table.configs)
         assert trace.history[0][0] <= 8 * 0.2 * longest + 3 * 0.8 * longest + 1e-9
-    assert trace.history[-1][1] <= table.best.final.accuracy
+    assert trace.history[-1][1] <= table.best.final.score
 
 
 def test_the_report_compares_strategies_with_tpe_full(table: Any) -> None:
@@ -99,10 +99,44 @@ def test_the_report_compares_strategies_with_tpe_full(table: Any) -> None:
     assert rows["tpe-full"]["vsTpeFull"] == pytest.approx(1.0)
     for row in rows.values():
         assert row["seeds"] == 3 and 0 <= row["reached"] <= 3
-        assert row["best@25%"] <= row["best@50%"] <= row["best@100%"] <= table.best.final.accuracy
+        assert row["best@25%"] <= row["best@50%"] <= row["best@100%"] <= table.best.final.score
         assert row["vsLimit"] == pytest.approx(row["medianCompute"] / table.best.final.seconds)
     text = replay.render(table, list(rows.values()), replay.agreement(table))
     assert "proxy@0.2" in text and "tpe-full" in text
     agreement = replay.agreement(table)
     # The synthetic curves keep every configuration's rank: the early score ranks them perfectly.
-    assert all(row["accuracySpearman"] == pytest.approx(1.0) and row["accuracyTop5"] == 5 for row in agreement)
+    scored = [row for row in agreement if row["signal"] == "accuracy"]
+    assert {row["fraction"] for row in scored} == set(replay.FRACTIONS)
+    assert all(row["spearman"] == pytest.approx(1.0) and row["top5"] == 5 for row in scored)
+
+
+def test_an_f1_table_is_replayed_on_f1(table: Any) -> None:
+    """A table that scores by micro-F1 (the real-data benchmark's) is searched and judged on F1."""
+    data = {
+        "metric": "f1",
+        "configs": [
+            {
+                "config": c.index,
+                "params": c.params,
+                "plannedSteps": c.planned_steps,
+                "curve": [
+                    {
+                        "fraction": p.fraction,
+                        "f1": p.score / 2,
+                        "accuracy": p.score,
+                        "loss": p.loss,
+                        "seconds": p.seconds,
+                    }
+                    for p in c.curve
+                ],
+            }
+            for c in table.configs
+        ],
+    }
+    halved = replay.Table.of(data)
+    assert halved.metric == "f1" and halved.best.final.score == pytest.approx(table.best.final.score / 2)
+    assert "proxy-f1@0.2" in replay.strategies("f1")
+    trace = replay.sweetspot_strategy("proxy", 0.2, "f1")(halved, 0, halved.all_once)
+    finals = {c.final.score for c in halved.configs}
+    assert trace.history and all(score in finals for _, score in trace.history)
+    assert {row["signal"] for row in replay.agreement(halved)} == {"f1", "loss"}

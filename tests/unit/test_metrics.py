@@ -26,11 +26,24 @@ def spec(max_trials: int = 4) -> FineTuneStudySpec:
     )
 
 
-def outcome(
-    accuracy: float, seconds: float = 10.0, step: int = 20, attributes: dict[str, float] | None = None
-) -> Outcome:
-    per_attribute = attributes if attributes is not None else {"brand": accuracy, "rating": accuracy / 2}
-    return Outcome(accuracy, 1 - accuracy, accuracy, per_attribute, seconds, 0.0, step, 100, 300)
+def outcome(score: float, seconds: float = 10.0, step: int = 20, attributes: dict[str, float] | None = None) -> Outcome:
+    """F1 `score` (precision a little higher, recall a little lower), accuracy `score + 0.05`."""
+    per_attribute = attributes if attributes is not None else {"brand": score, "rating": score / 2}
+    return Outcome(
+        round(score + 0.05, 4),
+        1 - score,
+        score,
+        {},
+        seconds,
+        0.0,
+        step,
+        100,
+        300,
+        f1=score,
+        precision=round(score + 0.01, 4),
+        recall=round(score - 0.01, 4),
+        attribute_f1=per_attribute,
+    )
 
 
 def trial(number: int, early: float, final: float | None, **extra: object) -> TrialView:
@@ -79,16 +92,18 @@ def test_each_metric_with_its_labels(metrics: Metrics) -> None:
     series = scrape(metrics)
     study = {"namespace": "team-a", "study": "attrs"}
 
-    assert value(series, "sweetspot_trial_accuracy", **study, trial="1", stage="early") == 0.6
-    assert value(series, "sweetspot_trial_accuracy", **study, trial="1", stage="final") == 0.9
+    assert value(series, "sweetspot_trial_f1", **study, trial="1", stage="early") == 0.6
+    assert value(series, "sweetspot_trial_f1", **study, trial="1", stage="final") == 0.9
+    assert value(series, "sweetspot_trial_precision", **study, trial="1", stage="final") == 0.91
+    assert value(series, "sweetspot_trial_recall", **study, trial="1", stage="final") == 0.89
+    assert value(series, "sweetspot_trial_accuracy", **study, trial="1", stage="final") == 0.95
     assert value(series, "sweetspot_trial_loss", **study, trial="1", stage="final") == pytest.approx(0.1)
-    assert not [s for s, _ in series["sweetspot_trial_accuracy"] if s["trial"] == "2" and s["stage"] == "final"]
-    assert (
-        value(series, "sweetspot_trial_attribute_accuracy", **study, trial="1", stage="final", attribute="rating")
-        == 0.45
-    )
-    assert value(series, "sweetspot_study_best_accuracy", **study, stage="early") == 0.6
-    assert value(series, "sweetspot_study_best_accuracy", **study, stage="final") == 0.9
+    assert not [s for s, _ in series["sweetspot_trial_f1"] if s["trial"] == "2" and s["stage"] == "final"]
+    assert value(series, "sweetspot_trial_attribute_f1", **study, trial="1", stage="final", attribute="rating") == 0.45
+    assert value(series, "sweetspot_study_best_f1", **study, stage="early") == 0.6
+    assert value(series, "sweetspot_study_best_f1", **study, stage="final") == 0.9
+    assert value(series, "sweetspot_study_best_accuracy", **study, stage="final") == 0.95
+    assert value(series, "sweetspot_study_attributes_left_out", **study) == 0
     states = {s["state"]: v for s, v in series["sweetspot_study_trials"]}
     assert states == {"running": 0, "waiting": 0, "complete": 2, "pruned": 1, "failed": 1}
     assert value(series, "sweetspot_study_max_trials", **study) == 4
@@ -102,14 +117,12 @@ def test_each_metric_with_its_labels(metrics: Metrics) -> None:
     # used: 3 early stages x 10 s + 2 finals x 50 s + 4 sweep runs x 30 s; saved: trial 2's 80 remaining steps.
     assert value(series, "sweetspot_study_gpu_seconds", **study, kind="used") == pytest.approx(250.0)
     assert value(series, "sweetspot_study_gpu_seconds", **study, kind="saved") == pytest.approx(40.0)
-    assert value(series, "sweetspot_learning_curve_accuracy", **study, samples="200") == 0.8
-    assert value(series, "sweetspot_learning_curve_accuracy", **study, samples="100") == pytest.approx(0.65)
-    assert value(series, "sweetspot_learning_curve_accuracy_spread", **study, samples="100") == pytest.approx(0.0707)
+    assert value(series, "sweetspot_learning_curve_f1", **study, samples="200") == 0.8
+    assert value(series, "sweetspot_learning_curve_f1", **study, samples="100") == pytest.approx(0.65)
+    assert value(series, "sweetspot_learning_curve_accuracy", **study, samples="100") == pytest.approx(0.7)
+    assert value(series, "sweetspot_learning_curve_f1_spread", **study, samples="100") == pytest.approx(0.0707)
     assert 0.8 < value(series, "sweetspot_learning_curve_plateau", **study) < 0.83
-    assert (
-        value(series, "sweetspot_learning_curve_attribute_accuracy", **study, samples="100", attribute="rating")
-        == 0.325
-    )
+    assert value(series, "sweetspot_learning_curve_attribute_f1", **study, samples="100", attribute="rating") == 0.325
     assert value(series, "sweetspot_study_sweet_spot_samples", **study) == 200
     assert value(series, "sweetspot_storage_reachable", **study) == 1
     # The stage-duration histogram: three early stages of 10 s, two finals of 50 s.
@@ -153,7 +166,7 @@ def test_storage_down_keeps_the_last_state_and_says_so(metrics: Metrics) -> None
     series = scrape(metrics)
     assert value(series, "sweetspot_storage_reachable", study="attrs") == 0
     assert value(series, "sweetspot_storage_reachable", study="never-reached") == 0
-    assert value(series, "sweetspot_study_best_accuracy", study="attrs", stage="final") == 0.9
+    assert value(series, "sweetspot_study_best_f1", study="attrs", stage="final") == 0.9
 
 
 def test_per_trial_series_are_bounded_to_the_recent_trials_and_the_best() -> None:
@@ -162,20 +175,32 @@ def test_per_trial_series_are_bounded_to_the_recent_trials_and_the_best() -> Non
     trials = [trial(n, 0.1 + n / 100, 0.2 + (0.5 if n == 1 else n / 100)) for n in range(20)]
     metrics.publish(StudyState.of("ns", "big", spec(max_trials=20), trials, [], "Succeeded"))
     series = scrape(metrics)
-    assert {s["trial"] for s, _ in series["sweetspot_trial_accuracy"]} == {"1", "17", "18", "19"}
+    assert {s["trial"] for s, _ in series["sweetspot_trial_f1"]} == {"1", "17", "18", "19"}
     # Study-level series still cover every trial.
     assert value(series, "sweetspot_trial_duration_seconds_count", stage="early") == 20
 
 
-def test_attribute_names_that_are_not_identifiers_never_become_labels(metrics: Metrics) -> None:
-    odd = {"brand": 0.9, "price in €": 0.5, "x" * 80: 0.4, **{f"a{i:02}": 0.1 for i in range(40)}}
-    state = StudyState.of(
-        "ns", "odd", spec(), [TrialView(0, "running", {}, outcome(0.5, attributes=odd))], [], "Searching"
-    )
+def test_only_short_printable_attribute_names_of_the_most_supported_attributes_become_labels(
+    metrics: Metrics,
+) -> None:
+    # Ordered as the trainer orders them, most gold values first.
+    odd = {
+        "Back / Side Material": 0.8,
+        "brand": 0.9,
+        "price in €": 0.5,
+        'say "hi"\n': 0.3,
+        "x" * 80: 0.4,
+        **{f"a{i:02}": 0.1 for i in range(40)},
+    }
+    final = outcome(0.5, attributes=odd)
+    state = StudyState.of("ns", "odd", spec(), [TrialView(0, "complete", {}, outcome(0.4), final)], [], "Succeeded")
     metrics.publish(state)
-    attributes = {s["attribute"] for s, _ in scrape(metrics)["sweetspot_trial_attribute_accuracy"]}
-    assert "price in €" not in attributes and "x" * 80 not in attributes
-    assert len(attributes) == 32 and "a00" in attributes
+    series = scrape(metrics)
+    attributes = {s["attribute"] for s, _ in series["sweetspot_trial_attribute_f1"] if s["stage"] == "final"}
+    assert {"Back / Side Material", "brand"} <= attributes
+    assert not {"price in €", 'say "hi"\n', "x" * 80} & attributes
+    assert len(attributes) == 32 and "a29" in attributes and "a30" not in attributes  # the rarest are left out
+    assert value(series, "sweetspot_study_attributes_left_out", study="odd") == len(odd) - 32
 
 
 def test_an_empty_study_exports_its_counts_but_no_scores(metrics: Metrics) -> None:
@@ -183,4 +208,4 @@ def test_an_empty_study_exports_its_counts_but_no_scores(metrics: Metrics) -> No
     series = scrape(metrics)
     assert value(series, "sweetspot_study_trials", state="running") == 0
     assert value(series, "sweetspot_study_phase", phase="Pending") == 1
-    assert not series["sweetspot_study_best_accuracy"] and not series["sweetspot_study_early_final_spearman"]
+    assert not series["sweetspot_study_best_f1"] and not series["sweetspot_study_early_final_spearman"]

@@ -45,15 +45,18 @@ def spec(**search: Any) -> FineTuneStudySpec:
     )
 
 
-def outcome(accuracy: float, loss: float = 0.5, samples: int = 300, step: int = 20, planned: int = 100) -> Outcome:
-    return Outcome(accuracy, loss, accuracy, {"brand": accuracy}, 10.0, 0.0, step, planned, samples)
+def outcome(score: float, loss: float = 0.5, samples: int = 300, step: int = 20, planned: int = 100) -> Outcome:
+    """An outcome whose F1 (the default objective) and accuracy are both `score`."""
+    return Outcome(
+        score, loss, score, {"brand": score}, 10.0, 0.0, step, planned, samples, f1=score, attribute_f1={"brand": score}
+    )
 
 
 def trial(number: int, state: str = "running", params: Mapping[str, Any] = PARAMS, **fields: Any) -> TrialView:
     return TrialView(number=number, state=state, params=params, **fields)  # type: ignore[arg-type]
 
 
-def result(stage: str, accuracy: float, loss: float = 0.5, status: str = "ok", number: int = 0) -> StageResult:
+def result(stage: str, score: float, loss: float = 0.5, status: str = "ok", number: int = 0) -> StageResult:
     fraction = 0.2 if stage == "early" else 1.0
     return StageResult(
         study="s",
@@ -65,7 +68,18 @@ def result(stage: str, accuracy: float, loss: float = 0.5, status: str = "ok", n
         samples=300,
         seconds=10.0,
         evaluations=[
-            Evaluation(step=int(100 * fraction), fraction=fraction, accuracy=accuracy, token_f1=accuracy, loss=loss)
+            Evaluation(
+                step=int(100 * fraction),
+                fraction=fraction,
+                f1=score,
+                precision=score,
+                recall=score,
+                macro_f1=score,
+                accuracy=score,
+                token_f1=score,
+                loss=loss,
+                attribute_f1={"brand": score},
+            )
         ]
         if status == "ok"
         else [],

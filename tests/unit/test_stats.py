@@ -20,8 +20,9 @@ def spec(**early: object) -> FineTuneStudySpec:
     )
 
 
-def outcome(accuracy: float, loss: float = 0.5, seconds: float = 10.0, step: int = 20, planned: int = 100) -> Outcome:
-    return Outcome(accuracy, loss, accuracy, {}, seconds, 0.0, step, planned, 300)
+def outcome(score: float, loss: float = 0.5, seconds: float = 10.0, step: int = 20, planned: int = 100) -> Outcome:
+    """F1 (the default objective) and accuracy both `score`."""
+    return Outcome(score, loss, score, {}, seconds, 0.0, step, planned, 300, f1=score)
 
 
 def done(number: int, early: float, final: float | None) -> TrialView:
@@ -60,8 +61,9 @@ def test_counts_and_compute_saved_by_judging_early() -> None:
 
 
 def test_the_curve_averages_repeats_and_fits_a_sweet_spot() -> None:
-    def point(samples: int, accuracy: float, repeat: int, rating: float) -> SweepView:
-        measured = Outcome(accuracy, 0.5, accuracy, {"brand": 0.9, "rating": rating}, 10.0, 0.0, 100, 100, samples)
+    def point(samples: int, f1: float, repeat: int, rating: float) -> SweepView:
+        per_attribute = {"brand": 0.9, "rating": rating}
+        measured = Outcome(f1 + 0.1, 0.5, f1, {}, 10.0, 0.0, 100, 100, samples, f1=f1, attribute_f1=per_attribute)
         return SweepView(samples, measured, repeat=repeat)
 
     sweep = [
@@ -76,12 +78,15 @@ def test_the_curve_averages_repeats_and_fits_a_sweet_spot() -> None:
     ]
     summary = summarize(spec(), [done(0, 0.5, 0.8)], sweep)
     first = summary.curve[0]
-    assert (first.samples, first.accuracy, first.repeats) == (100, 0.71, 2)
+    # The curve is in micro-F1; accuracy rides along.
+    assert (first.samples, first.score, first.repeats, first.accuracy) == (100, 0.71, 2, 0.81)
     assert first.spread == pytest.approx(0.0141, abs=1e-4)
-    assert first.attribute_accuracy == {"brand": 0.9, "rating": 0.25}
+    assert first.attribute_scores == {"brand": 0.9, "rating": 0.25}
     assert summary.sweet_spot == (400, 0.87)
     points, sweet = curve_data(summary)
-    assert sweet is not None and sweet["saturated"] and sweet["samples"] == 400
+    assert sweet is not None and sweet["saturated"] and sweet["samples"] == 400 and sweet["f1"] == 0.87
+    assert points[0]["f1"] == 0.71 and points[0]["accuracy"] == 0.81
+    assert curve_data(summary, max_attributes=1)[0][0]["attributeF1"] == {"brand": 0.9}
     assert sweet["recommendation"].endswith("label more pages that have rating")
     assert points[0]["leadingAttribute"] == "rating" and points[0]["gainPerThousand"] > points[-1]["gainPerThousand"]
 
@@ -102,6 +107,8 @@ def test_progress_of_a_sweep_alone_counts_runs_and_estimates_time() -> None:
             "dataEfficiency": {"sampleSizes": [100, 200, 400], "hyperparameters": "fixed", "params": {"epochs": 1}},
         }
     )
-    sweep = [SweepView(n, Outcome(a, 0.5, a, {}, 10.0 + n / 10, 0.0, 10, 10, n)) for n, a in ((100, 0.5), (200, 0.6))]
+    sweep = [
+        SweepView(n, Outcome(a, 0.5, a, {}, 10.0 + n / 10, 0.0, 10, 10, n, f1=a)) for n, a in ((100, 0.5), (200, 0.6))
+    ]
     # 10 s + 0.1 s per row, fitted from the two runs: the 400-row run takes about 50 s.
-    assert progress(fixed, [], sweep) == "2/3 learning-curve runs done, accuracy 100: 0.500, 200: 0.600, ETA ~0.8 min"
+    assert progress(fixed, [], sweep) == "2/3 learning-curve runs done, F1 100: 0.500, 200: 0.600, ETA ~0.8 min"

@@ -5,8 +5,10 @@ Exit codes: 0 the stage succeeded; 2 bad input (config, data or model reference;
 1 any other failure. A result JSON is written in every case that gets as far as reading the config, and for a
 config that does not validate but still names its study, trial and stage.
 
-`python -m sweetspot_trainer check-data FILE...` checks dataset files without training: exit 0, or 2 with
-one `file:line: problem` line per bad row.
+`python -m sweetspot_trainer check-data [--schema SCHEMA.json] FILE...` checks dataset files without training and
+says what they hold (rows, categories, attributes per category, how often each has a value, the rare ones, the
+always-null baseline): exit 0, or 2 with one `file:line: problem` line per bad row (a row whose category or
+attributes the schema does not list is bad).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -122,19 +125,57 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def check_data_command(args: argparse.Namespace) -> int:
-    from sweetspot_trainer.data import DataError, load_path
+    from sweetspot_trainer.data import RARE_VALUE_SHARE, DataError, load_path, load_schema, profile, schema_problems
 
+    schema = None
+    if args.schema:
+        try:
+            schema = load_schema(Path(args.schema))
+        except DataError as exc:
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+            return EXIT_BAD_INPUT
     bad = False
     for name in args.files:
         try:
             rows = load_path(Path(name))
+            if schema is not None and (problems := schema_problems(rows, schema)):
+                raise DataError(problems)
         except DataError as exc:
             bad = True
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             continue
-        print(f"{name}: {len(rows)} rows ok")
+        print(describe(name, profile(rows, schema), RARE_VALUE_SHARE))
     return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def describe(name: str, held: Any, rare_share: float) -> str:
+    """What a dataset file holds, for a person deciding what to train on."""
+    lines = [
+        f"{name}: {held.rows} rows ok, {len(held.categories)} "
+        f"categor{'y' if len(held.categories) == 1 else 'ies'}, "
+        f"{sum(len(c.attributes) for c in held.categories)} category attributes ({held.attributes} names), "
+        f"{held.pairs} applicable (row, attribute) pairs, {held.valued_pairs} with a value",
+        f"  always-null baseline: F1 0.000, accuracy {held.null_baseline_accuracy:.3f} "
+        "(exact match over applicable pairs)",
+    ]
+    width = max((len(a.name) for c in held.categories for a in c.attributes), default=9)
+    for category in held.categories:
+        title = category.name or "(no category)"
+        lines.append(f"  {title}: {category.rows} rows, {len(category.attributes)} attributes")
+        lines.append(f"    {'attribute':<{width}}  applies  value  value share")
+        for attribute in sorted(category.attributes, key=lambda a: (-a.value_share, a.name)):
+            flag = "  rare" if attribute.value_share < rare_share else ""
+            lines.append(
+                f"    {attribute.name:<{width}}  {attribute.annotated:>7}  {attribute.values:>5}"
+                f"  {attribute.value_share:>10.1%}{flag}"
+            )
+    rare = held.rare(rare_share)
+    if rare:
+        listed = ", ".join(f"{a.name} ({c or 'no category'}, {a.value_share:.1%})" for c, a in rare)
+        lines.append(f"  rare (a value in under {rare_share:.0%} of their category's rows): {listed}")
+    return "\n".join(lines)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -148,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     root.set_defaults(run=train_command)
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
     check = commands.add_parser("check-data", help="validate dataset files (JSONL or saved dataset dirs)")
+    check.add_argument("--schema", metavar="SCHEMA", help="JSON {category: [attributes]} the rows must keep to")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(run=check_data_command)
     return root

@@ -1,14 +1,19 @@
 """The extractive head: tag attribute spans token by token (BIO), map them back to the page text.
 
-Training labels come from finding each gold value in the page (every occurrence, case-sensitive): the
-tokens covering it get `B-<attribute>` then `I-<attribute>`. Prediction takes, per attribute, the
-highest-scoring predicted span and returns the page text under it via the tokenizer's character offsets,
-so a value comes back exactly as written (a lowercasing tokenizer does not lowercase answers).
+Training labels come from finding each gold value in the page (every occurrence of every acceptable value;
+case-insensitively when the exact case does not occur): the tokens covering it get `B-<attribute>` then
+`I-<attribute>`. Prediction takes, per attribute, the highest-scoring predicted span and returns the page text
+under it via the tokenizer's character offsets, so a value comes back exactly as written (a lowercasing
+tokenizer does not lowercase answers).
+
+One head covers every attribute of every category, but a row only ever sees its category's: the labels of
+other attributes are masked out of the softmax, in training and in prediction, so a running shoe is never
+tagged with a guitar's pickup and hundreds of attributes across categories do not compete for each token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,35 +35,64 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     offsets: list[tuple[int, int]]
+    category: str = ""
+
+
+def occurrences(text: str, value: str) -> list[int]:
+    """Start offsets of `value` in `text`: exact matches, else case-insensitive ones (same-length folding)."""
+    for haystack, needle in ((text, value), (text.lower(), value.lower())):
+        if len(haystack) != len(text):
+            break
+        starts, start = [], haystack.find(needle)
+        while start >= 0 and needle:
+            starts.append(start)
+            start = haystack.find(needle, start + len(needle))
+        if starts:
+            return starts
+    return []
 
 
 class ExtractiveTask:
     name = "extractive"
 
-    def __init__(self, tokenizer: Any, attributes: Sequence[str], max_length: int) -> None:
+    def __init__(
+        self, tokenizer: Any, attributes: Sequence[str], asked: Mapping[str, Sequence[str]], max_length: int
+    ) -> None:
         self.tokenizer = tokenizer
         self.attributes = list(attributes)
         self.max_length = max_length
         self.labels = label_names(attributes)
+        index = {a: i for i, a in enumerate(self.attributes)}
+        self.asked = {c: [index[a] for a in names if a in index] for c, names in asked.items()}
+        # A category asked for everything needs no mask (one-category data: the plain softmax, as fast as ever).
+        self.masks: dict[str, torch.Tensor | None] = {
+            c: None if len(ids) == len(self.attributes) else self._mask(ids) for c, ids in self.asked.items()
+        }
         self.unfound = 0
         """Gold values that did not occur in their page (they cannot be tagged)."""
+
+    def _mask(self, attribute_ids: Sequence[int]) -> torch.Tensor:
+        allowed = torch.zeros(len(self.labels), dtype=torch.bool)
+        allowed[0] = True
+        for i in attribute_ids:
+            allowed[1 + 2 * i] = allowed[2 + 2 * i] = True
+        return allowed
 
     def encode(self, row: Row) -> Encoded:
         text = row.input
         owner: list[tuple[int, int] | None] = [None] * len(text)  # char -> (attribute index, span start)
-        for index, attribute in enumerate(self.attributes):
-            value = row.output.get(attribute)
-            if value is None:
-                continue
-            start = text.find(value)
-            if start < 0:
-                self.unfound += 1
-            while start >= 0:
-                end = start + len(value)
-                if all(owner[c] is None for c in range(start, end)):
-                    for c in range(start, end):
-                        owner[c] = (index, start)
-                start = text.find(value, end)
+        for index in self.asked.get(row.category, range(len(self.attributes))):
+            gold = row.output.get(self.attributes[index])
+            values = (gold,) if isinstance(gold, str) else gold or ()
+            found = False
+            for value in values:
+                for start in occurrences(text, value):
+                    found = True
+                    end = start + len(value)
+                    if all(owner[c] is None for c in range(start, end)):
+                        for c in range(start, end):
+                            owner[c] = (index, start)
+            self.unfound += bool(values) and not found
         enc = self.tokenizer(text, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
         labels: list[int] = []
         for start, end in enc["offset_mapping"]:
@@ -71,7 +105,7 @@ class ExtractiveTask:
             else:
                 index, span_start = tag
                 labels.append(1 + 2 * index + (0 if start == span_start else 1))
-        return Encoded(list(enc["input_ids"]), labels, [tuple(o) for o in enc["offset_mapping"]])
+        return Encoded(list(enc["input_ids"]), labels, [tuple(o) for o in enc["offset_mapping"]], row.category)
 
     def collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in batch)
@@ -84,16 +118,39 @@ class ExtractiveTask:
             ids[i, :n] = torch.tensor(e.input_ids)
             mask[i, :n] = 1
             labels[i, :n] = torch.tensor(e.labels)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        tensors = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        allowed = [self.masks.get(e.category) for e in batch]
+        if any(m is not None for m in allowed):
+            everything = torch.ones(len(self.labels), dtype=torch.bool)
+            tensors["allowed_labels"] = torch.stack([everything if m is None else m for m in allowed])
+        return tensors
 
-    def decode(self, logits: np.ndarray, offsets: Sequence[tuple[int, int]], text: str) -> dict[str, str | None]:
-        """The best predicted span per attribute (None when no token is tagged with it)."""
+    def logits(self, model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Token logits with the labels of attributes outside each row's category masked out."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        if "allowed_labels" in batch:
+            logits = logits.masked_fill(~batch["allowed_labels"][:, None, :], torch.finfo(logits.dtype).min)
+        return logits
+
+    def loss(self, model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if "allowed_labels" not in batch:  # the model's own loss: the bare transformers path
+            return model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).loss
+        logits = self.logits(model, batch)
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE)
+
+    def decode(
+        self, logits: np.ndarray, offsets: Sequence[tuple[int, int]], text: str, category: str = ""
+    ) -> dict[str, str | None]:
+        """The best predicted span per attribute of the row's category (None when no token is tagged with it)."""
         shifted = logits - logits.max(axis=-1, keepdims=True)
         probs = np.exp(shifted)
         probs /= probs.sum(axis=-1, keepdims=True)
         predicted = probs.argmax(axis=-1)
         values: dict[str, str | None] = {}
-        for index, attribute in enumerate(self.attributes):
+        for index in self.asked.get(category, range(len(self.attributes))):
+            attribute = self.attributes[index]
             begin, inside = 1 + 2 * index, 2 + 2 * index
             best: tuple[float, int, int] | None = None
             t = 0
@@ -127,12 +184,12 @@ class ExtractiveTask:
             indices = order[chunk : chunk + batch_size]
             batch = self.collate([encoded[i] for i in indices])
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits = self.logits(model, batch).float()
             loss_sum += float(
                 F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
             )
             tokens += int((batch["labels"] != IGNORE).sum())
             for row_logits, i in zip(logits.cpu().numpy(), indices, strict=True):
                 n = len(encoded[i].input_ids)
-                predictions[i] = self.decode(row_logits[:n], encoded[i].offsets, rows[i].input)
+                predictions[i] = self.decode(row_logits[:n], encoded[i].offsets, rows[i].input, rows[i].category)
         return predictions, loss_sum / max(1, tokens), None

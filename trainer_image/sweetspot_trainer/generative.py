@@ -1,7 +1,8 @@
 """The generative head (causal LMs): page in, JSON answer out.
 
-The prompt is the page followed by an instruction naming the attributes; the answer is a JSON object with
-every attribute (null when absent) and an end-of-sequence token. Loss is on the answer tokens only.
+The prompt is the page followed by an instruction naming the row's applicable attributes (the keys of its gold
+output, in its category's order: only what applies is asked); the answer is a JSON object with each of them
+(null when the text does not state it) and an end-of-sequence token. Loss is on the answer tokens only.
 Prediction decodes greedily and parses the JSON: an answer that is not a JSON object counts as wrong on
 every attribute, and the share of valid answers is reported.
 """
@@ -9,7 +10,7 @@ every attribute, and the share of valid answers is reported.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ INSTRUCTION = "\n\nExtract {names} as JSON.\nJSON: "
 
 
 def answer_text(row: Row, attributes: Sequence[str]) -> str:
-    return json.dumps({a: row.output.get(a) for a in attributes}, ensure_ascii=False)
+    return json.dumps({a: row.first_value(a) for a in attributes}, ensure_ascii=False)
 
 
 def parse_answer(text: str, attributes: Sequence[str]) -> dict[str, str | None] | None:
@@ -41,6 +42,8 @@ def parse_answer(text: str, attributes: Sequence[str]) -> dict[str, str | None] 
 class Encoded:
     prompt_ids: list[int]
     answer_ids: list[int]
+    attributes: list[str]
+    """What the prompt asks for (the answer's keys)."""
 
     @property
     def input_ids(self) -> list[int]:
@@ -50,27 +53,33 @@ class Encoded:
 class GenerativeTask:
     name = "generative"
 
-    def __init__(self, tokenizer: Any, attributes: Sequence[str], max_length: int) -> None:
+    def __init__(self, tokenizer: Any, asked: Mapping[str, Sequence[str]], max_length: int) -> None:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
-        self.attributes = list(attributes)
+        self.asked = {c: list(names) for c, names in asked.items()}
         self.max_length = max_length
-        self.instruction_ids: list[int] = tokenizer(
-            INSTRUCTION.format(names=", ".join(attributes)), add_special_tokens=False
-        )["input_ids"]
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.max_new_tokens = 32
 
+    def attributes(self, row: Row) -> list[str]:
+        """The row's applicable attributes that its category is asked for, in the category's order."""
+        return [a for a in self.asked.get(row.category, list(row.output)) if a in row.output]
+
     def encode(self, row: Row) -> Encoded:
-        answer = self.tokenizer(answer_text(row, self.attributes), add_special_tokens=False)["input_ids"]
+        attributes = self.attributes(row)
+        answer = self.tokenizer(answer_text(row, attributes), add_special_tokens=False)["input_ids"]
         answer = [*answer, self.tokenizer.eos_token_id]
         self.max_new_tokens = max(self.max_new_tokens, min(512, int(len(answer) * 1.5) + 8))
-        room = self.max_length - len(answer) - len(self.instruction_ids) - len(self.bos)
+        instruction = self.tokenizer(INSTRUCTION.format(names=", ".join(attributes)), add_special_tokens=False)
+        room = self.max_length - len(answer) - len(instruction["input_ids"]) - len(self.bos)
         if room < 8:
             raise ValueError(f"maxSequenceLength {self.max_length} leaves no room for the page and the answer")
         page = self.tokenizer(row.input, add_special_tokens=False)["input_ids"][:room]  # keep the page's head
-        return Encoded(self.bos + page + self.instruction_ids, answer)
+        return Encoded(self.bos + page + instruction["input_ids"], answer, attributes)
+
+    def loss(self, model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return model(**batch).loss
 
     def collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in batch)
@@ -122,7 +131,7 @@ class GenerativeTask:
             )
             for row, i in enumerate(indices):
                 text = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-                parsed = parse_answer(text, self.attributes)
+                parsed = parse_answer(text, encoded[i].attributes)
                 if parsed is not None:
                     valid += 1
                     predictions[i] = parsed

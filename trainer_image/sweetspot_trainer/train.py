@@ -81,6 +81,10 @@ class Prepared:
     train: list[Row]
     validation: list[Row]
     attributes: list[str]
+    """Every attribute any category is asked for (the extractive head's label space), first-seen order."""
+    asked: datamod.Schema
+    """Category -> the attributes a model is asked for there."""
+    note: str = ""
 
 
 def _rows(ref: DataRef, stream: int, default_rows: int, bad_rows: Literal["fail", "skip"]) -> list[Row]:
@@ -91,26 +95,55 @@ def _rows(ref: DataRef, stream: int, default_rows: int, bad_rows: Literal["fail"
     return datamod.load_path(Path(ref.path), bad_rows)
 
 
+def _schema(config: TrialConfig) -> datamod.Schema | None:
+    schema = config.schema_
+    if schema is None:
+        return None
+    if schema.path:
+        return datamod.load_schema(Path(schema.path))
+    return datamod.check_schema(schema.categories, "schema")
+
+
 def prepare_data(config: TrialConfig) -> Prepared:
-    """Training sample and validation rows as the config describes; raises `DataError` on bad input."""
-    rows = _rows(config.train, TRAIN_STREAM, DEFAULT_TRAIN_ROWS, config.bad_rows)
+    """Training sample and validation rows as the config describes, and what each category is asked for;
+    raises `DataError` on bad input."""
+    source = _rows(config.train, TRAIN_STREAM, DEFAULT_TRAIN_ROWS, config.bad_rows)
+    rows, validation = source, []
     if config.validation is not None:
         validation = _rows(config.validation, VALIDATION_STREAM, DEFAULT_VALIDATION_ROWS, config.bad_rows)
     else:
-        rows, validation = datamod.split_validation(rows, config.validation_fraction, config.seed)
-    attributes = config.attributes or datamod.attribute_names(rows + validation)
+        rows, validation = datamod.split_validation(source, config.validation_fraction, config.seed)
+    schema = _schema(config)
+    if schema is not None and (problems := datamod.schema_problems([*source, *validation], schema)):
+        raise DataError(problems)
+    asked = datamod.category_attributes(source, schema)
+    note = ""
+    if unknown := sorted({r.category for r in validation} - set(asked)):
+        everything = list(dict.fromkeys(a for names in asked.values() for a in names))
+        asked |= dict.fromkeys(unknown, everything)
+        note = f"validation categories {unknown} have no training rows: every attribute is asked for there"
+    if config.attributes is not None:
+        known = {a for names in asked.values() for a in names}
+        if missing := [a for a in config.attributes if a not in known]:
+            raise DataError([f"dataset.attributes: {missing} are not attributes of the data or the schema"])
+        only = set(config.attributes)
+        asked = {c: [a for a in names if a in only] for c, names in asked.items()}
+    attributes = list(dict.fromkeys(a for names in asked.values() for a in names))
     if not attributes:
         raise DataError(["the data has no attributes: every output is empty"])
-    train = datamod.sample(rows, config.samples, config.seed, attributes, config.stratify)
+    if not any(a in asked.get(r.category, ()) for r in validation for a in r.output):
+        raise DataError(["the validation rows have no applicable attribute to score (every output is empty)"])
+    train = datamod.sample(rows, config.samples, config.seed, config.attributes, config.stratify)
     if config.max_eval_rows and len(validation) > config.max_eval_rows:
         validation = random.Random(f"eval:{config.seed}").sample(validation, config.max_eval_rows)
-    return Prepared(train, validation, list(attributes))
+    return Prepared(train, validation, attributes, asked, note)
 
 
 def _fingerprint(config: TrialConfig, sample_hash: str) -> str:
     """What must match for `final` to resume `early`'s checkpoint."""
     parts = config.model_dump(
-        mode="json", include={"hyperparameters", "model", "train", "samples", "seed", "early_fraction", "attributes"}
+        mode="json",
+        include={"hyperparameters", "model", "train", "samples", "seed", "early_fraction", "attributes", "schema_"},
     )
     return hashlib.sha256(f"{parts}|{sample_hash}".encode()).hexdigest()[:16]
 
@@ -131,7 +164,13 @@ class StageRunner:
         sample_hash = datamod.sample_hash(prepared.train)
         self.progress(
             f"[{config.study} t{config.trial} {config.stage}] {len(prepared.train)} training rows "
-            f"(sample {sample_hash}), {len(prepared.validation)} validation rows, attributes {prepared.attributes}"
+            f"(sample {sample_hash}), {len(prepared.validation)} validation rows, "
+            + (
+                f"{len(prepared.asked)} categories, {len(prepared.attributes)} attributes"
+                if len(prepared.asked) > 1
+                else f"attributes {prepared.attributes}"
+            )
+            + (f"; {prepared.note}" if prepared.note else "")
         )
         with modelmod.quiet_transformers():
             from sweetspot_trainer.extractive import ExtractiveTask, label_names
@@ -141,14 +180,17 @@ class StageRunner:
             model = modelmod.add_lora(loaded, config.model, config.hyperparameters, self.gradient_checkpointing)
         task: Any
         if loaded.task == "extractive":
-            task = ExtractiveTask(loaded.tokenizer, prepared.attributes, config.model.max_sequence_length)
+            task = ExtractiveTask(
+                loaded.tokenizer, prepared.attributes, prepared.asked, config.model.max_sequence_length
+            )
         else:
             from sweetspot_trainer.generative import GenerativeTask
 
-            task = GenerativeTask(loaded.tokenizer, prepared.attributes, config.model.max_sequence_length)
+            task = GenerativeTask(loaded.tokenizer, prepared.asked, config.model.max_sequence_length)
         train_encoded = [task.encode(row) for row in prepared.train]
         val_encoded = [task.encode(row) for row in prepared.validation]
         golds = [row.output for row in prepared.validation]
+        categories = [row.category for row in prepared.validation]
 
         plan = plan_steps(len(prepared.train), config)
         optimizer, scheduler = self._optimizer(model, plan)
@@ -161,22 +203,35 @@ class StageRunner:
             predictions, loss, json_rate = task.predict(
                 model, prepared.validation, val_encoded, self.device, EVAL_BATCH_SIZE
             )
-            scores = evaluate.score(predictions, golds, prepared.attributes)
+            scores = evaluate.score(predictions, golds, categories, config.attributes)
             model.train()
+            by_attribute = scores.attribute_counts
             evaluation = Evaluation(
                 step=step,
                 fraction=round(step / plan.total, 4),
+                f1=round(scores.f1, 4),
+                precision=round(scores.precision, 4),
+                recall=round(scores.recall, 4),
+                macro_f1=round(scores.macro_f1, 4),
                 accuracy=round(scores.accuracy, 4),
-                attribute_accuracy={k: round(v, 4) for k, v in scores.attribute_accuracy.items()},
-                present_accuracy={k: round(v, 4) for k, v in scores.present_accuracy.items()},
                 token_f1=round(scores.token_f1, 4),
                 loss=round(loss, 5),
+                pairs=scores.counts.pairs,
+                attribute_f1={a: round(c.f1, 4) for a, c in by_attribute.items()},
+                attribute_support={a: c.values for a, c in by_attribute.items()},
+                attribute_accuracy={a: round(c.accuracy, 4) for a, c in by_attribute.items()},
+                category_f1=(
+                    {k: round(c.f1, 4) for k, c in scores.category_counts.items()}
+                    if len(scores.category_counts) > 1
+                    else {}
+                ),
                 json_valid_rate=None if json_rate is None else round(json_rate, 4),
                 train_seconds=round(clock.training, 3),
             )
             self.progress(
                 f"[{config.study} t{config.trial} {config.stage}] eval at step {step}/{plan.total}: "
-                f"accuracy {evaluation.accuracy:.4f} token-F1 {evaluation.token_f1:.4f} loss {evaluation.loss:.4f}"
+                f"F1 {evaluation.f1:.4f} (P {evaluation.precision:.3f} R {evaluation.recall:.3f}) "
+                f"accuracy {evaluation.accuracy:.4f} loss {evaluation.loss:.4f}"
                 + (f" valid-JSON {json_rate:.2f}" if json_rate is not None else "")
             )
             return evaluation
@@ -218,7 +273,7 @@ class StageRunner:
             samples=len(prepared.train),
             sample_hash=sample_hash,
             resumed=resumed,
-            null_baseline=round(evaluate.null_baseline(golds, prepared.attributes), 4),
+            null_baseline=round(evaluate.null_baseline(golds, config.attributes), 4),
         )
 
     def _evaluation_steps(self, plan: StepPlan, stop: int) -> list[int]:
@@ -331,7 +386,7 @@ class StageRunner:
             for batch in micro:
                 tensors = {k: v.to(self.device) for k, v in task.collate(batch).items()}
                 with autocast:
-                    loss = model(**tensors).loss / len(micro)
+                    loss = task.loss(model, tensors) / len(micro)
                 loss.backward()
                 step_loss += loss.detach().item()
                 rows_done += len(batch)

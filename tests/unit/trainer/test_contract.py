@@ -31,19 +31,27 @@ def test_unknown_hyperparameters_are_rejected() -> None:
 
 
 def _evaluation(step: int, attributes: int) -> Evaluation:
-    per = {f"attribute_{i:02d}": 0.5 for i in range(attributes)}
+    # Ordered as the trainer orders them: most gold values first.
+    support = {f"attribute {i:03d}": 1000 - i for i in range(attributes)}
+    per = dict.fromkeys(support, 0.5)
     return Evaluation(
         step=step,
         fraction=step / 100,
+        f1=0.5,
+        precision=0.5,
+        recall=0.5,
+        macro_f1=0.5,
         accuracy=0.5,
+        attribute_f1=per,
+        attribute_support=support,
         attribute_accuracy=per,
-        present_accuracy=per,
+        category_f1={f"category {i}": 0.5 for i in range(10)},
         token_f1=0.5,
         loss=1.0,
     )
 
 
-@pytest.mark.parametrize(("evaluations", "attributes"), [(2, 5), (11, 5), (11, 30), (2, 64)])
+@pytest.mark.parametrize(("evaluations", "attributes"), [(2, 5), (11, 5), (11, 30), (2, 64), (3, 300)])
 def test_termination_message_fits_in_4_kib_and_keeps_the_headline(evaluations: int, attributes: int) -> None:
     result = StageResult(
         study="s",
@@ -59,4 +67,11 @@ def test_termination_message_fits_in_4_kib_and_keeps_the_headline(evaluations: i
     assert parsed is not None
     assert (parsed.trial, parsed.status) == (3, "ok")
     assert parsed.evaluations[0].step == 10
-    assert parsed.evaluations[-1].step == 10 * evaluations
+    last = parsed.evaluations[-1]
+    assert last.step == 10 * evaluations and last.f1 == 0.5
+    # Per-attribute F1 is cut from the rarest end, never in the middle: what is left is the most supported prefix.
+    kept = list(last.attribute_f1)
+    assert kept == list(result.evaluations[-1].attribute_f1)[: len(kept)]
+    assert list(last.attribute_support) == kept
+    if attributes <= 30:
+        assert len(kept) == attributes

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,10 +17,14 @@ from sweetspot_trainer.data import (
     Row,
     attribute_names,
     builtin_rows,
+    category_attributes,
     load_path,
+    load_schema,
     presence_rates,
+    profile,
     sample,
     sample_hash,
+    schema_problems,
     split_validation,
 )
 from sweetspot_trainer.demo import ATTRIBUTES, product_pages
@@ -35,7 +41,18 @@ MALFORMED = [
     ("input not a string", json.dumps({"input": 5, "output": {}}), "'input' must be a string"),
     ("empty input", json.dumps({"input": "  ", "output": {}}), "'input' is empty"),
     ("output a list", json.dumps({"input": "p", "output": ["a"]}), "'output' must be an object"),
-    ("number value", json.dumps({"input": "p", "output": {"price": 5}}), "output.price must be a string or null"),
+    (
+        "number value",
+        json.dumps({"input": "p", "output": {"price": 5}}),
+        "output.price must be a string, a list of strings or null",
+    ),
+    ("empty alternatives", json.dumps({"input": "p", "output": {"price": []}}), "output.price must list 1 to 32"),
+    (
+        "alternative not a string",
+        json.dumps({"input": "p", "output": {"price": ["$5", 5]}}),
+        "acceptable values must be non-empty strings",
+    ),
+    ("category not a string", json.dumps({"input": "p", "output": {}, "category": 3}), "'category' must be"),
     ("nested value", json.dumps({"input": "p", "output": {"brand": {"x": 1}}}), "output.brand must be a string"),
     ("empty attribute name", json.dumps({"input": "p", "output": {"": "x"}}), "empty attribute name"),
     ("id not scalar", json.dumps({"input": "p", "output": {}, "id": [1]}), "'id' must be"),
@@ -187,3 +204,122 @@ def test_a_training_run_on_bad_data_exits_2_naming_file_and_line(
     err = capsys.readouterr().err
     assert f"{path}:2: " in err and words in err
     assert json.loads((tmp_path / "termination-log").read_text())["status"] == "bad_input"
+
+
+def test_categories_alternatives_and_not_applicable_keys_load_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    rows = [
+        {
+            "input": "SEAPESCA Lure 9g",
+            "output": {"Brand Name": "SEAPESCA", "Weight": ["9g", "9 g"]},
+            "category": "Lure",
+        },
+        {"input": "Carbon rod 2.1m", "output": {"Material": "Carbon", "Power": None}, "category": "Rod"},
+        {"input": "A kettle", "output": {"brand": None}},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lure, rod, plain = load_path(path)
+    assert (lure.category, lure.output["Weight"], lure.first_value("Weight")) == ("Lure", ("9g", "9 g"), "9g")
+    assert lure.where == f"{path}:1" and "Power" not in lure.output  # absent: not applicable
+    assert rod.output == {"Material": "Carbon", "Power": None} and not rod.has_value("Power")
+    assert plain.category == ""  # the implicit category
+    assert category_attributes([lure, rod, plain]) == {
+        "Lure": ["Brand Name", "Weight"],
+        "Rod": ["Material", "Power"],
+        "": ["brand"],
+    }
+
+
+def _schema(tmp_path: Path, value: object) -> Path:
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(value))
+    return path
+
+
+def test_a_schema_decides_what_is_asked_and_rows_outside_it_are_named(tmp_path: Path) -> None:
+    schema = load_schema(_schema(tmp_path, {"Lure": ["Brand Name", "Weight", "Color"], "Rod": ["Material"]}))
+    rows = [
+        Row("a", "x", {"Brand Name": "S"}, "Lure", "f.jsonl:1"),
+        Row("b", "x", {"Pickup": "P90"}, "Lure", "f.jsonl:2"),
+        Row("c", "x", {"Material": None}, "Guitar", "f.jsonl:3"),
+        Row("d", "x", {"Material": None}, "", "f.jsonl:4"),
+    ]
+    problems = schema_problems(rows, schema)
+    assert len(problems) == 3
+    assert problems[0].startswith("f.jsonl:2: ['Pickup'] not in the schema's attributes of 'Lure'")
+    assert problems[1].startswith("f.jsonl:3: category 'Guitar', but the schema lists only ['Lure', 'Rod']")
+    assert problems[2].startswith("f.jsonl:4: no category")
+    assert category_attributes(rows[:1], schema)["Lure"] == ["Brand Name", "Weight", "Color"]
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("{not json", "schema.json:1: the schema is not JSON"),
+        ("[1, 2]", "a schema is a non-empty object"),
+        ('{"Lure": []}', "category 'Lure' must map to a non-empty list"),
+        ('{"Lure": ["a", "a"]}', "attribute names must be unique"),
+    ],
+)
+def test_a_bad_schema_is_named(tmp_path: Path, content: str, words: str) -> None:
+    path = tmp_path / "schema.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=re.escape(words)):
+        load_schema(path)
+
+
+def test_check_data_refuses_rows_outside_the_schema_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = _schema(tmp_path, {"Lure": ["Brand Name"]})
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        json.dumps({"input": "a", "output": {"Brand Name": "S"}, "category": "Lure"})
+        + "\n"
+        + json.dumps({"input": "b", "output": {"Weight": "9g"}, "category": "Lure"})
+        + "\n"
+    )
+    assert main(["check-data", "--schema", str(schema), str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"{path}:2: ['Weight'] not in the schema")
+
+
+def test_check_data_says_what_a_file_holds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "rows.jsonl"
+    rows = [{"input": f"Lure {i}", "output": {"Brand Name": "S", "Color": None}, "category": "Lure"} for i in range(30)]
+    rows[0]["output"]["Color"] = "red"  # 1 of 30 rows: a value in 3.3% of the category's rows, rare
+    rows += [{"input": "Rod", "output": {"Material": "Carbon"}, "category": "Rod"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    held = profile(load_path(path))
+    assert held.rows == 31 and [c.name for c in held.categories] == ["Lure", "Rod"]
+    assert held.pairs == 61 and held.valued_pairs == 32
+    assert held.null_baseline_accuracy == pytest.approx(29 / 61)
+    assert [(c, a.name) for c, a in held.rare()] == [("Lure", "Color")]
+    assert main(["check-data", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: 31 rows ok, 2 categories, 3 category attributes (3 names)" in out
+    assert "always-null baseline: F1 0.000, accuracy 0.475" in out
+    assert "Lure: 30 rows, 2 attributes" in out
+    assert "rare (a value in under 5% of their category's rows): Color (Lure, 3.3%)" in out
+
+
+def test_stratified_samples_hold_every_category_even_when_tiny_and_stay_nested() -> None:
+    # Ten categories from 300 rows down to 6, each with a rare attribute (10% of its rows).
+    sizes = [300, 200, 150, 100, 80, 50, 30, 20, 10, 6]
+    rows = [
+        Row(f"{c}-{i}", f"title {c} {i}", {"Brand": f"b{i}", "Rare": "r" if i % 10 == 0 else None}, f"cat{c}")
+        for c, size in enumerate(sizes)
+        for i in range(size)
+    ]
+    previous: list[str] = []
+    for n in (10, 20, 50, 100, 200, 946):
+        chosen = sample(rows, n, seed=5, attributes=None, stratify=True)
+        ids = [r.id for r in chosen]
+        assert ids[: len(previous)] == previous
+        previous = ids
+        assert {r.category for r in chosen} == {f"cat{c}" for c in range(10)}  # every category, from 10 rows on
+        for category, size in enumerate(sizes):
+            share = sum(r.category == f"cat{category}" for r in chosen)
+            # Its share, give or take the rows lent to the small categories so that each is there from the start.
+            assert share >= max(1, math.floor(n * size / len(rows)) - 2)
+    largest = [r for r in sample(rows, 100, 5, None, True) if r.category == "cat0"]
+    assert sum(r.has_value("Rare") for r in largest) >= math.floor(0.1 * len(largest))

@@ -14,7 +14,7 @@ from sweetspot_trainer.model import minilm_dir
 
 @pytest.fixture(scope="module")
 def task() -> ExtractiveTask:
-    return ExtractiveTask(AutoTokenizer.from_pretrained(minilm_dir()), ATTRIBUTES, max_length=256)
+    return ExtractiveTask(AutoTokenizer.from_pretrained(minilm_dir()), ATTRIBUTES, {"": ATTRIBUTES}, max_length=256)
 
 
 def _one_hot(labels: list[int], width: int) -> np.ndarray:
