@@ -49,14 +49,15 @@ SIZES = (50, 100, 200, 400, 800, 1568)
 REPEATS = 3
 AGREEMENT_FRACTIONS = (0.1, 0.2, 0.3)
 CURVE_RECIPE: dict[str, Any] = {
-    "learningRate": 5e-4,
+    "learningRate": 2e-3,
     "loraRank": 16,
     "loraAlpha": 32,
     "loraDropout": 0.05,
     "batchSize": 16,
-    "epochs": 3,
+    "epochs": 4,
 }
-"""The learning curve's fixed configuration: the default space's best region on this data (see README)."""
+"""The learning curve's fixed configuration. Measured on all 1,568 titles: the default space's top rate (5e-4) for 3
+epochs reaches F1 0.656 (recall 0.58 is what limits it); 2e-3 for 6 epochs 0.763, already 0.758 after 3."""
 VERSIONS = ("torch", "transformers", "peft", "optuna")
 
 
@@ -120,13 +121,14 @@ def _config(data: Data, plan: Plan, name: str, number: int, params: dict[str, An
 
 
 def _slice(data: Data, plan: Plan, workdir: Path) -> Data:
-    """The first `train_rows` training titles (the quick slice), or the data as it is."""
+    """`train_rows` training titles spread evenly over the file (it is sorted by category), or the data as it is."""
     if plan.train_rows is None:
         return data
     workdir.mkdir(parents=True, exist_ok=True)
     train = workdir / "train-slice.jsonl"
     with data.train.open() as source:
-        lines = [line for line in source if line.strip()][: plan.train_rows]
+        lines = [line for line in source if line.strip()]
+    lines = lines[:: max(1, len(lines) // plan.train_rows)][: plan.train_rows]
     train.write_text("".join(lines))
     return Data(train, data.test, data.schema)
 

@@ -243,7 +243,7 @@ class ModelSpec(Model):
         _only_with("tokenSecretRef", "huggingFace"),
         _only_with("pvc", "path"),
         Rule(
-            cel="!has(self.pvc) || !self.path.startsWith('/')",
+            cel="!has(self.pvc) || !has(self.path) || !self.path.startsWith('/')",
             message="path must be relative to the volume root when pvc is set",
             field="path",
             holds=lambda o: o.pvc is None or o.path is None or not o.path.startswith("/"),
@@ -295,7 +295,7 @@ class DataSource(Model):
         _only_with("rows", "builtin"),
         _only_with("pvc", "path"),
         Rule(
-            cel="!has(self.pvc) || !self.path.startsWith('/')",
+            cel="!has(self.pvc) || !has(self.path) || !self.path.startsWith('/')",
             message="path must be relative to the volume root when pvc is set",
             field="path",
             holds=lambda o: o.pvc is None or o.path is None or not o.path.startswith("/"),
@@ -311,9 +311,7 @@ class AttributeSchema(Model):
     (`path`, on `pvc` when given) or the same map inline (`categories`). Set exactly one of `path` or
     `categories`. A row whose category or attributes the schema does not list fails with its `file:line`."""
 
-    categories: dict[Annotated[str, Field(min_length=1, max_length=256)], list[AttributeName]] | None = Field(
-        default=None, min_length=1, max_length=1024
-    )
+    categories: dict[str, list[AttributeName]] | None = Field(default=None, min_length=1, max_length=1024)
     """Inline schema: category name to the attributes asked there."""
     pvc: DnsLabel | None = None
     """PersistentVolumeClaim holding the schema file; `path` is then relative to its root."""
@@ -330,16 +328,16 @@ class AttributeSchema(Model):
         ),
         _only_with("pvc", "path"),
         Rule(
-            cel="!has(self.pvc) || !self.path.startsWith('/')",
+            cel="!has(self.pvc) || !has(self.path) || !self.path.startsWith('/')",
             message="path must be relative to the volume root when pvc is set",
             field="path",
             holds=lambda o: o.pvc is None or o.path is None or not o.path.startswith("/"),
         ),
         Rule(
-            cel="!has(self.categories) || self.categories.all(c, size(self.categories[c]) > 0)",
-            message="every category needs at least one attribute",
+            cel="!has(self.categories) || self.categories.all(c, size(c) > 0 && size(self.categories[c]) > 0)",
+            message="every category needs a name and at least one attribute",
             field="categories",
-            holds=lambda o: o.categories is None or all(o.categories.values()),
+            holds=lambda o: o.categories is None or all(c and a for c, a in o.categories.items()),
         ),
     )
 

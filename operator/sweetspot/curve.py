@@ -143,6 +143,16 @@ def judge(points: Sequence[SizeResult], tolerance: float) -> Verdict:
     """Fit the curve and find its sweet spot; say plainly when there is none."""
     points = sorted(points, key=lambda p: p.samples)
     leading = _leading_attributes(points)
+    if points and all(p.score <= 0.0 for p in points):
+        # A curve flat at F1 0 is not a plateau: nothing was learned at any size, so no size is a sweet spot.
+        return Verdict(
+            None,
+            None,
+            False,
+            leading,
+            "nothing learned at any size (F1 0: no value extracted right); train longer (more steps or a higher "
+            "learning rate) or check the data before reading a learning curve",
+        )
     fit = fit_curve(points)
     if fit is None:
         return Verdict(None, None, False, leading, f"measure at least {MIN_POINTS} sizes to fit a learning curve")

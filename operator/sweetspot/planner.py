@@ -57,6 +57,7 @@ class Outcome:
     attribute_f1: Mapping[str, float] = field(default_factory=dict)
     """F1 per attribute, most gold values first."""
     attribute_support: Mapping[str, int] = field(default_factory=dict)
+    category_f1: Mapping[str, float] = field(default_factory=dict)
     null_baseline: float | None = None
     """Accuracy of always answering null on the same rows (its F1 is 0)."""
     valid_json_rate: float | None = None
@@ -79,6 +80,7 @@ class Outcome:
             macro_f1=evaluation.macro_f1,
             attribute_f1=dict(evaluation.attribute_f1),
             attribute_support=dict(evaluation.attribute_support),
+            category_f1=dict(evaluation.category_f1),
             null_baseline=result.null_baseline,
             valid_json_rate=evaluation.json_valid_rate,
         )

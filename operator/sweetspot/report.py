@@ -46,6 +46,7 @@ def _scores(outcome: Outcome | None) -> dict[str, Any] | None:
         "attributeF1": dict(outcome.attribute_f1),
         "attributeSupport": dict(outcome.attribute_support),
         "attributeAccuracy": dict(outcome.attribute_accuracy),
+        "categoryF1": dict(outcome.category_f1),
         "step": outcome.step,
         "plannedSteps": outcome.planned_steps,
         "samples": outcome.samples,

@@ -91,12 +91,22 @@ class Operator:
 
 
 @contextlib.contextmanager
-def operator_world(workdir: Path, postgres_server_url: str, metrics_port: int = 0) -> Iterator[dict[str, Any]]:
-    """A cluster, a node, a fresh database and a running operator; the node must have seen no errors."""
+def operator_world(
+    workdir: Path, postgres_server_url: str, metrics_port: int = 0, instant: bool = False
+) -> Iterator[dict[str, Any]]:
+    """A cluster, a node, a fresh database and a running operator; the node must have seen no errors. The node runs
+    the real trainer, or with `instant` completes every Job at once with a canned result (where the trainer is not
+    what a test is about)."""
+    from support.instant_node import InstantNode  # it imports this module
+
     database = fresh_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
     with cluster(workdir) as running:
         api = running.client()
-        node = NodeSimulator(api, NAMESPACE, workdir, environ={"SWEETSPOT_CACHE": str(workdir / "cache")})
+        node: NodeSimulator | InstantNode = (
+            InstantNode(api, NAMESPACE)
+            if instant
+            else NodeSimulator(api, NAMESPACE, workdir, environ={"SWEETSPOT_CACHE": str(workdir / "cache")})
+        )
         operator = Operator(running, database, workdir, metrics_port)
         with node:
             operator.start()

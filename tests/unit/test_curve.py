@@ -60,6 +60,12 @@ def test_too_few_sizes_are_said_so() -> None:
     assert verdict.fit is None and verdict.sweet_spot is None and "at least 3 sizes" in verdict.recommendation
 
 
+def test_a_curve_flat_at_zero_is_nothing_learned_not_a_sweet_spot() -> None:
+    verdict = judge([SizeResult(n, 0.0) for n in (50, 100, 200, 400)], tolerance=0.01)
+    assert verdict.fit is None and verdict.sweet_spot is None and not verdict.saturated
+    assert verdict.recommendation.startswith("nothing learned at any size")
+
+
 def test_the_attribute_behind_late_gains_is_named() -> None:
     curve = [
         SizeResult(n, a, attribute_scores={"brand": b, "rating": r})

@@ -107,6 +107,27 @@ CASES = [
         "spec.dataset.validationFraction",
     ),
     Case("more samples than rows", patch("spec.dataset.samples", 5000), "spec.dataset.samples"),
+    Case(
+        "schema with a file and a map",
+        patch("spec.dataset.schema", {"path": "schema.json", "categories": {"Lure": ["Brand Name"]}}),
+        "spec.dataset.schema",
+        words=("exactly one",),
+    ),
+    Case(
+        "schema category without attributes",
+        patch("spec.dataset.schema", {"categories": {"Lure": []}}),
+        "spec.dataset.schema.categories",
+    ),
+    Case(
+        "schema category without a name",
+        patch("spec.dataset.schema", {"categories": {"": ["Brand Name"]}}),
+        "spec.dataset.schema.categories",
+    ),
+    Case("schema pvc without a file", patch("spec.dataset.schema", {"pvc": "data"}), "spec.dataset.schema"),
+    Case("schema as a list", patch("spec.dataset.schema", ["Lure"]), "spec.dataset.schema"),
+    Case(
+        "f1 minimised", patch("spec.objective", {"metric": "f1", "direction": "minimize"}), "spec.objective.direction"
+    ),
     Case("loss maximised", patch("spec.objective.metric", "loss"), "spec.objective.direction"),
     Case("accuracy target above 1", patch("spec.objective.target", 1.5), "spec.objective.target"),
     Case("unknown sampler", patch("spec.search.sampler", "bayes"), "spec.search.sampler", words=("tpe",)),

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from sweetspot_trainer.data import load_path
 from sweetspot_trainer.evaluate import Counts, case, normalize, null_baseline, score, token_f1
 from sweetspot_trainer.generative import parse_answer
+
+AE_110K = Path(__file__).parents[3] / "examples" / "ae-110k"
 
 
 def test_normalisation_folds_case_and_whitespace() -> None:
@@ -114,3 +119,16 @@ def test_score_rejects_mismatched_rows_and_nothing_to_score() -> None:
 )
 def test_generated_answers_parse_or_count_as_invalid(text: str, expected: object) -> None:
     assert parse_answer(text, ["brand", "price"]) == expected
+
+
+def test_on_the_real_ae_110k_test_titles_always_null_scores_f1_zero() -> None:
+    """524 real titles, 1,482 annotated pairs, 1,248 with a value (examples/ae-110k/README.md)."""
+    rows = load_path(AE_110K / "test.jsonl")
+    golds = [row.output for row in rows]
+    nulls = score([{} for _ in rows], golds, [row.category for row in rows])
+    assert nulls.counts == Counts(nn=1482 - 1248, vn=1248)
+    assert nulls.f1 == 0.0 and len(nulls.category_counts) == 10
+    assert null_baseline(golds) == pytest.approx(234 / 1482)
+    # Extracting every gold value (the first of its alternatives) is perfect.
+    perfect = score([{a: row.first_value(a) for a in row.output} for row in rows], golds)
+    assert perfect.f1 == 1.0 and perfect.accuracy == 1.0
