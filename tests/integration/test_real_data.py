@@ -78,8 +78,10 @@ def test_a_local_study_on_real_titles_reports_f1_per_attribute_and_category(tmp_
 def test_the_real_data_benchmark_runs_its_quick_slice(tmp_path: Path) -> None:
     out = tmp_path / "realdata.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "realdata", "--data", str(AE_110K), "--quick"]
-        + ["--workdir", str(tmp_path / "work"), "--json", str(out)],
+        [
+            *(sys.executable, "-m", "benchmarks", "realdata", "--data", str(AE_110K), "--quick"),
+            *("--workdir", str(tmp_path / "work"), "--json", str(out)),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
