@@ -130,8 +130,9 @@ def _get(scores: dict[str, Any] | None, key: str) -> Any:
 
 
 def weakest_first(f1: dict[str, float], support: dict[str, int]) -> list[str]:
-    """Attributes ordered for a reader: the weakest F1 first, the rarest first among equals."""
-    return sorted(f1, key=lambda a: (f1[a], support.get(a, 0), a))
+    """Attributes ordered for a reader: the weakest F1 first, the rarest first among equals; attributes with no gold
+    value on these rows (nothing to extract, so an F1 of 0 says nothing) last."""
+    return sorted(f1, key=lambda a: (support.get(a, 1) == 0, f1[a], support.get(a, 0), a))
 
 
 def render_text(report: dict[str, Any]) -> str:
