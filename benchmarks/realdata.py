@@ -19,6 +19,12 @@ Three measurements, each run by the real trainer in its own process, resumable (
 
     python -m benchmarks realdata --data examples/ae-110k [--json results.json] [--configs 20] [--workers 2]
 
+(d) with `--model smollm2-135m`: "LLM or tagger?" SmolLM2-135M-Instruct zero-shot (no training) and after LoRA on
+    50, 200 and 800 titles, beside the tagger at the same sizes (the learning curve's first repeat), each with the
+    seconds it took, all scored on the 524 test titles:
+
+    python -m benchmarks realdata --data examples/ae-110k --model smollm2-135m [--json llm.json]
+
 `--quick` runs a slice (60 training titles, 40 test titles, a few steps) that only shows the pipeline works; CI
 runs it. The table of (b) is written to `--table` (default `benchmarks/data/ae110k_table.json`) for `hpo --table`.
 """
@@ -36,6 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,19 @@ CURVE_RECIPE: dict[str, Any] = {
 }
 """The learning curve's fixed configuration. Measured on all 1,568 titles: the default space's top rate (5e-4) for 3
 epochs reaches F1 0.656 (recall 0.58 is what limits it); 2e-3 for 6 epochs 0.763, already 0.758 after 3."""
+LLM_RECIPE: dict[str, Any] = {
+    "learningRate": 2e-3,
+    "loraRank": 16,
+    "loraAlpha": 32,
+    "loraDropout": 0.05,
+    "batchSize": 8,
+    "epochs": 2,
+}
+"""The LLM's configuration: LoRA on the attention and MLP projections peft picks for Llama, two epochs."""
+LLM_SIZES = (50, 200, 800)
+LLM_MIN_STEPS = 16
+LLM_SEQUENCE = 192
+"""Chat prompt (~60 tokens with the attribute list), title (at most ~60 SmolLM2 tokens) and JSON answer."""
 VERSIONS = ("torch", "transformers", "peft", "optuna")
 
 
@@ -100,16 +120,19 @@ FULL = Plan(SIZES, REPEATS, 20, None, None, None)
 QUICK = Plan((20, 40), 1, 3, 40, 60, 4)
 
 
-def _config(data: Data, plan: Plan, name: str, number: int, params: dict[str, Any], **extra: Any) -> TrialConfig:
+def _config(
+    data: Data, plan: Plan, name: str, number: int, params: dict[str, Any], model: str = "tiny", **extra: Any
+) -> TrialConfig:
     hyperparameters = dict(params)
     if plan.max_steps is not None:
         hyperparameters["maxSteps"] = plan.max_steps
+    length = plan.max_sequence_length if model == "tiny" else LLM_SEQUENCE
     return TrialConfig.model_validate(
         {
             "study": name,
             "trial": number,
             "stage": "full",
-            "model": {"builtin": "tiny", "maxSequenceLength": plan.max_sequence_length},
+            "model": {"builtin": model, "maxSequenceLength": length},
             "train": {"path": str(data.train.resolve())},
             "validation": {"path": str(data.test.resolve())},
             "schema": {"path": str(data.schema.resolve())},
@@ -154,23 +177,26 @@ def _parallel(
     return [r for r in results if r is not None]
 
 
+def _curve_steps(data: Data, plan: Plan) -> int:
+    """Every size of the curve trains the steps the full training set takes."""
+    hp = Hyperparameters.model_validate(CURVE_RECIPE)
+    return plan.max_steps or math.ceil(data.rows() / (hp.batch_size * hp.gradient_accumulation_steps)) * hp.epochs
+
+
+def _tagger_run(data: Data, plan: Plan, workdir: Path, threads: int, samples: int, repeat: int) -> StageResult:
+    """One point of the learning curve (kept under `workdir`: the LLM comparison reuses the curve's runs)."""
+    params = CURVE_RECIPE | {"maxSteps": _curve_steps(data, plan)}
+    config = _config(data, plan, "realdata-curve", samples, params, samples=samples, seed=repeat)
+    return hpo_table.run_trainer(config, workdir / f"s{samples}-rep{repeat}", threads)
+
+
 def learning_curve(data: Data, plan: Plan, workdir: Path, workers: int, threads: int) -> list[dict[str, Any]]:
     """(a): micro-F1 by training-set size, mean and spread over repeats, steps held at the full set's."""
     available = data.rows()
     sizes = [n for n in plan.sizes if n <= available] or [available]
-    hp = Hyperparameters.model_validate(CURVE_RECIPE)
-    steps = plan.max_steps or math.ceil(sizes[-1] / (hp.batch_size * hp.gradient_accumulation_steps)) * hp.epochs
+    steps = _curve_steps(data, plan)
     runs = [(n, r) for n in sizes for r in range(plan.repeats)]
-    jobs = [
-        (
-            lambda n=n, r=r: hpo_table.run_trainer(
-                _config(data, plan, "realdata-curve", n, CURVE_RECIPE | {"maxSteps": steps}, samples=n, seed=r),
-                workdir / f"s{n}-rep{r}",
-                threads,
-            )
-        )
-        for n, r in runs
-    ]
+    jobs = [(lambda n=n, r=r: _tagger_run(data, plan, workdir, threads, n, r)) for n, r in runs]
     results = _parallel(jobs, workers, lambda i: f"curve {runs[i][0]} titles, repeat {runs[i][1]}")
     curve = []
     for n in sizes:
@@ -230,6 +256,73 @@ def configuration_table(data: Data, plan: Plan, workdir: Path, workers: int, thr
     }
 
 
+def llm_vs_tagger(
+    data: Data, plan: Plan, workdir: Path, curve_dir: Path, workers: int, threads: int, model: str
+) -> list[dict[str, Any]]:
+    """(d): the LLM zero-shot and after LoRA on a few sizes, beside the tagger at the same sizes (one repeat)."""
+    available = data.rows()
+    sizes = [n for n in LLM_SIZES if n <= available] or [available]
+    hp = Hyperparameters.model_validate(LLM_RECIPE)
+
+    def llm(n: int) -> StageResult:
+        steps = max(LLM_MIN_STEPS, math.ceil(n / hp.batch_size) * hp.epochs)
+        params = LLM_RECIPE | {"maxSteps": plan.max_steps or steps}
+        config = _config(
+            data, plan, "realdata-llm", n, params, model=model, samples=n, zeroShot=n == sizes[0], earlyFraction=0.5
+        )
+        return hpo_table.run_trainer(config, workdir / f"{model}-s{n}", threads)
+
+    jobs: list[Callable[[], StageResult]] = [partial(llm, n) for n in sizes]
+    jobs += [partial(_tagger_run, data, plan, curve_dir, threads, n, 0) for n in sizes]
+    results = _parallel(jobs, workers, lambda i: f"{model if i < len(sizes) else 'tagger'} on {sizes[i % len(sizes)]}")
+    llms, taggers = results[: len(sizes)], results[len(sizes) :]
+    untrained = llms[0].evaluations[0]
+    assert untrained.step == 0, "the first LLM run scores the model before training"
+    rows: list[dict[str, Any]] = [
+        {
+            "samples": 0,
+            "llmF1": untrained.f1,
+            "llmValidJson": untrained.json_valid_rate,
+            "llmTrainSeconds": 0.0,
+            "taggerF1": None,
+            "taggerTrainSeconds": None,
+        }
+    ]
+    for n, llm_result, tagger in zip(sizes, llms, taggers, strict=True):
+        final, tagged = llm_result.evaluations[-1], tagger.evaluations[-1]
+        rows.append(
+            {
+                "samples": n,
+                "llmF1": final.f1,
+                "llmPrecision": final.precision,
+                "llmRecall": final.recall,
+                "llmValidJson": final.json_valid_rate,
+                "llmTrainSeconds": final.train_seconds,
+                "llmSeconds": llm_result.seconds,
+                "taggerF1": tagged.f1,
+                "taggerTrainSeconds": tagged.train_seconds,
+                "taggerSeconds": tagger.seconds,
+            }
+        )
+    return rows
+
+
+def render_llm(rows: Sequence[dict[str, Any]], model: str) -> str:
+    lines = [
+        f"LLM or tagger? micro-F1 on the AE-110k test titles ({model} with LoRA vs the MiniLM-L6 tagger)",
+        "",
+        f"{'titles':>8}{'LLM F1':>9}{'valid JSON':>12}{'LLM train s':>13}{'tagger F1':>11}{'tagger train s':>16}",
+    ]
+    for row in rows:
+        tagger = "-" if row["taggerF1"] is None else f"{row['taggerF1']:.3f}"
+        tagger_s = "-" if row["taggerTrainSeconds"] is None else f"{row['taggerTrainSeconds']:.0f}"
+        lines.append(
+            f"{row['samples'] or 'zero-shot':>8}{row['llmF1']:>9.3f}{row['llmValidJson'] or 0:>12.0%}"
+            f"{row['llmTrainSeconds'] or 0:>13.0f}{tagger:>11}{tagger_s:>16}"
+        )
+    return "\n".join(lines)
+
+
 def render_curve(curve: Sequence[dict[str, Any]]) -> str:
     lines = [
         "Learning curve on the AE-110k test titles (micro-F1, mean ± sd over repeats; steps held at the full set's)",
@@ -259,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"where (b)'s table goes ({DEFAULT_TABLE})")
     parser.add_argument("--quick", action="store_true", help="a small slice with a few steps (CI): the pipeline only")
     parser.add_argument("--skip", nargs="*", default=[], choices=["curve", "agreement"], help="measurements to skip")
+    parser.add_argument(
+        "--model",
+        choices=["tiny", "smollm2-135m"],
+        default="tiny",
+        help="tiny: the tagger's curve, agreement and replay (default); smollm2-135m: the LLM against the tagger",
+    )
     args = parser.parse_args(argv)
 
     data = Data.at(args.data)
@@ -269,6 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     data = _slice(data, plan, workdir)
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     output: dict[str, Any] = {"data": str(args.data), "quick": args.quick}
+    if args.model != "tiny":
+        output["llmVsTagger"] = llm_vs_tagger(
+            data, plan, workdir / "llm", workdir / "curve", args.workers, threads, args.model
+        )
+        print(render_llm(output["llmVsTagger"], args.model))
+        if args.json:
+            args.json.write_text(json.dumps(output, indent=1, default=str) + "\n")
+        return 0
     if "curve" not in args.skip:
         output["learningCurve"] = learning_curve(data, plan, workdir / "curve", args.workers, threads)
         print(render_curve(output["learningCurve"]) + "\n")

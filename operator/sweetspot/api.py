@@ -199,7 +199,7 @@ class VolumePath(Model):
 
 # --- model ---------------------------------------------------------------------------------------------
 
-BuiltinModel = Literal["tiny", "tiny-causal"]
+BuiltinModel = Literal["tiny", "tiny-causal", "smollm2-135m"]
 Task = Literal["auto", "generative", "extractive"]
 
 
@@ -207,8 +207,9 @@ class ModelSpec(Model):
     """The base model to fine-tune with LoRA. Set exactly one of `builtin`, `huggingFace` or `path`."""
 
     builtin: BuiltinModel | None = None
-    """A model the trainer ships: `tiny` (MiniLM-L6 encoder, extractive head; learns in minutes on a CPU) or
-    `tiny-causal` (a small random causal LM that exercises the generative path)."""
+    """A model the trainer ships: `tiny` (MiniLM-L6 encoder, extractive head; learns in minutes on a CPU),
+    `tiny-causal` (a small random causal LM that exercises the generative path) or `smollm2-135m`
+    (SmolLM2-135M-Instruct, a real pretrained chat LM, generative; converted once into the trial cache)."""
     hugging_face: str | None = Field(
         default=None, max_length=256, pattern=r"^[A-Za-z0-9][-._A-Za-z0-9]*(/[A-Za-z0-9][-._A-Za-z0-9]*)?$"
     )
@@ -231,6 +232,9 @@ class ModelSpec(Model):
     """Module names LoRA adapts; the trainer picks sensible ones per architecture when unset."""
     max_sequence_length: int = Field(default=512, ge=16, le=131072)
     """Longest input in tokens; longer pages are truncated."""
+    zero_shot: bool = False
+    """Also score the base model before any training, once (in trial 0's first stage): the baseline a fine-tune
+    must beat, shown beside the trials in `sweetspot report`. Worth it for pretrained generative models."""
 
     rules = (
         Rule(
@@ -255,10 +259,10 @@ class ModelSpec(Model):
             holds=lambda o: not (o.builtin == "tiny" and o.task == "generative"),
         ),
         Rule(
-            cel="!has(self.builtin) || self.builtin != 'tiny-causal' || self.task != 'extractive'",
-            message="builtin model tiny-causal is a causal LM: task must be generative or auto",
+            cel="!has(self.builtin) || !(self.builtin in ['tiny-causal', 'smollm2-135m']) || self.task != 'extractive'",
+            message="builtin models tiny-causal and smollm2-135m are causal LMs: task must be generative or auto",
             field="task",
-            holds=lambda o: not (o.builtin == "tiny-causal" and o.task == "extractive"),
+            holds=lambda o: not (o.builtin in ("tiny-causal", "smollm2-135m") and o.task == "extractive"),
         ),
     )
 
@@ -800,6 +804,10 @@ class TrialTemplate(Model):
     output: VolumePath | None = None
     """Volume for checkpoints and adapters; with it, a promoted trial resumes from its early checkpoint instead
     of retraining."""
+    cache: VolumePath | None = None
+    """Volume for model caches shared by the study's trials, mounted at /cache: a built-in model converted once
+    (`smollm2-135m`: about 0.5 GB, converted by the first trial, loaded in seconds by the others) and Hugging Face
+    downloads. ReadWriteMany when trials run in parallel. Without it every pod starts from an empty cache."""
 
 
 class Storage(Model):

@@ -60,7 +60,7 @@ class Hyperparameters(_Contract):
 class ModelRef(_Contract):
     """The base model, resolved for the pod: exactly one of builtin, hugging_face, path."""
 
-    builtin: Literal["tiny", "tiny-causal"] | None = None
+    builtin: Literal["tiny", "tiny-causal", "smollm2-135m"] | None = None
     hugging_face: str | None = None
     revision: str | None = None
     token_file: str | None = None
@@ -118,6 +118,11 @@ class TrialConfig(_Contract):
     """Where the result JSON and the final adapter go."""
     max_eval_rows: int | None = Field(default=None, ge=1)
     """Score on at most this many validation rows (a seeded subset); all when unset."""
+    early_decode_rows: int = Field(default=200, ge=1)
+    """Generative task: evaluations before the end of training decode at most this many validation rows (a fixed
+    seeded subsample; the loss still covers every row), so that judging a trial early stays cheap."""
+    zero_shot: bool = False
+    """Also score the model before any training (step 0): the baseline a fine-tune must beat."""
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -145,6 +150,11 @@ class Evaluation(_Contract):
     """Mean validation loss."""
     pairs: int = 0
     """Applicable pairs scored."""
+    rows: int = 0
+    """Validation rows scored."""
+    subsampled: bool = False
+    """The scores cover a fixed subsample of the validation rows (an early evaluation of a generative model);
+    the loss covers them all."""
     attribute_f1: dict[str, float] = Field(default_factory=dict)
     """F1 per attribute over all categories, most gold values first (trimmed from the rarest end to fit)."""
     attribute_support: dict[str, int] = Field(default_factory=dict)

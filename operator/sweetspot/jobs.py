@@ -116,15 +116,20 @@ def config_map(study: FineTuneStudy, key: RunKey, config: TrialConfig) -> dict[s
 
 def _volumes(study: FineTuneStudy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec = study.spec
+    cache = spec.trial.cache
     volumes: list[dict[str, Any]] = [
-        # Writable scratch on a read-only root filesystem; /dev/shm in memory for data loaders and NCCL.
+        # Writable scratch on a read-only root filesystem; /dev/shm in memory for data loaders and NCCL; the model
+        # cache on the study's cache volume when it has one (converted models and downloads outlive the pod).
         {"name": "tmp", "emptyDir": {}},
-        {"name": "cache", "emptyDir": {}},
+        {"name": "cache", "persistentVolumeClaim": {"claimName": cache.pvc}}
+        if cache
+        else {"name": "cache", "emptyDir": {}},
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "cache", "mountPath": "/cache"},
+        {"name": "cache", "mountPath": "/cache"}
+        | ({"subPath": cache.path.strip("/")} if cache and cache.path.strip("/.") else {}),
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     if spec.model.pvc:

@@ -130,7 +130,13 @@ class LocalExecutor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=directory,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", CPU_THREADS_ENV: str(self.threads_per_stage())},
+                env={
+                    # Converted built-in models are cached under the work directory (shared by its studies).
+                    "SWEETSPOT_CACHE": str(self.root.parent / "cache"),
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    CPU_THREADS_ENV: str(self.threads_per_stage()),
+                },
                 start_new_session=True,  # Ctrl-C reaches the runner, which stops its children itself
             )
         self.processes[str(action.key)] = _Process(popen, time.monotonic())

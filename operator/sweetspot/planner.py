@@ -36,6 +36,15 @@ RunPhase = Literal["running", "succeeded", "failed", "disrupted"]
 # --- what the planner reads ------------------------------------------------------------------------------
 
 
+def _untrained(result: StageResult) -> dict[str, float] | None:
+    """The scores of the step-0 evaluation (the model before training), if the stage made one."""
+    first = next((e for e in result.evaluations if e.step == 0), None)
+    if first is None:
+        return None
+    scores = {"f1": first.f1, "precision": first.precision, "recall": first.recall, "accuracy": first.accuracy}
+    return scores | ({"validJsonRate": first.json_valid_rate} if first.json_valid_rate is not None else {})
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A finished stage, as recorded in the storage (scores over applicable pairs; see `contract.Evaluation`)."""
@@ -61,6 +70,13 @@ class Outcome:
     null_baseline: float | None = None
     """Accuracy of always answering null on the same rows (its F1 is 0)."""
     valid_json_rate: float | None = None
+    rows: int = 0
+    """Validation rows scored."""
+    subsampled: bool = False
+    """Scored on a fixed subsample of the validation rows (an early evaluation of a generative model)."""
+    zero_shot: Mapping[str, float] | None = None
+    """The base model's scores before any training (`spec.model.zeroShot`): f1, precision, recall, accuracy and,
+    for generative models, validJsonRate."""
 
     @classmethod
     def from_evaluation(cls, result: StageResult, evaluation: Evaluation) -> Outcome:
@@ -83,6 +99,9 @@ class Outcome:
             category_f1=dict(evaluation.category_f1),
             null_baseline=result.null_baseline,
             valid_json_rate=evaluation.json_valid_rate,
+            rows=evaluation.rows,
+            subsampled=evaluation.subsampled,
+            zero_shot=_untrained(result),
         )
 
     @property

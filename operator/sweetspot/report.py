@@ -42,6 +42,8 @@ def _scores(outcome: Outcome | None) -> dict[str, Any] | None:
         "tokenF1": outcome.token_f1,
         "loss": outcome.loss,
         "validJsonRate": outcome.valid_json_rate,
+        "rows": outcome.rows,
+        "subsampled": outcome.subsampled,
         "nullBaseline": {"f1": 0.0, "accuracy": outcome.null_baseline},
         "attributeF1": dict(outcome.attribute_f1),
         "attributeSupport": dict(outcome.attribute_support),
@@ -88,6 +90,7 @@ def _as_data(
             "attributeSupport": dict(final.attribute_support),
             "attributeAccuracy": dict(final.attribute_accuracy),
             "nullBaseline": {"f1": 0.0, "accuracy": final.null_baseline},
+            "validJsonRate": final.valid_json_rate,
         }
     return {
         "study": resource.key,
@@ -106,6 +109,7 @@ def _as_data(
         "learningCurve": curve,
         "sweetSpot": sweet_spot,
         "fittedCurve": _fitted(summary),
+        "zeroShot": next((dict(t.early.zero_shot) for t in trials if t.early and t.early.zero_shot), None),
     }
 
 
@@ -167,13 +171,21 @@ def render_text(report: dict[str, Any]) -> str:
         console.print(table)
         counts = report["counts"]
         console.print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        zero = report.get("zeroShot")
+        if zero:
+            json_rate = f", valid JSON {zero['validJsonRate']:.0%}" if "validJsonRate" in zero else ""
+            console.print(
+                f"zero-shot (the model before training): F1 {zero['f1']:.4f} (precision {zero['precision']:.4f}, "
+                f"recall {zero['recall']:.4f}), accuracy {zero['accuracy']:.4f}{json_rate}"
+            )
         best = report["best"]
         if best:
             baseline = best["nullBaseline"]["accuracy"]
             console.print(
                 f"best: trial {best['trial']} final F1 {best['finalF1']:.4f} (precision {best['finalPrecision']:.4f}, "
-                f"recall {best['finalRecall']:.4f}), accuracy {best['finalAccuracy']:.4f}; always-null baseline F1 "
-                f"0.0000, accuracy {_fmt(baseline)}"
+                f"recall {best['finalRecall']:.4f}), accuracy {best['finalAccuracy']:.4f}"
+                + (f", valid JSON {best['validJsonRate']:.0%}" if best.get("validJsonRate") is not None else "")
+                + f"; always-null baseline F1 0.0000, accuracy {_fmt(baseline)}"
             )
             console.print(f"  params {best['params']}")
             console.print(_attribute_table(best))

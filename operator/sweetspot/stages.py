@@ -71,4 +71,8 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
         early_fraction=spec.search.early_evaluation.at_fraction,
         checkpoint_dir=paths.checkpoint_dir,
         output_dir=paths.output_dir,
+        zero_shot=model.zero_shot
+        and start.key.kind == "trial"
+        and start.key.number == 0
+        and start.key.stage != "final",
     )

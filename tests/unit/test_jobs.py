@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from sweetspot import jobs
+from sweetspot.api import VolumePath
 from sweetspot.contract import TrialConfig
 from sweetspot.manifest import load_manifest
 from sweetspot.planner import RunKey, StartRun
@@ -115,3 +116,18 @@ def test_render_prints_the_first_jobs_for_a_reviewer() -> None:
     assert kinds == ["ConfigMap", "Job"] * 4  # parallelism 4
     configs = [TrialConfig.model_validate_json(d["data"]["trial.json"]) for d in documents if d["kind"] == "ConfigMap"]
     assert len({c.hyperparameters for c in configs}) == 4  # the sampler's first proposals differ
+
+
+def test_the_cache_is_the_study_cache_volume_when_it_has_one() -> None:
+    key = RunKey("trial", 0, "early")
+    resource = study()
+    pod = jobs.job(resource, key)["spec"]["template"]["spec"]
+    assert {"name": "cache", "emptyDir": {}} in pod["volumes"]  # no cache volume: each pod starts empty
+    trial = resource.spec.trial.model_copy(update={"cache": VolumePath(pvc="model-cache", path="llm")})
+    cached = resource.model_copy(update={"spec": resource.spec.model_copy(update={"trial": trial})})
+    pod = jobs.job(cached, key)["spec"]["template"]["spec"]
+    assert {"name": "cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in pod["volumes"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "cache"]
+    assert mount == {"name": "cache", "mountPath": "/cache", "subPath": "llm"}
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["SWEETSPOT_CACHE"].startswith("/cache/")  # where the converted model goes

