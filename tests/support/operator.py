@@ -20,7 +20,7 @@ from sweetspot.crd import crd
 
 from support.cluster import NodeSimulator, RunningCluster, cluster
 from support.kube_schema import CrdValidator
-from support.postgres import fresh_database
+from support.postgres import operator_database
 from support.studies import small_study
 
 NAMESPACE = "default"
@@ -93,7 +93,7 @@ class Operator:
 @contextlib.contextmanager
 def operator_world(workdir: Path, postgres_server_url: str, metrics_port: int = 0) -> Iterator[dict[str, Any]]:
     """A cluster, a node, a fresh database and a running operator; the node must have seen no errors."""
-    database = fresh_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
+    database = operator_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
     with cluster(workdir) as running:
         api = running.client()
         node = NodeSimulator(api, NAMESPACE, workdir, environ={"SWEETSPOT_CACHE": str(workdir / "cache")})
