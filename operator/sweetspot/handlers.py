@@ -532,7 +532,7 @@ def reconcile_study(
                     _event(body, "TrialsAsked", f"trial(s) {', '.join(map(str, asked))} asked")
                 else:
                     _apply(study, store, body, action)
-            store.set_phase(decision)
+            store.set_phase(decision, study)
             # Records and asks enable what comes next (a trial asked now gets its Job on the next pass); starts
             # and stops do not.
             if not any(isinstance(a, AskTrials) for a in decision.actions) and decision.reason != "Recording":
