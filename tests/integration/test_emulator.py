@@ -1,5 +1,5 @@
-"""The test API server is as strict as a real one where the operator depends on it: against the emulator alone (no
-operator, no database), in a second or two."""
+"""The test API server is as strict as a real one where the operator depends on it, and Events are aggregated like
+Kubernetes' own recorder does: against the emulator alone (no operator, no database), in a second or two."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 
 import kubernetes
 import pytest
+
+from sweetspot.events import EventRecorder
 
 from support.cluster import RunningCluster, job_failure, local_path, local_value
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, cluster_study
@@ -138,3 +140,40 @@ def test_a_failed_job_gets_the_reason_the_job_controller_gives() -> None:
         "BackoffLimitExceeded",
         "Job has reached the specified backoff limit",
     )
+
+
+def test_events_repeat_on_one_object_with_count_and_series(api: kubernetes.client.ApiClient) -> None:
+    body = create(api, "noisy")
+    core = kubernetes.client.CoreV1Api(api)
+    clock = [0.0]
+    recorder = EventRecorder(core=lambda: core, repeat_seconds=300, clock=lambda: clock[0])
+
+    def events(reason: str) -> list[Any]:
+        items = core.list_namespaced_event(NAMESPACE).items
+        return [e for e in items if e.involved_object.name == "noisy" and e.reason == reason]
+
+    for _ in range(20):  # a reconcile every 0.5 s for 10 s
+        recorder.post(body, "StorageUnreachable", "connection refused", warning=True, persistent=True)
+        clock[0] += 0.5
+    (one,) = events("StorageUnreachable")
+    assert (one.count, one.type, one.series) == (1, "Warning", None)  # repeats counted, not yet written
+    clock[0] += 300
+    recorder.post(body, "StorageUnreachable", "timeout", warning=True, persistent=True)
+    (one,) = events("StorageUnreachable")
+    assert (one.count, one.series.count, one.message) == (21, 21, "timeout")
+    assert one.last_timestamp >= one.first_timestamp
+    # Other messages of an ordinary reason are other Events; the same message again is the same one.
+    recorder.post(body, "StageStarted", "t0-early started")
+    recorder.post(body, "StageStarted", "t1-early started")
+    clock[0] += 301
+    recorder.post(body, "StageStarted", "t0-early started")
+    assert sorted((e.message, e.count) for e in events("StageStarted")) == [
+        ("t0-early started", 2),
+        ("t1-early started", 1),
+    ]
+    # An Event deleted meanwhile (its TTL ran out) is created again.
+    for event in events("StorageUnreachable"):
+        core.delete_namespaced_event(event.metadata.name, NAMESPACE)
+    clock[0] += 301
+    recorder.post(body, "StorageUnreachable", "timeout", warning=True, persistent=True)
+    assert [e.count for e in events("StorageUnreachable")] == [22]
