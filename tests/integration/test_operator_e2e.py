@@ -157,7 +157,16 @@ def test_failed_trials_beyond_the_limit_fail_the_study_and_stop_its_jobs(world: 
     assert running == []  # the operator deleted the Jobs still running
     stored = optuna.load_study(study_name=f"{NAMESPACE}/failing", storage=world["database"])
     failed_in_storage = sum(t.state == optuna.trial.TrialState.FAIL for t in stored.trials)
-    assert status["trials"]["failed"] == failed_in_storage == 1
+    assert status["trials"]["failed"] == failed_in_storage
+    # Trial 0 failed by itself; a trial that was running when the study failed failed with it, saying so; none is
+    # left RUNNING in Optuna.
+    first, *others = stored.trials
+    assert first.state == optuna.trial.TrialState.FAIL and "failed 1 times" in first.user_attrs["sweetspot:failure"]
+    for trial in others:
+        assert trial.state.is_finished(), trial
+        if trial.state == optuna.trial.TrialState.FAIL:
+            assert "the study failed (TooManyFailedTrials)" in trial.user_attrs["sweetspot:failure"], trial
+    assert status["trials"]["running"] == 0
     # Every count in the status is what a report computes from PostgreSQL on its own.
     assert status["trials"] == report.build(world["database"], NAMESPACE, "failing")["counts"]
     events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
