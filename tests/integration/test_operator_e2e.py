@@ -185,9 +185,14 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
 
     patch(api, "paused", {"spec": {"suspend": False}})
     eventually(lambda: jobs_of(api, "paused"), 60, "Jobs after resuming")
-    # An immutable change while it runs (a real API server's CEL rules refuse it first; this is the operator's
-    # own line): refused with a condition and one Event, and the study runs on as it started.
-    patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 256}}})
+    # An immutable change while it runs: the API server's CEL transition rules refuse it...
+    with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
+        patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 256}}})
+    assert refused.value.status == 422 and "spec.model" in str(refused.value.body)
+    # ... and should one get through (a CRD older than the rules), the operator refuses it too: a condition and
+    # one Event, and the study runs on as it started.
+    with world["cluster"].emulator.older_crd():
+        patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 256}}})
     eventually(lambda: condition(api, "paused", "Ready").get("reason") == "ImmutableFieldChanged", 60, "the refusal")
     assert "spec.model" in condition(api, "paused", "Ready")["message"]
     eventually(lambda: phase(api, "paused") == "Succeeded", 600, "the first budget to finish, the change refused")
@@ -197,7 +202,10 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
     refusals = [e for e in events if e.involved_object.name == "paused" and e.reason == "ImmutableFieldChanged"]
     assert len(refusals) == 1 and refusals[0].type == "Warning"
 
-    patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 128}, "search": {"maxTrials": 3, "parallelism": 1}}})
+    with world["cluster"].emulator.older_crd():  # putting the field back is a change the rules refuse as well
+        patch(
+            api, "paused", {"spec": {"model": {"maxSequenceLength": 128}, "search": {"maxTrials": 3, "parallelism": 1}}}
+        )
     eventually(lambda: "paused-t2-early" in jobs_of(api, "paused"), 60, "a third trial after raising the budget")
     # The new trial may beat the promoted one early, and then it is trained to the end too.
     check_succeeded(world, "paused", finals=(1, 2))
