@@ -369,7 +369,9 @@ class Written:
 
 
 _written: dict[str, Written] = {}
-"""By study uid."""
+"""By study uid. Not kopf's per-resource `memo`: a study is reconciled from its timer, its spec changes and its
+Jobs' watch (whose memo is the Job's), all through `_reconcile_fresh`, so the memory is keyed by the study here;
+`delete` drops it with the study."""
 _written_lock = threading.Lock()
 
 
