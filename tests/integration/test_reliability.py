@@ -178,18 +178,20 @@ def test_a_postgresql_outage_is_survived_and_reported(tmp_path: Path) -> None:
             assert (ready["status"], ready["reason"]) == ("False", "StorageUnreachable"), ready
             assert status["phase"] == "Searching" and status["trials"]["total"] == 3, status
 
-            # The outage lasts 60 s; the operator must stay up through all of it (no crash loop) while the node
-            # finishes the early stages.
+            # The outage lasts 60 s, and on until a stage has finished during it (a busy machine trains slower);
+            # the operator must stay up through all of it (no crash loop) while the node finishes early stages.
+            def during() -> list[str]:
+                return [n for n in early if node.finished.get(n, 0.0) > stopped]  # the server is still down
+
             def outage_over() -> bool:
                 assert operator.exited() is None, world["operator"].log.read_text()[-3000:]
-                return time.monotonic() - stopped >= 60
+                return time.monotonic() - stopped >= 60 and bool(during())
 
-            eventually(outage_over, 90, "the end of the outage", step=1)
-            during = [n for n in early if n in node.finished and node.finished[n] - stopped < 60]
-            assert during, "no stage finished during the outage: nothing was tested"
-            # A reconcile every 0.5 s for a minute: one Event, counted, not one per reconcile.
+            eventually(outage_over, 300, "the end of the outage, with a stage finished during it", step=1)
+            # A reconcile every 0.5 s for a minute or more: one Event, counted, not one per reconcile.
             posted = collections.Counter(e.reason for e in study_events(api, "outage") if e.metadata.name not in before)
             assert posted["StorageUnreachable"] == 1 and max(posted.values()) <= 3, posted
+            finished_during = during()
             server.start()
             back = time.monotonic()
             eventually(lambda: reachable().get("status") == "True", 60, "StorageReachable=True again")
@@ -198,7 +200,7 @@ def test_a_postgresql_outage_is_survived_and_reported(tmp_path: Path) -> None:
             finish(world, "outage")
             audit(world, "outage", trials=3)
             print(
-                f"\noutage noticed after {noticed:.1f}s; {len(during)} stage(s) finished during it; "
+                f"\noutage noticed after {noticed:.1f}s; {len(finished_during)} stage(s) finished during it; "
                 f"reachable again {reconnected:.1f}s after the restart"
             )
     finally:
