@@ -1012,6 +1012,15 @@ class GpuSeconds(Model):
     """GPU-seconds not spent because trials were judged early (estimated from the stages that ran)."""
 
 
+class OverBudget(Model):
+    """Trials asked before `spec.search.maxTrials` was lowered below their number."""
+
+    trials: list[int] = Field(default_factory=list, max_length=64)
+    """The trials past the budget (the first 64): each finishes the stages it has; no new trial starts."""
+    message: str = Field(default="", max_length=1024)
+    """What happens to them, in plain words."""
+
+
 class FineTuneStudyStatus(Model):
     """The observed state: a bounded summary recomputed every reconcile; the full history is in the Optuna
     storage."""
@@ -1038,6 +1047,8 @@ class FineTuneStudyStatus(Model):
     """Accelerator time used and saved."""
     optuna_study: str | None = Field(default=None, max_length=512)
     """Name of the Optuna study in the storage."""
+    over_budget: OverBudget | None = None
+    """Set while more trials were asked than `spec.search.maxTrials` now allows (the budget was lowered)."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The spec generation this status reflects."""
 

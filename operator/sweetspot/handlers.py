@@ -8,6 +8,11 @@ one reconcile of a study runs at a time, and requests that arrive meanwhile fold
 idempotent (deterministic names, 409 on create counts as done), so a restarted operator picks up exactly where
 the last one stopped: it finds its Jobs by label and their results in their pods' termination messages.
 
+Status is output, never input: whether a study ended, its phase and its counts come from the Optuna storage (which
+records the study's end with the spec it ended with) and the Jobs on every pass, and the status is rewritten to
+match, so a forged or malformed status is repaired (with a `StatusRepaired` Event) rather than obeyed. While the
+storage does not answer, the status keeps its last picture with `Ready=False` and `StorageReachable=False`.
+
 kopf keeps its own state in annotations under `sweetspot.dev` (a structural CRD schema would prune undeclared
 status fields), and its finalizer is `sweetspot.dev/cleanup`.
 """
@@ -21,6 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -29,8 +35,9 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from sweetspot import jobs
-from sweetspot.api import GROUP, MAX_STATUS_ATTRIBUTES, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec
+from sweetspot.api import GROUP, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec
 from sweetspot.contract import StageResult
+from sweetspot.events import EventRecorder
 from sweetspot.failpoints import failpoint
 from sweetspot.metrics import METRICS, StudyState
 from sweetspot.planner import (
@@ -48,10 +55,25 @@ from sweetspot.planner import (
     StartRun,
     StopRun,
     plan,
+    wind_down,
 )
 from sweetspot.search import SearchStore, StorageError, delete_study, open_storage, safe_url
 from sweetspot.stages import trial_config
-from sweetspot.stats import Summary, best_data, curve_data, summarize
+from sweetspot.stats import summarize
+from sweetspot.status import (
+    IMMUTABLE_FIELD_CHANGED,
+    INVALID_SPEC,
+    READY,
+    STORAGE_REACHABLE,
+    STORAGE_UNREACHABLE,
+    build_status,
+    condition,
+    known_conditions,
+    merge_patch,
+    normalized,
+    tampering,
+    with_conditions,
+)
 
 RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "30"))
 """The safety net: a finished Job or a spec change reconciles its study at once; the timer catches the rest
@@ -332,80 +354,50 @@ def as_started(before: FineTuneStudySpec, study: FineTuneStudy) -> FineTuneStudy
     return study.model_copy(update={"spec": spec})
 
 
-# --- status ------------------------------------------------------------------------------------------------
+# --- what this operator wrote ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """What this process last wrote into a study's status, and whether the storage said the study had ended at
+    that generation. Process memory, never read back from the resource: a forged status cannot make a study look
+    ended, and a restarted operator, remembering nothing, starts from the storage."""
+
+    generation: int | None
+    status: dict[str, Any]
+    ended: bool
+
+
+_written: dict[str, Written] = {}
+"""By study uid. Not kopf's per-resource `memo`: a study is reconciled from its timer, its spec changes and its
+Jobs' watch (whose memo is the Job's), all through `_reconcile_fresh`, so the memory is keyed by the study here;
+`delete` drops it with the study."""
+_written_lock = threading.Lock()
+
+
+def _remembered(uid: str) -> Written | None:
+    with _written_lock:
+        return _written.get(uid)
+
+
+def _remember(uid: str, written: Written) -> None:
+    with _written_lock:
+        _written[uid] = written
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What one reconcile wants the status to be."""
+
+    status: dict[str, Any]
+    ended: bool = False
+    """The storage records the study's end with the spec it has (nothing will change until the spec does)."""
+    remembered: bool = False
+    """Nothing was read: the status this process last wrote, for a study that had ended."""
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def condition(
-    previous: list[Mapping[str, Any]], kind: str, status: bool, reason: str, message: str, generation: int | None
-) -> dict[str, Any]:
-    """A metav1.Condition that keeps its lastTransitionTime while its status does not change."""
-    value = "True" if status else "False"
-    old = next((c for c in previous if c.get("type") == kind), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == value else _now()
-    return {
-        "type": kind,
-        "status": value,
-        "reason": reason,
-        "message": message[:1024],
-        "lastTransitionTime": since,
-        "observedGeneration": generation,
-    }
-
-
-def build_status(
-    decision: Decision,
-    summary: Summary,
-    previous: Mapping[str, Any],
-    generation: int | None,
-    spec: FineTuneStudySpec,
-    optuna_study: str,
-    refused: str = "",
-) -> dict[str, Any]:
-    """The status of one reconcile; `refused` names an immutable change being ignored (Ready stays False with
-    it until the user puts the field back)."""
-    conditions = list(previous.get("conditions", []))
-    ready = (
-        condition(conditions, "Ready", False, "ImmutableFieldChanged", refused, generation)
-        if refused
-        else condition(conditions, "Ready", decision.phase != "Failed", decision.reason, decision.message, generation)
-    )
-    learning_curve, sweet_spot = curve_data(summary, MAX_STATUS_ATTRIBUTES)
-    status: dict[str, Any] = {
-        "phase": decision.phase,
-        "trials": summary.counts,
-        "gpuSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
-        "learningCurve": learning_curve,
-        "optunaStudy": optuna_study,
-        "observedGeneration": generation,
-        "earlyFinalCorrelation": summary.agreement.spearman,
-        "best": None,
-        "sweetSpot": None,
-        "conditions": [
-            ready,
-            condition(
-                conditions, "Succeeded", decision.phase == "Succeeded", decision.reason, decision.message, generation
-            ),
-            condition(conditions, "StorageReachable", True, "Connected", "the Optuna storage answers", generation),
-            condition(
-                conditions,
-                "Suspended",
-                spec.suspend,
-                "Suspended" if spec.suspend else "Running",
-                "spec.suspend is true" if spec.suspend else "",
-                generation,
-            ),
-        ],
-    }
-    status["best"] = best_data(summary, MAX_STATUS_ATTRIBUTES)
-    status["sweetSpot"] = sweet_spot
-    return status
-
-
-# --- handlers ---------------------------------------------------------------------------------------------
 
 
 def _plain(value: Any) -> Any:
@@ -416,35 +408,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _event(body: Any, reason: str, message: str, warning: bool = False) -> None:
-    """A core/v1 Event on the study (kubectl describe shows them). Posted directly rather than through kopf's
-    log-to-event bridge, which would also post kopf's own chatter on every timer run."""
-    meta = body["metadata"]
-    now = datetime.datetime.now(datetime.UTC)
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "FineTuneStudy",
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
-        },
-        "reason": reason,
-        "message": message[:1024],
-        "type": "Warning" if warning else "Normal",
-        "source": {"component": "sweetspot-operator"},
-        "reportingComponent": "sweetspot.dev/operator",
-        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "count": 1,
-    }
-    try:
-        _client()[1].create_namespaced_event(meta["namespace"], event)  # type: ignore[arg-type]  # dicts are accepted
-    except ApiException as exc:  # an Event is worth a try, never a failed reconcile
-        log.warning("cannot post event %s on %s: %s", reason, meta["name"], exc.reason)
+# --- events -----------------------------------------------------------------------------------------------
+
+EVENTS = EventRecorder()
+
+
+def _event(body: Any, reason: str, message: str, warning: bool = False, persistent: bool = False) -> None:
+    """A core/v1 Event on the study (kubectl describe shows them), aggregated like Kubernetes' own recorder. Posted
+    directly rather than through kopf's log-to-event bridge, which would also post kopf's own chatter on every
+    timer run."""
+    EVENTS.post(body, reason, message, warning=warning, persistent=persistent)
 
 
 def _apply(study: FineTuneStudy, store: SearchStore, body: Any, action: Any) -> None:
@@ -470,40 +443,70 @@ def _apply(study: FineTuneStudy, store: SearchStore, body: Any, action: Any) -> 
             _event(body, "TrialOutOfMemory", f"trial {action.trial}: {action.message[:200]}", warning=True)
         elif isinstance(action, RecordFailure):
             kind = "StageDisrupted" if action.disruption else "StageFailed"
-            _event(body, kind, f"{action.key}: {action.reason[:300]}", warning=not action.disruption)
+            _event(body, kind, f"{action.key}: {action.reason}", warning=not action.disruption)
         elif isinstance(action, FailTrial):
             _event(body, "TrialFailed", f"trial {action.trial}: {action.reason[:300]}", warning=True)
 
 
-def reconcile_study(
-    body: Any, meta: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch
-) -> Decision | None:
-    """One reconcile of one study: plan and apply until nothing more can happen now, then patch the status."""
-    previous = _plain(status) or {}
+# --- reconcile ----------------------------------------------------------------------------------------------
+
+
+def _run(study: FineTuneStudy, store: SearchStore, body: Any) -> Decision:
+    """Plan and apply until nothing more can happen now; the storage records the phase on every pass."""
+    for _ in range(MAX_PASSES):
+        trials, sweep = store.snapshot()
+        decision = plan(study.spec, Observed(trials, sweep, observe_runs(study)))
+        changed = False
+        if decision.phase == "Failed":
+            # The end is recorded before what it takes: a crash halfway through failing finds the study Failed in
+            # the storage, and the next pass winds it down the rest of the way.
+            changed = store.set_phase(decision, study)
+        for action in decision.actions:
+            if isinstance(action, AskTrials):
+                asked = store.apply(action)
+                _event(body, "TrialsAsked", f"trial(s) {', '.join(map(str, asked))} asked")
+            else:
+                _apply(study, store, body, action)
+        if decision.phase != "Failed":
+            changed = store.set_phase(decision, study)
+        if decision.finished and changed:
+            _event(
+                body, f"Study{decision.phase}", decision.message or decision.reason, warning=decision.phase == "Failed"
+            )
+        # Records and asks enable what comes next (a trial asked now gets its Job on the next pass); starts
+        # and stops do not.
+        if not any(isinstance(a, AskTrials) for a in decision.actions) and decision.reason != "Recording":
+            break
+    return decision
+
+
+def reconcile_study(body: Mapping[str, Any]) -> Pass:
+    """One reconcile of one study: plan and apply until nothing more can happen now; returns the status it wants.
+
+    Whether the study ended, its phase and its counts come from the storage and the cluster's Jobs on every pass;
+    the status the object has is never read as truth (see `sweetspot.status`)."""
+    meta = body["metadata"]
     generation = meta.get("generation")
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-    # A finished study stays finished until its spec changes (e.g. a raised budget): no storage round trips,
-    # except once after a restart, to publish its metrics again.
-    finished = previous.get("phase") in ("Succeeded", "Failed") and previous.get("observedGeneration") == generation
-    if finished and METRICS.studies.knows(namespace, name):
+    uid = str(meta.get("uid") or f"{namespace}/{name}")
+    current = body.get("status")
+    written = _remembered(uid)
+    last = written.status if written is not None else (current if not tampering(current, None) else None)
+    previous = known_conditions(last)
+    now = _now()
+    if written is not None and written.ended and written.generation == generation:
+        # Ended at this generation, as the storage said when this process last looked: no storage round trips.
         METRICS.operator.succeeded()
-        return None
+        return Pass(written.status, ended=True, remembered=True)
     try:
         study = FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
     except ValidationError as exc:
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
-        patch.status["conditions"] = [
-            condition(previous.get("conditions", []), "Ready", False, "InvalidSpec", message, generation)
-        ]
         METRICS.operator.reconcile_errors.labels("invalid").inc()
-        return None
-    uid = str(meta.get("uid", study.key))
+        invalid = condition(previous, READY, False, INVALID_SPEC, message, generation, now)
+        return Pass(with_conditions(last, [invalid]))
     try:
         store = _store(study, uid)
-        if finished:
-            trials, sweep = store.snapshot()
-            METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, previous["phase"]))
-            return None
         before = started_spec(store.stored_spec())
         refused = ""
         if before is not None and (changed := immutable_changes(before, study.spec)):
@@ -511,53 +514,69 @@ def reconcile_study(
                 f"{', '.join(changed)} cannot change once a study has started "
                 "(only budget, parallelism and suspend can); it runs on as it started"
             )
-            if not any(c.get("reason") == "ImmutableFieldChanged" for c in previous.get("conditions", [])):
-                _event(body, "ImmutableFieldChanged", refused, warning=True)
+            if previous.get(READY, {}).get("reason") != IMMUTABLE_FIELD_CHANGED:
+                _event(body, IMMUTABLE_FIELD_CHANGED, refused, warning=True)
             study = as_started(before, study)
         store.update_spec(study)
-        for _ in range(MAX_PASSES):
-            trials, sweep = store.snapshot()
-            decision = plan(study.spec, Observed(trials, sweep, observe_runs(study)))
-            for action in decision.actions:
-                if isinstance(action, AskTrials):
-                    asked = store.apply(action)
-                    _event(body, "TrialsAsked", f"trial(s) {', '.join(map(str, asked))} asked")
-                else:
+        ended = store.ended(study)
+        if ended is None:
+            decision = _run(study, store, body)
+        else:
+            decision = Decision((), ended["phase"], ended["reason"], ended.get("message", ""))
+            if decision.phase == "Failed":  # what a failed study still owes (nothing, unless a crash interrupted it)
+                trials, sweep = store.snapshot()
+                for action in wind_down(Observed(trials, sweep, observe_runs(study)), decision.reason):
                     _apply(study, store, body, action)
-            store.set_phase(decision)
-            # Records and asks enable what comes next (a trial asked now gets its Job on the next pass); starts
-            # and stops do not.
-            if not any(isinstance(a, AskTrials) for a in decision.actions) and decision.reason != "Recording":
-                break
         trials, sweep = store.snapshot()
     except StorageError as exc:
         with _stores_lock:
             _stores.pop(uid, None)
-        conditions = [c for c in previous.get("conditions", []) if c.get("type") != "StorageReachable"]
-        conditions.append(
-            condition(
-                previous.get("conditions", []), "StorageReachable", False, "StorageUnreachable", str(exc), generation
-            )
-        )
-        patch.status["conditions"] = conditions
-        _event(body, "StorageUnreachable", str(exc), warning=True)
+        _event(body, STORAGE_UNREACHABLE, str(exc), warning=True, persistent=True)
         METRICS.studies.storage_down(namespace, name)
         METRICS.operator.reconcile_errors.labels("storage").inc()
-        return None
+        down = [
+            condition(previous, READY, False, STORAGE_UNREACHABLE, f"the Optuna storage does not answer: {exc}",
+                      generation, now),
+            condition(previous, STORAGE_REACHABLE, False, STORAGE_UNREACHABLE, str(exc), generation, now),
+        ]  # fmt: skip
+        return Pass(with_conditions(last, down))
     summary = summarize(study.spec, trials, sweep)
-    new_status = build_status(decision, summary, previous, generation, study.spec, store.name, refused)
-    if decision.finished and previous.get("phase") != decision.phase:
-        _event(body, f"Study{decision.phase}", decision.message or decision.reason, warning=decision.phase == "Failed")
-    failpoint("write-status")
-    patch.status.update(new_status)
+    status = build_status(decision, summary, previous, generation, study.spec, trials, store.name, now, refused)
+    over = status.get("overBudget")
+    if over is not None and (last or {}).get("overBudget") != over:
+        _event(body, "BudgetLowered", over["message"])
     METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, decision.phase))
-    return decision
+    return Pass(status, ended=decision.finished)
 
 
-def _measured(body: Any, meta: Mapping[str, Any], status: Mapping[str, Any], patch: kopf.Patch) -> None:
+def _write_status(api: kubernetes.client.CustomObjectsApi, body: Mapping[str, Any], wanted: Pass) -> None:
+    """Make the object's status what the pass wants, with the fewest changes (nothing when it already is), and say
+    so with an Event when the status was not what this operator had written: forged, restored or malformed."""
+    meta = body["metadata"]
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    uid = str(meta.get("uid") or f"{namespace}/{name}")
+    current = body.get("status")
+    written = _remembered(uid)
+    problem = tampering(current, written.status if written is not None else None)
+    if not wanted.remembered:
+        failpoint("write-status")
+    if not problem and normalized(current) == normalized(wanted.status):
+        _remember(uid, Written(meta.get("generation"), wanted.status, wanted.ended))
+        return
+    patch = {"status": merge_patch(current, wanted.status)}
+    api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, patch, _content_type="application/merge-patch+json"
+    )
+    _remember(uid, Written(meta.get("generation"), wanted.status, wanted.ended))
+    if problem:
+        message = f"the status was {problem}; rewritten from the Optuna storage and the cluster's Jobs"
+        _event(body, "StatusRepaired", message, warning=True)
+
+
+def _measured(api: kubernetes.client.CustomObjectsApi, body: Mapping[str, Any]) -> None:
     with METRICS.operator.reconcile_seconds.time():
         try:
-            reconcile_study(body, meta, status, patch)
+            _write_status(api, body, reconcile_study(body))
         except ApiException:
             METRICS.operator.reconcile_errors.labels("cluster").inc()
             raise  # kopf retries on the next tick
@@ -587,15 +606,9 @@ def _reconcile_fresh(namespace: str, name: str) -> None:
         if exc.status == 404:
             return  # deleted meanwhile
         raise
-    meta = body.get("metadata", {})
-    if meta.get("deletionTimestamp"):
+    if body.get("metadata", {}).get("deletionTimestamp"):
         return
-    patch = kopf.Patch()
-    _measured(body, meta, body.get("status") or {}, patch)
-    if patch:
-        api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, dict(patch), _content_type="application/merge-patch+json"
-        )
+    _measured(api, body)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -631,6 +644,9 @@ def delete(
         store = _stores.pop(str(meta.get("uid")), None)
     with _finished_lock:
         _finished_runs.pop(f"{namespace}/{name}", None)
+    with _written_lock:
+        _written.pop(str(meta.get("uid")), None)
+    EVENTS.forget(namespace, str(meta.get("uid")))
     _serializer.forget(f"{namespace}/{name}")
     METRICS.studies.forget(namespace, name)
     if spec.get("onDelete", "keep") == "delete":

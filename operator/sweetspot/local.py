@@ -190,7 +190,7 @@ def run_study(
         while True:
             trials, sweep = store.snapshot()
             decision = plan(study.spec, Observed(trials, sweep, executor.observe()))
-            store.set_phase(decision)
+            store.set_phase(decision, study)
             if publish is not None:
                 publish(StudyState.of(meta.namespace, meta.name, study.spec, trials, sweep, decision.phase))
             if decision.phase != last_phase and decision.reason != "Recording":

@@ -129,6 +129,9 @@ class TrialView:
     failed_attempts: Mapping[str, frozenset[int]] = field(default_factory=dict)
     disrupted_attempts: Mapping[str, frozenset[int]] = field(default_factory=dict)
     reason: str = ""
+    cancelled: bool = False
+    """Failed because its study failed (its stage was stopped), not by itself: not counted against
+    `maxFailedTrials` if the study is resumed."""
 
     def attempts(self, stage: str) -> int:
         return len(self.failed_attempts.get(stage, frozenset())) + len(self.disrupted_attempts.get(stage, frozenset()))
@@ -249,6 +252,8 @@ class RecordFailure:
 class FailTrial:
     trial: int
     reason: str
+    cancelled: bool = False
+    """The study failed and this trial with it (see `TrialView.cancelled`)."""
 
 
 @dataclass(frozen=True)
@@ -359,7 +364,8 @@ class _Planner:
 
     # Results of finished runs become records, once.
     def ingest(self) -> str | None:
-        """Turn finished runs into records; returns a message when the input itself is bad (study fails)."""
+        """Turn finished runs into records; returns a message when the input itself is bad (the study fails; each
+        rejecting stage is recorded as failed, and its trial fails with it)."""
         bad_input = None
         for run in self.observed.runs:
             if run.phase == "running":
@@ -386,7 +392,12 @@ class _Planner:
             elif result is not None and result.status == "oom" and key.kind == "trial":
                 self.actions.append(RecordInfeasible(key.number, key.stage, result.message))
             elif result is not None and result.status == "bad_input":
-                bad_input = f"{key}: {result.message}"
+                bad_input = bad_input or f"{key}: {result.message}"
+                self.actions.append(RecordFailure(key, f"bad input: {result.message}", disruption=False))
+                if key.kind == "trial":
+                    self.actions.append(
+                        FailTrial(key.number, f"stage {key.stage} rejected its input: {result.message}")
+                    )
             else:
                 reason = run.reason or (result.message if result else "") or "the run failed without a result"
                 self.actions.append(RecordFailure(key, reason, disruption=run.phase == "disrupted"))
@@ -440,7 +451,7 @@ class _Planner:
             # Record first and re-plan: decisions below must see the recorded state.
             return Decision(tuple(self.actions), self.current_phase(), "Recording")
 
-        failed = [t for t in self.trials.values() if t.state == "failed" and not t.infeasible]
+        failed = [t for t in self.trials.values() if t.state == "failed" and not t.infeasible and not t.cancelled]
         if len(failed) > search.max_failed_trials:
             return self.fail(
                 "TooManyFailedTrials",
@@ -566,10 +577,33 @@ class _Planner:
         return Decision(tuple(self.actions), phase, reason, message)
 
     def fail(self, reason: str, message: str) -> Decision:
-        stops = tuple(StopRun(r.key, reason) for r in self.running)
-        return Decision((*self.actions, *stops), "Failed", reason, message)
+        failing = {a.trial for a in self.actions if isinstance(a, FailTrial)}
+        ending = wind_down(self.observed, reason, failing)
+        return Decision((*self.actions, *ending), "Failed", reason, message)
 
 
 def plan(spec: FineTuneStudySpec, observed: Observed) -> Decision:
     """The next actions for a study, and its phase."""
     return _Planner(spec, observed).decide()
+
+
+def wind_down(observed: Observed, reason: str, failing: frozenset[int] | set[int] = frozenset()) -> tuple[Action, ...]:
+    """What a failed study still owes: every running stage stopped, and every unfinished trial failed with the
+    study's reason (`failing`: trials already being failed for a reason of their own). Empty once done, so it is
+    proposed again on every pass over a failed study: a crash halfway through repeats only what is missing."""
+    stopped = {r.key.number for r in observed.runs if r.phase == "running" and r.key.kind == "trial"}
+    cancel = tuple(
+        FailTrial(t.number, f"stopped: the study failed ({reason})", cancelled=True)
+        for t in sorted(observed.trials, key=lambda t: t.number)
+        if t.number not in failing
+        and not t.infeasible
+        and (t.state == "running" or (t.number in stopped and t.state != "failed"))
+    )
+    stops = tuple(StopRun(r.key, reason) for r in observed.runs if r.phase == "running")
+    return (*cancel, *stops)
+
+
+def past_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[int]:
+    """Trials asked before `maxTrials` was lowered below their number: they finish what they run, and no new
+    trial starts while they exceed the budget."""
+    return sorted(t.number for t in trials if t.number >= spec.search.max_trials)

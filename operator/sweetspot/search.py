@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import threading
@@ -58,6 +59,8 @@ PHASE_ATTR = "sweetspot:phase"
 TRIAL_ATTR = "sweetspot:trial:{}"
 SWEEP_ATTR = "sweetspot:sweep:{}"
 INFEASIBLE_ATTR = "sweetspot:infeasible"
+FAILURE_ATTR = "sweetspot:failure"
+"""A failed trial's reason, in the trial's own user attributes (what optuna-dashboard shows next to it)."""
 MEMORY_CONSTRAINT = "outOfMemory"
 TRANSIENT_RETRIES = 4
 _SCHEMA_LOCK = 0x5357_4545  # PostgreSQL advisory lock id guarding schema creation ("SWEE")
@@ -271,6 +274,11 @@ def _stored_spec(resource: FineTuneStudy) -> dict[str, Any]:
     return resource.model_dump(mode="json", include={"metadata": {"name", "namespace"}, "spec": True})
 
 
+def _digest(resource: FineTuneStudy) -> str:
+    """A short fingerprint of the manifest a study runs with (what `ended` compares)."""
+    return hashlib.sha256(json.dumps(_stored_spec(resource), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _sweep_attr(samples: int, repeat: int) -> str:
     """`sweetspot:sweep:200` for the first run at a size, `sweetspot:sweep:200:1` for its second repeat."""
     return SWEEP_ATTR.format(samples) + (f":{repeat}" if repeat else "")
@@ -390,10 +398,20 @@ class SearchStore:
             failed_attempts={s: frozenset(a) for s, a in record.get("failed", {}).items()},
             disrupted_attempts={s: frozenset(a) for s, a in record.get("disrupted", {}).items()},
             reason=record.get("reason", ""),
+            cancelled=bool(record.get("cancelled")),
         )
 
     def phase(self) -> dict[str, Any]:
         return self._retry(lambda: dict(self.study.user_attrs.get(PHASE_ATTR, {})), "reading the phase")
+
+    def ended(self, resource: FineTuneStudy) -> dict[str, Any] | None:
+        """The study's end as the storage recorded it (phase, reason, message), when it ended with the spec it has
+        now; None while it runs, or once its spec changed since (a raised budget resumes it). The storage's own
+        record: a status patch cannot forge it."""
+        recorded = self.phase()
+        if recorded.get("phase") in ("Succeeded", "Failed") and recorded.get("spec") == _digest(resource):
+            return recorded
+        return None
 
     # Writing.
 
@@ -472,11 +490,13 @@ class SearchStore:
         elif isinstance(action, RecordFailure):
             self._record_failure(action)
         elif isinstance(action, FailTrial):
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished: the record says why
+                self._trial(action.trial).set_user_attr(FAILURE_ATTR, action.reason[:500])
             self.study.tell(action.trial, state=OptunaState.FAIL, skip_if_finished=True)
             record = self._record(action.trial)
             # A proxy trial is already COMPLETE in Optuna (told its early score) when its final stage gives up:
             # the record says it failed, once, so the planner neither fails it again nor waits for its final.
-            record.update(gaveUp=True, reason=action.reason[:500])
+            record.update(gaveUp=True, reason=action.reason[:500], cancelled=action.cancelled)
             self._save(action.trial, record)
         elif isinstance(action, RecordSweepPoint):
             key = _sweep_attr(action.samples, action.repeat)
@@ -500,9 +520,22 @@ class SearchStore:
         record["reason"] = action.reason[:500]
         self._save(key.number, record)
 
-    def set_phase(self, decision: Decision) -> None:
-        value = {"phase": decision.phase, "reason": decision.reason, "message": decision.message[:500]}
-        self._retry(lambda: self._set_attr_if_changed(PHASE_ATTR, value), "recording the phase")
+    def set_phase(self, decision: Decision, resource: FineTuneStudy) -> bool:
+        """Record the study's phase, and with it the spec it has (see `ended`); True when the phase changed."""
+        value = {
+            "phase": decision.phase,
+            "reason": decision.reason,
+            "message": decision.message[:500],
+            "spec": _digest(resource),
+        }
+
+        def record() -> bool:
+            before = self.study.user_attrs.get(PHASE_ATTR, {})
+            if before != value:
+                self.study.set_user_attr(PHASE_ATTR, value)
+            return bool(before.get("phase") != decision.phase)
+
+        return self._retry(record, "recording the phase")
 
 
 def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from support.cluster import RunningCluster
 from support.instant_node import InstantNode
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, Operator, cluster_study, eventually
-from support.postgres import fresh_database
+from support.postgres import operator_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400)]
 
@@ -34,7 +34,7 @@ def peak_rss_mib(pid: int) -> float:
 def test_a_hundred_studies_of_twenty_trials_all_finish_with_nothing_lost(
     tmp_path: Path, postgres_server_url: str
 ) -> None:
-    database = fresh_database(postgres_server_url, f"load_{os.getpid()}")
+    database = operator_database(postgres_server_url, f"load_{os.getpid()}")
     names = [f"load-{i:03d}" for i in range(STUDIES)]
     with RunningCluster(tmp_path) as running, InstantNode(running.client()) as node:
         api = running.client()

@@ -19,7 +19,7 @@ from sweetspot.jobs import CONFIG_KEY
 from support.cluster import RunningCluster
 from support.instant_node import InstantNode
 from support.operator import GROUP, PLURAL, VERSION, Operator, cluster_study, eventually
-from support.postgres import fresh_database
+from support.postgres import operator_database
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -29,7 +29,7 @@ TRIALS = 6
 
 
 def test_the_same_name_in_two_namespaces_never_shares_trials(tmp_path: Path, postgres_server_url: str) -> None:
-    database = fresh_database(postgres_server_url, f"namespaces_{os.getpid()}")
+    database = operator_database(postgres_server_url, f"namespaces_{os.getpid()}")
     with RunningCluster(tmp_path) as running:
         running.emulator.namespaces = list(NAMESPACES)
         api = running.client()

@@ -255,6 +255,8 @@ def test_the_operator_in_prometheus_with_dashboards_alerts_and_deleted_studies(
             step=0.5,
         )
 
+        # The kill made every series of the target stale: wait until Prometheus scraped the new process.
+        eventually(lambda: server.query('{study="lost-storage"}'), 30, "the other study's series scraped again")
         delete(api, "observed")
         eventually(lambda: 'study="observed"' not in exposition(port), 60, "the deleted study's series to vanish")
         eventually(lambda: not server.query('{study="observed"}'), 30, "Prometheus to mark its series stale")

@@ -157,7 +157,16 @@ def test_failed_trials_beyond_the_limit_fail_the_study_and_stop_its_jobs(world: 
     assert running == []  # the operator deleted the Jobs still running
     stored = optuna.load_study(study_name=f"{NAMESPACE}/failing", storage=world["database"])
     failed_in_storage = sum(t.state == optuna.trial.TrialState.FAIL for t in stored.trials)
-    assert status["trials"]["failed"] == failed_in_storage == 1
+    assert status["trials"]["failed"] == failed_in_storage
+    # Trial 0 failed by itself; a trial that was running when the study failed failed with it, saying so; none is
+    # left RUNNING in Optuna.
+    first, *others = stored.trials
+    assert first.state == optuna.trial.TrialState.FAIL and "failed 1 times" in first.user_attrs["sweetspot:failure"]
+    for trial in others:
+        assert trial.state.is_finished(), trial
+        if trial.state == optuna.trial.TrialState.FAIL:
+            assert "the study failed (TooManyFailedTrials)" in trial.user_attrs["sweetspot:failure"], trial
+    assert status["trials"]["running"] == 0
     # Every count in the status is what a report computes from PostgreSQL on its own.
     assert status["trials"] == report.build(world["database"], NAMESPACE, "failing")["counts"]
     events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
@@ -176,9 +185,14 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
 
     patch(api, "paused", {"spec": {"suspend": False}})
     eventually(lambda: jobs_of(api, "paused"), 60, "Jobs after resuming")
-    # An immutable change while it runs (a real API server's CEL rules refuse it first; this is the operator's
-    # own line): refused with a condition and one Event, and the study runs on as it started.
-    patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 256}}})
+    # An immutable change while it runs: the API server's CEL transition rules refuse it...
+    with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
+        patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 256}}})
+    assert refused.value.status == 422 and "spec.model" in str(refused.value.body)
+    # ... and should one get through (a CRD older than the rules), the operator refuses it too: a condition and
+    # one Event, and the study runs on as it started.
+    with world["cluster"].emulator.older_crd():
+        patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 256}}})
     eventually(lambda: condition(api, "paused", "Ready").get("reason") == "ImmutableFieldChanged", 60, "the refusal")
     assert "spec.model" in condition(api, "paused", "Ready")["message"]
     eventually(lambda: phase(api, "paused") == "Succeeded", 600, "the first budget to finish, the change refused")
@@ -188,7 +202,10 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
     refusals = [e for e in events if e.involved_object.name == "paused" and e.reason == "ImmutableFieldChanged"]
     assert len(refusals) == 1 and refusals[0].type == "Warning"
 
-    patch(api, "paused", {"spec": {"model": {"maxSequenceLength": 128}, "search": {"maxTrials": 3, "parallelism": 1}}})
+    with world["cluster"].emulator.older_crd():  # putting the field back is a change the rules refuse as well
+        patch(
+            api, "paused", {"spec": {"model": {"maxSequenceLength": 128}, "search": {"maxTrials": 3, "parallelism": 1}}}
+        )
     eventually(lambda: "paused-t2-early" in jobs_of(api, "paused"), 60, "a third trial after raising the budget")
     # The new trial may beat the promoted one early, and then it is trained to the end too.
     check_succeeded(world, "paused", finals=(1, 2))

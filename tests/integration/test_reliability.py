@@ -8,6 +8,7 @@ study's status equal the counts a report computes from PostgreSQL on its own.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import time
@@ -155,6 +156,7 @@ def test_a_postgresql_outage_is_survived_and_reported(tmp_path: Path) -> None:
             apply(api, cluster_study("outage", maxTrials=3, parallelism=3))
             early = [f"outage-t{i}-early" for i in range(3)]
             eventually(lambda: set(early) <= set(node.started), 120, "the early stages to start")
+            before = {e.metadata.name for e in study_events(api, "outage")}
             server.stop()
             stopped = time.monotonic()
 
@@ -167,20 +169,29 @@ def test_a_postgresql_outage_is_survived_and_reported(tmp_path: Path) -> None:
             )
             noticed = time.monotonic() - stopped
             assert down["reason"] == "StorageUnreachable" and f"127.0.0.1:{server.port}" in down["message"], down
-            events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
-            assert "StorageUnreachable" in {e.reason for e in events if e.involved_object.name == "outage"}
+            assert "StorageUnreachable" in {e.reason for e in study_events(api, "outage")}
             gauge = f'sweetspot_storage_reachable{{namespace="{NAMESPACE}",study="outage"}} 0.0'
             eventually(lambda: gauge in scrape(port), 30, "the storage gauge to drop to 0")
+            # The status keeps its picture (kubectl get fts still reads) and says why it is stale.
+            status = get(api, "outage")["status"]
+            ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+            assert (ready["status"], ready["reason"]) == ("False", "StorageUnreachable"), ready
+            assert status["phase"] == "Searching" and status["trials"]["total"] == 3, status
 
-            # The outage lasts 60 s; the operator must stay up through all of it (no crash loop) while the node
-            # finishes the early stages.
+            # The outage lasts 60 s, and on until a stage has finished during it (a busy machine trains slower);
+            # the operator must stay up through all of it (no crash loop) while the node finishes early stages.
+            def during() -> list[str]:
+                return [n for n in early if node.finished.get(n, 0.0) > stopped]  # the server is still down
+
             def outage_over() -> bool:
                 assert operator.exited() is None, world["operator"].log.read_text()[-3000:]
-                return time.monotonic() - stopped >= 60
+                return time.monotonic() - stopped >= 60 and bool(during())
 
-            eventually(outage_over, 90, "the end of the outage", step=1)
-            during = [n for n in early if n in node.finished and node.finished[n] - stopped < 60]
-            assert during, "no stage finished during the outage: nothing was tested"
+            eventually(outage_over, 300, "the end of the outage, with a stage finished during it", step=1)
+            # A reconcile every 0.5 s for a minute or more: one Event, counted, not one per reconcile.
+            posted = collections.Counter(e.reason for e in study_events(api, "outage") if e.metadata.name not in before)
+            assert posted["StorageUnreachable"] == 1 and max(posted.values()) <= 3, posted
+            finished_during = during()
             server.start()
             back = time.monotonic()
             eventually(lambda: reachable().get("status") == "True", 60, "StorageReachable=True again")
@@ -189,7 +200,7 @@ def test_a_postgresql_outage_is_survived_and_reported(tmp_path: Path) -> None:
             finish(world, "outage")
             audit(world, "outage", trials=3)
             print(
-                f"\noutage noticed after {noticed:.1f}s; {len(during)} stage(s) finished during it; "
+                f"\noutage noticed after {noticed:.1f}s; {len(finished_during)} stage(s) finished during it; "
                 f"reachable again {reconnected:.1f}s after the restart"
             )
     finally:
@@ -259,6 +270,56 @@ def test_a_trial_config_the_trainer_cannot_parse_is_a_failed_stage_with_its_mess
     failed = [e.message for e in events if e.involved_object.name == "garbled" and e.reason == "StudyFailed"]
     assert failed and "learningRate" in failed[0], failed
     eventually(lambda: not [n for n in jobs_of(api, "garbled") if n in node.processes], 60, "running Jobs stopped")
+
+
+def test_bad_input_fails_every_unfinished_trial_and_says_where(tmp_path: Path, postgres_server_url: str) -> None:
+    """Scenario 8 with bad data: a training file whose line 7 is not JSON. The study fails (BadInput, file:line
+    in its message), each stage that rejected the data gets a StageFailed Event with file:line, no trial is left
+    RUNNING in Optuna (each failed, its reason in its user attributes), and the status, the report and the
+    metrics count the same failed trials."""
+    claim = tmp_path / "claim"
+    claim.mkdir()
+    rows = [json.dumps({"input": f"Acme widget {n}", "output": {"brand": "Acme"}}) for n in range(12)]
+    rows[6] = '{"input": "Acme widget 6", "output": '  # line 7: cut short
+    (claim / "train.jsonl").write_text("\n".join(rows) + "\n")
+    port = free_port()
+    with operator_world(tmp_path, postgres_server_url, metrics_port=port) as world:
+        api, node = world["api"], world["node"]
+        node.claims["training-data"] = claim
+        manifest = cluster_study("badrow")
+        manifest["spec"]["dataset"]["train"] = {"pvc": "training-data", "path": "train.jsonl"}
+        apply(api, manifest)
+        body = finish(world, "badrow", timeout=300)
+        status = body["status"]
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (status["phase"], ready["reason"]) == ("Failed", "BadInput"), status
+        assert "train.jsonl:7: not JSON" in ready["message"], ready
+
+        stored = optuna.load_study(study_name=f"{NAMESPACE}/badrow", storage=world["database"])
+        assert stored.trials and all(t.state == optuna.trial.TrialState.FAIL for t in stored.trials), stored.trials
+        assert all(t.user_attrs.get("sweetspot:failure") for t in stored.trials)
+        events = study_events(api, "badrow")
+        stage_failed = [e.message for e in events if e.reason == "StageFailed"]
+        assert stage_failed and all("train.jsonl:7: not JSON" in m for m in stage_failed), stage_failed
+        assert {"StudyFailed", "TrialFailed"} <= {e.reason for e in events}
+        assert len([e for e in events if e.reason == "StudyFailed"]) == 1
+
+        counts = status["trials"]
+        assert counts["failed"] == counts["total"] == len(stored.trials) and counts["running"] == 0, counts
+        assert counts == report.build(world["database"], NAMESPACE, "badrow")["counts"]
+        exposition = scrape(port)
+        for state, count in counts.items():
+            series = f'sweetspot_study_trials{{namespace="{NAMESPACE}",state="{state}",study="badrow"}} {count}.0'
+            assert state == "total" or series in exposition, series
+        assert not [n for n in jobs_of(api, "badrow") if n in node.processes]
+
+
+def study_events(api: kubernetes.client.ApiClient, name: str) -> list[Any]:
+    return [
+        e
+        for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+        if e.involved_object.name == name
+    ]
 
 
 def _exists(api: kubernetes.client.ApiClient, name: str) -> bool:

@@ -1,6 +1,7 @@
-"""The database password never leaves the operator: with a storage URL holding a password (the operator's default
-and a study's own Secret, unreachable on purpose so that its errors are exercised too), the password appears in no
-operator log line, Event, study status, metric, Job or ConfigMap, and trial pods get no database credentials."""
+"""The database password never leaves the operator: with a storage URL holding a password (the operator's default,
+which the server checks with scram-sha-256, and a study's own Secret, unreachable or wrong on purpose so that its
+errors are exercised too), the password appears in no operator log line, Event, study status, metric, Job or
+ConfigMap, and trial pods get no database credentials."""
 
 from __future__ import annotations
 
@@ -12,37 +13,41 @@ from typing import Any
 
 import kubernetes
 import pytest
-import sqlalchemy
+from sqlalchemy.engine import make_url
 
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, apply, cluster_study, eventually, get, operator_world
+from support.postgres import OPERATOR_PASSWORD, OPERATOR_ROLE
 from support.prometheus import free_port, scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
 PASSWORD = "Pw-7zQx31-never-printed"
-USER = "sweetspot_secret_test"
+"""The password of a storage that does not answer."""
+WRONG = "Wr0ng-pw-4Tq9-never-printed"
 
 
 @pytest.fixture
-def password_url(postgres_server_url: str) -> str:
-    """The test server's URL as a role with a password (the throwaway server trusts local logins, so the password
-    travels everywhere a real one would without being needed)."""
-    engine = sqlalchemy.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        exists = connection.execute(sqlalchemy.text(f"SELECT 1 FROM pg_roles WHERE rolname = '{USER}'")).first()
-        if not exists:
-            connection.execute(sqlalchemy.text(f"CREATE ROLE {USER} LOGIN CREATEDB PASSWORD '{PASSWORD}'"))
-    engine.dispose()
-    url = sqlalchemy.engine.make_url(postgres_server_url).set(username=USER, password=PASSWORD)
-    return url.render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def world(tmp_path: Path, password_url: str) -> Iterator[dict[str, Any]]:
+def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
+    """The operator logs in as its own role, with a password the server checks (see support/postgres.py)."""
     port = free_port()
-    with operator_world(tmp_path, password_url, metrics_port=port) as world:
+    with operator_world(tmp_path, postgres_server_url, metrics_port=port) as world:
         world["metrics_port"] = port
+        assert make_url(world["database"]).password == OPERATOR_PASSWORD
         yield world
+
+
+def storage_secret(api: kubernetes.client.ApiClient, name: str, url: str) -> None:
+    data = {"url": base64.b64encode(url.encode()).decode()}
+    kubernetes.client.CoreV1Api(api).create_namespaced_secret(NAMESPACE, {"metadata": {"name": name}, "data": data})
+
+
+def storage_reachable(api: kubernetes.client.ApiClient, name: str) -> dict[str, Any]:
+    conditions = (get(api, name).get("status") or {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == "StorageReachable"), {})
+
+
+def leaks(world: dict[str, Any], *passwords: str) -> list[str]:
+    return [f"{where}" for where, text in everything_visible(world).items() if any(p in text for p in passwords)]
 
 
 def everything_visible(world: dict[str, Any]) -> dict[str, str]:
@@ -67,21 +72,18 @@ def everything_visible(world: dict[str, Any]) -> dict[str, str]:
 
 def test_the_password_appears_nowhere(world: dict[str, Any]) -> None:
     api = world["api"]
-    core = kubernetes.client.CoreV1Api(api)
     # A study of its own storage, which does not answer: its errors name the storage, never the password.
-    unreachable = f"postgresql+psycopg://{USER}:{PASSWORD}@127.0.0.1:1/nowhere"
-    secret = {"metadata": {"name": "elsewhere"}, "data": {"url": base64.b64encode(unreachable.encode()).decode()}}
-    core.create_namespaced_secret(NAMESPACE, secret)
+    storage_secret(api, "elsewhere", f"postgresql+psycopg://someone:{PASSWORD}@127.0.0.1:1/nowhere")
     elsewhere = cluster_study("elsewhere")
     elsewhere["spec"]["storage"] = {"secretRef": {"name": "elsewhere", "key": "url"}}
     apply(api, elsewhere)
     apply(api, cluster_study("secret"))
 
-    def storage_down() -> bool:
-        conditions = (get(api, "elsewhere").get("status") or {}).get("conditions", [])
-        return any(c["type"] == "StorageReachable" and c["status"] == "False" for c in conditions)
-
-    eventually(storage_down, 300, "the unreachable storage to show in the status")
+    eventually(
+        lambda: storage_reachable(api, "elsewhere").get("status") == "False",
+        300,
+        "the unreachable storage to show in the status",
+    )
     eventually(
         lambda: (get(api, "secret").get("status") or {}).get("phase") in ("Succeeded", "Failed"),
         600,
@@ -92,8 +94,7 @@ def test_the_password_appears_nowhere(world: dict[str, Any]) -> None:
     visible = everything_visible(world)
     assert "StorageUnreachable" in visible["events"] and "127.0.0.1:1" in visible["studies"]
     assert "sweetspot_study_best_accuracy" in visible["metrics"]
-    leaks = [where for where, text in visible.items() if PASSWORD in text]
-    assert leaks == [], f"the password leaked into: {leaks}"
+    assert leaks(world, PASSWORD, OPERATOR_PASSWORD) == [], "a password leaked"
 
     # Trial pods get no credentials: no Secret reference, no database URL in any Job's environment.
     jobs = json.loads(visible["jobs"])
@@ -104,3 +105,26 @@ def test_the_password_appears_nowhere(world: dict[str, Any]) -> None:
                 assert "secretKeyRef" not in env.get("valueFrom", {}), env
                 assert "postgresql" not in env.get("value", ""), env
             assert not container.get("envFrom"), container
+
+
+def test_a_wrong_password_is_refused_and_never_shown(world: dict[str, Any]) -> None:
+    """The operator's role with a wrong password, in a study's Secret: the server refuses the login, the study says
+    StorageReachable=False with the server's reason, and the wrong password appears nowhere."""
+    api = world["api"]
+    wrong = make_url(world["database"]).set(password=WRONG).render_as_string(hide_password=False)
+    storage_secret(api, "wrong-password", wrong)
+    manifest = cluster_study("refused")
+    manifest["spec"]["storage"] = {"secretRef": {"name": "wrong-password", "key": "url"}}
+    apply(api, manifest)
+    down = eventually(
+        lambda: storage_reachable(api, "refused").get("status") == "False" and storage_reachable(api, "refused"),
+        120,
+        "the refused login to show in the status",
+    )
+    assert down["reason"] == "StorageUnreachable", down
+    assert f'password authentication failed for user "{OPERATOR_ROLE}"' in down["message"], down
+    assert f"{OPERATOR_ROLE}:***@" in down["message"], down
+    gauge = f'sweetspot_storage_reachable{{namespace="{NAMESPACE}",study="refused"}} 0.0'
+    eventually(lambda: gauge in scrape(world["metrics_port"]), 30, "the storage gauge at 0")
+    assert "StorageUnreachable" in everything_visible(world)["events"]
+    assert leaks(world, WRONG, OPERATOR_PASSWORD) == [], "a password leaked"

@@ -1,17 +1,20 @@
-"""A Kubernetes API for tests: kmock's emulator made good enough for kopf, plus a node simulator.
+"""A Kubernetes API for tests: kmock's emulator made as strict as an API server where the operator depends on it,
+plus a node simulator.
 
 No API server can run here. `ClusterEmulator` extends `kmock.KubernetesEmulator` (pinned to kmock 0.8:
 it relies on its request hooks) with what kopf and the kubernetes client need and stock kmock lacks:
 uid/resourceVersion/generation/creationTimestamp on objects, the namespace from the URL, label selectors
-on lists, `/status` patches that touch only the status (and main patches that do not touch it), and
-JSON-patch with a failed `test` answered 422 (kopf's finalizer depends on it). Still missing, and not
-needed by these tests: PUT, strategic-merge lists, garbage collection, schema validation (tests validate
-manifests with the CRD themselves).
+on lists, `/status` writes that touch only the status (and main writes that do not touch it), JSON-patch with
+a failed `test` answered 422 (kopf's finalizer depends on it), merge patches as RFC 7386 has them (a scalar may
+become an object and back), and custom resources pruned, defaulted and validated against their CRD's structural
+schema on every write, an invalid one refused with 422 as a real server refuses it. Still missing, and not
+needed by these tests: PUT, strategic-merge lists, garbage collection.
 
 `NodeSimulator` plays the Job controller and the kubelet: for every Job it creates a pod, runs the pod's
-container command as a local process with the pod's environment (ConfigMap references resolved, mount
-paths mapped to temporary directories), then writes the container's termination message and the Job's
-conditions back through the API, as the real components would.
+container command as a local process with the pod's environment (ConfigMap references resolved, paths under a
+mount mapped to temporary directories by path prefix), then writes the container's termination message and the
+Job's conditions back through the API, as the real components would (a failed pod fails its Job with the reason
+the Job controller gives: `PodFailurePolicy` when a FailJob rule matches, else `BackoffLimitExceeded`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ import kmock
 import kubernetes
 from kmock import KubernetesEmulator, ResourceInfo
 from kmock._internal import enums, k8s, rendering
+
+from sweetspot.crd import crd
+
+from support.kube_schema import CrdValidator
 
 RESOURCES = {
     "sweetspot.dev/v1alpha1/finetunestudies": ResourceInfo(
@@ -98,18 +105,18 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
-def _merge_diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns `before` into `after` (kmock stores every change as one; None deletes a key,
-    so a JSON patch that removes `/metadata/finalizers` really removes them)."""
-    diff: dict[str, Any] = {key: None for key in before if key not in after}
-    for key, value in after.items():
-        old = before.get(key)
-        if isinstance(old, dict) and isinstance(value, dict):
-            if nested := _merge_diff(old, value):
-                diff[key] = nested
-        elif key not in before or old != value:
-            diff[key] = value
-    return diff
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge key by key, null deletes, anything else (a list, a scalar, an object
+    over a scalar) replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
 
 
 class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
@@ -122,6 +129,19 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
         self.namespaces = ["default"]
         for key, info in RESOURCES.items():
             self.resources[key] = info
+        self.schemas = {"sweetspot.dev/v1alpha1/finetunestudies": CrdValidator(crd())}
+        """Custom resources by `group/version/plural`, each written only as its CRD's schema allows."""
+        self.checking = True
+
+    @contextlib.contextmanager
+    def older_crd(self) -> Iterator[None]:
+        """Writes meanwhile are stored as they come, as under an older, looser CRD (or a server that was not
+        checking): what a buggy client wrote then stays in the object once the schema is back."""
+        self.checking = False
+        try:
+            yield
+        finally:
+            self.checking = True
 
     def created_in(self, namespace: str, prefix: str = "") -> dict[tuple[str, str], int]:
         """(plural, name) -> creations, for the objects of one namespace whose names start with `prefix`."""
@@ -168,6 +188,8 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
             if request.action == enums.action.CREATE and request.resource is not None and response.status < 300:
                 name = (request.data.get("metadata") or {}).get("name", "")
                 self.created[(str(request.resource.plural), request.namespace or "", name)] += 1
+                if not response.prepared:
+                    response.set_status(201)  # Created, as a server answers (clients read no body from a 200)
             return response
         finally:
             index = next((i for i, seen in enumerate(self._requests) if seen is request), None)
@@ -177,6 +199,10 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
     def _prepare(self, request: rendering.Request) -> None:
         self._version += 1
         version = str(self._version)
+        resource = request.resource
+        validator = (
+            self.schemas.get(f"{resource.group}/{resource.version}/{resource.plural}") if self.checking else None
+        )
         if request.action == enums.action.CREATE:
             data = request.data
             meta = data.setdefault("metadata", {})
@@ -184,28 +210,49 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             meta.setdefault("namespace", request.namespace)
             meta.update(uid=str(uuid.uuid4()), resourceVersion=version, generation=1, creationTimestamp=_now())
+            if validator is not None:
+                data.pop("status", None)  # the status subresource: a create never sets it
+                object.__setattr__(request, "data", self._admit(validator, None, data))
             return
         current = self._current(request)
         if current is None:
             return  # kmock answers 404
-        content_type = request.headers.get("Content-Type", "")
-        if isinstance(request.data, list) or "json-patch" in content_type:
+        if isinstance(request.data, list):
             try:
                 patched = jsonpatch.apply_patch(current, request.data)
             except (jsonpatch.JsonPatchConflict, jsonpatch.JsonPatchTestFailed) as exc:
                 raise UnprocessableError(status=422, reason="Invalid", message=str(exc)) from None
-            sections = ("metadata", "spec", "status", "data")
-            data = _merge_diff({k: current.get(k) for k in sections}, {k: patched.get(k) for k in sections})
         else:
-            data = request.data if isinstance(request.data, dict) else {}
+            patched = merge_patch(current, request.data if isinstance(request.data, dict) else {})
         if request.subresource == "status":
-            data = {"status": data.get("status", {})}
+            updated = {k: v for k, v in current.items() if k != "status"}
+            if patched.get("status") is not None:
+                updated["status"] = patched["status"]
         else:
-            data.pop("status", None)
-            if "spec" in data and data["spec"] != current.get("spec"):
-                data.setdefault("metadata", {})["generation"] = int(current["metadata"].get("generation", 1)) + 1
-        data.setdefault("metadata", {})["resourceVersion"] = version
-        object.__setattr__(request, "data", data)  # kmock requests are frozen attrs objects
+            updated = {k: v for k, v in patched.items() if k != "status"}
+            if "status" in current:
+                updated["status"] = current["status"]
+        if validator is not None:
+            updated = self._admit(validator, current, updated)
+        meta = updated.setdefault("metadata", {})
+        for key in ("uid", "creationTimestamp", "generation"):  # the server's own, whatever a client sent
+            if key in current.get("metadata", {}):
+                meta[key] = current["metadata"][key]
+        if updated.get("spec") != current.get("spec"):
+            meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
+        meta["resourceVersion"] = version
+        # kmock stores an update as a patch of its own kind; a JSON patch replacing the root is the whole object.
+        object.__setattr__(request, "data", [{"op": "replace", "path": "", "value": updated}])
+
+    @staticmethod
+    def _admit(validator: CrdValidator, current: dict[str, Any] | None, updated: dict[str, Any]) -> dict[str, Any]:
+        stored, errors = validator.admit(updated, current)
+        if errors:
+            kind = updated.get("kind", "object")
+            name = (updated.get("metadata") or {}).get("name", "")
+            message = f'{kind}.sweetspot.dev "{name}" is invalid: ' + ", ".join(map(str, errors))
+            raise UnprocessableError(status=422, reason="Invalid", message=message)
+        return dict(stored)
 
     async def _serve_list(self, request: rendering.Request) -> Any:
         payload = await super()._serve_list(request)
@@ -274,6 +321,56 @@ class RunningCluster:
 MERGE = {"_content_type": "application/merge-patch+json"}
 
 
+def local_path(value: str, mounts: dict[str, Path]) -> str:
+    """A path inside the pod as the node has it: under the longest mount path that is a path prefix of it (so
+    `/sweetspot/data-1/x` is not under `/sweetspot/data`, and `/data/tmp/x` is under no `/tmp`); else unchanged."""
+    for mount, directory in sorted(mounts.items(), key=lambda m: -len(m[0])):
+        if value == mount or value.startswith(mount.rstrip("/") + "/"):
+            return str(directory) + value[len(mount.rstrip("/")) :]
+    return value
+
+
+def local_value(value: str, mounts: dict[str, Path]) -> str:
+    """An environment value as the node passes it: a path, or a JSON document (the trial config) whose string
+    values that are paths are mapped; any other text is left as it is."""
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return local_path(value, mounts)
+    if not isinstance(document, dict | list):
+        return local_path(value, mounts)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return local_path(item, mounts)
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        return item
+
+    return json.dumps(walk(document))
+
+
+def job_failure(job: Any, pod: str, exit_code: int) -> tuple[str, str]:
+    """The reason and message of a Job's Failed condition as the Job controller writes them when its only pod
+    failed with `exit_code` (backoffLimit 0): a FailJob rule of the pod failure policy that matches the exit
+    code says `PodFailurePolicy`, anything else exhausts the backoff limit."""
+    policy = job.spec.pod_failure_policy
+    for index, rule in enumerate((policy.rules if policy else None) or []):
+        codes = rule.on_exit_codes
+        if codes is None or rule.action != "FailJob":
+            continue
+        matched = (exit_code in codes.values) == (codes.operator == "In")
+        if matched and exit_code != 0:
+            container = codes.container_name or job.spec.template.spec.containers[0].name
+            return "PodFailurePolicy", (
+                f"Container {container} for pod {pod} failed with exit code {exit_code} "
+                f"matching FailJob rule at index {index}"
+            )
+    return "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+
+
 class NodeSimulator:
     """Runs each Job's pod as a local process and reports back like the Job controller and kubelet."""
 
@@ -291,6 +388,8 @@ class NodeSimulator:
         """When each Job was first seen, and when it finished (monotonic seconds): operator latency."""
         self.finished: dict[str, float] = {}
         self.hooks: dict[str, Callable[[str], None]] = {}
+        self.claims: dict[str, Path] = {}
+        """PersistentVolumeClaims by name: the directory a pod that mounts one sees (a test puts its data there)."""
         self.edit_config: Callable[[str, str], str] = lambda job, text: text
         """(Job name, a ConfigMap value the pod reads) → what the pod gets: lets a test hand a trial a broken config."""
         self._started_uids: set[str] = set()
@@ -350,23 +449,23 @@ class NodeSimulator:
         pod_spec = job.spec.template.spec
         (container,) = pod_spec.containers
         root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
-        mounts = {m.mount_path: root / m.name for m in container.volume_mounts or []}
+        claims = {
+            v.name: self.claims[v.persistent_volume_claim.claim_name]
+            for v in pod_spec.volumes or []
+            if v.persistent_volume_claim is not None and v.persistent_volume_claim.claim_name in self.claims
+        }
+        mounts = {m.mount_path: claims.get(m.name, root / m.name) for m in container.volume_mounts or []}
         for directory in mounts.values():
             directory.mkdir(parents=True, exist_ok=True)
-
-        def local(value: str) -> str:
-            for mount, directory in sorted(mounts.items(), key=lambda m: -len(m[0])):
-                value = value.replace(mount, str(directory))
-            return value
 
         env = {**os.environ, **self.environ}
         for var in container.env or []:
             if var.value_from is not None and var.value_from.config_map_key_ref is not None:
                 ref = var.value_from.config_map_key_ref
                 config_map = self.core.read_namespaced_config_map(ref.name, self.namespace)
-                env[var.name] = local(self.edit_config(name, config_map.data[ref.key]))
+                env[var.name] = local_value(self.edit_config(name, config_map.data[ref.key]), mounts)
             else:
-                env[var.name] = local(var.value or "")
+                env[var.name] = local_value(var.value or "", mounts)
         termination = root / "termination-log"
         env["SWEETSPOT_TERMINATION_LOG"] = str(termination)
         command = [sys.executable if part == "python" else part for part in container.command]
@@ -398,6 +497,7 @@ class NodeSimulator:
         del self.processes[name]
         self.finished[name] = time.monotonic()
         message = termination.read_text() if termination.exists() else ""
+        code = 128 - code if code < 0 else code  # killed by a signal: the container runtime reports 128 + signal
         state = {"terminated": {"exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}}
         self.core.patch_namespaced_pod_status(
             f"{name}-pod",
@@ -420,14 +520,12 @@ class NodeSimulator:
             },
             **MERGE,
         )
-        kind = "Complete" if code == 0 else "Failed"
-        condition = {
-            "type": kind,
-            "status": "True",
-            "reason": "Completed" if code == 0 else "BackoffLimitExceeded",
-            "message": "" if code == 0 else f"exit code {code}",
-            "lastTransitionTime": _now(),
-        }
+        if code == 0:
+            condition = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
+        else:
+            reason, why = job_failure(job, f"{self.namespace}/{name}-pod", code)
+            condition = {"type": "Failed", "status": "True", "reason": reason, "message": why}
+        condition["lastTransitionTime"] = _now()
         status = {"active": 0, "conditions": [condition], ("succeeded" if code == 0 else "failed"): 1}
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": status}, **MERGE)
 

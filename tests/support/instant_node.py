@@ -1,12 +1,13 @@
 """A node whose containers finish instantly: every Job is completed the moment it appears (watch), with a canned
-stage result in its pod's termination message. For load tests and the operator benchmark, where all the time
-measured should be the operator's."""
+stage result in its pod's termination message. For load tests, the operator benchmark, and operator tests that
+are about its bookkeeping rather than training; `hold` keeps chosen Jobs running until the test `release`s them."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -54,6 +55,9 @@ class InstantNode:
         self.completed: dict[str, tuple[str, float]] = {}
         """Job name → (study, when its Complete status was written)."""
         self.errors: list[BaseException] = []
+        self.hold: Callable[[str], bool] = lambda name: False
+        """Jobs (by name) left running, as a container that has not finished yet, until `release`d."""
+        self.held: dict[str, dict[str, str]] = {}
         self._done: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"instant-node-{namespace}", daemon=True)
@@ -99,10 +103,19 @@ class InstantNode:
             return
         self._done.add(meta.get("uid", ""))
         try:
+            if self.hold(meta["name"]):
+                self.held[meta["name"]] = meta.get("labels") or {}
+                status = {"status": {"active": 1}}
+                self.batch.patch_namespaced_job_status(meta["name"], self.namespace, status, **MERGE)
+                return
             self._complete(meta["name"], meta.get("labels") or {})
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status != 404:  # deleted meanwhile, as a kubelet would find it: nothing to complete
                 raise
+
+    def release(self, name: str) -> None:
+        """The held Job's container finishes now."""
+        self._complete(name, self.held.pop(name))
 
     def _complete(self, name: str, labels: dict[str, str]) -> None:
         seen = time.monotonic()

@@ -1,6 +1,8 @@
-"""What a Kubernetes API server does with a custom resource, for tests: default, validate, run CEL rules.
+"""What a Kubernetes API server does with a custom resource, for tests: prune, default, validate, run CEL rules.
 
 No API server runs here, so this plays its part on the CRD that `sweetspot crd` generates:
+- pruning of fields the structural schema does not declare (what a server does on every write without
+  `fieldValidation=Strict`);
 - structural defaulting (`default` applied where a field is absent, nested objects included);
 - OpenAPI v3.0 validation (jsonschema's Draft 4 has the same boolean `exclusiveMinimum`), with unknown
   fields rejected as `kubectl apply --validate=strict` (the default since kubectl 1.27) does;
@@ -67,6 +69,28 @@ def _default(schema: Schema, value: Any) -> None:
             _default(schema["items"], item)
 
 
+def prune(schema: Schema, value: Any) -> Any:
+    """`value` without the fields `schema` does not declare, as the API server stores a custom resource (objects
+    under `x-kubernetes-preserve-unknown-fields` keep theirs; a value of the wrong type is left for validation)."""
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return copy.deepcopy(value)
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        pruned = {}
+        for key, item in value.items():
+            if key in properties:
+                pruned[key] = prune(properties[key], item)
+            elif isinstance(extra, dict):
+                pruned[key] = prune(extra, item)
+            elif extra is True:
+                pruned[key] = copy.deepcopy(item)
+        return pruned
+    if isinstance(value, list) and "items" in schema:
+        return [prune(schema["items"], item) for item in value]
+    return copy.deepcopy(value)
+
+
 def _closed(schema: Schema) -> Schema:
     """A copy in which objects with declared properties reject unknown fields (strict field validation)."""
     out = {k: v for k, v in schema.items() if not k.startswith("x-kubernetes-")}
@@ -98,6 +122,7 @@ class CrdValidator:
         self._validator = jsonschema.Draft4Validator(_closed(self.schema))
         self._env = celpy.Environment()
         self._programs: dict[str, Any] = {}
+        self._sections: dict[str, jsonschema.Draft4Validator] = {}
 
     def errors(self, obj: Any, old: Any = None) -> list[ApiError]:
         """Every error the API server would report for creating `obj`, or for updating `old` to `obj` (schema
@@ -110,6 +135,45 @@ class CrdValidator:
         found: list[ApiError] = []
         self._run_rules(self.schema, obj, old, "", found)
         return found
+
+    def admit(self, obj: Any, old: Any = None) -> tuple[Any, list[ApiError]]:
+        """What the API server stores for a create (`old` None) or an update of `old` to `obj`, and the errors that
+        refuse it (422). Fields the schema does not declare are pruned, defaults applied, then each top-level
+        section that changed is validated, schema and CEL rules (unchanged ones are ratcheted, as a server
+        with CRDValidationRatcheting does; validating an unchanged spec's CEL rules on every status write would
+        cost the tests a lot for nothing)."""
+        metadata = obj.get("metadata") if isinstance(obj, dict) else None
+        stored = apply_defaults(self.schema, prune(self.schema, obj))
+        if isinstance(stored, dict) and metadata is not None:
+            stored["metadata"] = copy.deepcopy(metadata)  # ObjectMeta is the server's own, never pruned here
+        found: list[ApiError] = []
+        for name, section in self.schema.get("properties", {}).items():
+            if name == "metadata" or name not in stored:
+                continue
+            before = old.get(name) if isinstance(old, dict) else None
+            if old is not None and before is not None and apply_defaults(section, before) == stored[name]:
+                continue
+            errors = [
+                ApiError(f"{name}.{e.path}" if e.path else name, e.message)
+                for error in self._section(name).iter_errors(stored[name])
+                for e in _as_api_errors(error)
+            ]
+            if not errors:
+                self._run_rules(section, stored[name], before, name, errors)
+            found += errors
+        if old is None and not found:
+            for rule in self.schema.get("x-kubernetes-validations", []):  # the root's own rules (metadata.name)
+                result = self._program(rule["rule"]).evaluate({"self": to_cel(self.schema, stored)})
+                if not bool(result):
+                    found.append(ApiError("", rule.get("message", rule["rule"])))
+        required = [n for n in self.schema.get("required", []) if not isinstance(stored, dict) or n not in stored]
+        found += [ApiError(n, "Required value") for n in required]
+        return stored, sorted(found, key=str)
+
+    def _section(self, name: str) -> jsonschema.Draft4Validator:
+        if name not in self._sections:
+            self._sections[name] = jsonschema.Draft4Validator(_closed(self.schema["properties"][name]))
+        return self._sections[name]
 
     def _program(self, rule: str) -> Any:
         if rule not in self._programs:

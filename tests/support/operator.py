@@ -20,7 +20,7 @@ from sweetspot.crd import crd
 
 from support.cluster import NodeSimulator, RunningCluster, cluster
 from support.kube_schema import CrdValidator
-from support.postgres import fresh_database
+from support.postgres import operator_database
 from support.studies import small_study
 
 NAMESPACE = "default"
@@ -99,7 +99,7 @@ def operator_world(
     what a test is about)."""
     from support.instant_node import InstantNode  # it imports this module
 
-    database = fresh_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
+    database = operator_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
     with cluster(workdir) as running:
         api = running.client()
         node: NodeSimulator | InstantNode = (

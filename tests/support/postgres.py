@@ -3,6 +3,10 @@
 Uses `SWEETSPOT_TEST_DATABASE_URL` when set; otherwise starts a private server from the PostgreSQL binaries
 on a free port in a temporary directory (as the `postgres` user when running as root: PostgreSQL refuses to
 run as root), and removes it afterwards.
+
+Every login is checked with a password (scram-sha-256), as on a real server: the superuser's is made up per
+server, and the operator logs in as a role of its own (`OPERATOR_ROLE`), owner of its database and nothing more,
+so a wrong password is refused in tests as it would be in a cluster.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -18,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ENV_URL = "SWEETSPOT_TEST_DATABASE_URL"
+OPERATOR_ROLE = "sweetspot_operator"
+OPERATOR_PASSWORD = "operator-" + secrets.token_hex(8)
 
 
 def _bindir() -> Path:
@@ -46,16 +53,26 @@ class PostgresServer:
         if self.as_user:
             shutil.chown(self.dir, "postgres")
         self.data = self.dir / "data"
+        self.password = secrets.token_hex(12)
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
         subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
 
     def init(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        password_file = self.dir / "password"
+        password_file.write_text(self.password + "\n")
+        if self.as_user:
+            shutil.chown(password_file, "postgres")
+        self._run(
+            str(self.bindir / "initdb"),
+            *("-D", str(self.data), "-U", "postgres", "--pwfile", str(password_file)),
+            *("--auth-local", "scram-sha-256", "--auth-host", "scram-sha-256"),
+        )
+        password_file.unlink()
 
     def start(self) -> None:
         self._run(
@@ -93,13 +110,33 @@ def postgres_url() -> Iterator[str]:
         server.remove()
 
 
-def fresh_database(url: str, name: str) -> str:
-    """A new empty database on the server of `url`, so tests do not see each other's studies."""
+def fresh_database(url: str, name: str, owner: str | None = None) -> str:
+    """A new empty database on the server of `url`, so tests do not see each other's studies; with `owner`, the
+    database is that role's and the URL logs in as it (the operator's own role: see `operator_database`)."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else "")))
     engine.dispose()
-    return str(sqlalchemy.engine.make_url(url).set(database=name).render_as_string(hide_password=False))
+    database = sqlalchemy.engine.make_url(url).set(database=name)
+    if owner is not None:
+        database = database.set(username=owner, password=OPERATOR_PASSWORD)
+    return str(database.render_as_string(hide_password=False))
+
+
+def operator_database(url: str, name: str) -> str:
+    """A new database owned by the operator's role (created once per server, with a password), and the URL the
+    operator logs in with: not the superuser, as in a real deployment."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        query = sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
+        if connection.execute(query, {"role": OPERATOR_ROLE}).first() is None:
+            connection.execute(sqlalchemy.text(f"CREATE ROLE {OPERATOR_ROLE}"))
+        # Every session makes up its password: a server that outlives it (SWEETSPOT_TEST_DATABASE_URL) gets the new one.
+        connection.execute(sqlalchemy.text(f"ALTER ROLE {OPERATOR_ROLE} LOGIN PASSWORD '{OPERATOR_PASSWORD}'"))
+    engine.dispose()
+    return fresh_database(url, name, owner=OPERATOR_ROLE)

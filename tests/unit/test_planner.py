@@ -26,7 +26,9 @@ from sweetspot.planner import (
     StopRun,
     SweepView,
     TrialView,
+    past_budget,
     plan,
+    wind_down,
 )
 
 PARAMS = {"learningRate": 0.001, "loraRank": 8}
@@ -203,14 +205,27 @@ def test_out_of_memory_is_infeasible_not_a_failure() -> None:
     assert [a.key.number for a in of_type(decision, StartRun)] == [3]
 
 
-def test_bad_input_fails_the_study_and_stops_what_runs() -> None:
+def test_bad_input_fails_the_study_records_the_stage_and_fails_every_unfinished_trial() -> None:
+    rejected = result("early", 0, status="bad_input").model_copy(update={"message": "train.jsonl:7: not JSON"})
     observed = Observed(
-        trials=[trial(0), trial(1)],
-        runs=[run("t0-early", "failed", result("early", 0, status="bad_input")), run("t1-early")],
+        trials=[trial(0), trial(1), trial(2, "complete", early=outcome(0.5))],
+        runs=[run("t0-early", "failed", rejected), run("t1-early")],
     )
     decision = plan(spec(), observed)
     assert (decision.phase, decision.reason) == ("Failed", "BadInput")
+    assert "t0-early: train.jsonl:7: not JSON" in decision.message
+    assert of_type(decision, RecordFailure) == [
+        RecordFailure(RunKey("trial", 0, "early"), "bad input: train.jsonl:7: not JSON", disruption=False)
+    ]
+    # The rejecting trial fails for its own reason; the one still running fails with the study (cancelled); the
+    # proxy trial judged early is finished in Optuna and stays as it is.
+    failed = of_type(decision, FailTrial)
+    assert [(f.trial, f.cancelled) for f in failed] == [(0, False), (1, True)]
+    assert "train.jsonl:7" in failed[0].reason and "BadInput" in failed[1].reason
     assert of_type(decision, StopRun) == [StopRun(RunKey("trial", 1, "early"), "BadInput")]
+    # Once recorded, a failed study owes nothing more.
+    done = [trial(0, "failed"), trial(1, "failed", cancelled=True), trial(2, "complete", early=outcome(0.5))]
+    assert wind_down(Observed(trials=done, runs=[run("t0-early", "failed", rejected)]), "BadInput") == ()
 
 
 def test_too_many_failed_trials_fail_the_study_and_stop_running_jobs() -> None:
@@ -219,7 +234,34 @@ def test_too_many_failed_trials_fail_the_study_and_stop_running_jobs() -> None:
     decision = plan(spec(maxFailedTrials=1), observed)
     assert (decision.phase, decision.reason) == ("Failed", "TooManyFailedTrials")
     assert of_type(decision, StopRun) == [StopRun(RunKey("trial", 2, "early"), "TooManyFailedTrials")]
+    (cancel,) = of_type(decision, FailTrial)
+    assert (cancel.trial, cancel.cancelled) == (2, True)
     assert plan(spec(maxFailedTrials=2), observed).phase == "Searching"
+
+
+def test_trials_failed_with_their_study_do_not_count_when_it_resumes() -> None:
+    cancelled = [trial(n, "failed", cancelled=True) for n in range(3)]
+    observed = Observed(trials=[trial(0, "failed", reason="boom"), *cancelled[1:]])
+    assert plan(spec(maxFailedTrials=1), observed).phase == "Searching"
+    assert plan(spec(maxFailedTrials=0), observed).reason == "TooManyFailedTrials"
+
+
+def test_a_promoted_trial_whose_final_runs_when_the_study_fails_fails_with_it() -> None:
+    observed = Observed(trials=[trial(0, "complete", early=outcome(0.5))], runs=[run("t0-final"), run("s200-full")])
+    actions = wind_down(observed, "SweepFailed")
+    assert [a for a in actions if isinstance(a, FailTrial)] == [
+        FailTrial(0, "stopped: the study failed (SweepFailed)", cancelled=True)
+    ]
+    assert {a.key for a in actions if isinstance(a, StopRun)} == {RunKey.parse("t0-final"), RunKey.parse("s200-full")}
+
+
+def test_a_lowered_budget_names_the_trials_past_it_and_asks_no_more() -> None:
+    trials = [trial(0, "complete", early=outcome(0.5)), trial(1), trial(2)]
+    decision = plan(spec(maxTrials=2, parallelism=2), Observed(trials=trials, runs=[run("t1-early")]))
+    assert past_budget(spec(maxTrials=2), trials) == [2]
+    assert not of_type(decision, AskTrials)
+    assert of_type(decision, StartRun) == [StartRun(RunKey("trial", 2, "early"), PARAMS)]  # it runs past the budget
+    assert past_budget(spec(maxTrials=3), trials) == []
 
 
 def test_proxy_promotes_the_best_early_trials() -> None:

@@ -1,0 +1,105 @@
+"""The status a study gets: built from a pass, written as the fewest changes, and a status the operator did not
+write told apart (pure functions, no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sweetspot.api import FineTuneStudySpec
+from sweetspot.planner import Decision, TrialView
+from sweetspot.stats import summarize
+from sweetspot.status import (
+    READY,
+    STORAGE_REACHABLE,
+    STORAGE_UNREACHABLE,
+    build_status,
+    condition,
+    known_conditions,
+    merge_patch,
+    normalized,
+    over_budget,
+    tampering,
+    with_conditions,
+)
+
+NOW, LATER = "2030-01-01T00:00:00Z", "2030-01-01T01:00:00Z"
+
+
+def spec(max_trials: int = 4) -> FineTuneStudySpec:
+    return FineTuneStudySpec.model_validate(
+        {
+            "model": {"builtin": "tiny"},
+            "dataset": {"train": {"builtin": "product-pages"}, "samples": 300},
+            "search": {"maxTrials": max_trials, "parallelism": 1, "earlyEvaluation": {"promoteTopK": 1}},
+        }
+    )
+
+
+def status(phase: str = "Searching", trials: int = 2, max_trials: int = 4, now: str = NOW) -> dict[str, Any]:
+    views = [TrialView(n, "running", {}) for n in range(trials)]
+    decision = Decision((), phase, "TrialsRunning", "asked")  # type: ignore[arg-type]
+    summary = summarize(spec(max_trials), views, [])
+    return build_status(decision, summary, {}, 3, spec(max_trials), views, "default/s", now)
+
+
+def test_a_built_status_is_what_the_schema_allows_with_no_nulls() -> None:
+    built = status()
+    assert normalized(built) is not None
+    assert "best" not in built and "overBudget" not in built  # absent, not null
+    assert [c["type"] for c in built["conditions"]] == ["Ready", "Succeeded", "StorageReachable", "Suspended"]
+    assert built["trials"]["running"] == 2 and built["observedGeneration"] == 3
+
+
+def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
+    before = known_conditions(status())
+    assert condition(before, READY, True, "Other", "", 4, LATER)["lastTransitionTime"] == NOW
+    assert condition(before, READY, False, "Broken", "", 4, LATER)["lastTransitionTime"] == LATER
+    assert known_conditions({"conditions": "x"}) == {} and known_conditions(None) == {}
+
+
+def test_the_patch_removes_what_is_no_longer_wanted_and_is_empty_when_nothing_changed() -> None:
+    wanted = status()
+    assert merge_patch(wanted, wanted) == {}
+    current = {**wanted, "phase": "Succeeded", "best": {"trial": 9, "params": {"forged": 1}}, "conditions": "x"}
+    patch = merge_patch(current, wanted)
+    assert patch == {"phase": "Searching", "best": None, "conditions": wanted["conditions"]}
+    assert merge_patch(None, wanted) == wanted
+
+
+def test_a_status_the_operator_did_not_write_is_told_apart() -> None:
+    written = status()
+    assert tampering(written, written) == ""
+    assert tampering({}, None) == "" and tampering(None, None) == ""
+    forged = tampering({**written, "phase": "Succeeded", "observedGeneration": 1}, written)
+    assert forged == "changed by someone else (observedGeneration, phase)"
+    malformed = tampering({**written, "conditions": "x"}, None)
+    assert malformed.startswith("malformed (conditions: ")
+    # Defaults a server fills in are no change.
+    assert tampering({**written, "learningCurve": []}, {k: v for k, v in written.items() if k != "learningCurve"}) == ""
+
+
+def test_an_outage_keeps_the_last_picture_and_says_why() -> None:
+    last = status(phase="Promoting")
+    previous = known_conditions(last)
+    down = [
+        condition(previous, READY, False, STORAGE_UNREACHABLE, "no answer", 3, LATER),
+        condition(previous, STORAGE_REACHABLE, False, STORAGE_UNREACHABLE, "no answer", 3, LATER),
+    ]
+    kept = with_conditions(last, down)
+    assert {k: v for k, v in kept.items() if k != "conditions"} == {k: v for k, v in last.items() if k != "conditions"}
+    by_type = {c["type"]: c for c in kept["conditions"]}
+    assert [c["type"] for c in kept["conditions"]] == ["Ready", "Succeeded", "StorageReachable", "Suspended"]
+    assert (by_type[READY]["status"], by_type[READY]["reason"]) == ("False", STORAGE_UNREACHABLE)
+    assert by_type[STORAGE_REACHABLE]["lastTransitionTime"] == LATER
+    assert by_type["Succeeded"] == known_conditions(last)["Succeeded"]
+    assert [c["type"] for c in with_conditions(None, down)["conditions"]] == [READY, STORAGE_REACHABLE]
+
+
+def test_a_lowered_budget_names_the_trials_past_it() -> None:
+    views = [TrialView(n, "running", {}) for n in range(3)]
+    over = over_budget(spec(max_trials=2), views)
+    assert over is not None and over["trials"] == [2]
+    assert "maxTrials is 2 but 3 trials were asked: trial 2 is past the budget" in over["message"]
+    assert "no new trial starts" in over["message"]
+    assert over_budget(spec(max_trials=3), views) is None
+    assert status(trials=3, max_trials=2)["overBudget"] == over
