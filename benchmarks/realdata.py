@@ -11,13 +11,15 @@ Three measurements, each run by the real trainer in its own process, resumable (
     each (other seeds: other nested, category-stratified samples), the training steps held at those of the full
     set (every size gets the same compute; Sweetspot's `hold: steps`);
 (b) early-vs-final agreement: `--configs` configurations of Sweetspot's default search space (a scrambled Sobol
-    sample, as the HPO table) trained on all titles and scored at 10%, 20%, ... 100% of their steps; how well the
-    early validation loss and the early F1 rank configurations like their final F1 (Spearman, Kendall, top-5);
+    sample, as the HPO table) trained on all titles (or a stratified sample of `--table-samples`) and scored at
+    10%, 20%, ... 100% of their steps; how well the early validation loss and the early F1 rank configurations like
+    their final F1 (Spearman, Kendall, top-5);
 (c) that table replayed like the HPO benchmark (`python -m benchmarks hpo`): Sweetspot's proxy and prune
     policies against TPE with full training, random search and successive halving, on compute to reach within
     1 pp of the best final F1.
 
     python -m benchmarks realdata --data examples/ae-110k [--json results.json] [--configs 20] [--workers 2]
+        [--table-samples N]
 
 (d) with `--model smollm2-135m`: "LLM or tagger?" SmolLM2-135M-Instruct zero-shot (no training) and after LoRA on
     50, 200 and 800 titles, beside the tagger at the same sizes (the learning curve's first repeat), each with the
@@ -32,6 +34,7 @@ runs it. The table of (b) is written to `--table` (default `benchmarks/data/ae11
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -114,6 +117,8 @@ class Plan:
     """Train on the first n titles only (the slice); all when None."""
     max_steps: int | None
     max_sequence_length: int = 64  # the longest AE-110k title is 50 MiniLM tokens
+    table_samples: int | None = None
+    """(b)'s configurations train on a category-stratified sample of this many titles (all when None)."""
 
 
 FULL = Plan(SIZES, REPEATS, 20, None, None, None)
@@ -236,6 +241,7 @@ def configuration_table(data: Data, plan: Plan, workdir: Path, workers: int, thr
                     params,
                     earlyFraction=checkpoints[0],
                     evaluateAt=checkpoints[1:-1],
+                    **({"samples": plan.table_samples} if plan.table_samples else {}),
                 ),
                 workdir / f"c{i:03d}",
                 threads,
@@ -346,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--configs", type=int, help=f"configurations for the agreement table (default {FULL.configs})")
+    parser.add_argument(
+        "--table-samples", type=int, help="(b)'s configurations train on a stratified sample of this many titles"
+    )
     parser.add_argument("--seeds", type=int, default=20, help="seeds per strategy in the replay (default: 20)")
     parser.add_argument("--workers", type=int, default=2, help="trainings at a time (default: 2)")
     parser.add_argument("--workdir", type=Path, default=Path(".sweetspot/realdata"), help="per-run files (resumable)")
@@ -363,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     data = Data.at(args.data)
     plan = QUICK if args.quick else FULL
     if args.configs:
-        plan = Plan(plan.sizes, plan.repeats, args.configs, plan.max_eval_rows, plan.train_rows, plan.max_steps)
+        plan = dataclasses.replace(plan, configs=args.configs)
+    if args.table_samples:
+        plan = dataclasses.replace(plan, table_samples=args.table_samples)
     workdir = args.workdir / ("quick" if args.quick else "full")
     data = _slice(data, plan, workdir)
     threads = max(1, (os.cpu_count() or 1) // args.workers)
@@ -380,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         output["learningCurve"] = learning_curve(data, plan, workdir / "curve", args.workers, threads)
         print(render_curve(output["learningCurve"]) + "\n")
     if "agreement" not in args.skip:
-        table_data = configuration_table(data, plan, workdir / "table", args.workers, threads)
+        table_data = configuration_table(
+            data, plan, workdir / f"table-s{plan.table_samples or 'all'}", args.workers, threads
+        )
         if not args.quick:
             args.table.parent.mkdir(parents=True, exist_ok=True)
             args.table.write_text(json.dumps(table_data, indent=1) + "\n")

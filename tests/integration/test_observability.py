@@ -231,6 +231,9 @@ def test_the_operator_in_prometheus_with_dashboards_alerts_and_deleted_studies(
             lambda: server.query('sweetspot_study_phase{study="observed", phase="Succeeded"} == 1'), 30, "the scrape"
         )
         variables = {"namespace": NAMESPACE, "study": "observed", "job": "sweetspot-operator"}
+        # The operator panels are rates over 30 s: they need two scrapes of the counters in that window, which an
+        # instant-node study can beat (it succeeds within seconds of the first scrape).
+        eventually(lambda: server.query('count_over_time(up{job="sweetspot-operator"}[30s]) >= 2'), 30, "two scrapes")
         empty = empty_panels(server, "sweetspot-study.json", variables)
         empty += empty_panels(server, "sweetspot-operator.json", variables)
         assert empty == [], "\n".join(empty)

@@ -146,7 +146,7 @@ def test_bad_data_in_a_training_run_exits_2_with_file_and_line(tmp_path: Path) -
     config = tiny_config(tmp_path, "early") | {"train": {"path": str(data)}, "validation": None, "samples": None}
     done, result = run_stage({k: v for k, v in config.items() if v is not None}, tmp_path)
     assert done.returncode == 2
-    assert f"{data}:2: output.brand must be a string or null" in done.stderr
+    assert f"{data}:2: output.brand must be a string, a list of strings or null, got int 3" in done.stderr
     assert "Traceback" not in done.stderr
     assert result is not None and result.status == "bad_input"
 
