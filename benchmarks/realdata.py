@@ -25,7 +25,7 @@ Three measurements, each run by the real trainer in its own process, resumable (
     50, 200 and 800 titles, beside the tagger at the same sizes (the learning curve's first repeat), each with the
     seconds it took, all scored on the 524 test titles:
 
-    python -m benchmarks realdata --data examples/ae-110k --model smollm2-135m [--json llm.json]
+    python -m benchmarks realdata --data examples/ae-110k --model smollm2-135m [--json llm.json] [--llm-sizes 50 200]
 
 `--quick` runs a slice (60 training titles, 40 test titles, a few steps) that only shows the pipeline works; CI
 runs it. The table of (b) is written to `--table` (default `benchmarks/data/ae110k_table.json`) for `hpo --table`.
@@ -263,11 +263,18 @@ def configuration_table(data: Data, plan: Plan, workdir: Path, workers: int, thr
 
 
 def llm_vs_tagger(
-    data: Data, plan: Plan, workdir: Path, curve_dir: Path, workers: int, threads: int, model: str
+    data: Data,
+    plan: Plan,
+    workdir: Path,
+    curve_dir: Path,
+    workers: int,
+    threads: int,
+    model: str,
+    llm_sizes: Sequence[int] = LLM_SIZES,
 ) -> list[dict[str, Any]]:
     """(d): the LLM zero-shot and after LoRA on a few sizes, beside the tagger at the same sizes (one repeat)."""
     available = data.rows()
-    sizes = [n for n in LLM_SIZES if n <= available] or [available]
+    sizes = [n for n in llm_sizes if n <= available] or [available]
     hp = Hyperparameters.model_validate(LLM_RECIPE)
 
     def llm(n: int) -> StageResult:
@@ -367,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         default="tiny",
         help="tiny: the tagger's curve, agreement and replay (default); smollm2-135m: the LLM against the tagger",
     )
+    parser.add_argument(
+        "--llm-sizes",
+        type=int,
+        nargs="+",
+        default=list(LLM_SIZES),
+        help=f"training titles for the LLM runs (default: {' '.join(map(str, LLM_SIZES))})",
+    )
     args = parser.parse_args(argv)
 
     data = Data.at(args.data)
@@ -381,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     output: dict[str, Any] = {"data": str(args.data), "quick": args.quick}
     if args.model != "tiny":
         output["llmVsTagger"] = llm_vs_tagger(
-            data, plan, workdir / "llm", workdir / "curve", args.workers, threads, args.model
+            data, plan, workdir / "llm", workdir / "curve", args.workers, threads, args.model, args.llm_sizes
         )
         print(render_llm(output["llmVsTagger"], args.model))
         if args.json:
