@@ -146,6 +146,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = True  # one replica (the chart's Deployment uses the Recreate strategy)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons users can filter on
     settings.execution.max_workers = int(os.environ.get("SWEETSPOT_WORKERS", "8"))
+    # kopf's `labels=` filters only after it has received and parsed an object: on its own, the Job watch below
+    # would stream every Job of the namespace (CI systems, other operators) into this process. The API server
+    # filters on this selector, so only the studies' Jobs are ever sent here.
+    settings.watching.label_selectors["batch", "v1", "jobs"] = jobs.LABEL_STUDY
     load_kubernetes_config()
     prepare_default_storage()
 
@@ -618,7 +622,7 @@ def spec_changed(meta: kopf.Meta, **_: Any) -> None:
     _serializer.run(f"{namespace}/{name}", lambda: _reconcile_fresh(namespace, name))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_STUDY: kopf.PRESENT})
+@kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_STUDY: kopf.PRESENT})  # selected server-side: `configure`
 def job_finished(type: str | None, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
     """A stage's Job completed or failed: reconcile its study now (the next stage starts without waiting for the
     timer). Other Job events (creation, start, deletion) change nothing the planner acts on."""
