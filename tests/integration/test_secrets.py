@@ -30,7 +30,7 @@ WRONG = "Wr0ng-pw-4Tq9-never-printed"
 def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
     """The operator logs in as its own role, with a password the server checks (see support/postgres.py)."""
     port = free_port()
-    with operator_world(tmp_path, postgres_server_url, metrics_port=port) as world:
+    with operator_world(tmp_path, postgres_server_url, metrics_port=port, fake_trainer=True) as world:
         world["metrics_port"] = port
         assert make_url(world["database"]).password == OPERATOR_PASSWORD
         yield world

@@ -48,6 +48,9 @@ from sweetspot.crd import crd
 
 from support.kube_schema import CrdValidator
 
+TESTS = Path(__file__).resolve().parents[1]
+"""The tests folder: on the path of a pod that runs `support.fake_trainer`."""
+
 RESOURCES = {
     "sweetspot.dev/v1alpha1/finetunestudies": ResourceInfo(
         kind="FineTuneStudy",
@@ -413,13 +416,21 @@ class NodeSimulator:
     """Runs each Job's pod as a local process and reports back like the Job controller and kubelet."""
 
     def __init__(
-        self, api: kubernetes.client.ApiClient, namespace: str, workdir: Path, environ: dict[str, str] | None = None
+        self,
+        api: kubernetes.client.ApiClient,
+        namespace: str,
+        workdir: Path,
+        environ: dict[str, str] | None = None,
+        fake_trainer: bool = False,
     ) -> None:
         self.batch = kubernetes.client.BatchV1Api(api)
         self.core = kubernetes.client.CoreV1Api(api)
         self.namespace = namespace
         self.workdir = workdir
         self.environ = environ or {}
+        self.fake_trainer = fake_trainer
+        """Run `support.fake_trainer` in place of the image's trainer (the same config in, the same result out, no
+        model): for tests about the operator rather than about training."""
         self.processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
         self.started: list[str] = []
         self.seen: dict[str, float] = {}
@@ -507,6 +518,10 @@ class NodeSimulator:
         termination = root / "termination-log"
         env["SWEETSPOT_TERMINATION_LOG"] = str(termination)
         command = [sys.executable if part == "python" else part for part in container.command]
+        if self.fake_trainer:
+            assert command[1:] == ["-m", "sweetspot_trainer"], command
+            command = [sys.executable, "-m", "support.fake_trainer"]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",

@@ -82,21 +82,30 @@ class Operator:
         self.process.wait()
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a short grace, as a kubelet would with a short terminationGracePeriod: kopf
+        waits up to 10 s for a sync timer it cannot cancel, and a test's teardown need not."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.kill()
 
 
 @contextlib.contextmanager
 def operator_world(
-    workdir: Path, postgres_server_url: str, metrics_port: int = 0, instant: bool = False
+    workdir: Path,
+    postgres_server_url: str,
+    metrics_port: int = 0,
+    instant: bool = False,
+    fake_trainer: bool = False,
+    stage_seconds: float = 0.5,
 ) -> Iterator[dict[str, Any]]:
-    """A cluster, a node, a fresh database and a running operator; the node must have seen no errors. The node runs
-    the real trainer, or with `instant` completes every Job at once with a canned result (where the trainer is not
-    what a test is about)."""
+    """A cluster, a node, a fresh database and a running operator; the node must have seen no errors.
+
+    The node runs each Job's pod with the real trainer; with `fake_trainer`, with `support.fake_trainer` (the same
+    config and result contract, no model: each stage takes `stage_seconds`); with `instant`, it completes every Job
+    the moment it appears with a canned result. Only tests about training need the real trainer."""
     from support.instant_node import InstantNode  # it imports this module
 
     database = operator_database(postgres_server_url, f"operator_{os.getpid()}_{abs(hash(str(workdir))) % 10**6}")
@@ -105,7 +114,13 @@ def operator_world(
         node: NodeSimulator | InstantNode = (
             InstantNode(api, NAMESPACE)
             if instant
-            else NodeSimulator(api, NAMESPACE, workdir, environ={"SWEETSPOT_CACHE": str(workdir / "cache")})
+            else NodeSimulator(
+                api,
+                NAMESPACE,
+                workdir,
+                environ={"SWEETSPOT_CACHE": str(workdir / "cache"), "SWEETSPOT_FAKE_STAGE_SECONDS": str(stage_seconds)},
+                fake_trainer=fake_trainer,
+            )
         )
         operator = Operator(running, database, workdir, metrics_port)
         with node:
