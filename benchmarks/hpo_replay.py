@@ -284,7 +284,7 @@ def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> St
                 pruner=make_pruner(spec),
                 load_if_exists=True,
             )
-            return SearchStore("memory", study, spec)
+            return SearchStore("memory", study, spec, storage)
 
         store = open_store(resource)
         runs: list[RunView] = []

@@ -8,9 +8,13 @@ studies (each `maxTrials` trials, proxy policy, one stage at a time) it reports:
 - idle gap: from a Job's result (its Complete status written) to the study's next Job, p50 and p99;
 - the operator's CPU seconds and peak RSS over the run;
 - the floor: the emulator's round trip for the minimal API calls between a result and the next Job (list the
-  study's Jobs, list the finished Job's pods for the result, create the ConfigMap, create the Job), p50.
+  study's Jobs, list the finished Job's pods for the result, create the ConfigMap, create the Job), p50;
+- with `--unrelated-jobs N`, each run again with N Jobs of someone else in the namespace (a third running, a third
+  complete, a third failed, the running ones finishing during the run): what they cost the operator (its start-up
+  CPU until it watches Jobs, its CPU per stage after that, its peak RSS). The operator asks the API server for its
+  own Jobs only, so they should cost nothing; the emulator also counts the unrelated Jobs that reached it.
 
-    python -m benchmarks operator [--studies 1 10 100] [--trials 4]
+    python -m benchmarks operator [--studies 1 10 100] [--trials 4] [--unrelated-jobs 0 5000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from sweetspot import jobs
 
-from support.cluster import RunningCluster
+from support.cluster import MERGE, RunningCluster
 from support.instant_node import InstantNode
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, Operator
 from support.postgres import fresh_database, postgres_url
@@ -78,19 +83,68 @@ def process_usage(pid: int) -> tuple[float, float]:
     return cpu, int(status["VmHWM"].split()[0]) / 1024
 
 
-def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[str, Any]:
-    database = fresh_database(database_server, f"bench_{studies}_{os.getpid()}")
+UNRELATED_TEMPLATE = {
+    "template": {"spec": {"containers": [{"name": "build", "image": "ci"}], "restartPolicy": "Never"}}
+}
+CHURN_PER_SECOND = 20
+"""How fast the unrelated running Jobs finish during a run (a busy CI namespace): watch events about them."""
+
+
+def seed_unrelated(batch: kubernetes.client.BatchV1Api, count: int) -> list[str]:
+    """`count` Jobs of someone else: a third complete, a third failed, a third running (returned, to finish later)."""
+    running = []
+    for i in range(count):
+        name = f"ci-{i:05d}"
+        labels = {"app": "ci", "pipeline": str(i % 97)}
+        body = {"metadata": {"name": name, "labels": labels}, "spec": UNRELATED_TEMPLATE}
+        batch.create_namespaced_job(NAMESPACE, body, _preload_content=False)
+        if i % 3 == 2:
+            running.append(name)
+            continue
+        kind = "Complete" if i % 3 == 0 else "Failed"
+        status = {"status": {"conditions": [{"type": kind, "status": "True", "reason": kind, "message": ""}]}}
+        batch.patch_namespaced_job_status(name, NAMESPACE, status, _preload_content=False, **MERGE)
+    return running
+
+
+def churn(batch: kubernetes.client.BatchV1Api, names: list[str], stop: threading.Event) -> None:
+    """Finish the unrelated running Jobs at `CHURN_PER_SECOND` until stopped."""
+    condition = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
+    for name in names:
+        if stop.wait(1 / CHURN_PER_SECOND):
+            return
+        batch.patch_namespaced_job_status(
+            name, NAMESPACE, {"status": {"conditions": [condition]}}, _preload_content=False, **MERGE
+        )
+
+
+def watching_jobs(running: RunningCluster) -> bool:
+    """Whether the operator has started its watch of Jobs (its start-up, initial listing included, is over)."""
+    return any(c == "operator" and v == "watch" and p == "jobs" for c, v, p, _ in list(running.emulator.reads))
+
+
+def run(studies: int, trials: int, database_server: str, workdir: Path, unrelated: int = 0) -> dict[str, Any]:
+    database = fresh_database(database_server, f"bench_{studies}_{unrelated}_{os.getpid()}")
     with RunningCluster(workdir) as running:
         api = running.client()
         floor_seconds = floor(api)
         objects = kubernetes.client.CustomObjectsApi(api)
+        batch = kubernetes.client.BatchV1Api(api)
+        unfinished = seed_unrelated(batch, unrelated)
         operator = Operator(running, database, workdir)
         operator.env["SWEETSPOT_RECONCILE_SECONDS"] = HEARTBEAT_SECONDS
         operator.env["SWEETSPOT_WORKERS"] = os.environ.get("SWEETSPOT_WORKERS", "8")
+        stop_churn = threading.Event()
         with InstantNode(api) as node:
             operator.start()
             assert operator.process is not None
-            time.sleep(3)  # the operator's start-up (imports, storage schema) is not what is measured
+            deadline = time.monotonic() + 120
+            while not watching_jobs(running) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1)  # its first pass over the (still empty) list of studies
+            startup_cpu, _ = process_usage(operator.process.pid)
+            churner = threading.Thread(target=churn, args=(batch, unfinished, stop_churn), daemon=True)
+            churner.start()
             harness_before = process_usage(os.getpid())[0]
             applied: dict[str, float] = {}
             started = time.monotonic()
@@ -112,6 +166,8 @@ def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[
             elapsed = time.monotonic() - started
             cpu, rss = process_usage(operator.process.pid)
             harness = process_usage(os.getpid())[0] - harness_before
+            stop_churn.set()
+            churner.join()
             operator.stop()
         if node.errors:
             raise RuntimeError(f"the instant node failed: {node.errors[:3]}")
@@ -126,9 +182,12 @@ def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[
         if later:
             gaps.append(min(later) - done)
     failed = sum(1 for p in phases if p != "Succeeded")  # failed or unfinished at the deadline
+    reached = {name for (client, plural, name) in running.emulator.served if client == "operator" and plural == "jobs"}
     return {
         "studies": studies,
         "trials": trials,
+        "unrelatedJobs": unrelated,
+        "unrelatedJobsReceived": sum(1 for name in reached if name.startswith("ci-")),
         "jobs": len(node.created),
         "failedStudies": failed,
         "firstJobP50": percentile(first_job, 0.5),
@@ -137,6 +196,8 @@ def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[
         "gapP99": percentile(gaps, 0.99),
         "floor": floor_seconds,
         "cpuSeconds": cpu,
+        "startupCpuSeconds": startup_cpu,
+        "cpuPerStageMs": (cpu - startup_cpu) * 1000 / max(1, len(node.created)),
         "emulatorCpuSeconds": harness,
         "peakRssMiB": rss,
         "seconds": elapsed,
@@ -145,15 +206,17 @@ def run(studies: int, trials: int, database_server: str, workdir: Path) -> dict[
 
 def render(rows: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'studies':>8}{'jobs':>7}{'first Job p50':>15}{'p99':>8}{'idle gap p50':>14}{'p99':>8}"
-        f"{'floor':>8}{'p99/floor':>10}{'CPU s':>8}{'peak RSS':>10}{'wall s':>8}{'API CPU s':>11}{'unfinished':>12}",
+        f"{'studies':>8}{'other Jobs':>11}{'jobs':>7}{'first Job p50':>15}{'p99':>8}{'idle gap p50':>14}{'p99':>8}"
+        f"{'floor':>8}{'CPU s':>7}{'start-up':>9}{'per stage':>10}{'peak RSS':>10}{'wall s':>8}{'API CPU s':>11}"
+        f"{'unfinished':>11}{'others in':>10}",
     ]
     for r in rows:
         lines.append(
-            f"{r['studies']:>8}{r['jobs']:>7}{r['firstJobP50'] * 1000:>13.0f}ms{r['firstJobP99'] * 1000:>6.0f}ms"
-            f"{r['gapP50'] * 1000:>12.0f}ms{r['gapP99'] * 1000:>6.0f}ms{r['floor'] * 1000:>6.0f}ms"
-            f"{r['gapP99'] / r['floor']:>10.1f}{r['cpuSeconds']:>8.1f}{r['peakRssMiB']:>7.0f}MiB{r['seconds']:>8.0f}"
-            f"{r['emulatorCpuSeconds']:>11.1f}{r['failedStudies']:>12}"
+            f"{r['studies']:>8}{r['unrelatedJobs']:>11}{r['jobs']:>7}{r['firstJobP50'] * 1000:>13.0f}ms"
+            f"{r['firstJobP99'] * 1000:>6.0f}ms{r['gapP50'] * 1000:>12.0f}ms{r['gapP99'] * 1000:>6.0f}ms"
+            f"{r['floor'] * 1000:>6.0f}ms{r['cpuSeconds']:>7.1f}{r['startupCpuSeconds']:>8.1f}s"
+            f"{r['cpuPerStageMs']:>8.0f}ms{r['peakRssMiB']:>7.0f}MiB{r['seconds']:>8.0f}{r['emulatorCpuSeconds']:>11.1f}"
+            f"{r['failedStudies']:>11}{r['unrelatedJobsReceived']:>10}"
         )
     return "\n".join(lines)
 
@@ -164,18 +227,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--studies", type=int, nargs="+", default=[1, 10, 100], help="concurrent studies per run")
     parser.add_argument("--trials", type=int, default=4, help="maxTrials of each study (default: 4)")
+    parser.add_argument(
+        "--unrelated-jobs",
+        type=int,
+        nargs="+",
+        default=[0, 5000],
+        help="Jobs of someone else in the namespace; each study count runs once per value (default: 0 5000)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--workdir", type=Path, help="keep the operator's logs here (default: a temporary directory)")
     args = parser.parse_args(argv)
     rows = []
     with postgres_url() as server, tempfile.TemporaryDirectory(prefix="sweetspot-bench-") as directory:
         for count in args.studies:
-            workdir = (args.workdir or Path(directory)) / f"n{count}"
-            workdir.mkdir(parents=True)
-            rows.append(run(count, args.trials, server, workdir))
-            print(f"  {count} studies done in {rows[-1]['seconds']:.0f}s", file=sys.stderr, flush=True)
+            for unrelated in args.unrelated_jobs:
+                workdir = (args.workdir or Path(directory)) / f"n{count}-u{unrelated}"
+                workdir.mkdir(parents=True)
+                rows.append(run(count, args.trials, server, workdir, unrelated))
+                print(
+                    f"  {count} studies with {unrelated} other Jobs done in {rows[-1]['seconds']:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     print(
-        f"Operator overhead: proxy studies of {args.trials} trials, one stage at a time, instant Jobs; "
+        f"Operator overhead: proxy studies of {args.trials} trials, one stage at a time, instant Jobs "
+        f"(CPU per stage: after start-up, over the study Jobs); "
         f"{os.cpu_count()} CPU cores shared by the operator, the emulator and PostgreSQL"
     )
     print(render(rows))

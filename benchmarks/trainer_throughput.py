@@ -9,16 +9,22 @@ FLOPs per token ≈ 6 * parameters (forward + backward; LoRA's frozen weights st
 backward through activations, so this slightly overstates the work of a LoRA step), against the GPU's dense
 bf16 peak (`--peak-tflops`, default from the device name).
 
-    python -m benchmarks trainer [--steps 60] [--batch-size 16] [--peak-tflops N]
+`--json FILE` writes one object per loop (`loop`, `stepsPerSecond`, `rowsPerSecond`, `ratio`: its steps/s over the
+bare loop's, and on CUDA `tokensPerSecond` and `mfu`), with the setting of the run, to compare runs.
+
+    python -m benchmarks trainer [--steps 60] [--batch-size 16] [--peak-tflops N] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, TaskType, get_peft_model
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for MFU (default: by name)")
+    parser.add_argument("--json", type=Path, help="also write the rows here (one object per loop)")
     args = parser.parse_args(argv)
     bare = bare_rate(args.steps, args.batch_size)
     ours = trainer_rate(args.steps, args.batch_size)
@@ -132,16 +139,24 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'loop':<28}{'steps/s':>10}{'rows/s':>10}"
     print(header + (f"{'tokens/s':>12}{'MFU':>8}" if cuda else ""))
     peak = peak_tflops(args.peak_tflops) if cuda else None
+    setting = {"model": "builtin:tiny", "device": where, "batchSize": args.batch_size, "steps": args.steps}
+    rows: list[dict[str, Any]] = []
     for label, rate in (("bare transformers + peft", bare.steps_per_second), ("sweetspot trainer", ours)):
+        row = setting | {"loop": label, "stepsPerSecond": rate, "rowsPerSecond": rate * args.batch_size}
+        row |= {"ratio": rate / bare.steps_per_second, "maxLength": MAX_LENGTH, "peakRssMiB": rss}
         line = f"{label:<28}{rate:>10.3f}{rate * args.batch_size:>10.1f}"
         if cuda:
             tokens = rate * bare.tokens_per_step
             mfu = 6 * bare.parameters * tokens / (peak * 1e12) if peak else None
             line += f"{tokens:>12.0f}" + (f"{mfu:>8.2%}" if mfu is not None else f"{'n/a':>8}")
+            row |= {"tokensPerSecond": tokens, "mfu": mfu}
         print(line)
+        rows.append(row)
     print(f"ratio (trainer / bare): {ours / bare.steps_per_second:.3f}   peak RSS of this process: {rss:.0f} MiB")
     if cuda and peak is None:
         print("MFU: unknown peak for this GPU; pass --peak-tflops")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
     return 0
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
 
 Shape = Literal["power", "exponential", "sigmoid"]
 MIN_POINTS = 3
@@ -98,6 +97,10 @@ def fit_curve(points: Sequence[SizeResult]) -> Fit | None:
     """The best saturating fit by AIC, or None with fewer than three sizes or when no shape converges."""
     if len(points) < MIN_POINTS:
         return None
+    # Imported here: only a study with a data-efficiency sweep fits a curve, and scipy.optimize costs the
+    # operator's start-up and memory (about 65 ms and several MiB) for every study that has none.
+    from scipy.optimize import OptimizeWarning, curve_fit
+
     x = np.asarray([p.samples for p in points], dtype=float)
     y = np.asarray([p.score for p in points], dtype=float)
     top, bottom, span = float(y.max()), float(y.min()), float(x.max())

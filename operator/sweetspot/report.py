@@ -14,7 +14,7 @@ from typing import Any
 
 from sweetspot.api import FineTuneStudy
 from sweetspot.planner import Outcome, TrialView, early_signal
-from sweetspot.search import SearchStore, load_study
+from sweetspot.search import SearchStore, load_study, open_storage
 from sweetspot.stats import Summary, best_data, curve_data, summarize
 
 ATTRIBUTE_ROWS = 15
@@ -72,7 +72,7 @@ def build(url: str, namespace: str, name: str) -> dict[str, Any]:
     """The report of study `namespace/name` as plain data (what `--format json` prints)."""
     study, stored = load_study(url, f"{namespace}/{name}")
     resource = FineTuneStudy.model_validate({"apiVersion": "sweetspot.dev/v1alpha1", "kind": "FineTuneStudy", **stored})
-    store = SearchStore(url, study, resource.spec)
+    store = SearchStore(url, study, resource.spec, open_storage(url))
     trials, sweep = store.snapshot()
     summary = summarize(resource.spec, trials, sweep)
     return _as_data(resource, store.phase(), trials, summary)

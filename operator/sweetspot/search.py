@@ -62,6 +62,8 @@ INFEASIBLE_ATTR = "sweetspot:infeasible"
 FAILURE_ATTR = "sweetspot:failure"
 """A failed trial's reason, in the trial's own user attributes (what optuna-dashboard shows next to it)."""
 MEMORY_CONSTRAINT = "outOfMemory"
+CONSTRAINT_KEY = f"constraints:{MEMORY_CONSTRAINT}"
+"""The system attribute `Trial.set_constraint(MEMORY_CONSTRAINT, ...)` writes, and samplers read."""
 TRANSIENT_RETRIES = 4
 _SCHEMA_LOCK = 0x5357_4545  # PostgreSQL advisory lock id guarding schema creation ("SWEE")
 
@@ -289,19 +291,39 @@ def _sweep_point(attr: str) -> tuple[int, int]:
     return int(samples), int(repeat or 0)
 
 
+def _number(trial: optuna.trial.FrozenTrial) -> int:
+    return trial.number
+
+
 def _outcome(data: Mapping[str, Any] | None) -> Outcome | None:
     return Outcome(**data) if data else None
 
 
 class SearchStore:
-    """A FineTuneStudy's Optuna study: snapshots for the planner, and the planner's records applied to it."""
+    """A FineTuneStudy's Optuna study: snapshots for the planner, and the planner's records applied to it.
 
-    def __init__(self, url: str, study: optuna.Study, spec: FineTuneStudySpec) -> None:
+    Reads go to the storage every time, except inside `holding()`: there the study's user attributes (where the
+    trial records live) are read once and kept current by this store's own writes, and the trials are read again
+    only after a write that may have changed them. A reconcile reads the same attributes a dozen times (spec, phase,
+    snapshot per pass, each record before it is updated); reading them once cut a stage's SQL statements by half.
+    Sound because a study has one writer at a time: the operator runs one reconcile of a study at a time, and the
+    planner writes only through this store."""
+
+    def __init__(
+        self, url: str, study: optuna.Study, spec: FineTuneStudySpec, storage: optuna.storages.BaseStorage
+    ) -> None:
         self.url = url
         self.study = study
         self.spec = spec
+        self.storage = storage
+        """The study's storage, for writes that need no `optuna.trial.Trial` (whose construction reads the whole
+        trial back: a third of the statements of recording an early result)."""
         self.proxy = spec.search.early_evaluation.policy == "proxy"
         self._snapshot: dict[int, optuna.trial.FrozenTrial] = {}
+        self._study_id: int | None = None
+        self._holding = False
+        self._attrs: dict[str, Any] | None = None
+        self._trials: list[optuna.trial.FrozenTrial] | None = None
 
     @classmethod
     def open(cls, url: str, resource: FineTuneStudy) -> SearchStore:
@@ -333,26 +355,62 @@ class SearchStore:
                 study.set_user_attr(UID_ATTR, uid)
             return study
 
-        return cls(url, retrying(url, load, f"opening study {key}"), spec)
+        return cls(url, retrying(url, load, f"opening study {key}"), spec, storage)
 
     @property
     def name(self) -> str:
         return self.study.study_name
 
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Within: the user attributes read once, the trials only again after a write (see the class docstring)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding, self._attrs, self._trials = False, None, None
+
+    def _id(self) -> int:
+        if self._study_id is None:
+            self._study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        return self._study_id
+
+    def _user_attrs(self) -> dict[str, Any]:
+        """The study's user attributes (not to be mutated: callers copy what they change). Read from the storage as it
+        stores them, without `Study.user_attrs`' deep copy of every trial record."""
+        if self._attrs is not None:
+            return self._attrs
+        attrs = self.storage.get_study_user_attrs(self._id())
+        if self._holding:
+            self._attrs = attrs
+        return attrs
+
+    def _set_user_attr(self, key: str, value: Any) -> None:
+        self.study.set_user_attr(key, value)
+        if self._attrs is not None:
+            self._attrs[key] = json.loads(json.dumps(value))  # as the storage returns it
+
     def stored_spec(self) -> dict[str, Any]:
         """The manifest the study was last run with."""
-        return self._retry(lambda: dict(self.study.user_attrs.get(SPEC_ATTR, {})), "reading the spec")
+        return self._retry(lambda: dict(self._user_attrs().get(SPEC_ATTR, {})), "reading the spec")
 
     def update_spec(self, resource: FineTuneStudy) -> None:
         value = _stored_spec(resource)
         self._retry(lambda: self._set_attr_if_changed(SPEC_ATTR, value), "recording the spec")
 
     def _set_attr_if_changed(self, key: str, value: Any) -> None:
-        if self.study.user_attrs.get(key) != value:
-            self.study.set_user_attr(key, value)
+        if self._user_attrs().get(key) != value:
+            self._set_user_attr(key, value)
 
     def _retry(self, operation: Callable[[], T], what: str) -> T:
-        return retrying(self.url, operation, f"{self.name}: {what}")
+        def attempt() -> T:
+            try:
+                return operation()
+            except Exception:
+                self._attrs, self._trials = None, None  # a write may or may not have landed: read afresh
+                raise
+
+        return retrying(self.url, attempt, f"{self.name}: {what}")
 
     # Reading.
 
@@ -360,7 +418,10 @@ class SearchStore:
         """Trials and learning-curve points as the planner reads them."""
 
         def read() -> tuple[list[optuna.trial.FrozenTrial], dict[str, Any]]:
-            return self.study.get_trials(deepcopy=False), dict(self.study.user_attrs)
+            trials = self._trials if self._trials is not None else self.study.get_trials(deepcopy=False)
+            if self._holding:
+                self._trials = trials
+            return trials, self._user_attrs()
 
         frozen, attrs = self._retry(read, "reading trials")
         self._snapshot = {t.number: t for t in frozen}
@@ -402,7 +463,7 @@ class SearchStore:
         )
 
     def phase(self) -> dict[str, Any]:
-        return self._retry(lambda: dict(self.study.user_attrs.get(PHASE_ATTR, {})), "reading the phase")
+        return self._retry(lambda: dict(self._user_attrs().get(PHASE_ATTR, {})), "reading the phase")
 
     def ended(self, resource: FineTuneStudy) -> dict[str, Any] | None:
         """The study's end as the storage recorded it (phase, reason, message), when it ended with the spec it has
@@ -416,11 +477,11 @@ class SearchStore:
     # Writing.
 
     def _record(self, trial: int) -> dict[str, Any]:
-        record: dict[str, Any] = json.loads(json.dumps(self.study.user_attrs.get(TRIAL_ATTR.format(trial), {})))
+        record: dict[str, Any] = json.loads(json.dumps(self._user_attrs().get(TRIAL_ATTR.format(trial), {})))
         return record
 
     def _save(self, trial: int, record: Mapping[str, Any]) -> None:
-        self.study.set_user_attr(TRIAL_ATTR.format(trial), dict(record))
+        self._set_user_attr(TRIAL_ATTR.format(trial), dict(record))
 
     def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
         """The trial as the last snapshot read it (the planner's records follow a snapshot: reading every trial
@@ -432,25 +493,60 @@ class SearchStore:
     def _trial(self, number: int) -> optuna.trial.Trial:
         return optuna.trial.Trial(self.study, self._frozen(number)._trial_id)
 
+    def _set_trial_user_attr(self, number: int, key: str, value: Any) -> None:
+        """What `Trial.set_user_attr` stores, without building a `Trial`; nothing once the trial has finished."""
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self.storage.set_trial_user_attr(self._frozen(number)._trial_id, key, value)
+
     def _constrain(self, number: int, infeasible: bool) -> None:
         """Record feasibility as an Optuna constraint (> 0 violates it), once: constraint-aware samplers (TPE,
-        GP) then steer away from configurations that ran out of memory."""
+        GP) then steer away from configurations that ran out of memory. Stored where `Trial.set_constraint` stores
+        it, without building a `Trial` (GP needs a constraint on every trial, so feasible ones get 0)."""
         frozen = self._frozen(number)
-        if frozen.state.is_finished() or f"constraints:{MEMORY_CONSTRAINT}" in frozen.system_attrs:
+        if frozen.state.is_finished() or CONSTRAINT_KEY in frozen.system_attrs:
             return
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished since the snapshot
-            self._trial(number).set_constraint(MEMORY_CONSTRAINT, 1.0 if infeasible else 0.0)
+            self.storage.set_trial_system_attr(frozen._trial_id, CONSTRAINT_KEY, 1.0 if infeasible else 0.0)
 
     def apply(self, action: Action) -> list[int]:
         """Apply one planner record or ask; returns the numbers of trials asked (empty otherwise)."""
         return self._retry(lambda: self._apply(action), type(action).__name__)
+
+    def _held(self, trial: optuna.trial.FrozenTrial) -> None:
+        """Keep the held trials current with a trial as it now is (a new one, or one that `tell` returned), rather
+        than reading them all again on the next pass: a trial's state changes only through this store."""
+        if self._trials is not None:
+            self._trials = sorted([*(t for t in self._trials if t.number != trial.number), trial], key=_number)
+
+    def _tell(self, number: int, value: float | None = None, state: OptunaState | None = None) -> None:
+        self._held(self.study.tell(number, value, state=state, skip_if_finished=True))
+
+    def _ask(self, space: dict[str, BaseDistribution]) -> int:
+        trial = self.study.ask(fixed_distributions=space)
+        # As a read would return it: running, with the parameters just drawn (and no attributes yet).
+        self._held(
+            optuna.trial.FrozenTrial(
+                number=trial.number,
+                state=OptunaState.RUNNING,
+                value=None,
+                datetime_start=trial.datetime_start,
+                datetime_complete=None,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=trial._trial_id,
+            )
+        )
+        return trial.number
 
     def _apply(self, action: Action) -> list[int]:
         if isinstance(action, AskTrials):
             space = distributions(self.spec)
             asked = []
             for _ in range(action.count):
-                asked.append(self.study.ask(fixed_distributions=space).number)
+                asked.append(self._ask(space))
                 failpoint("ask")
             return asked
         if isinstance(action, RecordEarly):
@@ -460,39 +556,39 @@ class SearchStore:
                 record["early"], record["earlyApplied"] = asdict(action.outcome), False
                 self._save(action.trial, record)
                 trial = self._trial(action.trial)
+                self._trials = None  # its constraint and intermediate value: read again
                 with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                     # One rung for every trial: the early point is step 1 whatever a trial's step count.
                     trial.report(action.value, step=1)
                     if trial.should_prune():
-                        self.study.tell(action.trial, state=OptunaState.PRUNED, skip_if_finished=True)
+                        self._tell(action.trial, state=OptunaState.PRUNED)
                 record["earlyApplied"] = True
             else:
-                self.study.tell(action.trial, action.value, skip_if_finished=True)
+                self._tell(action.trial, action.value)
                 failpoint("tell")
                 record["early"] = asdict(action.outcome)
             self._save(action.trial, record)
         elif isinstance(action, RecordFinal):
             if action.value is not None:
-                self.study.tell(action.trial, action.value, skip_if_finished=True)
+                self._tell(action.trial, action.value)
                 failpoint("tell")
             record = self._record(action.trial)
             record["final"] = asdict(action.outcome)
             self._save(action.trial, record)
         elif isinstance(action, RecordInfeasible):
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                self._trial(action.trial).set_user_attr(INFEASIBLE_ATTR, True)
+            self._set_trial_user_attr(action.trial, INFEASIBLE_ATTR, True)
             self._constrain(action.trial, infeasible=True)
             worst = float("inf") if self.study.direction == optuna.study.StudyDirection.MINIMIZE else 0.0
-            self.study.tell(action.trial, worst, skip_if_finished=True)
+            self._tell(action.trial, worst)
             record = self._record(action.trial)
             record.update(infeasible=True, reason=f"out of memory in stage {action.stage}: {action.message}"[:500])
             self._save(action.trial, record)
         elif isinstance(action, RecordFailure):
             self._record_failure(action)
         elif isinstance(action, FailTrial):
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished: the record says why
-                self._trial(action.trial).set_user_attr(FAILURE_ATTR, action.reason[:500])
-            self.study.tell(action.trial, state=OptunaState.FAIL, skip_if_finished=True)
+            # Shown by optuna-dashboard next to the trial (not stored once it finished: the record says why then).
+            self._set_trial_user_attr(action.trial, FAILURE_ATTR, action.reason[:500])
+            self._tell(action.trial, state=OptunaState.FAIL)
             record = self._record(action.trial)
             # A proxy trial is already COMPLETE in Optuna (told its early score) when its final stage gives up:
             # the record says it failed, once, so the planner neither fails it again nor waits for its final.
@@ -500,9 +596,9 @@ class SearchStore:
             self._save(action.trial, record)
         elif isinstance(action, RecordSweepPoint):
             key = _sweep_attr(action.samples, action.repeat)
-            point = dict(self.study.user_attrs.get(key, {}))
+            point = dict(self._user_attrs().get(key, {}))
             point["outcome"] = asdict(action.outcome)
-            self.study.set_user_attr(key, point)
+            self._set_user_attr(key, point)
         return []
 
     def _record_failure(self, action: RecordFailure) -> None:
@@ -510,9 +606,9 @@ class SearchStore:
         key = action.key
         if key.kind == "sweep":
             attr = _sweep_attr(key.number, key.repeat)
-            point = dict(self.study.user_attrs.get(attr, {}))
+            point = dict(self._user_attrs().get(attr, {}))
             point[bucket] = sorted({*point.get(bucket, []), key.attempt})
-            self.study.set_user_attr(attr, point)
+            self._set_user_attr(attr, point)
             return
         record = self._record(key.number)
         attempts = record.setdefault(bucket, {})
@@ -530,9 +626,9 @@ class SearchStore:
         }
 
         def record() -> bool:
-            before = self.study.user_attrs.get(PHASE_ATTR, {})
+            before = self._user_attrs().get(PHASE_ATTR, {})
             if before != value:
-                self.study.set_user_attr(PHASE_ATTR, value)
+                self._set_user_attr(PHASE_ATTR, value)
             return bool(before.get("phase") != decision.phase)
 
         return self._retry(record, "recording the phase")

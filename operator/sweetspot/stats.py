@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scipy import stats as scipy_stats
-
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.curve import SizeResult, Verdict, judge
 from sweetspot.planner import Outcome, SweepView, TrialView, best_trial, early_signal, promoted
@@ -71,6 +69,9 @@ def agreement(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Agreement
     by_final = {t.number for _, t in sorted(zip(final, both, strict=True), key=lambda p: -p[0])[:k]}
     if len(set(early)) < 2 or len(set(final)) < 2:  # all tied: a rank correlation is undefined
         return Agreement(len(both), None, None, k, len(by_early & by_final))
+    # Imported here: scipy.stats costs the operator's start-up and memory, and only studies with finals rank.
+    from scipy import stats as scipy_stats
+
     spearman = scipy_stats.spearmanr(early, final).statistic
     kendall = scipy_stats.kendalltau(early, final).statistic
     return Agreement(len(both), _finite(spearman), _finite(kendall), k, len(by_early & by_final))

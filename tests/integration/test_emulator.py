@@ -177,3 +177,28 @@ def test_events_repeat_on_one_object_with_count_and_series(api: kubernetes.clien
     clock[0] += 301
     recorder.post(body, "StorageUnreachable", "timeout", warning=True, persistent=True)
     assert [e.count for e in events("StorageUnreachable")] == [22]
+
+
+def test_lists_and_watches_send_only_what_the_label_selector_selects(tmp_path: Path) -> None:
+    with RunningCluster(tmp_path) as running:
+        batch = kubernetes.client.BatchV1Api(running.client())
+        spec = {"template": {"spec": {"containers": [{"name": "c", "image": "i"}], "restartPolicy": "Never"}}}
+        for name, labels in [("ours", {"sweetspot.dev/study": "s"}), ("theirs", {"app": "ci"})]:
+            batch.create_namespaced_job(NAMESPACE, {"metadata": {"name": name, "labels": labels}, "spec": spec})
+        listed = batch.list_namespaced_job(NAMESPACE, label_selector="sweetspot.dev/study")
+        assert [j.metadata.name for j in listed.items] == ["ours"]
+        assert {j.metadata.name for j in batch.list_namespaced_job(NAMESPACE, label_selector="!app").items} == {"ours"}
+        watch = kubernetes.watch.Watch()
+        seen = []
+        for event in watch.stream(batch.list_namespaced_job, NAMESPACE, label_selector="sweetspot.dev/study"):
+            seen.append(event["object"].metadata.name)
+            if not seen[1:]:  # the replayed object; now one of each kind arrives, and only ours may come
+                for name, labels in [("theirs-2", {"app": "ci"}), ("ours-2", {"sweetspot.dev/study": "s"})]:
+                    body = {"metadata": {"name": name, "labels": labels}, "spec": spec}
+                    batch.create_namespaced_job(NAMESPACE, body)
+            else:
+                watch.stop()
+        assert seen == ["ours", "ours-2"]
+        emulator = running.emulator
+        assert emulator.reads[("test", "watch", "jobs", "sweetspot.dev/study")] == 1
+        assert emulator.served[("test", "jobs", "theirs-2")] == 0 and emulator.served[("test", "jobs", "ours-2")] == 1

@@ -54,11 +54,15 @@ def real_world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, A
 
 def check_succeeded(world: dict[str, Any], name: str, finals: tuple[int, ...] = (1,)) -> dict[str, Any]:
     api = world["api"]
-    final_phase = eventually(
-        lambda: phase(api, name) in ("Succeeded", "Failed") and phase(api, name),
-        600,
-        f"study {name} to finish (operator log: {world['operator'].log})",
-    )
+
+    def ended() -> str | None:
+        # Of the spec as it is now: right after a spec change the status still shows how the last spec ended.
+        body = get(api, name)
+        status = body.get("status") or {}
+        current = status.get("observedGeneration") == body["metadata"]["generation"]
+        return status.get("phase") if current and status.get("phase") in ("Succeeded", "Failed") else None
+
+    final_phase = eventually(ended, 600, f"study {name} to finish (operator log: {world['operator'].log})")
     body = get(api, name)
     assert final_phase == "Succeeded", yaml.safe_dump(body.get("status"))
     status = body["status"]

@@ -272,3 +272,42 @@ def test_sweep_repeats_are_kept_apart(storage_url: str) -> None:
         (100, 1, 0.7, frozenset()),
         (200, 2, None, frozenset({0})),
     ]
+
+
+@pytest.mark.parametrize("policy", ["proxy", "prune"])
+def test_a_held_store_sees_what_a_fresh_read_sees_with_fewer_statements(storage_url: str, policy: str) -> None:
+    """Inside `holding()` the store keeps its trials and records current from its own writes instead of reading
+    them again; every snapshot must still equal what a store that reads everything afresh sees."""
+    import sqlalchemy
+
+    resource = study(maxTrials=4, earlyEvaluation={"policy": policy, "pruner": "median", "promoteTopK": 2})
+    store = SearchStore.open(storage_url, resource)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    actions = [
+        AskTrials(3),
+        RecordEarly(0, outcome(0.6), 0.6, report_to_pruner=policy == "prune"),
+        RecordInfeasible(1, "early", "CUDA out of memory"),
+        RecordFailure(RunKey("trial", 2, "early"), "exit 1", disruption=False),
+        RecordFinal(0, outcome(0.7), 0.7 if policy == "prune" else None),
+        FailTrial(2, "gave up"),
+        AskTrials(1),
+        RecordSweepPoint(100, outcome(0.7)),
+    ]
+    engine = open_storage(storage_url).engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    try:
+        with store.holding():
+            for action in actions:
+                store.apply(action)
+                held = store.snapshot()
+                assert held == SearchStore.open(storage_url, resource).snapshot(), action
+            statements.clear()
+            assert store.snapshot() == held and store.stored_spec()
+            assert statements == []  # nothing written since: nothing read again
+        assert store.snapshot() == held and statements  # outside, every read goes to the storage
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count)

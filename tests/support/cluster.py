@@ -3,12 +3,13 @@ plus a node simulator.
 
 No API server can run here. `ClusterEmulator` extends `kmock.KubernetesEmulator` (pinned to kmock 0.8:
 it relies on its request hooks) with what kopf and the kubernetes client need and stock kmock lacks:
-uid/resourceVersion/generation/creationTimestamp on objects, the namespace from the URL, label selectors
-on lists, `/status` writes that touch only the status (and main writes that do not touch it), JSON-patch with
-a failed `test` answered 422 (kopf's finalizer depends on it), merge patches as RFC 7386 has them (a scalar may
-become an object and back), and custom resources pruned, defaulted and validated against their CRD's structural
-schema on every write, an invalid one refused with 422 as a real server refuses it. Still missing, and not
-needed by these tests: PUT, strategic-merge lists, garbage collection.
+uid/resourceVersion/generation/creationTimestamp on objects, the namespace from the URL, `/status` writes that
+touch only the status (and main writes that do not touch it), JSON-patch with a failed `test` answered 422 (kopf's
+finalizer depends on it), label selectors on lists and watches (with a record of which client asked with which
+selector and which objects reached it), merge patches as RFC 7386 has them (a scalar may become an object and
+back), and custom resources pruned, defaulted and validated against their CRD's structural schema on every write,
+an invalid one refused with 422 as a real server refuses it. Still missing, and not needed by these tests: PUT,
+strategic-merge lists, garbage collection.
 
 `NodeSimulator` plays the Job controller and the kubelet: for every Job it creates a pod, runs the pod's
 container command as a local process with the pod's environment (ConfigMap references resolved, paths under a
@@ -32,7 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,11 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
         self.schemas = {"sweetspot.dev/v1alpha1/finetunestudies": CrdValidator(crd())}
         """Custom resources by `group/version/plural`, each written only as its CRD's schema allows."""
         self.checking = True
+        self.reads: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+        """(client, list|watch, plural, labelSelector) → how many such requests were served: whether a client asks
+        the server to filter. The client is the bearer token's user (`RunningCluster.kubeconfig_for`)."""
+        self.served: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        """(client, plural, name) → how many times an object reached that client in a list or a watch event."""
 
     @contextlib.contextmanager
     def older_crd(self) -> Iterator[None]:
@@ -257,15 +263,39 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
             raise UnprocessableError(status=422, reason="Invalid", message=message)
         return dict(stored)
 
+    @staticmethod
+    def client_of(request: rendering.Request) -> str:
+        """Who sent a request: the user of its bearer token (`<user>-token`)."""
+        token = str(request.headers.get("Authorization") or request.headers.get("authorization") or "")
+        return token.removeprefix("Bearer ").removesuffix("-token")
+
+    def _selected(self, request: rendering.Request, obj: Any) -> bool:
+        """Whether a listed or watched object passes the request's label selector; counted as served when it does."""
+        selector = request.params.get("labelSelector")
+        meta = (obj.get("metadata") or {}) if isinstance(obj, dict) else {}
+        if selector and not _matches(meta.get("labels") or {}, selector):
+            return False
+        self.served[(self.client_of(request), str(request.resource.plural), str(meta.get("name", "")))] += 1
+        return True
+
+    def _read(self, request: rendering.Request, verb: str) -> None:
+        plural = str(request.resource.plural) if request.resource is not None else ""
+        self.reads[(self.client_of(request), verb, plural, request.params.get("labelSelector") or "")] += 1
+
     async def _serve_list(self, request: rendering.Request) -> Any:
         payload = await super()._serve_list(request)
         payload["metadata"]["resourceVersion"] = str(self._version)
-        selector = request.params.get("labelSelector")
-        if selector:
-            payload["items"] = [
-                item for item in payload["items"] if _matches(item.get("metadata", {}).get("labels") or {}, selector)
-            ]
+        self._read(request, "list")
+        payload["items"] = [item for item in payload["items"] if self._selected(request, item)]
         return payload
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        # kmock streams every object of the resource whatever the selector: a server sends only matching ones (an
+        # operator that asks for its own Jobs must never receive, let alone parse, anyone else's).
+        self._read(request, "watch")
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict) or self._selected(request, event.get("object")):
+                yield event
 
 
 class RunningCluster:
@@ -313,6 +343,14 @@ class RunningCluster:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
+
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig whose requests the emulator attributes to `user` (`ClusterEmulator.reads` and `served`)."""
+        path = self.kubeconfig.with_name(f"kubeconfig-{user}")
+        config = json.loads(self.kubeconfig.read_text())
+        config["users"] = [{"name": "test", "user": {"token": f"{user}-token"}}]
+        path.write_text(json.dumps(config))
+        return path
 
     def client(self) -> kubernetes.client.ApiClient:
         configuration = kubernetes.client.Configuration()

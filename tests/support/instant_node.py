@@ -19,6 +19,10 @@ from sweetspot.planner import RunKey
 from support.cluster import MERGE
 from support.operator import NAMESPACE
 
+SELECTOR = jobs.LABEL_STUDY
+"""Only the studies' Jobs run here: others in the namespace (the operator benchmark seeds thousands) stay as they
+were created, like Jobs of another node."""
+
 
 def canned_result(study: str, key: RunKey) -> str:
     """A plausible stage result: accuracy varies with the trial so that promotion has something to rank."""
@@ -74,7 +78,7 @@ class InstantNode:
             try:
                 # A resync first, like a kubelet: a watch misses what was created between two streams. Read raw:
                 # thousands of Jobs deserialized into client models would cost more than the operator under test.
-                raw = self.batch.list_namespaced_job(self.namespace, _preload_content=False)
+                raw = self.batch.list_namespaced_job(self.namespace, label_selector=SELECTOR, _preload_content=False)
                 listing = json.loads(raw.data)
                 for job in listing["items"]:
                     self._maybe_complete(job)
@@ -82,6 +86,7 @@ class InstantNode:
                 for event in watch.stream(
                     self.batch.list_namespaced_job,
                     self.namespace,
+                    label_selector=SELECTOR,
                     resource_version=listing["metadata"]["resourceVersion"],
                     timeout_seconds=5,
                 ):

@@ -53,7 +53,7 @@ class Operator:
     def __init__(self, running: RunningCluster, database: str, workdir: Path, metrics_port: int = 0) -> None:
         self.env = {
             **os.environ,
-            "KUBECONFIG": str(running.kubeconfig),
+            "KUBECONFIG": str(running.kubeconfig_for("operator")),
             "SWEETSPOT_DATABASE_URL": database,
             "SWEETSPOT_RECONCILE_SECONDS": "0.5",
         }
