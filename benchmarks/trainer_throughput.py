@@ -1,9 +1,13 @@
 """Trainer throughput: Sweetspot's stage runner vs a bare transformers + peft loop on the same work.
 
-Both train builtin:tiny (MiniLM-L6 + LoRA r16 on query/value, token-classification head) on the same
-synthetic pages with the same batch size and sequence length, on the CPU, or on the GPU when there is one
-(bf16 autocast, as the trainer uses). The bare loop is the least a LoRA fine-tune must do: forward, backward,
-clip, AdamW step. Overhead of the trainer = everything else it does per step (data order, progress, scheduler).
+Both train the same model on the same synthetic pages with the same batch size and sequence length, on the CPU,
+or on the GPU when there is one (bf16 autocast, as the trainer uses):
+- `--model tiny` (default): builtin:tiny, MiniLM-L6 + LoRA r16 on query/value with a token-classification head;
+- `--model smollm2-135m`: SmolLM2-135M-Instruct + LoRA r16 (peft's default projections), the generative task's
+  chat prompts; the bare loop is Hugging Face's own recipe (`model(**batch).loss`, prompt tokens labelled -100,
+  batches in data order), the trainer's has answer-only vocabulary projection and length-bucketed batches.
+The bare loop is the least a LoRA fine-tune must do: forward, backward, clip, AdamW step. Overhead of the
+trainer = everything else it does per step (data order, progress, scheduler).
 Steps are timed after a warm-up tenth of the run. On CUDA it also prints tokens/s and an MFU estimate: model
 FLOPs per token ≈ 6 * parameters (forward + backward; LoRA's frozen weights still cost their forward and the
 backward through activations, so this slightly overstates the work of a LoRA step), against the GPU's dense
@@ -12,7 +16,11 @@ bf16 peak (`--peak-tflops`, default from the device name).
 `--json FILE` writes one object per loop (`loop`, `stepsPerSecond`, `rowsPerSecond`, `ratio`: its steps/s over the
 bare loop's, and on CUDA `tokensPerSecond` and `mfu`), with the setting of the run, to compare runs.
 
-    python -m benchmarks trainer [--steps 60] [--batch-size 16] [--peak-tflops N] [--json FILE]
+Both loops see the same rows per step, so rows/s compare directly; tokens/s counts the rows' real tokens (padding
+excluded) for the causal model.
+
+    python -m benchmarks trainer [--model tiny|smollm2-135m] [--steps N] [--batch-size N] [--peak-tflops N]
+                                 [--json FILE]
 """
 
 from __future__ import annotations
@@ -28,19 +36,23 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, TaskType, get_peft_model
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from sweetspot.contract import TrialConfig
 from sweetspot_trainer.data import builtin_rows
 from sweetspot_trainer.demo import ATTRIBUTES
 from sweetspot_trainer.extractive import ExtractiveTask, label_names
-from sweetspot_trainer.model import minilm_dir
+from sweetspot_trainer.generative import GenerativeTask
+from sweetspot_trainer.model import minilm_dir, smollm2_dir
 from sweetspot_trainer.train import StageRunner, available_cores
 
-MAX_LENGTH = 160
+MAX_LENGTHS = {"tiny": 160, "smollm2-135m": 384}
+"""Sequence length per model: the pages fit in 160 MiniLM tokens; the chat prompt, page and answer in 384."""
+DEFAULTS = {"tiny": (60, 16), "smollm2-135m": (12, 8)}
+"""Steps and batch size per model when not given (a SmolLM2 step is ~50x a MiniLM step on a CPU)."""
 
 
-def trainer_rate(steps: int, batch_size: int) -> float:
+def trainer_rate(model: str, steps: int, batch_size: int) -> float:
     stamps: list[tuple[float, int]] = []
 
     def progress(line: str) -> None:
@@ -53,7 +65,7 @@ def trainer_rate(steps: int, batch_size: int) -> float:
             "study": "bench",
             "trial": 0,
             "stage": "final",
-            "model": {"builtin": "tiny", "maxSequenceLength": MAX_LENGTH},
+            "model": {"builtin": model, "maxSequenceLength": MAX_LENGTHS[model]},
             "train": {"builtin": "product-pages", "rows": steps * batch_size},
             "validation": {"builtin": "product-pages", "rows": 16},
             "seed": 0,
@@ -73,21 +85,38 @@ PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, 
 class Bare:
     steps_per_second: float
     tokens_per_step: float
-    """Positions processed per step, padding included (padding costs compute too)."""
+    """Positions processed per step: padding included (it costs compute too) for the tagger, real tokens only for
+    the causal model (its two loops pad differently)."""
     parameters: int
 
 
-def bare_rate(steps: int, batch_size: int) -> Bare:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.set_num_threads(available_cores())
+def _tagger(device: torch.device, steps: int, batch_size: int) -> tuple[Any, list[dict[str, torch.Tensor]]]:
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     labels = label_names(ATTRIBUTES)
     model = AutoModelForTokenClassification.from_pretrained(minilm_dir(), num_labels=len(labels))
     model = get_peft_model(
         model, LoraConfig(task_type=TaskType.TOKEN_CLS, r=16, lora_alpha=32, modules_to_save=["classifier"])
     ).to(device)
-    task = ExtractiveTask(tokenizer, ATTRIBUTES, {"": ATTRIBUTES}, MAX_LENGTH)
+    task = ExtractiveTask(tokenizer, ATTRIBUTES, {"": ATTRIBUTES}, MAX_LENGTHS["tiny"])
     encoded = [task.encode(row) for row in builtin_rows("product-pages", steps * batch_size, 0)]
+    return model, [task.collate(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
+
+
+def _causal(device: torch.device, steps: int, batch_size: int) -> tuple[Any, list[dict[str, torch.Tensor]]]:
+    folder = smollm2_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=16, lora_alpha=32)).to(device)
+    task = GenerativeTask(tokenizer, {"": ATTRIBUTES}, MAX_LENGTHS["smollm2-135m"])
+    encoded = [task.encode(row) for row in builtin_rows("product-pages", steps * batch_size, 0)]
+    return model, [task.collate(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
+
+
+def bare_rate(model_name: str, steps: int, batch_size: int) -> Bare:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(available_cores())
+    causal = model_name != "tiny"
+    model, batches = (_causal if causal else _tagger)(device, steps, batch_size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -100,8 +129,9 @@ def bare_rate(steps: int, batch_size: int) -> Bare:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        batch = {k: v.to(device) for k, v in task.collate(encoded[step * batch_size : (step + 1) * batch_size]).items()}
-        tokens += batch["input_ids"].numel() if step >= warm else 0
+        batch = {k: v.to(device) for k, v in batches[step].items()}
+        if step >= warm:
+            tokens += int(batch["attention_mask"].sum()) if causal else batch["input_ids"].numel()
         with autocast:
             loss = model(**batch).loss
         loss.backward()
@@ -125,28 +155,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks trainer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--model", choices=sorted(MAX_LENGTHS), default="tiny", help="the built-in model (default: tiny)"
+    )
+    parser.add_argument("--steps", type=int, help="steps per loop (default: 60 for tiny, 12 for smollm2-135m)")
+    parser.add_argument("--batch-size", type=int, help="rows per step (default: 16 for tiny, 8 for smollm2-135m)")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for MFU (default: by name)")
     parser.add_argument("--json", type=Path, help="also write the rows here (one object per loop)")
     args = parser.parse_args(argv)
-    bare = bare_rate(args.steps, args.batch_size)
-    ours = trainer_rate(args.steps, args.batch_size)
+    steps, batch_size = DEFAULTS[args.model]
+    args.steps, args.batch_size = args.steps or steps, args.batch_size or batch_size
+    causal = args.model != "tiny"
+    bare = bare_rate(args.model, args.steps, args.batch_size)
+    ours = trainer_rate(args.model, args.steps, args.batch_size)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda = torch.cuda.is_available()
     where = torch.cuda.get_device_name() if cuda else f"{available_cores()} CPU threads"
-    print(f"builtin:tiny, batch {args.batch_size}, max length {MAX_LENGTH}, {where}")
+    length = MAX_LENGTHS[args.model]
+    print(f"builtin:{args.model}, batch {args.batch_size}, max length {length}, {where}")
     header = f"{'loop':<28}{'steps/s':>10}{'rows/s':>10}"
-    print(header + (f"{'tokens/s':>12}{'MFU':>8}" if cuda else ""))
+    print(header + (f"{'tokens/s':>12}" if cuda or causal else "") + (f"{'MFU':>8}" if cuda else ""))
     peak = peak_tflops(args.peak_tflops) if cuda else None
-    setting = {"model": "builtin:tiny", "device": where, "batchSize": args.batch_size, "steps": args.steps}
+    setting = {"model": f"builtin:{args.model}", "device": where, "batchSize": args.batch_size, "steps": args.steps}
     rows: list[dict[str, Any]] = []
     for label, rate in (("bare transformers + peft", bare.steps_per_second), ("sweetspot trainer", ours)):
         row = setting | {"loop": label, "stepsPerSecond": rate, "rowsPerSecond": rate * args.batch_size}
-        row |= {"ratio": rate / bare.steps_per_second, "maxLength": MAX_LENGTH, "peakRssMiB": rss}
+        row |= {"ratio": rate / bare.steps_per_second, "maxLength": length, "peakRssMiB": rss}
         line = f"{label:<28}{rate:>10.3f}{rate * args.batch_size:>10.1f}"
+        tokens = rate * bare.tokens_per_step
+        if causal and not cuda:
+            line += f"{tokens:>12.0f}"
+            row |= {"tokensPerSecond": tokens}
         if cuda:
-            tokens = rate * bare.tokens_per_step
             mfu = 6 * bare.parameters * tokens / (peak * 1e12) if peak else None
             line += f"{tokens:>12.0f}" + (f"{mfu:>8.2%}" if mfu is not None else f"{'n/a':>8}")
             row |= {"tokensPerSecond": tokens, "mfu": mfu}

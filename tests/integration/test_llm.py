@@ -16,6 +16,7 @@ from sweetspot.contract import StageResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
+ROOT = Path(__file__).parents[2]
 CONVERT = "from sweetspot_trainer.model import smollm2_dir; print(smollm2_dir())"
 
 
@@ -106,3 +107,24 @@ def test_a_missing_or_corrupt_gguf_is_bad_input_with_a_clear_message(
     result = json.loads((tmp_path / "out" / "result-full.json").read_text())
     assert result["status"] == "bad_input" and words in result["message"]
     assert not (tmp_path / "cache" / "smollm2-135m-instruct-v1").exists()
+
+
+def test_the_trainer_benchmark_compares_the_causal_model_with_a_bare_loop(
+    converted: dict[str, Any], tmp_path: Path
+) -> None:
+    rows = tmp_path / "trainer.json"
+    command = ["-m", "benchmarks", "trainer", "--model", "smollm2-135m", "--steps", "3", "--batch-size", "2"]
+    run = subprocess.run(
+        [sys.executable, *command, "--json", str(rows)],
+        env={**os.environ, "SWEETSPOT_CACHE": str(converted["cache"])},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    bare, ours = json.loads(rows.read_text())
+    assert (bare["loop"], ours["loop"]) == ("bare transformers + peft", "sweetspot trainer")
+    assert bare["model"] == ours["model"] == "builtin:smollm2-135m"
+    assert bare["ratio"] == 1.0 and ours["ratio"] > 0
+    assert ours["tokensPerSecond"] > 0 and ours["rowsPerSecond"] == ours["stepsPerSecond"] * 2
