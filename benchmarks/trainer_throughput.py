@@ -105,7 +105,7 @@ def _tagger(device: torch.device, steps: int, batch_size: int) -> tuple[Any, lis
 def _causal(device: torch.device, steps: int, batch_size: int) -> tuple[Any, list[dict[str, torch.Tensor]]]:
     folder = smollm2_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=16, lora_alpha=32)).to(device)
     task = GenerativeTask(tokenizer, {"": ATTRIBUTES}, MAX_LENGTHS["smollm2-135m"])
     encoded = [task.encode(row) for row in builtin_rows("product-pages", steps * batch_size, 0)]
