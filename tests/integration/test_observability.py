@@ -116,7 +116,16 @@ class LocalRun:
             return None
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # ends the linger
-        return self.process.wait(timeout=60)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # What the process was doing, for the failure message (a Ctrl-C must end the linger at once).
+            state = Path(f"/proc/{self.process.pid}/status").read_text(errors="replace")
+            wchan = Path(f"/proc/{self.process.pid}/wchan").read_text(errors="replace")
+            self.process.kill()
+            raise AssertionError(
+                f"sweetspot run ignored Ctrl-C for 60 s (wchan {wchan}; {state[:600]}): {self.log.read_text()[-2000:]}"
+            ) from None
 
 
 @pytest.fixture
