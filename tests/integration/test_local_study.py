@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from support.cluster import TESTS
+from support.interrupt import sigint_as_in_a_terminal
 from support.studies import small_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
@@ -28,20 +29,21 @@ MANIFEST = small_study("small", seed=3)
 MANIFEST["spec"]["dataEfficiency"] = {"sampleSizes": [32, 64], "hold": "epochs"}
 
 
-def sweetspot(*args: str, cwd: Path, fake: bool = False, stage_seconds: float = 2) -> subprocess.Popen[str]:
-    """`sweetspot ARGS`; with `fake`, its stages run `support.fake_trainer` (the same contract, no model,
-    `stage_seconds` each) where the planner, the storage and the report are the subject rather than training."""
+def sweetspot(*args: str, cwd: Path, fake: bool = False) -> subprocess.Popen[str]:
+    """`sweetspot ARGS`; with `fake`, its stages run `support.fake_trainer` (the same contract, no model, 2 s each)
+    where the planner, the storage and the report are the subject rather than training."""
     env = {**os.environ, "SWEETSPOT_CACHE": str(cwd / "cache")}
     if fake:
         env |= {
             "SWEETSPOT_TRAINER_MODULE": "support.fake_trainer",
-            "SWEETSPOT_FAKE_STAGE_SECONDS": str(stage_seconds),
+            "SWEETSPOT_FAKE_STAGE_SECONDS": "2",
             "PYTHONPATH": str(TESTS),
         }
     return subprocess.Popen(
         [sys.executable, "-m", "sweetspot.cli", *args],
         cwd=cwd,
         env=env,
+        preexec_fn=sigint_as_in_a_terminal,  # one test sends it Ctrl-C
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -112,8 +114,7 @@ def test_an_interrupted_study_resumes_with_nothing_lost_or_repeated(tmp_path: Pa
 
     url = fresh_database(postgres_server_url, "interrupted")
     manifest = write_manifest(tmp_path)
-    # Stages of 15 s: the Ctrl-C must land inside the second one even when a loaded machine starves this test.
-    first = sweetspot("run", str(manifest), "--storage", url, cwd=tmp_path, fake=True, stage_seconds=15)
+    first = sweetspot("run", str(manifest), "--storage", url, cwd=tmp_path, fake=True)
     assert first.stdout is not None
     seen: list[str] = []
     deadline = time.monotonic() + 300

@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.cluster import TESTS
+from support.interrupt import sigint_as_in_a_terminal
 from support.operator import NAMESPACE, apply, cluster_study, delete, eventually, operator_world, phase
 from support.prometheus import (
     RULES,
@@ -95,6 +96,7 @@ class LocalRun:
                 command,
                 cwd=self.directory,
                 env={**os.environ, "SWEETSPOT_CACHE": str(self.directory / "cache"), **self.env},
+                preexec_fn=sigint_as_in_a_terminal,  # `stop` ends the linger with Ctrl-C
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
