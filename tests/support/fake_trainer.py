@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sweetspot.contract import Evaluation, StageResult, TrialConfig
 from sweetspot_trainer import reporting
-from sweetspot_trainer.__main__ import EXIT_BAD_INPUT, EXIT_OK, _read_config, _unreadable_config_result, parser
+from sweetspot_trainer.__main__ import EXIT_BAD_INPUT, EXIT_OK, config_or_bad_input, parser
 
 SECONDS_ENV = "SWEETSPOT_FAKE_STAGE_SECONDS"
 BEST_RATE = 3e-3
@@ -90,12 +90,8 @@ def result(config: TrialConfig, seconds: float) -> StageResult:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        config = _read_config(args.config)
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        if (bad := _unreadable_config_result(args.config, str(exc))) is not None:
-            reporting.write_result(bad, Path(args.result) if args.result else None)
+    config = config_or_bad_input(args)
+    if config is None:
         return EXIT_BAD_INPUT
     started = time.monotonic()
     print(f"[{config.study} t{config.trial} {config.stage}] fake trainer", flush=True)

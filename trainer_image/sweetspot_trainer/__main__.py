@@ -78,15 +78,23 @@ def _unreadable_config_result(path: str | None, message: str) -> StageResult | N
         return None
 
 
-def train_command(args: argparse.Namespace) -> int:
+def config_or_bad_input(args: argparse.Namespace) -> TrialConfig | None:
+    """The trial config `--config` names; None when it cannot be read, after saying why on stderr and, when the
+    file still names its study, trial and stage, in a `bad_input` result (what the operator records)."""
     try:
-        config = _read_config(args.config)
+        return _read_config(args.config)
     except ValueError as exc:
         print(exc, file=sys.stderr)
         from sweetspot_trainer import reporting
 
         if (result := _unreadable_config_result(args.config, str(exc))) is not None:
             reporting.write_result(result, Path(args.result) if args.result else None)
+        return None
+
+
+def train_command(args: argparse.Namespace) -> int:
+    config = config_or_bad_input(args)
+    if config is None:
         return EXIT_BAD_INPUT
     from sweetspot_trainer import reporting
     from sweetspot_trainer.data import DataError
