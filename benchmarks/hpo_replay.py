@@ -48,7 +48,11 @@ from scipy import stats as scipy_stats
 
 from sweetspot.api import FineTuneStudy
 from sweetspot.contract import Evaluation, StageResult
-from sweetspot.planner import Observed, RunView, StartRun, StopRun, best_trial, plan, study_direction
+from sweetspot.loop import settle
+from sweetspot.planner import best_trial
+from sweetspot.policies import study_direction
+from sweetspot.records import RunKey, RunView, StartRun
+from sweetspot.runtime import Runtime
 from sweetspot.search import SearchStore, distributions, make_pruner, make_sampler
 
 DEFAULT_TABLE = Path(__file__).parent / "data" / "hpo_table.json"
@@ -266,8 +270,32 @@ def _result(key: Any, config: Config, fraction: float, cost: float) -> StageResu
     )
 
 
+class TableRuntime(Runtime):
+    """Stages answered from the table at once: a start pays the stage's recorded cost and leaves a finished run."""
+
+    def __init__(self, table: Table, fraction: float, trace: Trace) -> None:
+        self.table, self.fraction, self.trace = table, fraction, trace
+        self.runs: list[RunView] = []
+
+    def observe(self, study: FineTuneStudy) -> list[RunView]:
+        return list(self.runs)
+
+    def start(self, study: FineTuneStudy, action: StartRun) -> str:
+        config = self.table.nearest(action.params)
+        early = config.at(self.fraction).seconds
+        cost = early if action.key.stage == "early" else config.final.seconds - early
+        self.trace.pay(cost)
+        stage_fraction = self.fraction if action.key.stage == "early" else 1.0
+        self.runs.append(RunView(action.key, "succeeded", _result(action.key, config, stage_fraction, cost)))
+        return "the table"
+
+    def stop(self, study: FineTuneStudy, key: RunKey) -> None:
+        pass  # every stage has finished by the time it could be stopped
+
+
 def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> Strategy:
-    """Sweetspot's own planner and Optuna store (in memory), with an executor that answers from the table."""
+    """Sweetspot's own planner, Optuna store (in memory) and plan-and-apply loop, with a runtime that answers from
+    the table."""
 
     def run(table: Table, seed: int, budget: float) -> Trace:
         schedule = list(PROXY_SCHEDULE) if policy == "proxy" else [PROXY_SCHEDULE[-1]]
@@ -287,24 +315,15 @@ def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> St
             return SearchStore("memory", study, spec, storage)
 
         store = open_store(resource)
-        runs: list[RunView] = []
         trace = Trace()
+        runtime = TableRuntime(table, fraction, trace)
         while trace.spent < budget:
-            trials, sweep = store.snapshot()
+            trials, _ = store.snapshot()
             best = best_trial(resource.spec, trials)
             if best is not None and best.final is not None:
                 trace.finished(best.final.metric(table.metric))
-            decision = plan(resource.spec, Observed(trials, sweep, runs))
-            for action in decision.actions:
-                if isinstance(action, StartRun):
-                    config = table.nearest(action.params)
-                    early = config.at(fraction).seconds
-                    cost = early if action.key.stage == "early" else config.final.seconds - early
-                    trace.pay(cost)
-                    stage_fraction = fraction if action.key.stage == "early" else 1.0
-                    runs.append(RunView(action.key, "succeeded", _result(action.key, config, stage_fraction, cost)))
-                elif not isinstance(action, StopRun):
-                    store.apply(action)
+            # One pass at a time: the budget and the best so far are checked between passes, as a user would see them.
+            decision = settle(resource, store, runtime, lambda _: None, max_passes=1)
             if decision.finished:
                 if decision.phase != "Succeeded" or not schedule:
                     break

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.metrics import Metrics, StudyState
-from sweetspot.planner import Outcome, SweepView, TrialView
+from sweetspot.records import Outcome, SweepView, TrialView
 
 ATTRIBUTES = ("brand", "color", "price", "rating")
 

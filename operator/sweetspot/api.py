@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -586,6 +586,13 @@ class EarlyEvaluation(Model):
     """With `prune`, the Optuna pruner that decides which trials continue."""
 
 
+def _float_parameters() -> list[str]:
+    """The search space's float parameters, by their API names (the grid sampler needs each stepped or listed)."""
+    return [
+        to_camel(name) for name, info in SearchSpace.model_fields.items() if FloatParameter in get_args(info.annotation)
+    ]
+
+
 class Search(Model):
     """The hyperparameter search."""
 
@@ -623,7 +630,7 @@ class Search(Model):
             cel="self.sampler != 'grid' || ("
             + " && ".join(
                 f"(!has(self.space.{p}) || has(self.space.{p}.values) || has(self.space.{p}.step))"
-                for p in ("learningRate", "loraDropout", "warmupRatio", "weightDecay")
+                for p in _float_parameters()
             )
             + ")",
             message="the grid sampler needs every float parameter to have step or values",
@@ -769,9 +776,44 @@ class EnvVar(Model):
     """Variable value."""
 
 
-class TrialTemplate(Model):
-    """The pod of every trial Job."""
+class TrainingRuntimeRef(Model):
+    """A Kubeflow Trainer runtime: the blueprint (torchrun, its environment, the JobSet) a TrainJob runs on."""
 
+    name: DnsLabel = "torch-distributed"
+    """The runtime's name; Kubeflow Trainer installs `torch-distributed` as a ClusterTrainingRuntime."""
+    kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
+    """ClusterTrainingRuntime (cluster-wide) or TrainingRuntime (in the study's namespace)."""
+
+
+class TrialRuntime(Model):
+    """Where each trial stage runs: a batch/v1 Job (one pod), or a Kubeflow Trainer v2 TrainJob (`numNodes` pods
+    under torchrun: data-parallel training over several GPUs and nodes; Kubeflow Trainer must be installed)."""
+
+    kind: Literal["job", "trainJob"] = "job"
+    """`job`: one Job per stage, one pod. `trainJob`: one TrainJob per stage (trainer.kubeflow.org/v1alpha1)."""
+    num_nodes: int = Field(default=1, ge=1, le=128)
+    """Nodes (pods) per stage, each with `trial.resources`; more than 1 needs `kind: trainJob`."""
+    num_proc_per_node: int | None = Field(default=None, ge=1, le=64)
+    """Training processes per node (one per GPU); the runtime's default (`auto`: one per GPU) when unset."""
+    runtime_ref: TrainingRuntimeRef = Field(default_factory=TrainingRuntimeRef)
+    """The Kubeflow Trainer runtime a TrainJob uses."""
+
+    rules = (
+        Rule(
+            cel="self.kind == 'trainJob' || (self.numNodes == 1 && !has(self.numProcPerNode))",
+            message="numNodes above 1 and numProcPerNode need kind: trainJob",
+            field="numNodes",
+            holds=lambda o: o.kind == "trainJob" or (o.num_nodes == 1 and o.num_proc_per_node is None),
+        ),
+    )
+
+
+class TrialTemplate(Model):
+    """The pod of every trial stage."""
+
+    runtime: TrialRuntime = Field(default_factory=TrialRuntime)
+    """Where each stage runs: a Job (default) or a Kubeflow TrainJob over several nodes. Fixed once the study
+    started."""
     image: str = Field(default=DEFAULT_TRAINER_IMAGE, min_length=1, max_length=512)
     """The trainer image."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -818,14 +860,61 @@ class Storage(Model):
     default storage when unset. Only the operator reads it; trial pods never see it."""
 
 
-def _immutable(field: str, cel: str | None = None) -> Rule:
+IMMUTABLE: tuple[tuple[str, ...], ...] = (
+    ("model",),
+    ("dataset",),
+    ("objective",),
+    ("search", "sampler"),
+    ("search", "space"),
+    ("search", "early_evaluation"),
+    ("search", "seed"),
+    ("trial", "runtime"),
+)
+"""Spec fields (attribute paths) fixed once a study started: the API server refuses a change (CEL transition
+rules generated from this list), and the operator runs on as the study started if one slips through (an older CRD).
+Only budget, parallelism, suspend and the rest of the trial template may change."""
+
+
+def api_path(path: tuple[str, ...]) -> str:
+    return ".".join(to_camel(part) for part in path)
+
+
+def _immutable(path: tuple[str, ...], optional: bool) -> Rule:
+    field = api_path(path)
+    cel = f"self.{field} == oldSelf.{field}"
+    if optional:  # no default: absent on one side and present on the other is a change too
+        cel = f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || {cel})"
     return Rule(
-        cel=cel or f"self.{field} == oldSelf.{field}",
+        cel=cel,
         message=f"{field} cannot change once the study exists (only budget, parallelism and suspend can)",
         field=field,
         holds=lambda _: True,
         transition=True,
     )
+
+
+def _field_of(path: tuple[str, ...], value: Any) -> Any:
+    for part in path:
+        value = getattr(value, part)
+    return value
+
+
+def _replaced(model: Any, path: tuple[str, ...], value: Any) -> Any:
+    head, *rest = path
+    return model.model_copy(update={head: _replaced(getattr(model, head), tuple(rest), value) if rest else value})
+
+
+def immutable_changes(before: FineTuneStudySpec, spec: FineTuneStudySpec) -> list[str]:
+    """The immutable fields (`spec.…`) that differ between the spec a study started with and `spec`."""
+    return [f"spec.{api_path(p)}" for p in IMMUTABLE if _field_of(p, before) != _field_of(p, spec)]
+
+
+def as_started(before: FineTuneStudySpec, spec: FineTuneStudySpec) -> FineTuneStudySpec:
+    """`spec` with its immutable fields as the study started: a refused change leaves the study running as it
+    was, while budget, parallelism and suspend still take effect."""
+    for path in IMMUTABLE:
+        spec = _replaced(spec, path, _field_of(path, before))
+    return spec
 
 
 class FineTuneStudySpec(Model):
@@ -852,17 +941,6 @@ class FineTuneStudySpec(Model):
     """What happens to the Optuna study when this resource is deleted."""
 
     rules = (
-        _immutable("model"),
-        _immutable("dataset"),
-        _immutable("objective"),
-        _immutable("search.sampler"),
-        _immutable("search.space"),
-        _immutable("search.earlyEvaluation"),
-        _immutable(
-            "search.seed",
-            "has(self.search.seed) == has(oldSelf.search.seed)"
-            " && (!has(self.search.seed) || self.search.seed == oldSelf.search.seed)",
-        ),
         Rule(
             cel="!has(self.dataEfficiency) || !has(self.dataset.train.rows) "
             "|| ((!has(self.dataEfficiency.sampleSizes) "
@@ -886,6 +964,16 @@ class FineTuneStudySpec(Model):
             ),
         ),
     )
+
+
+def _optional(path: tuple[str, ...]) -> bool:
+    owner: Any = FineTuneStudySpec
+    for part in path[:-1]:
+        owner = owner.model_fields[part].annotation
+    return owner.model_fields[path[-1]].default is None
+
+
+FineTuneStudySpec.rules = (*(_immutable(p, _optional(p)) for p in IMMUTABLE), *FineTuneStudySpec.rules)  # type: ignore[assignment]
 
 
 # --- status ----------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sweetspot import report
-    from sweetspot.local import LocalExecutor, run_study
+    from sweetspot.local import LocalRuntime, run_study
     from sweetspot.search import SearchStore, StorageError, safe_url
 
     console = Console(stderr=True, highlight=False)
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     console.print(f"study {study.key} in {safe_url(storage)}; runs in {root}")
-    executor = LocalExecutor(
+    runtime = LocalRuntime(
         root=root, manifest_dir=Path(args.manifest).resolve().parent, parallelism=study.spec.search.parallelism
     )
     publish = None
@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         decision = run_study(
             study,
             store,
-            executor,
+            runtime,
             lambda line: console.print(f"[{time.monotonic() - started:6.0f}s] {line}"),
             publish=publish,
         )
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     report.write_tables(data, results)
     report.write_plots(data, results)
     if data["best"]:
-        adapters = sorted((root / "runs").glob(f"t{data['best']['trial']}-final*/adapter"))
+        adapters = runtime.adapters(data["best"]["trial"])
         if adapters:
             shutil.copytree(adapters[-1], results / "best-adapter", dirs_exist_ok=True)
     print(report.render_text(data))
@@ -153,21 +153,20 @@ def _report(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     import yaml
 
-    from sweetspot import jobs
-    from sweetspot.planner import RunKey, StartRun
+    from sweetspot.kube_runtime import runtime_for
+    from sweetspot.memory import Memories
+    from sweetspot.records import RunKey, StartRun
     from sweetspot.search import preview_params
-    from sweetspot.stages import trial_config
 
     studies = _studies(args.manifest)
     if studies is None:
         return 1
-    documents = []
+    documents: list[dict[str, object]] = []
     for study in studies:
+        runtime = runtime_for(study, Memories())
         count = args.trials or study.spec.search.parallelism
         for number, params in enumerate(preview_params(study.spec, count)):
-            key = RunKey("trial", number, "early")
-            config = trial_config(study, StartRun(key, params), jobs.pod_paths(study, key))
-            documents += [jobs.config_map(study, key, config), jobs.job(study, key)]
+            documents += runtime.manifests(study, StartRun(RunKey("trial", number, "early"), params))
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False, width=120))
     return 0
 
@@ -177,12 +176,13 @@ def _operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from sweetspot import handlers
+    import sweetspot.handlers  # noqa: F401 - registers the operator's handlers with kopf
+    from sweetspot import kube
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
-    handlers.load_kubernetes_config()
+    kube.load_config()
     if args.metrics_port:
         from sweetspot import metrics
 

@@ -24,6 +24,24 @@ to the end, evaluate, save the adapter. `full`: both evaluations in one run (loc
 
 Status = Literal["ok", "oom", "bad_input", "failed"]
 
+# How a trainer is run and answers, besides the config and the result: each side reads these names from here.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_OOM = 0, 1, 2, 3
+"""The trainer's exit codes: bad input and out of memory will not get better on a retry (a Job fails at once)."""
+CONFIG_ENV = "SWEETSPOT_TRIAL_CONFIG"
+"""The trial config's JSON, when no `--config FILE` is given (a pod gets it from its ConfigMap)."""
+TERMINATION_LOG_ENV = "SWEETSPOT_TERMINATION_LOG"
+"""Where to write the termination message outside a pod (Kubernetes' own is `/dev/termination-log`)."""
+CACHE_ENV = "SWEETSPOT_CACHE"
+"""Where converted built-in models are cached (a pod: its cache volume)."""
+CPU_THREADS_ENV = "SWEETSPOT_CPU_THREADS"
+"""Torch threads per stage on CPUs (local mode gives each running stage its share of the cores)."""
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def result_file_name(stage: str) -> str:
+    """The result file a stage writes in its output directory."""
+    return f"result-{stage}.json"
+
 
 class _Contract(BaseModel):
     model_config = ConfigDict(

@@ -16,8 +16,8 @@ import hashlib
 from typing import Any
 
 from sweetspot.api import API_VERSION, GROUP, KIND, FineTuneStudy
-from sweetspot.contract import TrialConfig
-from sweetspot.planner import RunKey
+from sweetspot.contract import CACHE_ENV, CONFIG_ENV, EXIT_BAD_INPUT, EXIT_OOM, TERMINATION_LOG, TrialConfig
+from sweetspot.records import RunKey
 from sweetspot.stages import Paths
 
 LABEL_STUDY = f"{GROUP}/study"
@@ -27,8 +27,6 @@ LABEL_RUN = f"{GROUP}/run"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 CONTAINER = "trainer"
 CONFIG_KEY = "trial.json"
-CONFIG_ENV = "SWEETSPOT_TRIAL_CONFIG"
-EXIT_BAD_INPUT, EXIT_OOM = 2, 3
 MOUNT_MODEL, MOUNT_DATA, MOUNT_OUTPUT = "/sweetspot/model", "/sweetspot/data", "/sweetspot/output"
 MOUNT_TOKEN = "/sweetspot/secrets/hf"
 MAX_NAME = 63
@@ -114,7 +112,7 @@ def config_map(study: FineTuneStudy, key: RunKey, config: TrialConfig) -> dict[s
     }
 
 
-def _volumes(study: FineTuneStudy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def volumes_and_mounts(study: FineTuneStudy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec = study.spec
     cache = spec.trial.cache
     volumes: list[dict[str, Any]] = [
@@ -151,6 +149,36 @@ def _volumes(study: FineTuneStudy) -> tuple[list[dict[str, Any]], list[dict[str,
     return volumes, mounts
 
 
+def resources(study: FineTuneStudy) -> dict[str, dict[str, str]]:
+    limits = study.spec.trial.resources
+    return {k: dict(v) for k, v in (("requests", limits.requests), ("limits", limits.limits)) if v}
+
+
+def env(study: FineTuneStudy, key: RunKey) -> list[dict[str, Any]]:
+    """The trainer's environment: its config from the ConfigMap of the stage's name, caches on the cache volume."""
+    name = object_name(study.metadata.name, key)
+    return [
+        {"name": CONFIG_ENV, "valueFrom": {"configMapKeyRef": {"name": name, "key": CONFIG_KEY}}},
+        {"name": "HF_HOME", "value": "/cache/huggingface"},
+        {"name": CACHE_ENV, "value": "/cache/sweetspot"},
+        *({"name": e.name, "value": e.value} for e in study.spec.trial.env),
+    ]
+
+
+def pod_placement(study: FineTuneStudy) -> dict[str, Any]:
+    """Where and as whom the pods run: the trial template's scheduling fields that are set."""
+    trial = study.spec.trial
+    optional = {
+        "nodeSelector": dict(trial.node_selector) or None,
+        "tolerations": [t.model_dump(mode="json", exclude_none=True) for t in trial.tolerations] or None,
+        "affinity": trial.affinity,
+        "priorityClassName": trial.priority_class_name,
+        "serviceAccountName": trial.service_account_name,
+        "imagePullSecrets": [{"name": s} for s in trial.image_pull_secrets] or None,
+    }
+    return {k: v for k, v in optional.items() if v}
+
+
 def job(study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
     """The Job that runs one stage; its trial config comes from the ConfigMap of the same name."""
     trial = study.spec.trial
@@ -158,24 +186,16 @@ def job(study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
     job_labels = labels(study, key)
     if trial.queue_name:
         job_labels[LABEL_KUEUE_QUEUE] = trial.queue_name
-    volumes, mounts = _volumes(study)
-    resources = {
-        k: dict(v) for k, v in (("requests", trial.resources.requests), ("limits", trial.resources.limits)) if v
-    }
+    volumes, mounts = volumes_and_mounts(study)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": trial.image,
         "imagePullPolicy": trial.image_pull_policy,
         "command": ["python", "-m", "sweetspot_trainer"],
-        "env": [
-            {"name": CONFIG_ENV, "valueFrom": {"configMapKeyRef": {"name": name, "key": CONFIG_KEY}}},
-            {"name": "HF_HOME", "value": "/cache/huggingface"},
-            {"name": "SWEETSPOT_CACHE", "value": "/cache/sweetspot"},
-            *({"name": e.name, "value": e.value} for e in trial.env),
-        ],
-        "resources": resources,
+        "env": env(study, key),
+        "resources": resources(study),
         "volumeMounts": mounts,
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -197,15 +217,7 @@ def job(study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    optional = {
-        "nodeSelector": dict(trial.node_selector) or None,
-        "tolerations": [t.model_dump(mode="json", exclude_none=True) for t in trial.tolerations] or None,
-        "affinity": trial.affinity,
-        "priorityClassName": trial.priority_class_name,
-        "serviceAccountName": trial.service_account_name,
-        "imagePullSecrets": [{"name": s} for s in trial.image_pull_secrets] or None,
-    }
-    pod_spec.update({k: v for k, v in optional.items() if v})
+    pod_spec.update(pod_placement(study))
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

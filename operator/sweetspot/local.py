@@ -10,7 +10,6 @@ stages that were interrupted run again without counting as failures.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -23,42 +22,30 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from sweetspot import contract
 from sweetspot.api import FineTuneStudy
 from sweetspot.contract import StageResult
+from sweetspot.loop import Note, settle
 from sweetspot.metrics import StudyState
-from sweetspot.planner import AskTrials, Decision, Observed, RunKey, RunView, StartRun, StopRun, plan
+from sweetspot.records import AskTrials, Decision, RunKey, RunView, StartRun, StopRun
+from sweetspot.runtime import Runtime
 from sweetspot.search import SearchStore
 from sweetspot.stages import Paths, trial_config
 from sweetspot.stats import progress
 
 POLL_SECONDS = 0.5
-CPU_THREADS_ENV = "SWEETSPOT_CPU_THREADS"
-"""Read by the trainer (sweetspot_trainer.train.THREADS_ENV): torch threads per stage."""
+CPU_THREADS_ENV = contract.CPU_THREADS_ENV
 TRAINER_MODULE_ENV = "SWEETSPOT_TRAINER_MODULE"
 """The Python module each stage runs (`python -m MODULE --config trial.json`), `sweetspot_trainer` unless set: any
 program that keeps the trainer contract (sweetspot.contract) can stand in, as a trainer image does on a cluster."""
-BAD_INPUT_EXIT = 2
-
-
-def _tail(log: Path, lines: int = 3) -> str:
-    try:
-        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])[-800:]
-    except OSError:
-        return "(no log)"
-
 
 Say = Callable[[str], None]
 
 
 @dataclass
-class _Process:
-    popen: subprocess.Popen[bytes]
-    started: float
-
-
-@dataclass
-class LocalExecutor:
-    """Runs trial stages as subprocesses; observes them through processes and result files."""
+class LocalRuntime(Runtime):
+    """Runs trial stages as subprocesses of this process; observes them through the processes and their result
+    files. Serves one study (its `root`)."""
 
     root: Path
     """The study's directory: `runs/<key>/` per stage run, `trials/t<n>/checkpoint` per trial."""
@@ -68,7 +55,7 @@ class LocalExecutor:
     parallelism: int = 1
     """Stages that may run at once: each gets an equal share of this machine's cores (more torch threads than
     cores slow every stage down several times)."""
-    processes: dict[str, _Process] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()  # the trainer runs in the run directory: every path must be absolute
@@ -86,7 +73,7 @@ class LocalExecutor:
 
         return Paths(checkpoint_dir=str(checkpoint), output_dir=str(self.run_dir(key)), resolve=resolve)
 
-    def observe(self) -> list[RunView]:
+    def observe(self, study: FineTuneStudy | None = None) -> list[RunView]:
         runs: list[RunView] = []
         base = self.root / "runs"
         for directory in sorted(base.iterdir()) if base.is_dir() else []:
@@ -98,9 +85,9 @@ class LocalExecutor:
         return runs
 
     def _observe(self, key: RunKey, directory: Path) -> RunView:
-        result_file = directory / f"result-{key.stage}.json"
+        result_file = directory / contract.result_file_name(key.stage)
         process = self.processes.get(str(key))
-        if process is not None and process.popen.poll() is None:
+        if process is not None and process.poll() is None:
             return RunView(key, "running")
         if result_file.exists():
             self.processes.pop(str(key), None)
@@ -114,14 +101,14 @@ class LocalExecutor:
             return RunView(
                 key,
                 "failed",
-                reason=f"the trainer exited with code {process.popen.returncode} (log: {directory / 'log.txt'})",
+                reason=f"the trainer exited with code {process.returncode} (log: {directory / 'log.txt'})",
             )
         if (directory / "interrupted").exists():
             return RunView(key, "disrupted", reason="interrupted")
         # A run from an earlier `sweetspot run` that died with it: like a preempted pod, try again.
         return RunView(key, "disrupted", reason="the runner stopped while this stage ran")
 
-    def start(self, study: FineTuneStudy, action: StartRun) -> None:
+    def start(self, study: FineTuneStudy, action: StartRun) -> str:
         directory = self.run_dir(action.key)
         if directory.exists():  # a leftover of an interrupted attempt with the same key: start clean
             shutil.rmtree(directory)
@@ -136,14 +123,15 @@ class LocalExecutor:
                 cwd=directory,
                 env={
                     # Converted built-in models are cached under the work directory (shared by its studies).
-                    "SWEETSPOT_CACHE": str(self.root.parent / "cache"),
+                    contract.CACHE_ENV: str(self.root.parent / "cache"),
                     **os.environ,
                     "PYTHONUNBUFFERED": "1",
                     CPU_THREADS_ENV: str(self.threads_per_stage()),
                 },
                 start_new_session=True,  # Ctrl-C reaches the runner, which stops its children itself
             )
-        self.processes[str(action.key)] = _Process(popen, time.monotonic())
+        self.processes[str(action.key)] = popen
+        return f"process {popen.pid}"
 
     def threads_per_stage(self) -> int:
         if CPU_THREADS_ENV in os.environ:  # the user's choice wins
@@ -154,85 +142,61 @@ class LocalExecutor:
             cores = os.cpu_count() or 1
         return max(1, cores // max(1, self.parallelism))
 
-    def stop(self, key: RunKey, mark_interrupted: bool = False) -> None:
+    def stop(self, study: FineTuneStudy | None, key: RunKey, mark_interrupted: bool = False) -> None:
         process = self.processes.pop(str(key), None)
         if process is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.popen.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.popen.wait(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.popen.pid, signal.SIGKILL)
-            process.popen.wait()
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         if mark_interrupted:
             (self.run_dir(key) / "interrupted").touch()
 
     def stop_all(self) -> None:
         for key in list(self.processes):
-            self.stop(RunKey.parse(key), mark_interrupted=True)
+            self.stop(None, RunKey.parse(key), mark_interrupted=True)
 
-
-def describe(decision: Decision) -> str:
-    return f"{decision.phase}: {decision.message or decision.reason}"
+    def adapters(self, trial: int) -> list[Path]:
+        """The LoRA adapters the final stages of `trial` saved, oldest attempt first."""
+        return sorted(self.run_dir(RunKey("trial", trial, "final")).parent.glob(f"t{trial}-final*/adapter"))
 
 
 def run_study(
     study: FineTuneStudy,
     store: SearchStore,
-    executor: LocalExecutor,
+    runtime: LocalRuntime,
     say: Say,
     publish: Callable[[StudyState], None] | None = None,
 ) -> Decision:
-    """Drive the planner until the study succeeds or fails; Ctrl-C stops every child and re-raises.
+    """Drive the study until it succeeds or fails; Ctrl-C stops every child and re-raises.
 
-    `publish` receives the study's state on every pass (the metrics: a pass is local mode's reconcile)."""
-    last_phase = ""
+    `publish` receives the study's state after every settle (the metrics: local mode's reconcile)."""
     meta = study.metadata
+    recorded = False
+
+    def hear(note: Note) -> None:
+        nonlocal recorded
+        say(note.message)
+        recorded = recorded or not isinstance(note.action, AskTrials | StartRun | StopRun | None)
+
     try:
         while True:
+            recorded = False
+            decision = settle(study, store, runtime, hear)
             trials, sweep = store.snapshot()
-            decision = plan(study.spec, Observed(trials, sweep, executor.observe()))
-            store.set_phase(decision, study)
+            if recorded:
+                say(progress(study.spec, trials, sweep))
             if publish is not None:
                 publish(StudyState.of(meta.namespace, meta.name, study.spec, trials, sweep, decision.phase))
-            if decision.phase != last_phase and decision.reason != "Recording":
-                say(describe(decision))
-                last_phase = decision.phase
-            recorded = False
-            for action in decision.actions:
-                if isinstance(action, StartRun):
-                    say(f"start {action.key} " + json.dumps(dict(action.params), default=str))
-                    executor.start(study, action)
-                elif isinstance(action, StopRun):
-                    executor.stop(action.key)
-                else:
-                    asked = store.apply(action)
-                    if asked:
-                        say(f"asked trial(s) {', '.join(map(str, asked))}")
-                    elif not isinstance(action, AskTrials):
-                        say(_describe_record(action))
-                        recorded = True
-            if recorded:
-                say(progress(study.spec, *store.snapshot()))
             if decision.finished and not any(isinstance(a, StartRun) for a in decision.actions):
-                if publish is not None:
-                    trials, sweep = store.snapshot()
-                    publish(StudyState.of(meta.namespace, meta.name, study.spec, trials, sweep, decision.phase))
                 return decision
             if not decision.actions:
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
-        executor.stop_all()
+        runtime.stop_all()
         raise
-
-
-def _describe_record(action: object) -> str:
-    name = type(action).__name__
-    fields = getattr(action, "__dict__", {})
-    if "outcome" in fields:
-        outcome = fields["outcome"]
-        who = f"trial {fields['trial']}" if "trial" in fields else f"{fields.get('samples')} samples"
-        return f"{name} {who}: {outcome.describe()}, loss {outcome.loss:.4f} ({outcome.seconds:.0f}s)"
-    return f"{name} " + ", ".join(f"{k}={v}" for k, v in fields.items())

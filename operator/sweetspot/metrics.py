@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -35,7 +35,7 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from sweetspot import __version__
 from sweetspot.api import FineTuneStudySpec, Phase
-from sweetspot.planner import SweepView, TrialView
+from sweetspot.records import SweepView, TrialView
 from sweetspot.stats import Summary, summarize
 
 TRIALS_PER_STUDY = int(os.environ.get("SWEETSPOT_METRICS_TRIALS_PER_STUDY", "100"))
@@ -43,7 +43,7 @@ TRIALS_PER_STUDY = int(os.environ.get("SWEETSPOT_METRICS_TRIALS_PER_STUDY", "100
 MAX_ATTRIBUTES = 32
 ATTRIBUTE_LABEL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .,:;/()&+'#%\-]{0,62}")
 """Attribute names exported as label values: short and printable (real catalogues say `Back / Side Material`)."""
-PHASES: tuple[Phase, ...] = ("Pending", "Searching", "Promoting", "Sweeping", "Succeeded", "Failed")
+PHASES: tuple[Phase, ...] = get_args(Phase)
 TRIAL_STATES = ("running", "waiting", "complete", "pruned", "failed")
 STAGE_SECONDS_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 RECONCILE_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

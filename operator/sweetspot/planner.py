@@ -1,308 +1,53 @@
 """The planner: what a study should do next, decided from plain data, with no I/O.
 
-Input: the spec, the trials as the Optuna storage records them (`TrialView`), the data-efficiency points
-(`SweepView`) and the runs an executor observes (`RunView`: Kubernetes Jobs or local subprocesses). Output:
-a `Decision` with the actions to apply and the study's phase. The operator and the local mode both call
-`plan()` in a loop, apply its actions through their shells, and call it again; every action is idempotent
-and only proposed while the recorded state lacks its effect, so re-planning after a crash repeats nothing.
+Input: the spec and what was observed (`sweetspot.records.Observed`: the trials as the Optuna storage records them,
+the data-efficiency points, and the runs a runtime observes). Output: a `Decision` with the actions to apply and
+the study's phase. The one plan-and-apply loop (`sweetspot.loop`) calls `plan()`, applies its actions through a
+runtime and the store, and calls it again; every action is idempotent and only proposed while the recorded state
+lacks its effect, so re-planning after a crash repeats nothing.
 
-Policies (`spec.search.earlyEvaluation.policy`):
-- `proxy`: every trial runs the `early` stage; its early score is what the sampler learns from; once
-  `maxTrials` trials have early scores, the best `promoteTopK` run the `final` stage; the best final wins.
-- `prune`: a trial's early score is reported to an Optuna pruner; survivors run `final` at once, and the
-  final score is what the sampler learns from.
-Then, with `dataEfficiency`, the best configuration is retrained on nested samples of growing size.
+How early results are judged is the study's policy (`sweetspot.policies`): what the sampler learns from, whether a
+trial that passed its early stage trains to the end at once, and which trials are promoted once the search has
+judged them all. Then, with `dataEfficiency`, the best configuration is retrained on nested samples of growing
+size.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from sweetspot.api import FineTuneStudySpec, Phase
-from sweetspot.contract import Evaluation, Hyperparameters, StageResult
+from sweetspot.contract import Hyperparameters, StageResult
+from sweetspot.policies import policy_of
+from sweetspot.records import (
+    Action,
+    AskTrials,
+    Decision,
+    FailTrial,
+    Observed,
+    Outcome,
+    RecordFailure,
+    RecordFinal,
+    RecordInfeasible,
+    RecordSweepPoint,
+    RunKey,
+    StageName,
+    StartRun,
+    StopRun,
+    SweepView,
+    TrialView,
+)
 
 MAX_DISRUPTIONS = 5
 """A stage preempted or lost this many times fails its trial: something is wrong beyond bad luck."""
 
-StageName = Literal["early", "final", "full"]
-TrialState = Literal["running", "complete", "pruned", "failed"]
-RunPhase = Literal["running", "succeeded", "failed", "disrupted"]
-
-
-# --- what the planner reads ------------------------------------------------------------------------------
-
-
-def _untrained(result: StageResult) -> dict[str, float] | None:
-    """The scores of the step-0 evaluation (the model before training), if the stage made one."""
-    first = next((e for e in result.evaluations if e.step == 0), None)
-    if first is None:
-        return None
-    scores = {"f1": first.f1, "precision": first.precision, "recall": first.recall, "accuracy": first.accuracy}
-    return scores | ({"validJsonRate": first.json_valid_rate} if first.json_valid_rate is not None else {})
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A finished stage, as recorded in the storage (scores over applicable pairs; see `contract.Evaluation`)."""
-
-    accuracy: float
-    loss: float
-    token_f1: float
-    attribute_accuracy: Mapping[str, float]
-    seconds: float
-    gpu_seconds: float
-    step: int
-    planned_steps: int
-    samples: int
-    # Records written before F1 existed load with zeros here.
-    f1: float = 0.0
-    precision: float = 0.0
-    recall: float = 0.0
-    macro_f1: float = 0.0
-    attribute_f1: Mapping[str, float] = field(default_factory=dict)
-    """F1 per attribute, most gold values first."""
-    attribute_support: Mapping[str, int] = field(default_factory=dict)
-    category_f1: Mapping[str, float] = field(default_factory=dict)
-    null_baseline: float | None = None
-    """Accuracy of always answering null on the same rows (its F1 is 0)."""
-    valid_json_rate: float | None = None
-    rows: int = 0
-    """Validation rows scored."""
-    subsampled: bool = False
-    """Scored on a fixed subsample of the validation rows (an early evaluation of a generative model)."""
-    zero_shot: Mapping[str, float] | None = None
-    """The base model's scores before any training (`spec.model.zeroShot`): f1, precision, recall, accuracy and,
-    for generative models, validJsonRate."""
-
-    @classmethod
-    def from_evaluation(cls, result: StageResult, evaluation: Evaluation) -> Outcome:
-        return cls(
-            accuracy=evaluation.accuracy,
-            loss=evaluation.loss,
-            token_f1=evaluation.token_f1,
-            attribute_accuracy=dict(evaluation.attribute_accuracy),
-            seconds=result.seconds,
-            gpu_seconds=result.gpu_seconds,
-            step=evaluation.step,
-            planned_steps=result.planned_steps,
-            samples=result.samples,
-            f1=evaluation.f1,
-            precision=evaluation.precision,
-            recall=evaluation.recall,
-            macro_f1=evaluation.macro_f1,
-            attribute_f1=dict(evaluation.attribute_f1),
-            attribute_support=dict(evaluation.attribute_support),
-            category_f1=dict(evaluation.category_f1),
-            null_baseline=result.null_baseline,
-            valid_json_rate=evaluation.json_valid_rate,
-            rows=evaluation.rows,
-            subsampled=evaluation.subsampled,
-            zero_shot=_untrained(result),
-        )
-
-    @property
-    def compute_seconds(self) -> float:
-        """GPU-seconds on GPUs, wall seconds on CPUs: what the stage cost."""
-        return self.gpu_seconds or self.seconds
-
-    def describe(self) -> str:
-        """The headline scores in a few words (Events, progress lines)."""
-        return f"F1 {self.f1:.4f} (P {self.precision:.3f} R {self.recall:.3f}), accuracy {self.accuracy:.4f}"
-
-    def metric(self, name: str) -> float:
-        return {"f1": self.f1, "accuracy": self.accuracy, "tokenF1": self.token_f1, "loss": self.loss}[name]
-
-
-@dataclass(frozen=True)
-class TrialView:
-    number: int
-    state: TrialState
-    params: Mapping[str, Any]
-    early: Outcome | None = None
-    final: Outcome | None = None
-    infeasible: bool = False
-    """The configuration ran out of memory: recorded as a constraint violation, not a failure."""
-    failed_attempts: Mapping[str, frozenset[int]] = field(default_factory=dict)
-    disrupted_attempts: Mapping[str, frozenset[int]] = field(default_factory=dict)
-    reason: str = ""
-    cancelled: bool = False
-    """Failed because its study failed (its stage was stopped), not by itself: not counted against
-    `maxFailedTrials` if the study is resumed."""
-
-    def attempts(self, stage: str) -> int:
-        return len(self.failed_attempts.get(stage, frozenset())) + len(self.disrupted_attempts.get(stage, frozenset()))
-
-
-@dataclass(frozen=True)
-class SweepView:
-    samples: int
-    outcome: Outcome | None = None
-    repeat: int = 0
-    """Which run at this size (each repeat samples its nested rows with another seed)."""
-    failed_attempts: frozenset[int] = frozenset()
-    disrupted_attempts: frozenset[int] = frozenset()
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """`t3-early`, `t3-final-r1` (second attempt), `s200-full`, `s200-rep1-full` (second repeat at 200 samples):
-    one stage run of a trial or sweep point."""
-
-    kind: Literal["trial", "sweep"]
-    number: int
-    """Trial number, or sample size for a sweep point."""
-    stage: StageName
-    attempt: int = 0
-    repeat: int = 0
-
-    def __str__(self) -> str:
-        prefix = f"t{self.number}" if self.kind == "trial" else f"s{self.number}"
-        prefix += f"-rep{self.repeat}" if self.repeat else ""
-        return f"{prefix}-{self.stage}" + (f"-r{self.attempt}" if self.attempt else "")
-
-    @classmethod
-    def parse(cls, text: str) -> RunKey:
-        match = re.fullmatch(r"([ts])(\d+)(?:-rep(\d+))?-(early|final|full)(?:-r(\d+))?", text)
-        if not match or (match[1] == "t" and match[3]):
-            raise ValueError(f"not a run key: {text!r}")
-        kind: Literal["trial", "sweep"] = "trial" if match[1] == "t" else "sweep"
-        return cls(kind, int(match[2]), match[4], int(match[5] or 0), int(match[3] or 0))  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class RunView:
-    key: RunKey
-    phase: RunPhase
-    result: StageResult | None = None
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Observed:
-    trials: Sequence[TrialView] = ()
-    sweep: Sequence[SweepView] = ()
-    runs: Sequence[RunView] = ()
-
-
-# --- what the planner decides ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AskTrials:
-    """Ask the sampler for `count` new trials (their early stage starts on the next plan)."""
-
-    count: int
-
-
-@dataclass(frozen=True)
-class StartRun:
-    key: RunKey
-    params: Mapping[str, Any]
-    samples: int | None = None
-    max_steps: int | None = None
-    seed_offset: int = 0
-    """Added to the study's seed: another repeat of a sweep point draws other (still nested) rows."""
-
-
-@dataclass(frozen=True)
-class StopRun:
-    key: RunKey
-    reason: str
-
-
-@dataclass(frozen=True)
-class RecordEarly:
-    """Proxy: store the early outcome and tell the sampler `value`. Prune: store it and report `value` to the
-    pruner, which may prune the trial."""
-
-    trial: int
-    outcome: Outcome
-    value: float
-    report_to_pruner: bool
-
-
-@dataclass(frozen=True)
-class RecordFinal:
-    """Store the final outcome; with `value`, also tell it (prune policy: the trial completes)."""
-
-    trial: int
-    outcome: Outcome
-    value: float | None
-
-
-@dataclass(frozen=True)
-class RecordInfeasible:
-    trial: int
-    stage: StageName
-    message: str
-
-
-@dataclass(frozen=True)
-class RecordFailure:
-    key: RunKey
-    reason: str
-    disruption: bool
-
-
-@dataclass(frozen=True)
-class FailTrial:
-    trial: int
-    reason: str
-    cancelled: bool = False
-    """The study failed and this trial with it (see `TrialView.cancelled`)."""
-
-
-@dataclass(frozen=True)
-class RecordSweepPoint:
-    samples: int
-    outcome: Outcome
-    repeat: int = 0
-
-
-Action = (
-    AskTrials
-    | StartRun
-    | StopRun
-    | RecordEarly
-    | RecordFinal
-    | RecordInfeasible
-    | RecordFailure
-    | FailTrial
-    | RecordSweepPoint
-)
-
-
-@dataclass(frozen=True)
-class Decision:
-    actions: tuple[Action, ...]
-    phase: Phase
-    reason: str
-    """CamelCase reason for the phase (it becomes a condition's reason)."""
-    message: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
+RECORDING = "Recording"
+"""The reason of a decision that only records (`Decision.replan`): the phase is unchanged, nothing is announced."""
 
 
 # --- decisions ---------------------------------------------------------------------------------------------
-
-
-def early_signal(spec: FineTuneStudySpec) -> str:
-    """The metric early results are judged by: chosen, or validation loss (`auto`; see `EarlyEvaluation.signal`)."""
-    early = spec.search.early_evaluation
-    return "loss" if early.signal == "auto" else early.signal
-
-
-def study_direction(spec: FineTuneStudySpec) -> Literal["maximize", "minimize"]:
-    """What the Optuna study optimises: the early signal under `proxy`, the objective under `prune`."""
-    if spec.search.early_evaluation.policy == "proxy":
-        return "minimize" if early_signal(spec) == "loss" else "maximize"
-    return spec.objective.direction
 
 
 def _better(direction: str, a: float, b: float) -> bool:
@@ -328,17 +73,6 @@ def best_trial(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> TrialVie
     return best
 
 
-def promoted(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
-    """Proxy policy: the best `promoteTopK` trials by early score (feasible ones only)."""
-    signal, direction = early_signal(spec), study_direction(spec)
-    scored = [t for t in trials if t.early is not None and not t.infeasible and t.state != "failed"]
-    ranked = sorted(
-        scored,
-        key=lambda t: (t.early.metric(signal) if direction == "minimize" else -t.early.metric(signal), t.number),  # type: ignore[union-attr]
-    )
-    return ranked[: spec.search.early_evaluation.promote_top_k]
-
-
 def _result_outcome(result: StageResult, stage: str, fraction: float) -> Outcome | None:
     evaluation = result.evaluation_at(fraction if stage == "early" else 1.0)
     return Outcome.from_evaluation(result, evaluation) if evaluation else None
@@ -353,7 +87,7 @@ class _Planner:
         self.sweep = {(s.samples, s.repeat): s for s in observed.sweep}
         self.running = [r for r in observed.runs if r.phase == "running"]
         self.slots = spec.search.parallelism - len(self.running)
-        self.proxy = spec.search.early_evaluation.policy == "proxy"
+        self.policy = policy_of(spec)
         self.retries = spec.trial.retries
 
     def running_key(self, kind: str, number: int, stage: str, repeat: int = 0) -> bool:
@@ -412,13 +146,9 @@ class _Planner:
         if key.kind == "sweep":
             self.actions.append(RecordSweepPoint(key.number, outcome, key.repeat))
         elif key.stage == "early":
-            signal = early_signal(self.spec) if self.proxy else self.spec.objective.metric
-            self.actions.append(
-                RecordEarly(key.number, outcome, outcome.metric(signal), report_to_pruner=not self.proxy)
-            )
+            self.actions.append(self.policy.record_early(self.spec, key.number, outcome))
         else:
-            value = None if self.proxy else outcome.metric(self.spec.objective.metric)
-            self.actions.append(RecordFinal(key.number, outcome, value))
+            self.actions.append(RecordFinal(key.number, outcome, self.policy.final_value(self.spec, outcome)))
 
     def start(self, key: RunKey, params: Mapping[str, Any], **extra: Any) -> bool:
         if self.slots <= 0 or self.spec.suspend:
@@ -449,7 +179,7 @@ class _Planner:
         pending_records = bool(self.actions)
         if pending_records:
             # Record first and re-plan: decisions below must see the recorded state.
-            return Decision(tuple(self.actions), self.current_phase(), "Recording")
+            return Decision(tuple(self.actions), self.current_phase(), RECORDING, replan=True)
 
         failed = [t for t in self.trials.values() if t.state == "failed" and not t.infeasible and not t.cancelled]
         if len(failed) > search.max_failed_trials:
@@ -470,10 +200,10 @@ class _Planner:
         for trial in live:
             if trial.early is None:
                 self.advance_trial(trial, "early")
-            elif not self.proxy and trial.final is None and not target_reached:
+            elif self.policy.final_during_search and trial.final is None and not target_reached:
                 self.advance_trial(trial, "final")
         if self.actions and any(isinstance(a, FailTrial) for a in self.actions):
-            return Decision(tuple(self.actions), "Searching", "Recording")
+            return Decision(tuple(self.actions), "Searching", RECORDING, replan=True)
 
         # 2. New trials, while the budget lasts.
         searching = len(trials) < search.max_trials and not target_reached
@@ -482,13 +212,14 @@ class _Planner:
             if wanted > 0 and not spec.suspend:
                 self.actions.append(AskTrials(wanted))
             return self.decision("Searching", "TrialsRunning", f"{len(trials)}/{search.max_trials} trials asked")
-        if any(t.early is None or (not self.proxy and t.final is None and not target_reached) for t in live):
+        finals_now = self.policy.final_during_search and not target_reached
+        if any(t.early is None or (finals_now and t.final is None) for t in live):
             return self.decision("Searching", "TrialsRunning", "waiting for the last trials")
 
-        # 3. Proxy: train the best early trials to the end.
-        if self.proxy and not target_reached:
+        # 3. Train the trials the policy promotes to the end.
+        if not target_reached:
             waiting = False
-            for trial in promoted(spec, trials):
+            for trial in self.policy.promoted(spec, trials):
                 if trial.final is None and trial.state != "failed":
                     waiting = True
                     self.advance_trial(trial, "final")
@@ -567,7 +298,7 @@ class _Planner:
     def current_phase(self) -> Phase:
         if any(r.key.kind == "sweep" for r in self.running) or any(s.outcome for s in self.sweep.values()):
             return "Sweeping"
-        if any(r.key.stage == "final" for r in self.running) and self.proxy:
+        if any(r.key.stage == "final" for r in self.running) and not self.policy.final_during_search:
             return "Promoting"
         return "Searching" if self.trials or self.running else "Pending"
 

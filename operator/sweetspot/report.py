@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sweetspot.api import FineTuneStudy
-from sweetspot.planner import Outcome, TrialView, early_signal
+from sweetspot.policies import early_signal
+from sweetspot.records import Outcome, TrialView
 from sweetspot.search import SearchStore, load_study, open_storage
 from sweetspot.stats import Summary, best_data, curve_data, summarize
 

@@ -35,7 +35,8 @@ from sqlalchemy.engine import make_url
 
 from sweetspot.api import FineTuneStudy, FineTuneStudySpec, FloatParameter, IntParameter
 from sweetspot.failpoints import failpoint
-from sweetspot.planner import (
+from sweetspot.policies import policy_of, study_direction
+from sweetspot.records import (
     Action,
     AskTrials,
     Decision,
@@ -49,10 +50,8 @@ from sweetspot.planner import (
     SweepView,
     TrialState,
     TrialView,
-    study_direction,
 )
 
-DEFAULT_LOCAL_STORAGE = "sqlite:///.sweetspot/studies.db"
 SPEC_ATTR = "sweetspot:spec"
 UID_ATTR = "sweetspot:uid"
 PHASE_ATTR = "sweetspot:phase"
@@ -318,7 +317,7 @@ class SearchStore:
         self.storage = storage
         """The study's storage, for writes that need no `optuna.trial.Trial` (whose construction reads the whole
         trial back: a third of the statements of recording an early result)."""
-        self.proxy = spec.search.early_evaluation.policy == "proxy"
+        self.policy = policy_of(spec)
         self._snapshot: dict[int, optuna.trial.FrozenTrial] = {}
         self._study_id: int | None = None
         self._holding = False
@@ -446,7 +445,7 @@ class SearchStore:
         # Repairs after a crash between the Optuna write and the record (see the module docstring).
         if early is not None and not record.get("earlyApplied", True):
             early = None
-        if early is not None and self.proxy and state == "running":
+        if early is not None and self.policy.tells_early and state == "running":
             early = None
         final = _outcome(record.get("final"))
         return TrialView(

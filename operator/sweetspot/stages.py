@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sweetspot.api import AttributeSchema, DataSource, FineTuneStudy
 from sweetspot.contract import AttributeSchema as SchemaRef
 from sweetspot.contract import DataRef, Hyperparameters, ModelRef, TrialConfig
-from sweetspot.planner import StartRun
+from sweetspot.records import StartRun
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from typing import Any
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.curve import SizeResult, Verdict, judge
-from sweetspot.planner import Outcome, SweepView, TrialView, best_trial, early_signal, promoted
+from sweetspot.planner import best_trial
+from sweetspot.policies import early_signal, policy_of
+from sweetspot.records import Outcome, SweepView, TrialView
 
 TOP_K_OVERLAP = 5
 
@@ -99,16 +101,6 @@ def learning_curve(sweep: Sequence[SweepView]) -> list[SizeResult]:
     return curve
 
 
-def _stopped_by_proxy(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
-    """Under `proxy`, once every trial has its early score, those not promoted stopped for good."""
-    if spec.search.early_evaluation.policy != "proxy" or len(trials) < spec.search.max_trials:
-        return set()
-    if any(t.early is None and t.state != "failed" for t in trials):
-        return set()
-    kept = {t.number for t in promoted(spec, trials)} | {t.number for t in trials if t.final is not None}
-    return {t.number for t in trials if t.early is not None and t.number not in kept}
-
-
 def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
     if trial.infeasible or trial.state == "failed":
         return "failed"
@@ -116,7 +108,7 @@ def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
         return "pruned"
     if trial.final is not None:
         return "complete"
-    if spec.search.early_evaluation.policy == "proxy" and trial.early is not None:
+    if policy_of(spec).tells_early and trial.early is not None:
         return "waiting"  # judged early: promoted, or stopped once the search ends
     return "running"
 
@@ -124,9 +116,9 @@ def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
 def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> Summary:
     counts = {"total": len(trials), "running": 0, "waiting": 0, "complete": 0, "pruned": 0, "failed": 0}
     used = saved = 0.0
-    stopped_by_proxy = _stopped_by_proxy(spec, trials)
+    stopped_early = policy_of(spec).stopped_early(spec, trials)
     for trial in trials:
-        counts[_state(trial, trial.number in stopped_by_proxy, spec)] += 1
+        counts[_state(trial, trial.number in stopped_early, spec)] += 1
         used += sum(o.compute_seconds for o in (trial.early, trial.final) if o is not None)
         if trial.early is not None and trial.final is None and trial.early.step:
             remaining = trial.early.planned_steps - trial.early.step
@@ -166,8 +158,7 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
         early_seconds * (1 - fraction) / fraction if early_seconds else None
     )
     remaining_early = max(0, search.max_trials - len(judged) - failed)
-    proxy = search.early_evaluation.policy == "proxy"
-    remaining_final = max(0, search.early_evaluation.promote_top_k - len(finals)) if proxy else remaining_early
+    remaining_final = policy_of(spec).finals_left(spec, len(finals), remaining_early)
     efficiency = spec.data_efficiency
     runs = len(efficiency.sizes()) * efficiency.repeats if efficiency else 0
     remaining_sweep = max(0, runs - sum(1 for p in sweep if p.outcome is not None) - (1 if runs else 0))

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from sweetspot.api import MAX_STATUS_ATTRIBUTES, FineTuneStudySpec, FineTuneStudyStatus
-from sweetspot.planner import Decision, TrialView, past_budget
+from sweetspot.planner import past_budget
+from sweetspot.records import Decision, TrialView
 from sweetspot.stats import Summary, best_data, curve_data
 
 READY, SUCCEEDED, STORAGE_REACHABLE, SUSPENDED = "Ready", "Succeeded", "StorageReachable", "Suspended"

@@ -120,7 +120,7 @@ def test_an_interrupted_study_resumes_with_nothing_lost_or_repeated(tmp_path: Pa
     deadline = time.monotonic() + 300
     for line in first.stdout:  # wait until the first trial is recorded and the second one runs
         seen.append(line)
-        if "start t1-early" in line:
+        if "t1-early started" in line:
             break
         assert time.monotonic() < deadline, "".join(seen)
     # Ctrl-C lands mid-stage: once the second trial's trainer has started writing its progress.

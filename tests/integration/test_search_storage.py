@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from sweetspot.api import FineTuneStudy
-from sweetspot.planner import (
+from sweetspot.planner import plan
+from sweetspot.records import (
     AskTrials,
     FailTrial,
     Observed,
@@ -19,7 +20,6 @@ from sweetspot.planner import (
     RecordInfeasible,
     RecordSweepPoint,
     RunKey,
-    plan,
 )
 from sweetspot.search import (
     SearchStore,

@@ -24,6 +24,8 @@ RESOURCES = {
     "custom_object": ("sweetspot.dev", "finetunestudies"),
 }
 STUDIES = ("sweetspot.dev", "finetunestudies")
+TRAINJOBS = ("trainer.kubeflow.org", "trainjobs")
+"""Custom objects of Kubeflow Trainer: a call (or the call it is passed to) that names `trainjobs.GROUP`."""
 KOPF_HANDLERS = {"timer", "daemon", "create", "update", "delete", "resume", "field", "event", "index"}
 
 Verbs = dict[tuple[str, str], set[str]]
@@ -45,6 +47,8 @@ def _kopf_target(decorator: ast.expr) -> tuple[str, str] | None:
         return str(args[0].value), str(args[2].value)  # type: ignore[attr-defined]
     if [ast.unparse(a) for a in args[:3]] == ["GROUP", "VERSION", "PLURAL"]:
         return STUDIES
+    if [ast.unparse(a) for a in args[:3]] == ["trainjobs.GROUP", "trainjobs.VERSION", "trainjobs.PLURAL"]:
+        return TRAINJOBS
     raise AssertionError(f"cannot tell what kopf handler {ast.unparse(decorator)} watches")
 
 
@@ -52,12 +56,16 @@ def operator_verbs(directory: Path = OPERATOR) -> Verbs:
     found: Verbs = {}
     for path in sorted(directory.glob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
+        calls = {id(child): node for node in ast.walk(tree) if isinstance(node, ast.Call) for child in ast.walk(node)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and (match := CLIENT_CALL.match(node.attr)):
                 verb, kind, status = match.groups()
                 if kind not in RESOURCES:
                     raise AssertionError(f"{path.name}: unknown API resource in {node.attr}")
                 group, resource = RESOURCES[kind]
+                call = calls.get(id(node))
+                if kind == "custom_object" and call is not None and "trainjobs.GROUP" in ast.unparse(call):
+                    group, resource = TRAINJOBS
                 _grant(found, (group, resource + ("/status" if status else "")), VERBS[verb])
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 for decorator in node.decorator_list:

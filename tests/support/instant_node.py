@@ -14,7 +14,7 @@ import kubernetes
 
 from sweetspot import jobs
 from sweetspot.contract import Evaluation, StageResult
-from sweetspot.planner import RunKey
+from sweetspot.records import RunKey
 
 from support.cluster import MERGE
 from support.operator import NAMESPACE

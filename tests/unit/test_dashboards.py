@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sweetspot import dashboards
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.metrics import Metrics, StudyState
-from sweetspot.planner import Outcome, SweepView, TrialView
+from sweetspot.records import Outcome, SweepView, TrialView
 
 DIRECTORY = Path(__file__).parents[2] / "charts" / "sweetspot" / "dashboards"
 PROMQL_WORDS = {

@@ -14,7 +14,7 @@ from sweetspot import jobs
 from sweetspot.api import VolumePath
 from sweetspot.contract import TrialConfig
 from sweetspot.manifest import load_manifest
-from sweetspot.planner import RunKey, StartRun
+from sweetspot.records import RunKey, StartRun
 from sweetspot.stages import trial_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweetspot.local import CPU_THREADS_ENV, LocalExecutor
+from sweetspot.local import CPU_THREADS_ENV, LocalRuntime
 
 CORES = len(os.sched_getaffinity(0))
 
@@ -18,10 +18,10 @@ def test_each_stage_gets_an_equal_share_of_the_cores(
     parallelism: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(CPU_THREADS_ENV, raising=False)
-    executor = LocalExecutor(root=tmp_path, manifest_dir=tmp_path, parallelism=parallelism)
-    assert executor.threads_per_stage() == max(1, CORES // parallelism)
+    runtime = LocalRuntime(root=tmp_path, manifest_dir=tmp_path, parallelism=parallelism)
+    assert runtime.threads_per_stage() == max(1, CORES // parallelism)
 
 
 def test_the_users_thread_count_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CPU_THREADS_ENV, "3")
-    assert LocalExecutor(root=tmp_path, manifest_dir=tmp_path, parallelism=2).threads_per_stage() == 3
+    assert LocalRuntime(root=tmp_path, manifest_dir=tmp_path, parallelism=2).threads_per_stage() == 3

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.metrics import Metrics, StudyState
-from sweetspot.planner import Outcome, SweepView, TrialView
+from sweetspot.records import Outcome, SweepView, TrialView
 
 Series = dict[str, list[tuple[dict[str, str], float]]]
 

@@ -9,8 +9,8 @@ import pytest
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.contract import Evaluation, StageResult
-from sweetspot.planner import (
-    MAX_DISRUPTIONS,
+from sweetspot.planner import MAX_DISRUPTIONS, past_budget, plan, wind_down
+from sweetspot.records import (
     AskTrials,
     FailTrial,
     Observed,
@@ -26,9 +26,6 @@ from sweetspot.planner import (
     StopRun,
     SweepView,
     TrialView,
-    past_budget,
-    plan,
-    wind_down,
 )
 
 PARAMS = {"learningRate": 0.001, "loraRank": 8}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.planner import Outcome, SweepView, TrialView
+from sweetspot.records import Outcome, SweepView, TrialView
 from sweetspot.stats import agreement, curve_data, progress, summarize
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.planner import Decision, TrialView
+from sweetspot.records import Decision, TrialView
 from sweetspot.stats import summarize
 from sweetspot.status import (
     READY,

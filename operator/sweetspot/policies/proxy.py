@@ -1,0 +1,39 @@
+"""`proxy`: every trial runs its early stage and the sampler learns from the early score; once `maxTrials` trials
+have one, the best `promoteTopK` by that score train to the end, and the best final wins."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from sweetspot.api import FineTuneStudySpec
+from sweetspot.policies.base import Direction, Policy, early_signal, rank_early
+from sweetspot.records import Outcome, RecordEarly, TrialView
+
+
+class Proxy(Policy):
+    name: ClassVar[str] = "proxy"
+    tells_early: ClassVar[bool] = True
+    final_during_search: ClassVar[bool] = False
+
+    def direction(self, spec: FineTuneStudySpec) -> Direction:
+        return "minimize" if early_signal(spec) == "loss" else "maximize"
+
+    def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:
+        return RecordEarly(trial, outcome, outcome.metric(early_signal(spec)), report_to_pruner=False)
+
+    def final_value(self, spec: FineTuneStudySpec, outcome: Outcome) -> float | None:
+        return None  # the sampler learnt this trial from its early score
+
+    def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
+        return rank_early(spec, trials)[: spec.search.early_evaluation.promote_top_k]
+
+    def stopped_early(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
+        """Once every trial has its early score, those not promoted stopped for good."""
+        if len(trials) < spec.search.max_trials or any(t.early is None and t.state != "failed" for t in trials):
+            return set()
+        kept = {t.number for t in self.promoted(spec, trials)} | {t.number for t in trials if t.final is not None}
+        return {t.number for t in trials if t.early is not None and t.number not in kept}
+
+    def finals_left(self, spec: FineTuneStudySpec, finals: int, earlies_left: int) -> int:
+        return max(0, spec.search.early_evaluation.promote_top_k - finals)

@@ -1,0 +1,29 @@
+"""`prune`: a trial's early score is reported to an Optuna pruner (`spec.search.pruner`); the survivors train to
+the end at once, and the final score is what the sampler learns from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from sweetspot.api import FineTuneStudySpec
+from sweetspot.policies.base import Direction, Policy
+from sweetspot.records import Outcome, RecordEarly, TrialView
+
+
+class Prune(Policy):
+    name: ClassVar[str] = "prune"
+    tells_early: ClassVar[bool] = False
+    final_during_search: ClassVar[bool] = True
+
+    def direction(self, spec: FineTuneStudySpec) -> Direction:
+        return spec.objective.direction
+
+    def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:
+        return RecordEarly(trial, outcome, outcome.metric(spec.objective.metric), report_to_pruner=True)
+
+    def final_value(self, spec: FineTuneStudySpec, outcome: Outcome) -> float | None:
+        return outcome.metric(spec.objective.metric)
+
+    def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
+        return []  # survivors trained to the end during the search
