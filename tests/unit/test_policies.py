@@ -1,0 +1,49 @@
+"""Policies are classes behind one interface: every name the API accepts has one, and each answers as documented."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from sweetspot.api import FineTuneStudySpec, Policy
+from sweetspot.policies import POLICIES, Proxy, Prune, policy_of, study_direction
+from sweetspot.records import Outcome, TrialView
+
+SPEC = {"model": {"builtin": "tiny"}, "dataset": {"train": {"builtin": "product-pages"}}}
+
+
+def spec(policy: str, **early: object) -> FineTuneStudySpec:
+    search = {"maxTrials": 4, "earlyEvaluation": {"policy": policy, "promoteTopK": 2, **early}}
+    return FineTuneStudySpec.model_validate(SPEC | {"search": search})
+
+
+def outcome(loss: float, f1: float) -> Outcome:
+    return Outcome(
+        accuracy=f1, loss=loss, token_f1=f1, attribute_accuracy={}, seconds=1, gpu_seconds=0, step=1,
+        planned_steps=5, samples=10, f1=f1,
+    )  # fmt: skip
+
+
+def test_every_policy_the_api_accepts_has_one_class() -> None:
+    assert sorted(POLICIES) == sorted(get_args(Policy))
+    assert isinstance(policy_of(spec("proxy")), Proxy) and isinstance(policy_of(spec("prune")), Prune)
+
+
+def test_proxy_learns_from_the_early_signal_and_promotes_the_best_early_trials() -> None:
+    proxy = spec("proxy")
+    assert study_direction(proxy) == "minimize"  # validation loss by default
+    record = Proxy().record_early(proxy, 1, outcome(0.5, 0.7))
+    assert (record.value, record.report_to_pruner) == (0.5, False)
+    assert Proxy().final_value(proxy, outcome(0.4, 0.8)) is None
+    trials = [TrialView(n, "complete", {}, early=outcome(loss, 0.5)) for n, loss in enumerate([0.9, 0.3, 0.5, 0.4])]
+    assert [t.number for t in Proxy().promoted(proxy, trials)] == [1, 3]
+    assert Proxy().stopped_early(proxy, trials) == {0, 2}
+
+
+def test_prune_reports_the_objective_and_trains_survivors_at_once() -> None:
+    prune = spec("prune")
+    assert study_direction(prune) == "maximize"
+    record = Prune().record_early(prune, 1, outcome(0.5, 0.7))
+    assert (record.value, record.report_to_pruner) == (0.7, True)
+    assert Prune().final_value(prune, outcome(0.4, 0.8)) == 0.8
+    assert Prune().final_during_search and not Prune().tells_early
+    assert Prune().promoted(prune, [TrialView(0, "complete", {}, early=outcome(0.1, 0.9))]) == []
