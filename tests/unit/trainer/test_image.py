@@ -1,0 +1,55 @@
+"""The trainer image carries the trainer and the contract only: the files its Dockerfile copies import nothing else
+of the control plane, and it installs none of the control plane's dependencies."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+DOCKERFILE = (ROOT / "trainer_image" / "Dockerfile").read_text()
+
+
+def _requirements() -> list[str]:
+    spec = importlib.util.spec_from_file_location("requirements", ROOT / "trainer_image" / "requirements.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.requirements(ROOT / "pyproject.toml"))
+
+
+def test_the_image_installs_the_trainer_stack_and_no_control_plane() -> None:
+    names = {re.split(r"[<>=\[]", r)[0] for r in _requirements()}
+    assert {"pydantic", "torch", "transformers", "peft"} <= names
+    assert not names & {"kopf", "optuna", "sqlalchemy", "psycopg", "kubernetes", "prometheus-client", "rich"}
+
+
+def test_the_files_the_image_copies_run_the_trainer_alone(tmp_path: Path) -> None:
+    """Lay the sources out as the image's COPY lines do under /opt/sweetspot (its PYTHONPATH) and import the
+    trainer from there alone."""
+    copies = re.findall(r"^COPY ((?:operator|trainer_image)/\S+(?: \S+)*) /opt/sweetspot/(\S*)$", DOCKERFILE, re.M)
+    assert copies, "the Dockerfile copies no sources under /opt/sweetspot"
+    for sources, destination in copies:
+        target = tmp_path / destination
+        for source in map(ROOT.joinpath, sources.split()):
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, target / source.name)
+    probe = (
+        "import json, sys, sweetspot, sweetspot_trainer.__main__, sweetspot_trainer.train;"
+        "print(json.dumps([sweetspot.__file__, sorted(m for m in sys.modules if m.startswith('sweetspot.'))]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    where, modules = json.loads(result.stdout)
+    assert Path(where).is_relative_to(tmp_path)  # the image's copy, not this checkout's
+    assert modules == ["sweetspot.contract"]
