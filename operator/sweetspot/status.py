@@ -131,8 +131,10 @@ def build_status(
     }
     if (best := best_data(summary, MAX_STATUS_ATTRIBUTES)) is not None:
         status["best"] = best
-    built: Status = without_nulls(status)
-    return built
+    # Through the typed model: a field or value the CRD's schema would refuse or prune fails here, in tests, rather
+    # than as a status the API server silently trims.
+    typed = FineTuneStudyStatus.model_validate(without_nulls(status))
+    return dict(typed.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 def with_conditions(last: Mapping[str, Any] | None, replaced: Sequence[Mapping[str, Any]]) -> Status:

@@ -11,20 +11,18 @@ from typing import Any
 import kubernetes
 import optuna
 import pytest
-import yaml
 
 from sweetspot import report
 from sweetspot.contract import TrialConfig
-from sweetspot.crd import crd
 from sweetspot.jobs import CONFIG_KEY
 
-from support.kube_schema import CrdValidator
 from support.operator import (
     GROUP,
     NAMESPACE,
     PLURAL,
     VERSION,
     apply,
+    check_succeeded,
     eventually,
     get,
     jobs_of,
@@ -50,34 +48,6 @@ def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
 def real_world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
     with operator_world(tmp_path, postgres_server_url) as world:
         yield world
-
-
-def check_succeeded(world: dict[str, Any], name: str, finals: tuple[int, ...] = (1,)) -> dict[str, Any]:
-    api = world["api"]
-
-    def ended() -> str | None:
-        # Of the spec as it is now: right after a spec change the status still shows how the last spec ended.
-        body = get(api, name)
-        status = body.get("status") or {}
-        current = status.get("observedGeneration") == body["metadata"]["generation"]
-        return status.get("phase") if current and status.get("phase") in ("Succeeded", "Failed") else None
-
-    final_phase = eventually(ended, 600, f"study {name} to finish (operator log: {world['operator'].log})")
-    body = get(api, name)
-    assert final_phase == "Succeeded", yaml.safe_dump(body.get("status"))
-    status = body["status"]
-    trials = status["trials"]
-    assert trials["total"] == 3 and trials["complete"] in finals and trials["complete"] + trials["pruned"] == 3
-    assert status["best"]["finalAccuracy"] > 0
-    assert status["observedGeneration"] == body["metadata"]["generation"]
-    conditions = {c["type"]: c for c in status["conditions"]}
-    assert conditions["Succeeded"]["status"] == "True" and conditions["StorageReachable"]["status"] == "True"
-    # The status is what the CRD's schema allows (a real API server would prune or reject anything else).
-    assert CrdValidator(crd()).errors(body) == []
-    stored = optuna.load_study(study_name=f"{NAMESPACE}/{name}", storage=world["database"])
-    assert [t.number for t in stored.trials] == [0, 1, 2]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored.trials)
-    return body
 
 
 def test_a_study_runs_to_succeeded_on_the_cluster(real_world: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import optuna
+import yaml
 
 from sweetspot.crd import crd
 
@@ -100,6 +102,7 @@ def operator_world(
     instant: bool = False,
     fake_trainer: bool = False,
     stage_seconds: float = 0.5,
+    trainjobs: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """A cluster, a node, a fresh database and a running operator; the node must have seen no errors.
 
@@ -123,6 +126,8 @@ def operator_world(
             )
         )
         operator = Operator(running, database, workdir, metrics_port)
+        if trainjobs:  # as the chart's `trainJobs.enabled` does
+            operator.env["SWEETSPOT_TRAINJOBS"] = "true"
         with node:
             operator.start()
             try:
@@ -165,3 +170,31 @@ def jobs_of(api: kubernetes.client.ApiClient, name: str) -> list[str]:
 
 def phase(api: kubernetes.client.ApiClient, name: str) -> str | None:
     return (get(api, name).get("status") or {}).get("phase")
+
+
+def check_succeeded(world: dict[str, Any], name: str, finals: tuple[int, ...] = (1,)) -> dict[str, Any]:
+    api = world["api"]
+
+    def ended() -> str | None:
+        # Of the spec as it is now: right after a spec change the status still shows how the last spec ended.
+        body = get(api, name)
+        status = body.get("status") or {}
+        current = status.get("observedGeneration") == body["metadata"]["generation"]
+        return status.get("phase") if current and status.get("phase") in ("Succeeded", "Failed") else None
+
+    final_phase = eventually(ended, 600, f"study {name} to finish (operator log: {world['operator'].log})")
+    body = get(api, name)
+    assert final_phase == "Succeeded", yaml.safe_dump(body.get("status"))
+    status = body["status"]
+    trials = status["trials"]
+    assert trials["total"] == 3 and trials["complete"] in finals and trials["complete"] + trials["pruned"] == 3
+    assert status["best"]["finalAccuracy"] > 0
+    assert status["observedGeneration"] == body["metadata"]["generation"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Succeeded"]["status"] == "True" and conditions["StorageReachable"]["status"] == "True"
+    # The status is what the CRD's schema allows (a real API server would prune or reject anything else).
+    assert CrdValidator(crd()).errors(body) == []
+    stored = optuna.load_study(study_name=f"{NAMESPACE}/{name}", storage=world["database"])
+    assert [t.number for t in stored.trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored.trials)
+    return body
