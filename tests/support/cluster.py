@@ -16,6 +16,13 @@ container command as a local process with the pod's environment (ConfigMap refer
 mount mapped to temporary directories by path prefix), then writes the container's termination message and the
 Job's conditions back through the API, as the real components would (a failed pod fails its Job with the reason
 the Job controller gives: `PodFailurePolicy` when a FailJob rule matches, else `BackoffLimitExceeded`).
+
+It plays Kubeflow Trainer v2 and JobSet too: a `TrainJob` of the torch runtime becomes one pod per node
+(`<trainjob>-node-0-<rank>`, labelled as JobSet labels them), each running the trainer's `torchrun` command with
+the `PET_*` environment the runtime sets (every node on 127.0.0.1, a free port per TrainJob); the TrainJob then
+gets the condition Kubeflow Trainer copies from its JobSet: Complete when every node's container exited 0, Failed
+(the others killed) as soon as one did not. A pod's processes are everything started with its marker in the
+environment, as a container's cgroup would hold them: torchrun starts its workers in sessions of their own.
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ import asyncio
 import collections
 import contextlib
 import copy
+import dataclasses
 import datetime
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -67,6 +77,13 @@ RESOURCES = {
         subresources={"status"},
         verbs={"list", "watch", "get", "create", "patch", "delete"},
     ),
+    "trainer.kubeflow.org/v1alpha1/trainjobs": ResourceInfo(
+        kind="TrainJob",
+        singular="trainjob",
+        namespaced=True,
+        subresources={"status"},
+        verbs={"list", "watch", "get", "create", "patch", "delete"},
+    ),
     "v1/pods": ResourceInfo(
         kind="Pod",
         singular="pod",
@@ -81,6 +98,19 @@ RESOURCES = {
     "v1/events": ResourceInfo(kind="Event", singular="event", namespaced=True, verbs={"list", "create", "patch"}),
     "v1/namespaces": ResourceInfo(kind="Namespace", singular="namespace", namespaced=False, verbs={"list", "get"}),
 }
+
+
+TRAINJOBS = ("trainer.kubeflow.org", "v1alpha1", "trainjobs")
+"""Kubeflow Trainer v2's TrainJob as `CustomObjectsApi` names it: group, version, plural."""
+TRAINJOB_NODE = "node"
+"""The torch runtime's replicated Job and its trainer container."""
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+"""On every pod of a TrainJob (its JobSet has the TrainJob's name)."""
+ALL_JOBS_COMPLETED = ("AllJobsCompleted", "jobset completed successfully")
+FAILED_JOBS = ("FailedJobs", "jobset failed due to one or more job failures")
+"""A TrainJob's Complete and Failed conditions: Kubeflow Trainer copies its JobSet's (reason, message), which JobSet
+writes with these constants (`AllJobsCompletedReason`, `FailedJobsReason`); which pod failed and how is in the
+pods' container statuses, not in the condition."""
 
 
 class UnprocessableError(k8s.KubernetesError):
@@ -412,8 +442,92 @@ def job_failure(job: Any, pod: str, exit_code: int) -> tuple[str, str]:
     return "BackoffLimitExceeded", "Job has reached the specified backoff limit"
 
 
+POD_MARKER = "SWEETSPOT_SIMULATED_POD"
+"""Set in every simulated container's environment (the pod's uid): the container's processes are those that have it."""
+
+
+def container_processes(marker: str) -> list[int]:
+    """The live processes of one simulated container: those started with its marker in their environment, which
+    every child inherits. A process group would not do: torchrun starts each worker in a session of its own."""
+    needle = f"{POD_MARKER}={marker}".encode()
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle not in Path(entry.path, "environ").read_bytes().split(b"\0"):
+                continue
+            state = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """Whether a process still runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclasses.dataclass
+class SimulatedPod:
+    """One pod as the node runs it: its container's main process and where it writes its termination message."""
+
+    name: str
+    container: str
+    image: str
+    marker: str
+    process: subprocess.Popen[bytes]
+    termination: Path
+    code: int | None = None
+    """The container's exit code once it ended (128 + signal when killed, as a container runtime reports it)."""
+
+    def kill(self) -> None:
+        """What the kubelet does when it stops a container: every process in it dies."""
+        for _ in range(50):  # a process that forked between a scan and the kills is found by the next scan
+            pids = container_processes(self.marker)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)  # reaped, so that it is no zombie of the test
+
+    def ended(self) -> bool:
+        """Whether the container has ended; it ends with its main process, which takes the rest with it."""
+        if self.code is None and (code := self.process.poll()) is not None:
+            self.code = 128 - code if code < 0 else code
+            self.kill()
+        return self.code is not None
+
+
+@dataclasses.dataclass
+class Workload:
+    """What the node runs for one Job (one pod) or one TrainJob (a pod per node)."""
+
+    kind: str
+    pods: list[SimulatedPod]
+
+    def kill(self) -> None:
+        for pod in self.pods:
+            pod.kill()
+
+
 class NodeSimulator:
-    """Runs each Job's pod as a local process and reports back like the Job controller and kubelet."""
+    """Runs each Job's pod, and each TrainJob's pods, as local processes and reports back like the Job controller
+    (or Kubeflow Trainer and JobSet) and the kubelet."""
 
     def __init__(
         self,
@@ -423,24 +537,28 @@ class NodeSimulator:
         environ: dict[str, str] | None = None,
         fake_trainer: bool = False,
     ) -> None:
+        self.api = api
         self.batch = kubernetes.client.BatchV1Api(api)
         self.core = kubernetes.client.CoreV1Api(api)
+        self.objects = kubernetes.client.CustomObjectsApi(api)
         self.namespace = namespace
         self.workdir = workdir
         self.environ = environ or {}
         self.fake_trainer = fake_trainer
         """Run `support.fake_trainer` in place of the image's trainer (the same config in, the same result out, no
         model): for tests about the operator rather than about training."""
-        self.processes: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        self.processes: dict[str, Workload] = {}
+        """Running Jobs and TrainJobs by name (a study's Job and TrainJob names never meet)."""
         self.started: list[str] = []
         self.seen: dict[str, float] = {}
-        """When each Job was first seen, and when it finished (monotonic seconds): operator latency."""
+        """When each Job or TrainJob was first seen, and when it finished (monotonic seconds): operator latency."""
         self.finished: dict[str, float] = {}
         self.hooks: dict[str, Callable[[str], None]] = {}
         self.claims: dict[str, Path] = {}
         """PersistentVolumeClaims by name: the directory a pod that mounts one sees (a test puts its data there)."""
         self.edit_config: Callable[[str, str], str] = lambda job, text: text
-        """(Job name, a ConfigMap value the pod reads) → what the pod gets: lets a test hand a trial a broken config."""
+        """(Job or TrainJob name, a ConfigMap value the pod reads) → what the pod gets: lets a test hand a trial a
+        broken config."""
         self._started_uids: set[str] = set()
         """A Job deleted and created again under its name (a study re-created) is a new Job: it runs again."""
         self._stop = threading.Event()
@@ -454,9 +572,8 @@ class NodeSimulator:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-        for process, _ in self.processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+        for workload in self.processes.values():
+            workload.kill()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -466,142 +583,307 @@ class NodeSimulator:
                 self.errors.append(exc)
             time.sleep(0.2)
 
+    def _trainjobs(self) -> list[dict[str, Any]]:
+        group, version, plural = TRAINJOBS
+        items: list[dict[str, Any]] = self.objects.list_namespaced_custom_object(
+            group, version, self.namespace, plural
+        )["items"]
+        return items
+
     def tick(self) -> None:
         jobs = self.batch.list_namespaced_job(self.namespace).items
-        present = {job.metadata.name for job in jobs}
-        for name in [n for n in self.processes if n not in present]:  # the Job was deleted: the kubelet kills its pod
-            process, _ = self.processes.pop(name)
-            process.kill()
+        trainjobs = self._trainjobs()
+        present = {("Job", job.metadata.name) for job in jobs}
+        present |= {("TrainJob", trainjob["metadata"]["name"]) for trainjob in trainjobs}
+        for name in [n for n, w in self.processes.items() if (w.kind, n) not in present]:
+            self.processes.pop(name).kill()  # deleted: the kubelet kills its pods
         for job in jobs:
-            name = job.metadata.name
-            self.seen.setdefault(name, time.monotonic())
-            conditions = [c.type for c in (job.status and job.status.conditions) or []]
-            if "Complete" in conditions or "Failed" in conditions:
-                continue
-            if job.spec.suspend:
-                continue  # Kueue has not admitted it
-            try:
-                if name not in self.processes and job.metadata.uid not in self._started_uids:
-                    self._start(job)
-                elif name in self.processes:
-                    self._check(job)
-            except kubernetes.client.exceptions.ApiException:
-                # Deleted between the listing and starting or reporting its pod (kmock 0.8 may answer 500 for
-                # that race): like the kubelet, drop it; anything else is a real error.
-                if name in {j.metadata.name for j in self.batch.list_namespaced_job(self.namespace).items}:
-                    raise
+            self._guarded("Job", job.metadata.name, self._step_job, job)
+        for trainjob in trainjobs:
+            self._guarded("TrainJob", trainjob["metadata"]["name"], self._step_trainjob, trainjob)
 
-    def _start(self, job: Any) -> None:
-        name = job.metadata.name
-        self.started.append(name)
-        self._started_uids.add(job.metadata.uid)
-        pod_spec = job.spec.template.spec
-        (container,) = pod_spec.containers
-        root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
+    def _guarded(self, kind: str, name: str, step: Callable[[Any], None], obj: Any) -> None:
+        self.seen.setdefault(name, time.monotonic())
+        try:
+            step(obj)
+        except kubernetes.client.exceptions.ApiException:
+            # Deleted between the listing and starting or reporting its pods (kmock 0.8 may answer 500 for that
+            # race): like the kubelet, drop it; anything else is a real error.
+            if kind == "Job":
+                still = {job.metadata.name for job in self.batch.list_namespaced_job(self.namespace).items}
+            else:
+                still = {trainjob["metadata"]["name"] for trainjob in self._trainjobs()}
+            if name in still:
+                raise
+
+    def _step_job(self, job: Any) -> None:
+        conditions = [c.type for c in (job.status and job.status.conditions) or []]
+        if "Complete" in conditions or "Failed" in conditions or job.spec.suspend:
+            return  # done, or Kueue has not admitted it
+        self._step(job.metadata.name, job.metadata.uid, job, self._start_job, self._finish_job)
+
+    def _step_trainjob(self, trainjob: dict[str, Any]) -> None:
+        if self._condition(trainjob, "Complete") == "True" or self._condition(trainjob, "Failed") == "True":
+            return
+        if (trainjob.get("spec") or {}).get("suspend"):
+            if self._condition(trainjob, "Suspended") != "True":
+                suspended = {"type": "Suspended", "status": "True", "reason": "Suspended"}
+                self._set_trainjob_status(trainjob, {**suspended, "message": "TrainJob is suspended"})
+            return  # Kueue has not admitted it
+        meta = trainjob["metadata"]
+        self._step(meta["name"], meta["uid"], trainjob, self._start_trainjob, self._finish_trainjob)
+
+    def _step(
+        self, name: str, uid: str, obj: Any, start: Callable[[Any], None], finish: Callable[[Any, Workload], None]
+    ) -> None:
+        if name not in self.processes and uid not in self._started_uids:
+            self._started_uids.add(uid)
+            self.started.append(name)
+            start(obj)
+            if hook := self.hooks.get("started"):
+                hook(name)
+        elif name in self.processes:
+            workload = self.processes[name]
+            ended = [pod.ended() for pod in workload.pods]  # each one looked at: any of them may have failed
+            if all(ended) or any(pod.code for pod in workload.pods):
+                del self.processes[name]
+                self.finished[name] = time.monotonic()
+                finish(obj, workload)
+
+    # --- one pod, whatever started it -----------------------------------------------------------------------
+
+    def _run_pod(
+        self,
+        owner: str,
+        name: str,
+        labels: dict[str, str],
+        container: dict[str, Any],
+        volumes: list[dict[str, Any]],
+        command: list[str],
+        shared: Path,
+        runtime_env: dict[str, str] | None = None,
+    ) -> SimulatedPod:
+        """Create the pod `name` and run its container (a dict as the API has it) as a local process. An emptyDir
+        is the pod's own; a claim is the test's directory for it (`claims`), else one `shared` by the owner's pods."""
+        root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=shared))
         claims = {
-            v.name: self.claims[v.persistent_volume_claim.claim_name]
-            for v in pod_spec.volumes or []
-            if v.persistent_volume_claim is not None and v.persistent_volume_claim.claim_name in self.claims
+            v["name"]: self.claims.get(v["persistentVolumeClaim"]["claimName"], shared / v["name"])
+            for v in volumes
+            if v.get("persistentVolumeClaim")
         }
-        mounts = {m.mount_path: claims.get(m.name, root / m.name) for m in container.volume_mounts or []}
+        mounts = {m["mountPath"]: claims.get(m["name"], root / m["name"]) for m in container.get("volumeMounts") or []}
         for directory in mounts.values():
             directory.mkdir(parents=True, exist_ok=True)
 
         env = {**os.environ, **self.environ}
-        for var in container.env or []:
-            if var.value_from is not None and var.value_from.config_map_key_ref is not None:
-                ref = var.value_from.config_map_key_ref
-                config_map = self.core.read_namespaced_config_map(ref.name, self.namespace)
-                env[var.name] = local_value(self.edit_config(name, config_map.data[ref.key]), mounts)
+        for var in container.get("env") or []:
+            ref = (var.get("valueFrom") or {}).get("configMapKeyRef")
+            if ref is not None:
+                config_map = self.core.read_namespaced_config_map(ref["name"], self.namespace)
+                env[var["name"]] = local_value(self.edit_config(owner, config_map.data[ref["key"]]), mounts)
             else:
-                env[var.name] = local_value(var.value or "", mounts)
+                env[var["name"]] = local_value(var.get("value") or "", mounts)
+        env.update(runtime_env or {})
         termination = root / "termination-log"
         env["SWEETSPOT_TERMINATION_LOG"] = str(termination)
-        command = [sys.executable if part == "python" else part for part in container.command]
         if self.fake_trainer:
-            assert command[1:] == ["-m", "sweetspot_trainer"], command
-            command = [sys.executable, "-m", "support.fake_trainer"]
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {
-                "name": f"{name}-pod",
-                "namespace": self.namespace,
-                "labels": {**(job.spec.template.metadata.labels or {}), "job-name": name},
-            },
-            "spec": {"containers": [{"name": container.name, "image": container.image}]},
+            "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
+            "spec": {"containers": [{"name": container["name"], "image": container.get("image")}]},
         }
-        self.core.create_namespaced_pod(self.namespace, pod)
-        self.core.patch_namespaced_pod_status(f"{name}-pod", self.namespace, {"status": {"phase": "Running"}}, **MERGE)
-        self.batch.patch_namespaced_job_status(name, self.namespace, {"status": {"active": 1}}, **MERGE)
-        log = open(root / "log.txt", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-        self.processes[name] = (process, termination)
-        if hook := self.hooks.get("started"):
-            hook(name)
-
-    def _check(self, job: Any) -> None:
-        name = job.metadata.name
-        process, termination = self.processes[name]
-        code = process.poll()
-        if code is None:
-            return
-        del self.processes[name]
-        self.finished[name] = time.monotonic()
-        message = termination.read_text() if termination.exists() else ""
-        code = 128 - code if code < 0 else code  # killed by a signal: the container runtime reports 128 + signal
-        state = {"terminated": {"exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}}
-        self.core.patch_namespaced_pod_status(
-            f"{name}-pod",
-            self.namespace,
-            {
-                "status": {
-                    "phase": "Succeeded" if code == 0 else "Failed",
-                    "containerStatuses": [
-                        {
-                            "name": "trainer",
-                            "state": state,
-                            "ready": False,
-                            "restartCount": 0,
-                            "image": "trainer",
-                            "imageID": "",
-                            "started": False,
-                        }
-                    ],
-                }
-            },
-            **MERGE,
+        created = self.core.create_namespaced_pod(self.namespace, pod)
+        self.core.patch_namespaced_pod_status(name, self.namespace, {"status": {"phase": "Running"}}, **MERGE)
+        env[POD_MARKER] = created.metadata.uid
+        with open(root / "log.txt", "wb") as log:  # the process keeps its own copy
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        return SimulatedPod(
+            name, container["name"], container.get("image") or "", created.metadata.uid, process, termination
         )
+
+    def _report_pod(self, pod: SimulatedPod, conditions: list[dict[str, Any]] | None = None) -> None:
+        """The kubelet's report of an ended container: the pod's phase and the container's terminated state."""
+        code = pod.code if pod.code is not None else 137
+        message = pod.termination.read_text() if pod.termination.exists() else ""
+        state = {"terminated": {"exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}}
+        status: dict[str, Any] = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": pod.container,
+                    "state": state,
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": pod.image,
+                    "imageID": "",
+                    "started": False,
+                }
+            ],
+        }
+        if conditions:
+            status["conditions"] = conditions
+        self.core.patch_namespaced_pod_status(pod.name, self.namespace, {"status": status}, **MERGE)
+
+    # --- batch/v1 Jobs --------------------------------------------------------------------------------------
+
+    def _start_job(self, job: Any) -> None:
+        name = job.metadata.name
+        pod_spec = self.api.sanitize_for_serialization(job.spec.template.spec)
+        (container,) = pod_spec["containers"]
+        command = [sys.executable if part == "python" else part for part in container["command"]]
+        if self.fake_trainer:
+            assert command[1:] == ["-m", "sweetspot_trainer"], command
+            command = [sys.executable, "-m", "support.fake_trainer"]
+        shared = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
+        labels = {**(job.spec.template.metadata.labels or {}), "job-name": name}
+        pod = self._run_pod(name, f"{name}-pod", labels, container, pod_spec.get("volumes") or [], command, shared)
+        self.processes[name] = Workload("Job", [pod])
+        self.batch.patch_namespaced_job_status(name, self.namespace, {"status": {"active": 1}}, **MERGE)
+
+    def _finish_job(self, job: Any, workload: Workload) -> None:
+        name = job.metadata.name
+        (pod,) = workload.pods
+        self._report_pod(pod)
+        code = pod.code or 0
         if code == 0:
             condition = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
         else:
-            reason, why = job_failure(job, f"{self.namespace}/{name}-pod", code)
+            reason, why = job_failure(job, f"{self.namespace}/{pod.name}", code)
             condition = {"type": "Failed", "status": "True", "reason": reason, "message": why}
         condition["lastTransitionTime"] = _now()
         status = {"active": 0, "conditions": [condition], ("succeeded" if code == 0 else "failed"): 1}
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": status}, **MERGE)
 
-    def crash(self, job_name: str) -> None:
-        """The container dies without a result (killed, segfault): a real failure, reported at the next tick."""
-        process, _ = self.processes[job_name]
-        process.kill()
+    # --- Kubeflow Trainer TrainJobs -------------------------------------------------------------------------
 
-    def evict(self, job_name: str) -> None:
-        """A disruption: the pod is killed and marked DisruptionTarget; the Job fails (as without retries)."""
-        process, _ = self.processes.pop(job_name)
-        process.kill()
-        process.wait()
+    def _start_trainjob(self, trainjob: dict[str, Any]) -> None:
+        name, spec = trainjob["metadata"]["name"], trainjob["spec"]
+        trainer = spec.get("trainer") or {}
+        nodes = int(trainer.get("numNodes") or 1)
+        per_node = trainer.get("numProcPerNode")
+        # `auto`, `cpu` or `gpu` on a node with no GPU and one CPU for the trainer: one process.
+        procs = int(per_node) if str(per_node).isdigit() else 1
+        override: dict[str, Any] = next(
+            (
+                o
+                for o in spec.get("podSpecOverrides") or []
+                if any(t.get("name") == TRAINJOB_NODE for t in o.get("targetJobs") or [])
+            ),
+            {},
+        )
+        node_override = next((c for c in override.get("containers") or [] if c.get("name") == TRAINJOB_NODE), {})
+        container = {
+            "name": TRAINJOB_NODE,
+            "image": trainer.get("image"),
+            "env": [*(trainer.get("env") or []), *(node_override.get("env") or [])],
+            "volumeMounts": node_override.get("volumeMounts") or [],
+        }
+        command = [*(trainer.get("command") or []), *(trainer.get("args") or [])]
+        if command[:1] == ["torchrun"]:
+            command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
+        command = [sys.executable if part == "python" else part for part in command]
+        if self.fake_trainer:
+            assert "sweetspot_trainer" in command and ("--module" in command or "-m" in command), command
+            command[command.index("sweetspot_trainer")] = "support.fake_trainer"
+        port = free_port()
+        shared = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
+        workload = self.processes[name] = Workload("TrainJob", [])
+        for rank in range(nodes):
+            labels = {
+                **(spec.get("labels") or {}),
+                JOBSET_NAME_LABEL: name,
+                "jobset.sigs.k8s.io/replicatedjob-name": TRAINJOB_NODE,
+                "batch.kubernetes.io/job-completion-index": str(rank),
+                "job-name": f"{name}-{TRAINJOB_NODE}-0",
+            }
+            # What the torch runtime sets: torchrun reads PET_<FLAG> as the default of --<flag>.
+            torchrun_env = {
+                "PET_NNODES": str(nodes),
+                "PET_NPROC_PER_NODE": str(procs),
+                "PET_NODE_RANK": str(rank),
+                "PET_MASTER_ADDR": "127.0.0.1",
+                "PET_MASTER_PORT": str(port),
+            }
+            pod_name = f"{name}-{TRAINJOB_NODE}-0-{rank}"
+            volumes = override.get("volumes") or []
+            workload.pods.append(
+                self._run_pod(name, pod_name, labels, container, volumes, command, shared, torchrun_env)
+            )
+        jobs_status = [{"name": TRAINJOB_NODE, "ready": 0, "succeeded": 0, "failed": 0, "active": 1, "suspended": 0}]
+        self._set_trainjob_status(
+            trainjob,
+            *(
+                [{"type": "Suspended", "status": "False", "reason": "Resumed", "message": "TrainJob is resumed"}]
+                if self._condition(trainjob, "Suspended") == "True"
+                else []
+            ),
+            jobs_status=jobs_status,
+        )
+
+    def _finish_trainjob(self, trainjob: dict[str, Any], workload: Workload) -> None:
+        """Every node's container has ended, or one failed: then JobSet fails and the others are killed."""
+        failed = next((pod for pod in workload.pods if pod.code), None)
+        for pod in workload.pods:
+            if pod.code is None:
+                pod.kill()
+                pod.code = 137  # SIGKILL, as the container runtime reports it
+            self._report_pod(pod)
+        reason, message = FAILED_JOBS if failed else ALL_JOBS_COMPLETED
+        condition = {"type": "Failed" if failed else "Complete", "status": "True", "reason": reason, "message": message}
+        counts = {"succeeded": 0, "failed": 1} if failed else {"succeeded": 1, "failed": 0}
+        jobs_status = [{"name": TRAINJOB_NODE, "ready": 0, "active": 0, "suspended": 0, **counts}]
+        self._set_trainjob_status(trainjob, condition, jobs_status=jobs_status)
+
+    @staticmethod
+    def _condition(trainjob: dict[str, Any], kind: str) -> str | None:
+        conditions = (trainjob.get("status") or {}).get("conditions") or []
+        return next((c.get("status") for c in conditions if c.get("type") == kind), None)
+
+    def _set_trainjob_status(
+        self, trainjob: dict[str, Any], *conditions: dict[str, Any], jobs_status: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Conditions by type, as `meta.SetStatusCondition` keeps them (a merge patch replaces the whole list)."""
+        current = list((trainjob.get("status") or {}).get("conditions") or [])
+        for condition in conditions:
+            current = [c for c in current if c.get("type") != condition["type"]]
+            current.append({**condition, "lastTransitionTime": _now()})
+        status: dict[str, Any] = {"conditions": current}
+        if jobs_status is not None:
+            status["jobsStatus"] = jobs_status
+        trainjob.setdefault("status", {}).update(status)  # the next write this tick starts from it
+        group, version, plural = TRAINJOBS
+        self.objects.patch_namespaced_custom_object_status(
+            group, version, self.namespace, plural, trainjob["metadata"]["name"], {"status": status}, **MERGE
+        )
+
+    # --- disruptions a test causes --------------------------------------------------------------------------
+
+    def crash(self, name: str) -> None:
+        """The container dies without a result (killed, segfault): a real failure, reported at the next tick. Of a
+        TrainJob, rank 0's container dies; JobSet then fails it and the other nodes are killed."""
+        self.processes[name].pods[0].kill()
+
+    def evict(self, name: str) -> None:
+        """A disruption: the pods are killed and marked DisruptionTarget; the Job or TrainJob fails (as without
+        retries)."""
+        workload = self.processes.pop(name)
+        workload.kill()
+        disrupted = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
+        if workload.kind == "TrainJob":
+            for pod in workload.pods:
+                pod.code = 137 if pod.code is None else pod.code
+                self._report_pod(pod, disrupted)
+            reason, message = FAILED_JOBS
+            group, version, plural = TRAINJOBS
+            trainjob = self.objects.get_namespaced_custom_object(group, version, self.namespace, plural, name)
+            condition = {"type": "Failed", "status": "True", "reason": reason, "message": message}
+            self._set_trainjob_status(trainjob, condition)
+            return
+        (pod,) = workload.pods
         self.core.patch_namespaced_pod_status(
-            f"{job_name}-pod",
-            self.namespace,
-            {
-                "status": {
-                    "phase": "Failed",
-                    "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}],
-                }
-            },
-            **MERGE,
+            pod.name, self.namespace, {"status": {"phase": "Failed", "conditions": disrupted}}, **MERGE
         )
         condition = {
             "type": "Failed",
@@ -611,8 +893,13 @@ class NodeSimulator:
             "lastTransitionTime": _now(),
         }
         self.batch.patch_namespaced_job_status(
-            job_name, self.namespace, {"status": {"active": 0, "conditions": [condition]}}, **MERGE
+            name, self.namespace, {"status": {"active": 0, "conditions": [condition]}}, **MERGE
         )
+
+    def pids(self, name: str) -> list[int]:
+        """The live processes of a running Job's or TrainJob's containers (torchrun agents and their workers)."""
+        workload = self.processes.get(name)
+        return [pid for pod in (workload.pods if workload else []) for pid in container_processes(pod.marker)]
 
 
 @contextlib.contextmanager

@@ -9,11 +9,18 @@ mid-stage) and reports scores that follow from the configuration: the learning r
 beats the early one. A stage costs a Python start-up and the wait, not a model load and training: the operator's
 tests run in seconds per stage instead of tens of seconds, and the real trainer keeps its own e2e test.
 
+Under torchrun (a TrainJob's nodes: `WORLD_SIZE` above 1) every rank joins a gloo process group and takes part in
+one all_reduce, which proves the group formed; rank 0 says how many took part in its result's message, and only
+rank 0 writes a result (file and termination message): the other ranks end with exit 0 and write nothing. Alone
+it never imports torch (the operator's tests would pay its import on every stage).
+
     python -m support.fake_trainer [--config FILE]      (the trial config in $SWEETSPOT_TRIAL_CONFIG otherwise)
+    torchrun --module support.fake_trainer [--config FILE]
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import sys
@@ -27,6 +34,7 @@ from sweetspot_trainer.__main__ import EXIT_BAD_INPUT, EXIT_OK, config_or_bad_in
 
 SECONDS_ENV = "SWEETSPOT_FAKE_STAGE_SECONDS"
 BEST_RATE = 3e-3
+MESSAGE = "fake trainer: no model was trained"
 
 
 def quality(config: TrialConfig) -> float:
@@ -65,7 +73,7 @@ def evaluation(config: TrialConfig, step: int, planned: int) -> Evaluation:
     )
 
 
-def result(config: TrialConfig, seconds: float) -> StageResult:
+def result(config: TrialConfig, seconds: float, world_size: int = 1) -> StageResult:
     hp = config.hyperparameters
     rows = config.samples or 200
     planned = hp.max_steps or max(4, math.ceil(rows / (hp.batch_size * hp.gradient_accumulation_steps)) * hp.epochs)
@@ -76,7 +84,7 @@ def result(config: TrialConfig, seconds: float) -> StageResult:
         trial=config.trial,
         stage=config.stage,
         status="ok",
-        message="fake trainer: no model was trained",
+        message=MESSAGE if world_size == 1 else f"{MESSAGE}; world size {world_size} (gloo all_reduce)",
         step=steps[-1],
         planned_steps=planned,
         evaluations=[evaluation(config, step, planned) for step in steps],
@@ -88,18 +96,42 @@ def result(config: TrialConfig, seconds: float) -> StageResult:
     )
 
 
+def world_size_seen() -> int:
+    """Join the process group torchrun describes (gloo: no GPU here) and sum a one from every rank: the world size
+    the group really has, not the one the environment claims."""
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=120))
+    try:
+        ones = torch.ones(1)
+        dist.all_reduce(ones)
+        return int(ones.item())
+    finally:
+        dist.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        # Only rank 0 reports, even a config it cannot read: the others' containers end with no message.
+        os.environ["SWEETSPOT_TERMINATION_LOG"] = os.devnull
+        args.result = None
     config = config_or_bad_input(args)
     if config is None:
         return EXIT_BAD_INPUT
     started = time.monotonic()
-    print(f"[{config.study} t{config.trial} {config.stage}] fake trainer", flush=True)
+    world_size = world_size_seen() if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 1
+    ranks = f", rank {rank} of {world_size}" if world_size > 1 else ""
+    print(f"[{config.study} t{config.trial} {config.stage}] fake trainer{ranks}", flush=True)
     time.sleep(float(os.environ.get(SECONDS_ENV, "0.5")))
+    if rank != 0:
+        return EXIT_OK
     path = Path(args.result) if args.result else None
     if path is None and config.output_dir:
         path = Path(config.output_dir) / f"result-{config.stage}.json"
-    reporting.write_result(result(config, time.monotonic() - started), path)
+    reporting.write_result(result(config, time.monotonic() - started, world_size), path)
     return EXIT_OK
 
 
