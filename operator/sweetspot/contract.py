@@ -1,6 +1,6 @@
 """The contract between the operator and the trainer: one trial config in, one stage result out.
 
-Both sides import this module and nothing else of each other: the operator (or the local executor) writes a
+Both sides import this module and nothing else of each other: the operator (or the local runtime) writes a
 `TrialConfig` as JSON (a ConfigMap, an env var or a file); the trainer writes a `StageResult` as JSON to the
 pod's termination message (under 4 KiB) and to its result file. It depends on pydantic only, so the trainer
 image carries no operator code and the operator no torch.

@@ -1,6 +1,6 @@
 """Turn a planner's `StartRun` into the trial config a trainer runs (pure).
 
-Executors differ only in where things live (a pod's mounts, a laptop's directories), so they pass a
+Runtimes differ only in where things live (a pod's mounts, a laptop's directories), so they pass a
 `Paths` and get the same `TrialConfig` otherwise.
 """
 
