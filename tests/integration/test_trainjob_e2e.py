@@ -55,12 +55,22 @@ def names(api: kubernetes.client.ApiClient, name: str) -> list[str]:
     return [t["metadata"]["name"] for t in trainjobs_of(api, name)]
 
 
-def test_a_study_of_two_node_trainjobs_runs_to_succeeded(world: dict[str, Any]) -> None:
-    api = world["api"]
+def test_two_node_trainjobs_run_a_study_through_an_operator_restart_and_go_with_it(world: dict[str, Any]) -> None:
+    """One study: the operator is killed while its first TrainJob runs, the study still succeeds with no stage run
+    twice, every stage ran as a TrainJob of two torchrun nodes whose rank 0 reported, and deleting the study takes
+    its TrainJobs and ConfigMaps with it."""
+    api, operator, node = world["api"], world["operator"], world["node"]
     apply(api, trainjob_study("dist"))
+    eventually(lambda: any(n.startswith("dist-t0") for n in node.started), 120, "the first TrainJob to run")
+    operator.kill()  # SIGKILL while a TrainJob runs: no cleanup, no goodbye
+    operator.start()
     check_succeeded(world, "dist")
+
     made = trainjobs_of(api, "dist")
-    assert {"dist-t0-early", "dist-t1-early", "dist-t2-early"} <= {t["metadata"]["name"] for t in made}
+    made_names = [t["metadata"]["name"] for t in made]
+    assert {"dist-t0-early", "dist-t1-early", "dist-t2-early"} <= set(made_names)
+    assert len(made_names) == len(set(node.started) & set(made_names))  # each started once
+    assert not [n for n in made_names if "-r" in n.rsplit("-", 1)[-1]]  # no stage had to be retried
     assert jobs_of(api, "dist") == []  # no batch/v1 Job: every stage ran as a TrainJob
     assert all(t["spec"]["trainer"]["numNodes"] == 2 for t in made)
     core = kubernetes.client.CoreV1Api(api)
@@ -74,30 +84,10 @@ def test_a_study_of_two_node_trainjobs_runs_to_succeeded(world: dict[str, Any]) 
         assert not messages["1"]  # node rank 1 reports nothing; rank 0 reports the stage's result
         result = StageResult.model_validate_json(messages["0"])
         assert result.status == "ok" and "world size 2" in result.message
-    events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+    events = core.list_namespaced_event(NAMESPACE).items
     started = [e.message for e in events if e.involved_object.name == "dist" and e.reason == "StageStarted"]
     assert started and all("TrainJob dist-" in m for m in started)
 
-
-def test_the_operator_killed_mid_study_repeats_no_trainjob(world: dict[str, Any]) -> None:
-    api, operator, node = world["api"], world["operator"], world["node"]
-    apply(api, trainjob_study("restart"))
-    eventually(lambda: any(n.startswith("restart-t0") for n in node.started), 120, "the first trial to run")
-    operator.kill()  # SIGKILL while a TrainJob runs
-    operator.start()
-    check_succeeded(world, "restart")
-    made = names(api, "restart")
-    assert len(made) == len(set(node.started) & set(made))
-    assert not [n for n in made if "-r" in n.rsplit("-", 1)[-1]]  # no stage had to be retried
-
-
-def test_deleting_a_study_deletes_its_trainjobs(world: dict[str, Any]) -> None:
-    api = world["api"]
-    apply(api, trainjob_study("doomed"))
-    eventually(lambda: names(api, "doomed"), 60, "the first TrainJob")
-    kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "doomed")
-    eventually(lambda: not names(api, "doomed"), 60, "the study's TrainJobs to be deleted")
-    maps = kubernetes.client.CoreV1Api(api).list_namespaced_config_map(
-        NAMESPACE, label_selector="sweetspot.dev/study=doomed"
-    )
-    assert maps.items == []
+    kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "dist")
+    eventually(lambda: not names(api, "dist"), 60, "the study's TrainJobs to be deleted")
+    assert core.list_namespaced_config_map(NAMESPACE, label_selector="sweetspot.dev/study=dist").items == []
