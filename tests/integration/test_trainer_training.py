@@ -10,60 +10,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sweetspot.contract import StageResult, TrialConfig
+from sweetspot.contract import StageResult
 
-ROOT = Path(__file__).resolve().parents[2]
+from support.trainer_runs import image_command, run_stage, tiny_config
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def image_command() -> list[str]:
-    """The trainer image's ENTRYPOINT, with this interpreter standing in for the image's `python`."""
-    entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", (ROOT / "trainer_image" / "Dockerfile").read_text(), re.M)
-    assert entrypoint, "trainer_image/Dockerfile has no exec-form ENTRYPOINT"
-    command: list[str] = json.loads(entrypoint.group(1))
-    return [sys.executable if part == "python" else part for part in command]
-
-
-def run_stage(config: dict[str, Any], workdir: Path) -> tuple[subprocess.CompletedProcess[str], StageResult | None]:
-    """Run one stage as the pod would: config file in, result in the termination log."""
-    stage = config["stage"]
-    config_path = workdir / f"trial-{stage}.json"
-    config_path.write_text(TrialConfig.model_validate(config).to_json())
-    log = workdir / f"termination-log-{stage}"
-    env = {**os.environ, "SWEETSPOT_TERMINATION_LOG": str(log), "SWEETSPOT_CACHE": str(workdir / "cache")}
-    done = subprocess.run(
-        [*image_command(), "--config", str(config_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=workdir,
-        timeout=500,
-    )
-    result = StageResult.model_validate_json(log.read_text()) if log.exists() else None
-    return done, result
-
-
-def tiny_config(tmp_path: Path, stage: str) -> dict[str, Any]:
-    return {
-        "study": "test",
-        "trial": 0,
-        "stage": stage,
-        "model": {"builtin": "tiny", "maxSequenceLength": 160},
-        "train": {"builtin": "product-pages", "rows": 600},
-        "validation": {"builtin": "product-pages", "rows": 150},
-        "samples": 400,
-        "seed": 7,
-        "earlyFraction": 0.4,
-        "checkpointDir": str(tmp_path / "checkpoint"),
-        "outputDir": str(tmp_path / "out"),
-        "hyperparameters": {"learningRate": 0.003, "batchSize": 8, "epochs": 2},
-    }
 
 
 def test_tiny_early_then_final_resumes_and_learns(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ Exit codes: 0 the stage succeeded; 2 bad input (config, data or model reference;
 1 any other failure. A result JSON is written in every case that gets as far as reading the config, and for a
 config that does not validate but still names its study, trial and stage.
 
+Under torchrun (WORLD_SIZE > 1) every rank runs this entrypoint and trains data-parallel (`distributed`); rank 0
+alone prints progress and writes the result, and every rank exits with the same code when they agree (bad input is
+bad on every rank). torchrun itself exits 1 when any rank fails, whatever the rank's code.
+
 `python -m sweetspot_trainer check-data [--schema SCHEMA.json] FILE...` checks dataset files without training and
 says what they hold (rows, categories, attributes per category, how often each has a value, the rare ones, the
 always-null baseline): exit 0, or 2 with one `file:line: problem` line per bad row (a row whose category or
@@ -78,12 +82,15 @@ def _unreadable_config_result(path: str | None, message: str) -> StageResult | N
         return None
 
 
-def config_or_bad_input(args: argparse.Namespace) -> TrialConfig | None:
+def config_or_bad_input(args: argparse.Namespace, report: bool = True) -> TrialConfig | None:
     """The trial config `--config` names; None when it cannot be read, after saying why on stderr and, when the
-    file still names its study, trial and stage, in a `bad_input` result (what the operator records)."""
+    file still names its study, trial and stage, in a `bad_input` result (what the operator records). Only with
+    `report` (the rank that reports): other ranks fail as quietly."""
     try:
         return _read_config(args.config)
     except ValueError as exc:
+        if not report:
+            return None
         print(exc, file=sys.stderr)
         from sweetspot_trainer import reporting
 
@@ -92,8 +99,19 @@ def config_or_bad_input(args: argparse.Namespace) -> TrialConfig | None:
         return None
 
 
+def _quiet(line: str) -> None:
+    """Progress of a rank other than 0: rank 0 says it for all."""
+
+
 def train_command(args: argparse.Namespace) -> int:
-    config = config_or_bad_input(args)
+    from sweetspot_trainer import distributed
+
+    try:
+        world, wait = distributed.world_from_env(os.environ), distributed.timeout(os.environ)
+    except ValueError as exc:  # a launcher's environment, not the trial's config: nothing to report as bad input
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    config = config_or_bad_input(args, report=world.main)
     if config is None:
         return EXIT_BAD_INPUT
     from sweetspot_trainer import reporting
@@ -111,14 +129,22 @@ def train_command(args: argparse.Namespace) -> int:
         )
 
     try:
-        result = StageRunner(config, progress=_log, gradient_checkpointing=args.gradient_checkpointing).run()
+        with distributed.process_group(world, wait):
+            runner = StageRunner(
+                config,
+                progress=_log if world.main else _quiet,
+                gradient_checkpointing=args.gradient_checkpointing,
+                world=world,
+            )
+            result = runner.run()
         code = EXIT_OK
-    except DataError as exc:
-        for problem in exc.problems[:50]:
+    except DataError as exc:  # bad input is bad on every rank: rank 0 says why
+        for problem in exc.problems[:50] if world.main else ():
             print(problem, file=sys.stderr)
         result, code = failed("bad_input", str(exc)), EXIT_BAD_INPUT
-    except ModelError as exc:
-        print(exc, file=sys.stderr)
+    except (ModelError, distributed.WorldError) as exc:
+        if world.main:
+            print(exc, file=sys.stderr)
         result, code = failed("bad_input", str(exc)), EXIT_BAD_INPUT
     except Exception as exc:
         if _is_oom(exc):
@@ -127,8 +153,9 @@ def train_command(args: argparse.Namespace) -> int:
         else:
             traceback.print_exc()
             result, code = failed("failed", f"{type(exc).__name__}: {exc}"), EXIT_FAILED
-    reporting.write_result(result, result_path)
-    _log(json.dumps({"result": result.status, "stage": result.stage, "trial": result.trial}))
+    if world.main:
+        reporting.write_result(result, result_path)
+        _log(json.dumps({"result": result.status, "stage": result.stage, "trial": result.trial}))
     return code
 
 

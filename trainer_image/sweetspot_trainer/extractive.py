@@ -125,6 +125,10 @@ class ExtractiveTask:
             tensors["allowed_labels"] = torch.stack([everything if m is None else m for m in allowed])
         return tensors
 
+    def loss_tokens(self, encoded: Encoded) -> int:
+        """The tokens `loss` averages over in a batch holding this row (the labelled ones)."""
+        return sum(label != IGNORE for label in encoded.labels)
+
     def logits(self, model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Token logits with the labels of attributes outside each row's category masked out."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

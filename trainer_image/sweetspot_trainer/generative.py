@@ -144,6 +144,11 @@ class GenerativeTask:
     def length(self, encoded: Encoded) -> int:
         return len(encoded.input_ids)
 
+    def loss_tokens(self, encoded: Encoded) -> int:
+        """The tokens `loss` averages over in a batch holding this row: its answer, less a first token that nothing
+        precedes (an empty prompt; the loss predicts each token from the ones before it)."""
+        return len(encoded.answer_ids) - (0 if encoded.prompt_ids else 1)
+
     def collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in batch)
         ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)

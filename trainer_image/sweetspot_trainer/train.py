@@ -2,7 +2,8 @@
 
 Stages share one plan of optimizer steps (`plan_steps`), so `early` stops at exactly the step `final`
 resumes from. The data order of epoch e depends only on (seed, e), and the checkpoint holds the trainable
-weights, optimizer, scheduler and RNG state, so early + final trains the same steps as one `full` run.
+weights, optimizer, scheduler and RNG state, so early + final trains the same steps as one `full` run. Under
+torchrun each rank trains on its shard of every batch and rank 0 alone writes (see `distributed`).
 
 Recipe (what made trials train reliably): AdamW, the searched learning rate on the LoRA weights and a fixed
 one on a new task head, gradient clipping, warmup then the chosen schedule.
@@ -18,17 +19,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
 from sweetspot.contract import DataRef, Evaluation, StageResult, TrialConfig
 from sweetspot_trainer import data as datamod
-from sweetspot_trainer import evaluate
+from sweetspot_trainer import distributed, evaluate
 from sweetspot_trainer import model as modelmod
 from sweetspot_trainer.data import DataError, Row
 from sweetspot_trainer.demo import DEFAULT_TRAIN_ROWS, DEFAULT_VALIDATION_ROWS, TRAIN_STREAM, VALIDATION_STREAM
+from sweetspot_trainer.distributed import World
 
 EVAL_BATCH_SIZE = 32
 BUCKET_STEPS = 50
@@ -150,21 +152,47 @@ def _fingerprint(config: TrialConfig, sample_hash: str) -> str:
     return hashlib.sha256(f"{parts}|{sample_hash}".encode()).hexdigest()[:16]
 
 
+class _Shard(NamedTuple):
+    """What one rank's evaluation of its shard of the validation rows sends the others."""
+
+    predictions: list[Any]
+    loss_sum: float
+    tokens: int
+    valid: int
+    """Decoded answers that parsed (generative task)."""
+    decoded: int
+    checksum: float
+    """Of the rank's trainable weights (`distributed.checksum`)."""
+
+
 class StageRunner:
-    def __init__(self, config: TrialConfig, progress: Progress = print, gradient_checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrialConfig,
+        progress: Progress = print,
+        gradient_checkpointing: bool = False,
+        world: World | None = None,
+    ) -> None:
         self.config = config
         self.progress = progress
         self.gradient_checkpointing = gradient_checkpointing
+        self.world = world or World()
+        """The data-parallel ranks (one process unless under torchrun, whose process group the caller set up)."""
         self.bucket_lengths: list[int] | None = None
         """Per training row, its length in tokens, when the task batches rows of similar length."""
         self._order: tuple[tuple[int, int, int, bool], np.ndarray] | None = None
         """The current epoch's row order, by what it was computed from (see `_epoch_order`)."""
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu":
-            torch.set_num_threads(available_cores())
+        cuda = torch.cuda.is_available()
+        if cuda and self.world.distributed:
+            self.device = torch.device("cuda", self.world.local_rank)
+        else:
+            self.device = torch.device("cuda" if cuda else "cpu")
+        if self.device.type == "cpu":  # ranks on one machine share its cores
+            torch.set_num_threads(max(1, available_cores() // self.world.local_size))
 
     def run(self) -> StageResult:
         config, started = self.config, time.monotonic()
+        distributed.check_batch_size(config.hyperparameters.batch_size, self.world)
         torch.manual_seed(config.seed)
         prepared = prepare_data(config)
         sample_hash = datamod.sample_hash(prepared.train)
@@ -177,6 +205,7 @@ class StageRunner:
                 else f"attributes {prepared.attributes}"
             )
             + (f"; {prepared.note}" if prepared.note else "")
+            + (f"; data-parallel over {self.world.size} processes" if self.world.distributed else "")
         )
         with modelmod.quiet_transformers():
             from sweetspot_trainer.extractive import ExtractiveTask, label_names
@@ -206,6 +235,9 @@ class StageRunner:
         plan = plan_steps(len(prepared.train), config)
         optimizer, scheduler = self._optimizer(model, plan)
         start_step, resumed, note = self._resume(model, optimizer, scheduler, sample_hash)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if self.world.distributed:
+            distributed.broadcast_parameters(trainable)
         stop = plan.stop_step(config.stage)
         checkpoints = self._evaluation_steps(plan, stop)
         clock = TrainingClock()
@@ -213,10 +245,15 @@ class StageRunner:
         def evaluate_now(step: int) -> Evaluation:
             # A generative model judged before the end decodes a fixed subsample: decoding is its dear part.
             subsample = early_subsample if step < plan.total and early_subsample is not None else None
-            extra = {} if subsample is None else {"decode": subsample}
-            predictions, loss, json_rate = task.predict(
-                model, prepared.validation, val_encoded, self.device, EVAL_BATCH_SIZE, **extra
-            )
+            if self.world.distributed:
+                predictions, loss, json_rate = self._predict_sharded(
+                    task, model, prepared.validation, val_encoded, subsample, trainable, step
+                )
+            else:
+                extra = {} if subsample is None else {"decode": subsample}
+                predictions, loss, json_rate = task.predict(
+                    model, prepared.validation, val_encoded, self.device, EVAL_BATCH_SIZE, **extra
+                )
             scored = range(len(golds)) if subsample is None else subsample
             scores = evaluate.score(
                 [predictions[i] for i in scored],
@@ -278,12 +315,13 @@ class StageRunner:
             evaluations,
             clock,
         )
-        if config.stage == "early":
-            self._save_checkpoint(model, optimizer, scheduler, stop, plan, sample_hash)
-        elif config.output_dir:
-            adapter = Path(config.output_dir) / "adapter"
-            model.save_pretrained(str(adapter))
-            loaded.tokenizer.save_pretrained(str(adapter))
+        if self.world.main:  # every rank holds the same weights: rank 0 writes them
+            if config.stage == "early":
+                self._save_checkpoint(model, optimizer, scheduler, stop, plan, sample_hash)
+            elif config.output_dir:
+                adapter = Path(config.output_dir) / "adapter"
+                model.save_pretrained(str(adapter))
+                loaded.tokenizer.save_pretrained(str(adapter))
         seconds = time.monotonic() - started
         return StageResult(
             study=config.study,
@@ -296,12 +334,55 @@ class StageRunner:
             evaluations=evaluations,
             train_loss=None if train_loss is None else round(train_loss, 5),
             seconds=round(seconds, 2),
-            gpu_seconds=round(seconds, 2) if self.device.type == "cuda" else 0.0,
+            gpu_seconds=round(seconds * self.world.size, 2) if self.device.type == "cuda" else 0.0,
             samples=len(prepared.train),
             sample_hash=sample_hash,
             resumed=resumed,
             null_baseline=round(evaluate.null_baseline(golds, config.attributes), 4),
         )
+
+    def _predict_sharded(
+        self,
+        task: Any,
+        model: Any,
+        rows: Sequence[Row],
+        encoded: Sequence[Any],
+        subsample: list[int] | None,
+        parameters: Sequence[torch.Tensor],
+        step: int,
+    ) -> tuple[list[Any], float, float | None]:
+        """`task.predict` on every row, from each rank predicting its shard: the predictions in row order, the mean
+        loss over all loss tokens and the valid-JSON rate over all decoded rows, as one process computes them."""
+        world = self.world
+        mine = distributed.shard(len(rows), world.rank, world.size)
+        chosen = None if subsample is None else set(subsample)
+        decode = None if chosen is None else [k for k, i in enumerate(mine) if i in chosen]
+        extra = {} if decode is None else {"decode": decode}
+        own = [encoded[i] for i in mine]
+        predictions, loss, rate = task.predict(
+            model, [rows[i] for i in mine], own, self.device, EVAL_BATCH_SIZE, **extra
+        )
+        tokens = sum(task.loss_tokens(e) for e in own)
+        decoded = len(mine) if decode is None else len(decode)
+        parts: list[_Shard] = distributed.gather(
+            _Shard(
+                predictions,
+                loss * tokens,
+                tokens,
+                0 if rate is None else round(rate * decoded),
+                decoded,
+                distributed.checksum(parameters),
+            )
+        )
+        if not distributed.same_weights([part.checksum for part in parts]):
+            raise RuntimeError(
+                f"the data-parallel ranks hold different weights at step {step} (checksums "
+                f"{[part.checksum for part in parts]}): their gradients were not summed alike"
+            )
+        every = [prediction for part in parts for prediction in part.predictions]  # contiguous shards, rank order
+        mean_loss = sum(part.loss_sum for part in parts) / max(1, sum(part.tokens for part in parts))
+        json_rate = None if rate is None else sum(p.valid for p in parts) / max(1, sum(p.decoded for p in parts))
+        return every, mean_loss, json_rate
 
     def _evaluation_steps(self, plan: StepPlan, stop: int) -> list[int]:
         stage = self.config.stage
@@ -446,20 +527,36 @@ class StageRunner:
         # sums the floats `.item()` returns, so the numbers are the same.
         pending: list[torch.Tensor] = []
         trainable = [p for p in model.parameters() if p.requires_grad]
+        world = self.world
         began, last_report, rows_done = time.monotonic(), time.monotonic(), 0
         report_every = max(1, (stop - start) // 10)
         for step in range(start, stop):
             step_started = time.monotonic()
             optimizer.zero_grad(set_to_none=True)
+            if world.distributed:
+                # Dropout masks are drawn per rank (a shard's masks are not a slice of one batch's anyway), from a
+                # seed of (seed, step, rank): a resumed stage draws what one uninterrupted run would.
+                torch.manual_seed(distributed.step_seed(config.seed, step, world.rank))
             micro = [b for b in self._batches(encoded, plan, step) if b]
             step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
             for batch in micro:
+                rows_done += len(batch)
+                weight = 1.0
+                if world.distributed:
+                    part = distributed.shard(len(batch), world.rank, world.size)
+                    weight = distributed.share([task.loss_tokens(e) for e in batch], part)
+                    batch = [batch[i] for i in part]
+                    if not weight:
+                        continue  # nothing of this micro-batch here (a short last batch): the others add it
                 tensors = {k: v.to(self.device) for k, v in task.collate(batch).items()}
                 with autocast:
                     loss = task.loss(model, tensors) / len(micro)
+                    if world.distributed:
+                        loss = loss * weight
                 loss.backward()
                 step_loss += loss.detach()
-                rows_done += len(batch)
+            if world.distributed:
+                step_loss = distributed.sum_gradients(trainable, step_loss)
             torch.nn.utils.clip_grad_norm_(trainable, hp.max_grad_norm)
             optimizer.step()
             scheduler.step()
