@@ -54,6 +54,7 @@ import kubernetes
 from kmock import KubernetesEmulator, ResourceInfo
 from kmock._internal import enums, k8s, rendering
 
+from sweetspot.contract import TERMINATION_LOG_ENV
 from sweetspot.crd import crd
 
 from support.kube_schema import CrdValidator
@@ -685,7 +686,7 @@ class NodeSimulator:
                 env[var["name"]] = local_value(var.get("value") or "", mounts)
         env.update(runtime_env or {})
         termination = root / "termination-log"
-        env["SWEETSPOT_TERMINATION_LOG"] = str(termination)
+        env[TERMINATION_LOG_ENV] = str(termination)
         if self.fake_trainer:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
         pod = {

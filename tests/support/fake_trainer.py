@@ -28,9 +28,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sweetspot.contract import Evaluation, StageResult, TrialConfig
+from sweetspot.contract import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    TERMINATION_LOG_ENV,
+    Evaluation,
+    StageResult,
+    TrialConfig,
+    result_file_name,
+)
 from sweetspot_trainer import reporting
-from sweetspot_trainer.__main__ import EXIT_BAD_INPUT, EXIT_OK, config_or_bad_input, parser
+from sweetspot_trainer.__main__ import config_or_bad_input, parser
 
 SECONDS_ENV = "SWEETSPOT_FAKE_STAGE_SECONDS"
 BEST_RATE = 3e-3
@@ -116,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     if rank != 0:
         # Only rank 0 reports, even a config it cannot read: the others' containers end with no message.
-        os.environ["SWEETSPOT_TERMINATION_LOG"] = os.devnull
+        os.environ[TERMINATION_LOG_ENV] = os.devnull
         args.result = None
     config = config_or_bad_input(args)
     if config is None:
@@ -130,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     path = Path(args.result) if args.result else None
     if path is None and config.output_dir:
-        path = Path(config.output_dir) / f"result-{config.stage}.json"
+        path = Path(config.output_dir) / result_file_name(config.stage)
     reporting.write_result(result(config, time.monotonic() - started, world_size), path)
     return EXIT_OK
 

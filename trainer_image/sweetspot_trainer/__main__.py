@@ -28,10 +28,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sweetspot.contract import StageResult, Status, TrialConfig
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_OOM = 0, 1, 2, 3
-CONFIG_ENV = "SWEETSPOT_TRIAL_CONFIG"
+from sweetspot.contract import (
+    CONFIG_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_OOM,
+    StageResult,
+    Status,
+    TrialConfig,
+    result_file_name,
+)
 
 
 def _log(line: str) -> None:
@@ -121,7 +128,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     result_path = Path(args.result) if args.result else None
     if result_path is None and config.output_dir:
-        result_path = Path(config.output_dir) / f"result-{config.stage}.json"
+        result_path = Path(config.output_dir) / result_file_name(config.stage)
 
     def failed(status: Status, message: str) -> StageResult:
         return StageResult(

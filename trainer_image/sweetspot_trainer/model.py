@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from sweetspot.contract import Hyperparameters, ModelRef
+from sweetspot.contract import CACHE_ENV, Hyperparameters, ModelRef
 
 TINY_CAUSAL_VERSION = "tiny-causal-v1"
 SMOLLM2_VERSION = "smollm2-135m-instruct-v1"
@@ -50,7 +50,7 @@ class Loaded:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SWEETSPOT_CACHE", Path.home() / ".cache" / "sweetspot"))
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "sweetspot"))
 
 
 def minilm_dir() -> Path:

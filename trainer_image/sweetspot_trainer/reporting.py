@@ -11,14 +11,14 @@ import os
 import sys
 from pathlib import Path
 
-from sweetspot.contract import StageResult
+from sweetspot.contract import TERMINATION_LOG, TERMINATION_LOG_ENV, StageResult
 
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_TERMINATION_LOG = TERMINATION_LOG
 
 
 def termination_log() -> Path | None:
     """Kubernetes creates the file in the container; elsewhere (local runs, tests) an env var may name one."""
-    if named := os.environ.get("SWEETSPOT_TERMINATION_LOG"):
+    if named := os.environ.get(TERMINATION_LOG_ENV):
         return Path(named)
     default = Path(DEFAULT_TERMINATION_LOG)
     return default if default.exists() else None

@@ -24,7 +24,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from sweetspot.contract import DataRef, Evaluation, StageResult, TrialConfig
+from sweetspot.contract import CPU_THREADS_ENV, DataRef, Evaluation, StageResult, TrialConfig
 from sweetspot_trainer import data as datamod
 from sweetspot_trainer import distributed, evaluate
 from sweetspot_trainer import model as modelmod
@@ -66,7 +66,7 @@ class TrainingClock:
     training: float = 0.0
 
 
-THREADS_ENV = "SWEETSPOT_CPU_THREADS"
+THREADS_ENV = CPU_THREADS_ENV
 
 
 def available_cores() -> int:
