@@ -501,20 +501,6 @@ class SchedulerParameter(Model):
     """Candidate schedules."""
 
 
-_SPACE_FIELDS = (
-    "learning_rate",
-    "lora_rank",
-    "lora_alpha",
-    "lora_dropout",
-    "batch_size",
-    "gradient_accumulation_steps",
-    "epochs",
-    "warmup_ratio",
-    "weight_decay",
-    "lr_scheduler",
-)
-
-
 class SearchSpace(Model):
     """The hyperparameters to search. Parameters left out keep the trainer's defaults."""
 
@@ -539,18 +525,21 @@ class SearchSpace(Model):
     lr_scheduler: SchedulerParameter | None = None
     """Learning-rate schedule."""
 
-    rules = (
-        Rule(
-            cel=" || ".join(f"has(self.{to_camel(n)})" for n in _SPACE_FIELDS),
-            message="the search space is empty: give at least one parameter",
-            field="",
-            holds=lambda o: any(getattr(o, n) is not None for n in _SPACE_FIELDS),
-        ),
-    )
-
     def parameters(self) -> dict[str, FloatParameter | IntParameter | SchedulerParameter]:
         """The parameters that are searched, by their API (camelCase) name."""
         return {to_camel(name): value for name in _SPACE_FIELDS if (value := getattr(self, name)) is not None}
+
+
+_SPACE_FIELDS = tuple(SearchSpace.model_fields)
+"""Every searchable hyperparameter: a field of `SearchSpace` (the trainer's side is `contract.Hyperparameters`)."""
+SearchSpace.rules = (
+    Rule(
+        cel=" || ".join(f"has(self.{to_camel(n)})" for n in _SPACE_FIELDS),
+        message="the search space is empty: give at least one parameter",
+        field="",
+        holds=lambda o: any(getattr(o, n) is not None for n in _SPACE_FIELDS),
+    ),
+)
 
 
 DEFAULT_SEARCH_SPACE = SearchSpace(
