@@ -19,6 +19,10 @@ Strategies (all seeded; Optuna's own samplers and pruners, one trial at a time):
                  survivors finish at once
 - `proxy-acc@F`  `proxy` with the table's metric as the signal (`proxy-f1@F` on an F1 table): the early score
                  instead of validation loss (the default)
+- `proxy+guard@F` `proxy` with the agreement guard on (`minAgreement: 0.6`, `widenTo` 0.35, 0.5); also on the
+                 misleading accuracy signal (`proxy-acc+guard@F`)
+- `sweetspot-default` Sweetspot as shipped: `proxy` with every default (today `proxy@0.2`, every mechanism of
+                 issue 18 that did not pay off left off)
 
 Reported per strategy over the seeds: the median compute to find a configuration within 1 percentage point of the
 table's best final score (its `metric`: accuracy on the synthetic table, micro-F1 on real data; and in how many
@@ -46,7 +50,7 @@ from typing import Any
 import optuna
 from scipy import stats as scipy_stats
 
-from sweetspot.api import FineTuneStudy
+from sweetspot.api import EarlyEvaluation, FineTuneStudy
 from sweetspot.contract import Evaluation, StageResult
 from sweetspot.loop import settle
 from sweetspot.planner import best_trial
@@ -55,6 +59,8 @@ from sweetspot.records import RunKey, RunView, StartRun
 from sweetspot.runtime import Runtime
 from sweetspot.search import SearchStore, distributions, make_pruner, make_sampler
 
+DEFAULT_STRATEGY = "sweetspot-default"
+"""The row of Sweetspot as shipped: `proxy` with every `earlyEvaluation` and `search` default."""
 DEFAULT_TABLE = Path(__file__).parent / "data" / "hpo_table.json"
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 BUDGETS = (0.25, 0.5, 1.0)
@@ -219,8 +225,16 @@ def optuna_strategy(
 
 
 def _study(
-    seed: int, policy: str, fraction: float, max_trials: int, signal: str = "auto", metric: str = "accuracy"
+    seed: int,
+    policy: str,
+    fraction: float,
+    max_trials: int,
+    signal: str = "auto",
+    metric: str = "accuracy",
+    early: Mapping[str, Any] | None = None,
 ) -> FineTuneStudy:
+    """The replayed study's resource; `early`: more `earlyEvaluation` settings than the defaults."""
+    judging = {"policy": policy, "atFraction": fraction, "signal": signal, **(early or {})}
     return FineTuneStudy.model_validate(
         {
             "apiVersion": "sweetspot.dev/v1alpha1",
@@ -234,7 +248,7 @@ def _study(
                     "sampler": "tpe",
                     "seed": seed,
                     "maxTrials": max_trials,
-                    "earlyEvaluation": {"policy": policy, "atFraction": fraction, "signal": signal},
+                    "earlyEvaluation": judging,
                 },
             },
         }
@@ -282,10 +296,11 @@ class TableRuntime(Runtime):
 
     def start(self, study: FineTuneStudy, action: StartRun) -> str:
         config = self.table.nearest(action.params)
-        early = config.at(self.fraction).seconds
+        fraction = action.early_fraction or self.fraction  # the agreement guard may have widened it
+        early = config.at(fraction).seconds
         cost = early if action.key.stage == "early" else config.final.seconds - early
         self.trace.pay(cost)
-        stage_fraction = self.fraction if action.key.stage == "early" else 1.0
+        stage_fraction = fraction if action.key.stage == "early" else 1.0
         self.runs.append(RunView(action.key, "succeeded", _result(action.key, config, stage_fraction, cost)))
         return "the table"
 
@@ -293,13 +308,15 @@ class TableRuntime(Runtime):
         pass  # every stage has finished by the time it could be stopped
 
 
-def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> Strategy:
+def sweetspot_strategy(
+    policy: str, fraction: float, signal: str = "auto", early: Mapping[str, Any] | None = None
+) -> Strategy:
     """Sweetspot's own planner, Optuna store (in memory) and plan-and-apply loop, with a runtime that answers from
-    the table."""
+    the table; `early`: more `earlyEvaluation` settings (the mechanisms under test)."""
 
     def run(table: Table, seed: int, budget: float) -> Trace:
         schedule = list(PROXY_SCHEDULE) if policy == "proxy" else [PROXY_SCHEDULE[-1]]
-        resource = _study(seed, policy, fraction, schedule.pop(0), signal, table.metric)
+        resource = _study(seed, policy, fraction, schedule.pop(0), signal, table.metric, early)
         storage = optuna.storages.InMemoryStorage()
 
         def open_store(resource: FineTuneStudy) -> SearchStore:
@@ -358,9 +375,16 @@ def strategies(metric: str = "accuracy") -> dict[str, Strategy]:
     for policy in ("proxy", "prune"):
         for fraction in FRACTIONS:
             found[f"{policy}@{fraction:.1f}"] = sweetspot_strategy(policy, fraction)
+    found[DEFAULT_STRATEGY] = sweetspot_strategy("proxy", EarlyEvaluation().at_fraction)  # every default as shipped
+    for fraction in (0.1, 0.2):
+        found[f"proxy+guard@{fraction:.1f}"] = sweetspot_strategy("proxy", fraction, early={"minAgreement": 0.6})
     short = {"accuracy": "acc"}.get(metric, metric)
     for fraction in FRACTIONS:
         found[f"proxy-{short}@{fraction:.1f}"] = sweetspot_strategy("proxy", fraction, metric)
+    for fraction in (0.1, 0.2):  # the guard where the early signal misleads
+        found[f"proxy-{short}+guard@{fraction:.1f}"] = sweetspot_strategy(
+            "proxy", fraction, metric, early={"minAgreement": 0.6}
+        )
     return found
 
 
@@ -428,12 +452,12 @@ def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequ
         f"{table.metric} {best.final.score:.4f} (config {best.index}); target = within {TOLERANCE * 100:.0f} pp; "
         f"limit = {best.final.seconds:.0f}s (training the best once); all once = {table.all_once:.0f}s",
         "",
-        f"{'strategy':<16}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
+        f"{'strategy':<22}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
         + "".join(f"{'best@' + format(b, '.0%'):>11}" for b in BUDGETS),
     ]
     for row in rows:
         lines.append(
-            f"{row['strategy']:<16}{str(row['reached']) + '/' + str(row['seeds']):>9}"
+            f"{row['strategy']:<22}{str(row['reached']) + '/' + str(row['seeds']):>9}"
             f"{_fmt(row['medianCompute'], '.0f'):>10}{_fmt(row['vsTpeFull'], '.2f'):>10}"
             f"{_fmt(row['vsLimit'], '.1f'):>8}" + "".join(f"{row[f'best@{b:.0%}']:>11.4f}" for b in BUDGETS)
         )

@@ -555,6 +555,9 @@ Sampler = Literal["tpe", "gp", "random", "cmaes", "qmc", "grid"]
 Policy = Literal["proxy", "prune"]
 
 
+DEFAULT_WIDEN_TO = (0.35, 0.5)
+
+
 class EarlyEvaluation(Model):
     """How trials are judged before they finish (accuracy early in training ranks trials like the final
     result)."""
@@ -573,6 +576,36 @@ class EarlyEvaluation(Model):
     still tied near the label prior for many trials, did not (0.37-0.91); or the objective's own metric."""
     pruner: Literal["successiveHalving", "median", "percentile"] = "successiveHalving"
     """With `prune`, the Optuna pruner that decides which trials continue."""
+    min_agreement: float | None = Field(default=None, ge=-1.0, le=1.0)
+    """With `proxy`, the agreement guard (off when unset; 0.6 is a sensible value): once at least 3 promoted trials
+    judged at the current fraction have final scores, the Spearman correlation of their early signal and final
+    objective is checked; below this value, later trials are judged at the next fraction of `widenTo` and one more
+    trial is promoted (each widening an Event, a status field and a metric). Off by default: on both HPO benchmark
+    tables it never paid (README, Performance), as validation loss ranks trials well there."""
+    widen_to: list[Annotated[float, Field(gt=0.0, lt=1.0)]] | None = Field(default=None, max_length=8)
+    """The wider fractions the guard moves to, in order; each above `atFraction` and the one before. Unset: 0.35
+    and 0.5, those above `atFraction`."""
+
+    rules = (
+        Rule(
+            cel="!has(self.widenTo) || (self.widenTo.all(f, f > self.atFraction) && self.widenTo.isSorted() "
+            "&& self.widenTo.all(f, self.widenTo.exists_one(g, g == f)))",
+            message="widenTo must be increasing fractions above atFraction",
+            field="widenTo",
+            holds=lambda o: (
+                o.widen_to is None
+                or (
+                    all(f > o.at_fraction for f in o.widen_to)
+                    and all(a < b for a, b in zip(o.widen_to, o.widen_to[1:], strict=False))
+                )
+            ),
+        ),
+    )
+
+    def fractions(self) -> list[float]:
+        """The fractions trials are judged at: `atFraction`, then each step the guard may widen to."""
+        wider = self.widen_to if self.widen_to is not None else [f for f in DEFAULT_WIDEN_TO if f > self.at_fraction]
+        return [self.at_fraction, *wider]
 
 
 def _float_parameters() -> list[str]:
@@ -1089,6 +1122,21 @@ class GpuSeconds(Model):
     """GPU-seconds not spent because trials were judged early (estimated from the stages that ran)."""
 
 
+class EarlyJudging(Model):
+    """The agreement guard of `proxy` (`spec.search.earlyEvaluation.minAgreement`): where trials are judged now."""
+
+    at_fraction: float = Field(gt=0.0, lt=1.0)
+    """The fraction of their planned steps at which new trials are judged."""
+    widenings: int = Field(default=0, ge=0)
+    """How many times the guard widened it (each also promoted one more trial)."""
+    agreement: float | None = Field(default=None, ge=-1.0, le=1.0)
+    """Spearman of early signal and final objective over the promoted trials judged at `atFraction` (from 3)."""
+    agreement_trials: int = Field(default=0, ge=0)
+    """Trials with a final score judged at `atFraction`."""
+    message: str = Field(default="", max_length=1024)
+    """The last widening, in plain words."""
+
+
 class OverBudget(Model):
     """Trials asked before `spec.search.maxTrials` was lowered below their number."""
 
@@ -1115,7 +1163,10 @@ class FineTuneStudyStatus(Model):
     best: BestTrial | None = None
     """The best trial so far."""
     early_final_correlation: float | None = Field(default=None, ge=-1.0, le=1.0)
-    """Spearman rank correlation of the early signal and the final objective over trials that have both."""
+    """Spearman rank correlation of the early signal and the final objective over trials that have both (from 3
+    trials: below, ranks agree or disagree by chance)."""
+    early_evaluation: EarlyJudging | None = None
+    """Under `proxy`: the fraction trials are judged at now, and the agreement guard's evidence."""
     learning_curve: list[CurvePoint] = Field(default_factory=list, max_length=32)
     """Micro-F1 by training-set size, from the data-efficiency sweep."""
     sweet_spot: SweetSpot | None = None

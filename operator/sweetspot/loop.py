@@ -3,7 +3,8 @@
 `settle` asks the planner what to do, applies each action (records and asks through the store, starts and stops
 through the runtime), and plans again while the actions it applied enable more (a record changes what the next plan
 sees; an asked trial gets its first stage on the next pass), until nothing more can happen now. Each applied action
-is described once (`describe`): the operator posts the note as an Event, the local mode prints it as a progress line.
+is described once (`describe`): the operator posts the note as an Event, the local mode prints it as a progress line;
+so is each step of the agreement guard that a recorded final caused (`widened_note`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sweetspot.api import FineTuneStudy
+from sweetspot.api import FineTuneStudy, FineTuneStudySpec
 from sweetspot.planner import plan
+from sweetspot.policies.guard import Judging, judging
 from sweetspot.records import (
     Action,
     AskTrials,
@@ -86,6 +88,12 @@ def phase_note(decision: Decision) -> Note:
     return Note(reason, f"{decision.phase}: {decision.message or decision.reason}", decision.phase == "Failed")
 
 
+def widened_note(spec: FineTuneStudySpec, judged: Judging) -> Note:
+    """The agreement guard widened the early fraction (see `sweetspot.policies.guard`)."""
+    minimum = spec.search.early_evaluation.min_agreement
+    return Note("EarlyEvaluationWidened", judged.widenings[-1].describe(minimum or 0.0))
+
+
 def apply(study: FineTuneStudy, store: SearchStore, runtime: Runtime, action: Action) -> Note:
     """Apply one action where it belongs and describe it."""
     if isinstance(action, StartRun):
@@ -108,8 +116,13 @@ def settle(
     `settle` (the operator is woken by its Job's event)."""
     runs: list[RunView] | None = None
     decision = Decision((), "Pending", "")
+    level: int | None = None
     for attempt in range(max_passes):
         trials, sweep = store.snapshot()
+        judged = judging(study.spec, trials)
+        if level is not None and judged.level > level:  # a final recorded by the pass before moved the guard
+            hear(widened_note(study.spec, judged))
+        level = judged.level
         runs = runtime.observe(study) if runs is None else runs
         decision = plan(study.spec, Observed(trials, sweep, runs))
         changed = store.set_phase(decision, study) if decision.phase == "Failed" else False

@@ -171,6 +171,16 @@ class _Families:
             "How many of the top k trials by early score are also in the top k by final score (k in label).",
             labels=[*study, "k"],
         )
+        self.judged_at = GaugeMetricFamily(
+            "sweetspot_study_early_fraction",
+            "Fraction of their planned steps at which new trials are judged (proxy; the agreement guard widens it).",
+            labels=study,
+        )
+        self.widenings = GaugeMetricFamily(
+            "sweetspot_study_early_widenings",
+            "Times the agreement guard widened the early fraction because early and final ranks disagreed.",
+            labels=study,
+        )
         self.gpu_seconds = GaugeMetricFamily(
             "sweetspot_study_gpu_seconds",
             "Compute used by a study's stages, and saved by judging trials early (kind=used|saved).",
@@ -257,6 +267,9 @@ class _Families:
             self.kendall.add_metric(study, agreement.kendall)
         if agreement.top_k_overlap is not None:
             self.top_k.add_metric([*study, str(agreement.top_k)], agreement.top_k_overlap)
+        if state.spec.search.early_evaluation.policy == "proxy":
+            self.judged_at.add_metric(study, summary.judging.fraction)
+            self.widenings.add_metric(study, summary.judging.level)
         self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
         self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
         for point in summary.curve:

@@ -21,6 +21,7 @@ from typing import Any
 from sweetspot.api import FineTuneStudySpec, Phase
 from sweetspot.contract import Hyperparameters, StageResult
 from sweetspot.policies import policy_of
+from sweetspot.policies.guard import judged_fraction, judging
 from sweetspot.records import (
     Action,
     AskTrials,
@@ -73,8 +74,9 @@ def best_trial(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> TrialVie
     return best
 
 
-def _result_outcome(result: StageResult, stage: str, fraction: float) -> Outcome | None:
-    evaluation = result.evaluation_at(fraction if stage == "early" else 1.0)
+def _result_outcome(result: StageResult) -> Outcome | None:
+    """A stage's outcome: its last evaluation (an early stage's judged point, a final or full stage's end)."""
+    evaluation = max(result.evaluations, key=lambda e: e.step, default=None)
     return Outcome.from_evaluation(result, evaluation) if evaluation else None
 
 
@@ -89,6 +91,7 @@ class _Planner:
         self.slots = spec.search.parallelism - len(self.running)
         self.policy = policy_of(spec)
         self.retries = spec.trial.retries
+        self.judging = judging(spec, observed.trials)
 
     def running_key(self, kind: str, number: int, stage: str, repeat: int = 0) -> bool:
         return any(
@@ -138,8 +141,7 @@ class _Planner:
         return bad_input
 
     def record_success(self, key: RunKey, result: StageResult) -> None:
-        fraction = self.spec.search.early_evaluation.at_fraction
-        outcome = _result_outcome(result, key.stage, fraction)
+        outcome = _result_outcome(result)
         if outcome is None:
             self.actions.append(RecordFailure(key, "the run reported no evaluation", disruption=False))
             return
@@ -169,7 +171,17 @@ class _Planner:
         if disruptions >= MAX_DISRUPTIONS:
             self.actions.append(FailTrial(trial.number, f"stage {stage} was disrupted {disruptions} times"))
             return
-        self.start(RunKey("trial", trial.number, stage, trial.attempts(stage)), trial.params)
+        self.start(
+            RunKey("trial", trial.number, stage, trial.attempts(stage)),
+            trial.params,
+            early_fraction=self.early_fraction(trial),
+        )
+
+    def early_fraction(self, trial: TrialView) -> float | None:
+        """Where a trial's early stage stops: where its early result was judged (its final resumes there), else
+        where the agreement guard judges new trials; None while that is `atFraction`."""
+        fraction = judged_fraction(self.spec, trial.early) if trial.early is not None else self.judging.fraction
+        return None if fraction == self.spec.search.early_evaluation.at_fraction else fraction
 
     def decide(self) -> Decision:
         spec, search = self.spec, self.spec.search

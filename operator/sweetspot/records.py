@@ -194,6 +194,9 @@ class StartRun:
     max_steps: int | None = None
     seed_offset: int = 0
     """Added to the study's seed: another repeat of a sweep point draws other (still nested) rows."""
+    early_fraction: float | None = None
+    """Where the trial's early stage stops (its final resumes from there): set once the agreement guard widened;
+    None is `earlyEvaluation.atFraction`."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sweetspot.api import FineTuneStudy
+from sweetspot.api import FineTuneStudy, FineTuneStudySpec
 from sweetspot.policies import early_signal
+from sweetspot.policies.guard import MIN_TRIALS, judged_fraction
 from sweetspot.records import Outcome, TrialView
 from sweetspot.search import SearchStore, load_study, open_storage
 from sweetspot.stats import Summary, best_data, curve_data, summarize
@@ -57,11 +58,12 @@ def _scores(outcome: Outcome | None) -> dict[str, Any] | None:
     }
 
 
-def _trial_row(trial: TrialView) -> dict[str, Any]:
+def _trial_row(spec: FineTuneStudySpec, trial: TrialView) -> dict[str, Any]:
     return {
         "trial": trial.number,
         "state": _state(trial),
         "params": dict(trial.params),
+        "judgedAt": judged_fraction(spec, trial.early) if trial.early is not None else None,
         "early": _scores(trial.early),
         "final": _scores(trial.final),
         "seconds": round(sum(o.seconds for o in (trial.early, trial.final) if o), 1),
@@ -102,7 +104,8 @@ def _as_data(
         "policy": resource.spec.search.early_evaluation.policy,
         "earlySignal": early_signal(resource.spec),
         "earlyFraction": resource.spec.search.early_evaluation.at_fraction,
-        "trials": [_trial_row(t) for t in sorted(trials, key=lambda t: t.number)],
+        "judging": _judging(resource, summary),
+        "trials": [_trial_row(resource.spec, t) for t in sorted(trials, key=lambda t: t.number)],
         "counts": summary.counts,
         "best": best,
         "agreement": asdict(summary.agreement),
@@ -111,6 +114,22 @@ def _as_data(
         "sweetSpot": sweet_spot,
         "fittedCurve": _fitted(summary),
         "zeroShot": next((dict(t.early.zero_shot) for t in trials if t.early and t.early.zero_shot), None),
+    }
+
+
+def _judging(resource: FineTuneStudy, summary: Summary) -> dict[str, Any]:
+    """The agreement guard: where trials are judged now, and each widening that led there."""
+    early = resource.spec.search.early_evaluation
+    judging = summary.judging
+    return {
+        "fraction": judging.fraction,
+        "minAgreement": early.min_agreement if early.policy == "proxy" else None,
+        "agreement": judging.agreement,
+        "trials": judging.trials,
+        "widenings": [
+            {"from": w.from_fraction, "to": w.to_fraction, "agreement": w.agreement, "trials": w.trials}
+            for w in judging.widenings
+        ],
     }
 
 
@@ -156,12 +175,16 @@ def render_text(report: dict[str, Any]) -> str:
         )
         early_signal_column = f"early {signal}" if signal not in ("f1", "accuracy") else "early loss"
         early_key = signal if signal not in ("f1", "accuracy") else "loss"
-        table = Table("trial", "state", "early F1", early_signal_column, "final F1", "final acc", "seconds", "params")
+        widened = bool(report["judging"]["widenings"])  # trials were judged at several fractions: say which
+        columns = ["trial", "state", *(["judged at"] if widened else []), "early F1", early_signal_column]
+        table = Table(*columns, "final F1", "final acc", "seconds", "params")
         for row in report["trials"]:
             params = ", ".join(f"{k}={_fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
+            judged_at = [f"{row['judgedAt']:.0%}" if row["judgedAt"] is not None else "-"] if widened else []
             table.add_row(
                 str(row["trial"]),
                 row["state"],
+                *judged_at,
                 _fmt(_get(row["early"], "f1")),
                 _fmt(_get(row["early"], early_key)),
                 _fmt(_get(row["final"], "f1")),
@@ -191,11 +214,20 @@ def render_text(report: dict[str, Any]) -> str:
             console.print(f"  params {best['params']}")
             console.print(_attribute_table(best))
         agreement = report["agreement"]
-        console.print(
-            f"early vs final over {agreement['trials']} trials: Spearman {_fmt(agreement['spearman'], 3)}, "
-            f"Kendall {_fmt(agreement['kendall'], 3)}, "
-            f"top-{agreement['top_k']} overlap {_fmt(agreement['top_k_overlap'])}"
-        )
+        if agreement["trials"] < MIN_TRIALS:
+            console.print(f"early vs final: n/a ({agreement['trials']} trials; ranks agree or not from {MIN_TRIALS})")
+        else:
+            console.print(
+                f"early vs final over {agreement['trials']} trials: Spearman {_fmt(agreement['spearman'], 3)}, "
+                f"Kendall {_fmt(agreement['kendall'], 3)}, "
+                f"top-{agreement['top_k']} overlap {_fmt(agreement['top_k_overlap'])}"
+            )
+        for step in report["judging"]["widenings"]:
+            console.print(
+                f"agreement guard: Spearman {_fmt(step['agreement'], 3)} over {step['trials']} finals judged at "
+                f"{step['from']:.0%} (below {report['judging']['minAgreement']}): later trials judged at "
+                f"{step['to']:.0%}, one more promoted"
+            )
     compute = report["computeSeconds"]
     console.print(f"compute seconds: used {compute['used']:.0f}, saved by judging early {compute['saved']:.0f}")
     if report["learningCurve"]:
@@ -349,11 +381,17 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
             transform=axes.get_xaxis_transform(),
             label="stopped early (no final score)",
         )
-        rho = report["agreement"]["spearman"]
+        agreement = report["agreement"]
+        rho = (
+            _fmt(agreement["spearman"], 2)
+            if agreement["trials"] >= MIN_TRIALS
+            else f"n/a, {agreement['trials']} trials"
+        )
+        judged = sorted({r["judgedAt"] for r in rows if r["judgedAt"] is not None}) or [report["earlyFraction"]]
         axes.set(
-            xlabel=f"early {signal} ({report['earlyFraction']:.0%} of steps; what the study judged on)",
+            xlabel=f"early {signal} ({' / '.join(f'{f:.0%}' for f in judged)} of steps; what the study judged on)",
             ylabel=f"final {objective}",
-            title=f"Early vs final (Spearman {_fmt(rho, 2)})",
+            title=f"Early vs final (Spearman {rho})",
         )
         axes.legend(loc="best", fontsize=8)
         save(figure, "early_vs_final.png")

@@ -68,7 +68,7 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
         attributes=spec.dataset.attributes,
         schema_=_schema(spec.dataset.schema_, paths),
         seed=(spec.search.seed or 0) + start.seed_offset,
-        early_fraction=spec.search.early_evaluation.at_fraction,
+        early_fraction=start.early_fraction or spec.search.early_evaluation.at_fraction,
         checkpoint_dir=paths.checkpoint_dir,
         output_dir=paths.output_dir,
         zero_shot=model.zero_shot

@@ -15,6 +15,7 @@ from sweetspot.api import FineTuneStudySpec
 from sweetspot.curve import SizeResult, Verdict, judge
 from sweetspot.planner import best_trial
 from sweetspot.policies import early_signal, policy_of
+from sweetspot.policies.guard import MIN_TRIALS, Judging, judging
 from sweetspot.records import Outcome, SweepView, TrialView
 
 TOP_K_OVERLAP = 5
@@ -45,6 +46,8 @@ class Summary:
     """The data-efficiency sweep: one point per size, averaged over its repeats."""
     verdict: Verdict | None
     """The fitted curve and its sweet spot (None without a data-efficiency sweep)."""
+    judging: Judging
+    """The agreement guard: the fraction trials are judged at now, and the widenings that led there."""
 
     @property
     def sweet_spot(self) -> tuple[int, float] | None:
@@ -60,7 +63,7 @@ def agreement(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Agreement
     signal = early_signal(spec)
     both = [t for t in trials if t.early is not None and t.final is not None]
     k = min(TOP_K_OVERLAP, len(both))
-    if len(both) < 2:
+    if len(both) < MIN_TRIALS:  # over 2 trials a rank correlation is only ever -1 or 1: no evidence either way
         return Agreement(len(both), None, None, k, None)
     # Rank so that higher is better on both sides (loss is lower-is-better).
     sign = -1.0 if signal == "loss" else 1.0
@@ -136,6 +139,7 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         compute_saved=round(saved, 2),
         curve=curve,
         verdict=verdict,
+        judging=judging(spec, trials),
     )
 
 
@@ -158,7 +162,7 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
         early_seconds * (1 - fraction) / fraction if early_seconds else None
     )
     remaining_early = max(0, search.max_trials - len(judged) - failed)
-    remaining_final = policy_of(spec).finals_left(spec, len(finals), remaining_early)
+    remaining_final = policy_of(spec).finals_left(spec, trials, remaining_early)
     efficiency = spec.data_efficiency
     runs = len(efficiency.sizes()) * efficiency.repeats if efficiency else 0
     remaining_sweep = max(0, runs - sum(1 for p in sweep if p.outcome is not None) - (1 if runs else 0))

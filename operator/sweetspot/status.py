@@ -84,6 +84,22 @@ def over_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> dict[st
     return {"trials": past[:MAX_OVER_BUDGET], "message": message}
 
 
+def early_judging(spec: FineTuneStudySpec, summary: Summary) -> dict[str, Any] | None:
+    """The agreement guard's status (`proxy` with `minAgreement` only)."""
+    early = spec.search.early_evaluation
+    if early.policy != "proxy" or early.min_agreement is None:
+        return None
+    judging = summary.judging
+    last = judging.widenings[-1].describe(early.min_agreement) if judging.widenings else ""
+    return {
+        "atFraction": judging.fraction,
+        "widenings": judging.level,
+        "agreement": judging.agreement,
+        "agreementTrials": judging.trials,
+        "message": last,
+    }
+
+
 def build_status(
     decision: Decision,
     summary: Summary,
@@ -126,6 +142,7 @@ def build_status(
         "optunaStudy": optuna_study,
         "observedGeneration": generation,
         "earlyFinalCorrelation": summary.agreement.spearman,
+        "earlyEvaluation": early_judging(spec, summary),
         "sweetSpot": sweet_spot,
         "overBudget": over_budget(spec, trials),
     }

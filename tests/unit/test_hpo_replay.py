@@ -140,3 +140,61 @@ def test_an_f1_table_is_replayed_on_f1(table: Any) -> None:
     finals = {c.final.score for c in halved.configs}
     assert trace.history and all(score in finals for _, score in trace.history)
     assert {row["signal"] for row in replay.agreement(halved)} == {"f1", "loss"}
+
+
+def test_the_guard_widens_on_a_misleading_early_signal_and_says_so(table: Any) -> None:
+    """Early loss that runs against the final score (until 30%: the better final, the higher the early loss): the
+    real loop notes the widening once, one more trial is promoted, and trials asked later are judged wider."""
+    import optuna
+
+    from sweetspot.loop import Note, settle
+    from sweetspot.policies import study_direction
+    from sweetspot.records import StartRun
+    from sweetspot.search import SearchStore, make_pruner, make_sampler
+
+    def misleading(point: Any) -> dict[str, Any]:
+        final = point.score / math.sqrt(point.fraction)
+        loss = 0.5 + final if point.fraction < 0.3 else 1 - final * point.fraction
+        return {"fraction": point.fraction, "accuracy": point.score, "loss": loss, "seconds": point.seconds}
+
+    rows = [
+        {"config": c.index, "params": c.params, "plannedSteps": 10, "curve": [misleading(p) for p in c.curve]}
+        for c in table.configs
+    ]
+    misled = replay.Table.of({"configs": rows})
+    resource = replay._study(0, "proxy", 0.2, 12, early={"minAgreement": 0.6, "promoteTopK": 3})
+    # Random search: TPE would home in on one configuration, and tied finals rank nothing.
+    search = resource.spec.search.model_copy(update={"sampler": "random"})
+    resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"search": search})})
+    spec = resource.spec
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, direction=study_direction(spec), sampler=make_sampler(spec), pruner=make_pruner(spec)
+    )
+    store = SearchStore("memory", study, spec, storage)
+    runtime = replay.TableRuntime(misled, 0.2, replay.Trace())
+    started: list[StartRun] = []
+    original = runtime.start
+    runtime.start = lambda s, action: (started.append(action), original(s, action))[1]  # type: ignore[method-assign]
+    notes: list[Note] = []
+    for _ in range(200):
+        if settle(resource, store, runtime, notes.append).finished:
+            break
+    widened = [n for n in notes if n.reason == "EarlyEvaluationWidened"]
+    assert len(widened) == 1 and "later trials are judged at 35%" in widened[0].message
+    finals = [a for a in started if a.key.stage == "final"]
+    assert len(finals) == 4  # promoteTopK 3, plus one for the widening
+    trials, _ = store.snapshot()
+    assert all(t.early is not None and t.early.step == 2 for t in trials)  # all 12 were asked before any final
+    # The user raises maxTrials: the new trials are judged at 35% (the table's nearest checkpoint: 30%).
+    search = resource.spec.search.model_copy(update={"max_trials": 14})
+    resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"search": search})})
+    store = SearchStore("memory", study, resource.spec, storage)
+    for _ in range(50):
+        if settle(resource, store, runtime, notes.append).finished:
+            break
+    later = [a for a in started if a.key.stage == "early" and a.key.number >= 12]
+    assert [a.early_fraction for a in later] == [0.35, 0.35]
+    trials, _ = store.snapshot()
+    assert [t.early.step for t in trials[12:]] == [3, 3]  # type: ignore[union-attr]
+    assert len([n for n in notes if n.reason == "EarlyEvaluationWidened"]) == 1

@@ -154,6 +154,31 @@ CASES = [
         "spec.search.earlyEvaluation.atFraction",
     ),
     Case(
+        "widening below the early fraction",
+        patch("spec.search.earlyEvaluation.widenTo", [0.1, 0.5]),
+        "spec.search.earlyEvaluation.widenTo",
+    ),
+    Case(
+        "widening out of order",
+        patch("spec.search.earlyEvaluation.widenTo", [0.5, 0.35]),
+        "spec.search.earlyEvaluation.widenTo",
+    ),
+    Case(
+        "widening to the same fraction twice",
+        patch("spec.search.earlyEvaluation.widenTo", [0.5, 0.5]),
+        "spec.search.earlyEvaluation.widenTo",
+    ),
+    Case(
+        "widening to the end of training",
+        patch("spec.search.earlyEvaluation.widenTo", [0.5, 1.0]),
+        "spec.search.earlyEvaluation.widenTo[1]",
+    ),
+    Case(
+        "agreement above 1",
+        patch("spec.search.earlyEvaluation.minAgreement", 1.5),
+        "spec.search.earlyEvaluation.minAgreement",
+    ),
+    Case(
         "unknown policy",
         patch("spec.search.earlyEvaluation.policy", "stop"),
         "spec.search.earlyEvaluation.policy",

@@ -15,12 +15,12 @@ from sweetspot.records import Outcome, SweepView, TrialView
 Series = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def spec(max_trials: int = 4) -> FineTuneStudySpec:
+def spec(max_trials: int = 4, **early: object) -> FineTuneStudySpec:
     return FineTuneStudySpec.model_validate(
         {
             "model": {"builtin": "tiny"},
             "dataset": {"train": {"builtin": "product-pages"}},
-            "search": {"maxTrials": max_trials, "earlyEvaluation": {"promoteTopK": 2}},
+            "search": {"maxTrials": max_trials, "earlyEvaluation": {"promoteTopK": 2, **early}},
             "dataEfficiency": {"sampleSizes": [100, 200, 400], "repeats": 2, "tolerance": 0.02},
         }
     )
@@ -111,9 +111,12 @@ def test_each_metric_with_its_labels(metrics: Metrics) -> None:
     assert phases.pop("Sweeping") == 1 and set(phases.values()) == {0}
     assert value(series, "sweetspot_study_stage_failures_total", **study, kind="failed") == 3
     assert value(series, "sweetspot_study_stage_failures_total", **study, kind="disrupted") == 0
-    assert value(series, "sweetspot_study_early_final_spearman", **study) == pytest.approx(1.0)
+    # Two trials with both scores: no rank statistic yet (over 2 trials it could only be -1 or 1).
+    assert not series["sweetspot_study_early_final_spearman"] and not series["sweetspot_study_early_final_kendall"]
     assert value(series, "sweetspot_study_early_final_trials", **study) == 2
-    assert value(series, "sweetspot_study_early_final_top_k_overlap", **study, k="2") == 2
+    assert not series["sweetspot_study_early_final_top_k_overlap"]
+    assert value(series, "sweetspot_study_early_fraction", **study) == 0.2
+    assert value(series, "sweetspot_study_early_widenings", **study) == 0
     # used: 3 early stages x 10 s + 2 finals x 50 s + 4 sweep runs x 30 s; saved: trial 2's 80 remaining steps.
     assert value(series, "sweetspot_study_gpu_seconds", **study, kind="used") == pytest.approx(250.0)
     assert value(series, "sweetspot_study_gpu_seconds", **study, kind="saved") == pytest.approx(40.0)
@@ -209,3 +212,16 @@ def test_an_empty_study_exports_its_counts_but_no_scores(metrics: Metrics) -> No
     assert value(series, "sweetspot_study_trials", state="running") == 0
     assert value(series, "sweetspot_study_phase", phase="Pending") == 1
     assert not series["sweetspot_study_best_f1"] and not series["sweetspot_study_early_final_spearman"]
+
+
+def test_three_finals_give_rank_statistics_and_a_disagreement_widens_the_early_fraction(metrics: Metrics) -> None:
+    # Better early (lower loss) went with worse finals: ranks reversed.
+    trials = [trial(0, 0.5, 0.9), trial(1, 0.6, 0.8), trial(2, 0.7, 0.7), trial(3, 0.2, None)]
+    guarded = spec(minAgreement=0.6)
+    metrics.publish(StudyState.of("team-a", "attrs", guarded, trials=trials, sweep=[], phase="Promoting"))
+    series = scrape(metrics)
+    study = {"namespace": "team-a", "study": "attrs"}
+    assert value(series, "sweetspot_study_early_final_spearman", **study) == pytest.approx(-1.0)
+    assert value(series, "sweetspot_study_early_final_top_k_overlap", **study, k="3") == 3
+    assert value(series, "sweetspot_study_early_widenings", **study) == 1
+    assert value(series, "sweetspot_study_early_fraction", **study) == 0.35

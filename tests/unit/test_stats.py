@@ -50,6 +50,22 @@ def test_too_few_trials_give_no_correlation() -> None:
     assert agreement(spec(), [done(0, 0.3, 0.6)]).spearman is None
 
 
+def test_two_trials_are_no_evidence_and_the_report_says_so() -> None:
+    """Over 2 trials a rank correlation can only be -1 or 1: the quickstart used to print "Spearman -1.000"."""
+    from sweetspot.api import FineTuneStudy
+    from sweetspot.report import _as_data, render_text
+
+    trials = [done(0, 0.3, 0.6), done(1, 0.5, 0.4), done(2, 0.2, None)]
+    two = agreement(spec(signal="accuracy"), trials)
+    assert (two.trials, two.spearman, two.kendall, two.top_k_overlap) == (2, None, None, None)
+    resource = FineTuneStudy.model_validate(
+        {"apiVersion": "sweetspot.dev/v1alpha1", "kind": "FineTuneStudy", "metadata": {"name": "s"}, "spec": spec()}
+    )
+    text = render_text(_as_data(resource, {"phase": "Succeeded"}, trials, summarize(spec(), trials, [])))
+    assert "early vs final: n/a (2 trials" in text and "Spearman" not in text
+    assert "judged at" not in text  # no widening: one early fraction, no column for it
+
+
 def test_counts_and_compute_saved_by_judging_early() -> None:
     trials = [done(0, 0.5, 0.8), done(1, 0.6, 0.9), done(2, 0.1, None), done(3, 0.2, None)]
     summary = summarize(spec(), trials, [])
@@ -112,3 +128,27 @@ def test_progress_of_a_sweep_alone_counts_runs_and_estimates_time() -> None:
     ]
     # 10 s + 0.1 s per row, fitted from the two runs: the 400-row run takes about 50 s.
     assert progress(fixed, [], sweep) == "2/3 learning-curve runs done, F1 100: 0.500, 200: 0.600, ETA ~0.8 min"
+
+
+def test_the_report_shows_each_widening_and_where_each_trial_was_judged() -> None:
+    from sweetspot.api import FineTuneStudy
+    from sweetspot.report import _as_data, render_text
+
+    guarded = spec(minAgreement=0.6, promoteTopK=3)
+    # Early loss and final F1 rise together: the best early trials were the worst finals.
+    trials = [
+        TrialView(n, "complete", {}, outcome(0.5, loss=loss), outcome(final, step=100))
+        for n, (loss, final) in enumerate([(0.2, 0.5), (0.3, 0.6), (0.4, 0.7)])
+    ] + [TrialView(3, "complete", {}, outcome(0.5, loss=0.1, step=35))]
+    resource = FineTuneStudy.model_validate(
+        {"apiVersion": "sweetspot.dev/v1alpha1", "kind": "FineTuneStudy", "metadata": {"name": "s"}, "spec": guarded}
+    )
+    data = _as_data(resource, {"phase": "Promoting"}, trials, summarize(guarded, trials, []))
+    assert [row["judgedAt"] for row in data["trials"]] == [0.2, 0.2, 0.2, 0.35]
+    assert data["judging"]["widenings"] == [{"from": 0.2, "to": 0.35, "agreement": -1.0, "trials": 3}]
+    text = render_text(data)
+    assert (
+        "agreement guard: Spearman -1.000 over 3 finals judged at 20% (below 0.6): later trials judged at 35%" in text
+    )
+    header = next(line for line in text.splitlines() if "state" in line and "params" in line)
+    assert "judged at" in header  # trials were judged at two fractions: the table says which

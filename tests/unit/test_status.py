@@ -103,3 +103,28 @@ def test_a_lowered_budget_names_the_trials_past_it() -> None:
     assert "no new trial starts" in over["message"]
     assert over_budget(spec(max_trials=3), views) is None
     assert status(trials=3, max_trials=2)["overBudget"] == over
+
+
+def test_the_agreement_guard_shows_where_trials_are_judged_and_why() -> None:
+    from sweetspot.records import Outcome
+
+    guarded = FineTuneStudySpec.model_validate(
+        spec().model_dump(by_alias=True)
+        | {"search": {"maxTrials": 4, "earlyEvaluation": {"promoteTopK": 3, "minAgreement": 0.6}}}
+    )
+
+    def scored(loss: float, f1: float, step: int) -> Outcome:
+        return Outcome(f1, loss, f1, {}, 10.0, 0.0, step, 100, 300, f1=f1)
+
+    # The lower the early loss, the lower the final F1: ranks reversed.
+    views = [
+        TrialView(n, "complete", {}, scored(loss, 0.5, 20), scored(0.1, final, 100))
+        for n, (loss, final) in enumerate([(0.2, 0.5), (0.3, 0.6), (0.4, 0.7)])
+    ]
+    decision = Decision((), "Promoting", "PromotedTrialsRunning", "")
+    built = build_status(decision, summarize(guarded, views, []), {}, 1, guarded, views, "default/s", NOW)
+    judging = built["earlyEvaluation"]
+    assert (judging["atFraction"], judging["widenings"], judging["agreementTrials"]) == (0.35, 1, 0)
+    assert "Spearman -1.000 < 0.60 over 3 finals" in judging["message"]
+    assert built["earlyFinalCorrelation"] == -1.0
+    assert "earlyEvaluation" not in status()  # the guard is off by default: nothing to show

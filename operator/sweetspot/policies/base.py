@@ -69,6 +69,6 @@ class Policy(ABC):
         """Trials judged early that will never train to the end (a pruned trial is counted by its state)."""
         return set()
 
-    def finals_left(self, spec: FineTuneStudySpec, finals: int, earlies_left: int) -> int:
+    def finals_left(self, spec: FineTuneStudySpec, trials: Sequence[TrialView], earlies_left: int) -> int:
         """How many final stages are still to run, for progress and ETA."""
         return earlies_left

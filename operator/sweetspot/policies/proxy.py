@@ -1,5 +1,6 @@
 """`proxy`: every trial runs its early stage and the sampler learns from the early score; once `maxTrials` trials
-have one, the best `promoteTopK` by that score train to the end, and the best final wins."""
+have one, the best `promoteTopK` by that score train to the end, and the best final wins. The agreement guard
+(`guard`) widens the early fraction for later trials, and promotes one more, when early and final ranks disagree."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.policies.base import Direction, Policy, early_signal, rank_early
+from sweetspot.policies.base import Direction, Policy, early_signal
+from sweetspot.policies.guard import judging, promotion_order
 from sweetspot.records import Outcome, RecordEarly, TrialView
 
 
@@ -25,8 +27,12 @@ class Proxy(Policy):
     def final_value(self, spec: FineTuneStudySpec, outcome: Outcome) -> float | None:
         return None  # the sampler learnt this trial from its early score
 
+    def promotions(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> int:
+        """`promoteTopK`, plus one for each step the agreement guard widened."""
+        return spec.search.early_evaluation.promote_top_k + judging(spec, trials).level
+
     def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
-        return rank_early(spec, trials)[: spec.search.early_evaluation.promote_top_k]
+        return promotion_order(spec, trials)[: self.promotions(spec, trials)]
 
     def stopped_early(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
         """Once every trial has its early score, those not promoted stopped for good."""
@@ -35,5 +41,6 @@ class Proxy(Policy):
         kept = {t.number for t in self.promoted(spec, trials)} | {t.number for t in trials if t.final is not None}
         return {t.number for t in trials if t.early is not None and t.number not in kept}
 
-    def finals_left(self, spec: FineTuneStudySpec, finals: int, earlies_left: int) -> int:
-        return max(0, spec.search.early_evaluation.promote_top_k - finals)
+    def finals_left(self, spec: FineTuneStudySpec, trials: Sequence[TrialView], earlies_left: int) -> int:
+        finals = sum(1 for t in trials if t.final is not None)
+        return max(0, self.promotions(spec, trials) - finals)
