@@ -19,6 +19,9 @@ Strategies (all seeded; Optuna's own samplers and pruners, one trial at a time):
                  survivors finish at once
 - `proxy-acc@F`  `proxy` with the table's metric as the signal (`proxy-f1@F` on an F1 table): the early score
                  instead of validation loss (the default)
+- `proxy+budget@F`  `proxy` at fraction F with `spec.search.budget` set to 25% of the compute of training every
+                 configuration once and maxTrials 64: the budget alone ends the study (`BudgetExhausted`); reported
+                 with what it spent
 
 Reported per strategy over the seeds: the median compute to find a configuration within 1 percentage point of the
 table's best final score (its `metric`: accuracy on the synthetic table, micro-F1 on real data; and in how many
@@ -59,6 +62,8 @@ DEFAULT_TABLE = Path(__file__).parent / "data" / "hpo_table.json"
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 BUDGETS = (0.25, 0.5, 1.0)
 PROXY_SCHEDULE = (8, 16, 32, 64)
+BUDGET_SHARE = 0.25
+"""`proxy+budget@F`: the study's compute budget, as a share of training every configuration once."""
 TOLERANCE = 0.01
 ORDINAL = {"loraRank": [8, 16, 32, 64], "loraAlpha": [16, 32, 64], "batchSize": [8, 16], "epochs": [1, 2, 3]}
 
@@ -159,6 +164,10 @@ class Trace:
     incumbent: float | None = None
     history: list[tuple[float, float]] = field(default_factory=list)
     """(compute spent, incumbent final score) each time the incumbent improved."""
+    budget: float | None = None
+    """The study's compute budget (`spec.search.budget`, in seconds), when it had one."""
+    ended: str = ""
+    """The reason the study ended with (Sweetspot strategies)."""
 
     def pay(self, seconds: float) -> None:
         self.spent += max(0.0, seconds)
@@ -219,8 +228,15 @@ def optuna_strategy(
 
 
 def _study(
-    seed: int, policy: str, fraction: float, max_trials: int, signal: str = "auto", metric: str = "accuracy"
+    seed: int,
+    policy: str,
+    fraction: float,
+    max_trials: int,
+    signal: str = "auto",
+    metric: str = "accuracy",
+    budget_seconds: float | None = None,
 ) -> FineTuneStudy:
+    budget = {"budget": {"gpuHours": budget_seconds / 3600}} if budget_seconds is not None else {}
     return FineTuneStudy.model_validate(
         {
             "apiVersion": "sweetspot.dev/v1alpha1",
@@ -235,6 +251,7 @@ def _study(
                     "seed": seed,
                     "maxTrials": max_trials,
                     "earlyEvaluation": {"policy": policy, "atFraction": fraction, "signal": signal},
+                    **budget,
                 },
             },
         }
@@ -293,13 +310,17 @@ class TableRuntime(Runtime):
         pass  # every stage has finished by the time it could be stopped
 
 
-def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> Strategy:
+def sweetspot_strategy(
+    policy: str, fraction: float, signal: str = "auto", budget_share: float | None = None
+) -> Strategy:
     """Sweetspot's own planner, Optuna store (in memory) and plan-and-apply loop, with a runtime that answers from
-    the table."""
+    the table; with `budget_share`, one study of maxTrials 64 under a budget of that share of the table's
+    all-once compute."""
 
     def run(table: Table, seed: int, budget: float) -> Trace:
-        schedule = list(PROXY_SCHEDULE) if policy == "proxy" else [PROXY_SCHEDULE[-1]]
-        resource = _study(seed, policy, fraction, schedule.pop(0), signal, table.metric)
+        schedule = list(PROXY_SCHEDULE) if policy == "proxy" and budget_share is None else [PROXY_SCHEDULE[-1]]
+        capped = budget_share * table.all_once if budget_share is not None else None
+        resource = _study(seed, policy, fraction, schedule.pop(0), signal, table.metric, capped)
         storage = optuna.storages.InMemoryStorage()
 
         def open_store(resource: FineTuneStudy) -> SearchStore:
@@ -315,7 +336,7 @@ def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> St
             return SearchStore("memory", study, spec, storage)
 
         store = open_store(resource)
-        trace = Trace()
+        trace = Trace(budget=capped)
         runtime = TableRuntime(table, fraction, trace)
         while trace.spent < budget:
             trials, _ = store.snapshot()
@@ -325,6 +346,7 @@ def sweetspot_strategy(policy: str, fraction: float, signal: str = "auto") -> St
             # One pass at a time: the budget and the best so far are checked between passes, as a user would see them.
             decision = settle(resource, store, runtime, lambda _: None, max_passes=1)
             if decision.finished:
+                trace.ended = decision.reason
                 if decision.phase != "Succeeded" or not schedule:
                     break
                 # The study is done: its user raises maxTrials (the operator reopens the study with the new spec).
@@ -361,6 +383,7 @@ def strategies(metric: str = "accuracy") -> dict[str, Strategy]:
     short = {"accuracy": "acc"}.get(metric, metric)
     for fraction in FRACTIONS:
         found[f"proxy-{short}@{fraction:.1f}"] = sweetspot_strategy("proxy", fraction, metric)
+    found["proxy+budget@0.2"] = sweetspot_strategy("proxy", 0.2, budget_share=BUDGET_SHARE)
     return found
 
 
@@ -407,6 +430,12 @@ def summarize(table: Table, traces: Mapping[str, Sequence[Trace]]) -> list[dict[
         for share in BUDGETS:
             found = [t.best_within(share * budget) for t in runs]
             row[f"best@{share:.0%}"] = statistics.median([f if f is not None else 0.0 for f in found])
+        if runs and runs[0].budget is not None:
+            row["budget"] = runs[0].budget
+            row["medianSpent"] = statistics.median(t.spent for t in runs)
+            row["maxSpent"] = max(t.spent for t in runs)
+            row["medianBest"] = statistics.median(t.incumbent or 0.0 for t in runs)
+            row["ended"] = {reason: sum(1 for t in runs if t.ended == reason) for reason in {t.ended for t in runs}}
         rows.append(row)
     tpe = next(r["medianCompute"] for r in rows if r["strategy"] == "tpe-full")
     for row in rows:
@@ -437,6 +466,14 @@ def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequ
             f"{_fmt(row['medianCompute'], '.0f'):>10}{_fmt(row['vsTpeFull'], '.2f'):>10}"
             f"{_fmt(row['vsLimit'], '.1f'):>8}" + "".join(f"{row[f'best@{b:.0%}']:>11.4f}" for b in BUDGETS)
         )
+    for row in rows:
+        if "budget" in row:
+            ended = ", ".join(f"{reason or 'running'} {count}" for reason, count in sorted(row["ended"].items()))
+            lines.append(
+                f"{row['strategy']}: budget {row['budget']:.0f}s ({row['budget'] / table.all_once:.0%} of all once); "
+                f"spent median {row['medianSpent']:.0f}s, max {row['maxSpent']:.0f}s; best final median "
+                f"{row['medianBest']:.4f}; reached the target in {row['reached']}/{row['seeds']}; ended: {ended}"
+            )
     lines += ["", render_agreement(agreement_rows)]
     return "\n".join(lines)
 
