@@ -30,6 +30,11 @@ BUDGET_EXHAUSTED = "BudgetExhausted"
 """The reason of a study that ended because its budget pays for no further stage."""
 
 
+def hours(seconds: float) -> str:
+    """Compute seconds as GPU-hours in words: three significant digits (a laptop's budget is a few minutes)."""
+    return f"{seconds / SECONDS_PER_HOUR:.3g}"
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -77,10 +82,13 @@ class Ledger:
     def __init__(self, spec: FineTuneStudySpec, observed: Observed) -> None:
         budget = spec.search.budget
         self.limit = budget.gpu_hours * SECONDS_PER_HOUR if budget is not None else None
-        self.costs = costs(spec, observed.trials, observed.sweep)
+        unpriced = Costs(None, None, None)
+        self.costs = costs(spec, observed.trials, observed.sweep) if budget is not None else unpriced
         self.trials = list(observed.trials)
         self.started = {r.key for r in observed.runs if r.phase == "running"}
-        self.committed = recorded(observed.trials, observed.sweep) + sum(self.costs.of(k) or 0.0 for k in self.started)
+        self.committed = sum(self.costs.of(k) or 0.0 for k in self.started)
+        if budget is not None:  # a study without a budget plans as it did: nothing to add up
+            self.committed += recorded(observed.trials, observed.sweep)
         self.spec = spec
         self.policy = policy_of(spec)
         self.promote = not self.policy.final_during_search
@@ -178,10 +186,9 @@ class BudgetUse:
         return self.used / self.limit
 
     def describe(self) -> str:
-        hours = SECONDS_PER_HOUR
         return (
-            f"budget {self.used / hours:.2f}/{self.limit / hours:g} gpuHours used ({self.ratio:.0%}), "
-            f"{self.remaining / hours:.2f} left"
+            f"budget {hours(self.used)}/{hours(self.limit)} gpuHours used ({self.ratio:.0%}), "
+            f"{hours(self.remaining)} left"
         )
 
 

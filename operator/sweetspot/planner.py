@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from sweetspot.api import FineTuneStudySpec, Phase
-from sweetspot.budget import BUDGET_EXHAUSTED, SECONDS_PER_HOUR, Ledger
+from sweetspot.budget import BUDGET_EXHAUSTED, Ledger, hours
 from sweetspot.contract import Hyperparameters, StageResult
 from sweetspot.policies import policy_of
 from sweetspot.records import (
@@ -349,7 +349,7 @@ class _Planner:
         if not decision.finished and (self.running or busy or self.spec.suspend):
             return decision
         assert self.budget.limit is not None
-        spent = f"{self.budget.committed / SECONDS_PER_HOUR:.2f} of {self.budget.limit / SECONDS_PER_HOUR:g} gpuHours"
+        spent = f"{hours(self.budget.committed)} of {hours(self.budget.limit)} gpuHours"
         best = best_trial(self.spec, list(self.trials.values()))
         if best is not None:
             message = f"the budget pays for no further stage ({spent} used); best trial {best.number}"

@@ -124,7 +124,7 @@ def test_a_study_the_budget_stopped_ends_budget_exhausted_with_its_best_trial() 
     trials[9], trials[8] = promoted(trials[9], 0.7, 400), promoted(trials[8], 0.8, 400)
     decision = plan(spec(0.5), Observed(trials=trials))
     assert (decision.phase, decision.reason) == ("Succeeded", BUDGET_EXHAUSTED)
-    assert "best trial 8" in decision.message and "0.50 of 0.5 gpuHours" in decision.message
+    assert "best trial 8" in decision.message and "0.5 of 0.5 gpuHours" in decision.message
     assert phase_note(decision).message.startswith("Succeeded (BudgetExhausted): ")
     # A raised budget resumes the search.
     assert plan(spec(1), Observed(trials=trials)).actions == (AskTrials(1),)
@@ -205,7 +205,7 @@ def test_the_status_says_what_is_spent_left_and_when_the_study_should_end() -> N
     assert budget["remainingGpuHours"] == pytest.approx(0.8889, abs=1e-4) and budget["usedRatio"] == 0.1111
     # 16 earlies (100 s) and 2 finals (400 s) to go, two at a time: 1200 s.
     assert budget["eta"] == "2030-01-01T00:20:00Z"
-    assert budget["message"] == "budget 0.11/1 gpuHours used (11%), 0.89 left"
+    assert budget["message"] == "budget 0.111/1 gpuHours used (11%), 0.889 left"
     done = Decision((), "Succeeded", BUDGET_EXHAUSTED, "")
     assert (
         "eta"
