@@ -23,6 +23,9 @@ Strategies (all seeded; Optuna's own samplers and pruners, one trial at a time):
                  misleading accuracy signal (`proxy-acc+guard@F`)
 - `sweetspot-default` Sweetspot as shipped: `proxy` with every default (today `proxy@0.2`, every mechanism of
                  issue 18 that did not pay off left off)
+- `proxy+budget@F`  `proxy` at fraction F with `spec.search.budget` set to 25% of the compute of training every
+                 configuration once and maxTrials 64: the budget alone ends the study (`BudgetExhausted`); reported
+                 with what it spent
 
 Reported per strategy over the seeds: the median compute to find a configuration within 1 percentage point of the
 table's best final score (its `metric`: accuracy on the synthetic table, micro-F1 on real data; and in how many
@@ -65,6 +68,8 @@ DEFAULT_TABLE = Path(__file__).parent / "data" / "hpo_table.json"
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
 BUDGETS = (0.25, 0.5, 1.0)
 PROXY_SCHEDULE = (8, 16, 32, 64)
+BUDGET_SHARE = 0.25
+"""`proxy+budget@F`: the study's compute budget, as a share of training every configuration once."""
 TOLERANCE = 0.01
 ORDINAL = {"loraRank": [8, 16, 32, 64], "loraAlpha": [16, 32, 64], "batchSize": [8, 16], "epochs": [1, 2, 3]}
 
@@ -165,6 +170,10 @@ class Trace:
     incumbent: float | None = None
     history: list[tuple[float, float]] = field(default_factory=list)
     """(compute spent, incumbent final score) each time the incumbent improved."""
+    budget: float | None = None
+    """The study's compute budget (`spec.search.budget`, in seconds), when it had one."""
+    ended: str = ""
+    """The reason the study ended with (Sweetspot strategies)."""
 
     def pay(self, seconds: float) -> None:
         self.spent += max(0.0, seconds)
@@ -232,9 +241,12 @@ def _study(
     signal: str = "auto",
     metric: str = "accuracy",
     early: Mapping[str, Any] | None = None,
+    budget_seconds: float | None = None,
 ) -> FineTuneStudy:
-    """The replayed study's resource; `early`: more `earlyEvaluation` settings than the defaults."""
+    """The replayed study's resource; `early`: more `earlyEvaluation` settings than the defaults; `budget_seconds`:
+    a compute budget."""
     judging = {"policy": policy, "atFraction": fraction, "signal": signal, **(early or {})}
+    budget = {"budget": {"gpuHours": budget_seconds / 3600}} if budget_seconds is not None else {}
     return FineTuneStudy.model_validate(
         {
             "apiVersion": "sweetspot.dev/v1alpha1",
@@ -249,6 +261,7 @@ def _study(
                     "seed": seed,
                     "maxTrials": max_trials,
                     "earlyEvaluation": judging,
+                    **budget,
                 },
             },
         }
@@ -309,14 +322,20 @@ class TableRuntime(Runtime):
 
 
 def sweetspot_strategy(
-    policy: str, fraction: float, signal: str = "auto", early: Mapping[str, Any] | None = None
+    policy: str,
+    fraction: float,
+    signal: str = "auto",
+    early: Mapping[str, Any] | None = None,
+    budget_share: float | None = None,
 ) -> Strategy:
     """Sweetspot's own planner, Optuna store (in memory) and plan-and-apply loop, with a runtime that answers from
-    the table; `early`: more `earlyEvaluation` settings (the mechanisms under test)."""
+    the table; `early`: more `earlyEvaluation` settings (the mechanisms under test); with `budget_share`, one study
+    of maxTrials 64 under a budget of that share of the table's all-once compute."""
 
     def run(table: Table, seed: int, budget: float) -> Trace:
-        schedule = list(PROXY_SCHEDULE) if policy == "proxy" else [PROXY_SCHEDULE[-1]]
-        resource = _study(seed, policy, fraction, schedule.pop(0), signal, table.metric, early)
+        schedule = list(PROXY_SCHEDULE) if policy == "proxy" and budget_share is None else [PROXY_SCHEDULE[-1]]
+        capped = budget_share * table.all_once if budget_share is not None else None
+        resource = _study(seed, policy, fraction, schedule.pop(0), signal, table.metric, early, capped)
         storage = optuna.storages.InMemoryStorage()
 
         def open_store(resource: FineTuneStudy) -> SearchStore:
@@ -332,7 +351,7 @@ def sweetspot_strategy(
             return SearchStore("memory", study, spec, storage)
 
         store = open_store(resource)
-        trace = Trace()
+        trace = Trace(budget=capped)
         runtime = TableRuntime(table, fraction, trace)
         while trace.spent < budget:
             trials, _ = store.snapshot()
@@ -342,6 +361,7 @@ def sweetspot_strategy(
             # One pass at a time: the budget and the best so far are checked between passes, as a user would see them.
             decision = settle(resource, store, runtime, lambda _: None, max_passes=1)
             if decision.finished:
+                trace.ended = decision.reason
                 if decision.phase != "Succeeded" or not schedule:
                     break
                 # The study is done: its user raises maxTrials (the operator reopens the study with the new spec).
@@ -385,6 +405,7 @@ def strategies(metric: str = "accuracy") -> dict[str, Strategy]:
         found[f"proxy-{short}+guard@{fraction:.1f}"] = sweetspot_strategy(
             "proxy", fraction, metric, early={"minAgreement": 0.6}
         )
+    found["proxy+budget@0.2"] = sweetspot_strategy("proxy", 0.2, budget_share=BUDGET_SHARE)
     return found
 
 
@@ -431,6 +452,12 @@ def summarize(table: Table, traces: Mapping[str, Sequence[Trace]]) -> list[dict[
         for share in BUDGETS:
             found = [t.best_within(share * budget) for t in runs]
             row[f"best@{share:.0%}"] = statistics.median([f if f is not None else 0.0 for f in found])
+        if runs and runs[0].budget is not None:
+            row["budget"] = runs[0].budget
+            row["medianSpent"] = statistics.median(t.spent for t in runs)
+            row["maxSpent"] = max(t.spent for t in runs)
+            row["medianBest"] = statistics.median(t.incumbent or 0.0 for t in runs)
+            row["ended"] = {reason: sum(1 for t in runs if t.ended == reason) for reason in {t.ended for t in runs}}
         rows.append(row)
     tpe = next(r["medianCompute"] for r in rows if r["strategy"] == "tpe-full")
     for row in rows:
@@ -461,6 +488,14 @@ def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequ
             f"{_fmt(row['medianCompute'], '.0f'):>10}{_fmt(row['vsTpeFull'], '.2f'):>10}"
             f"{_fmt(row['vsLimit'], '.1f'):>8}" + "".join(f"{row[f'best@{b:.0%}']:>11.4f}" for b in BUDGETS)
         )
+    for row in rows:
+        if "budget" in row:
+            ended = ", ".join(f"{reason or 'running'} {count}" for reason, count in sorted(row["ended"].items()))
+            lines.append(
+                f"{row['strategy']}: budget {row['budget']:.0f}s ({row['budget'] / table.all_once:.0%} of all once); "
+                f"spent median {row['medianSpent']:.0f}s, max {row['maxSpent']:.0f}s; best final median "
+                f"{row['medianBest']:.4f}; reached the target in {row['reached']}/{row['seeds']}; ended: {ended}"
+            )
     lines += ["", render_agreement(agreement_rows)]
     return "\n".join(lines)
 

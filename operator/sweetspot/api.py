@@ -615,6 +615,21 @@ def _float_parameters() -> list[str]:
     ]
 
 
+class Budget(Model):
+    """A cap on the compute a study spends: no stage starts that the rest of the budget cannot pay for, by the
+    stage costs observed so far."""
+
+    gpu_hours: float = Field(gt=0.0, le=1_000_000.0)
+    """Compute the study may spend, in hours of the measure every stage reports: GPU-seconds on GPUs (a stage on
+    4 GPUs for one hour spends 4), wall seconds on CPUs (local mode without a GPU: hours of stage run time, stages
+    running side by side adding up). What finished stages recorded counts, and a running stage counts as the mean
+    of finished stages of its kind; before any stage finished, one stage runs alone to price the rest. Under
+    `proxy` the search stops asking trials when what is left only pays for training the best `promoteTopK` to
+    the end; the learning curve gets what the search leaves. The study then ends `Succeeded` with reason
+    `BudgetExhausted` and its best trial (`Failed`, same reason, when not even one trial could be trained to the
+    end). May change at any time: raising it resumes a study that ended on it."""
+
+
 class Search(Model):
     """The hyperparameter search."""
 
@@ -634,6 +649,8 @@ class Search(Model):
     """How trials are judged early."""
     space: SearchSpace = Field(default_factory=lambda: DEFAULT_SEARCH_SPACE)
     """The hyperparameters searched; by default learning rate, LoRA rank/alpha/dropout, batch size, epochs."""
+    budget: Budget | None = None
+    """A compute budget (`gpuHours`): the study stops starting stages the rest cannot pay for; none when unset."""
 
     rules = (
         Rule(
@@ -1146,6 +1163,25 @@ class OverBudget(Model):
     """What happens to them, in plain words."""
 
 
+class BudgetStatus(Model):
+    """The compute budget (`spec.search.budget`) and how much of it finished stages spent, in GPU-hours (hours of
+    wall time on CPUs)."""
+
+    gpu_hours: float = Field(ge=0.0)
+    """The budget."""
+    used_gpu_hours: float = Field(default=0.0, ge=0.0)
+    """Spent by the stages that finished."""
+    remaining_gpu_hours: float = Field(default=0.0, ge=0.0)
+    """What is left of the budget (0 once it is spent)."""
+    used_ratio: float = Field(default=0.0, ge=0.0)
+    """`usedGpuHours / gpuHours` (past 1 when the last stages cost more than estimated)."""
+    eta: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    """When the study is expected to end (RFC 3339), by the stages left (bounded by the budget), the mean wall
+    time of finished stages of each kind and the parallelism; unset before a stage finished or once it ended."""
+    message: str = Field(default="", max_length=1024)
+    """How the budget stands, in plain words."""
+
+
 class FineTuneStudyStatus(Model):
     """The observed state: a bounded summary recomputed every reconcile; the full history is in the Optuna
     storage."""
@@ -1177,6 +1213,8 @@ class FineTuneStudyStatus(Model):
     """Name of the Optuna study in the storage."""
     over_budget: OverBudget | None = None
     """Set while more trials were asked than `spec.search.maxTrials` now allows (the budget was lowered)."""
+    budget: BudgetStatus | None = None
+    """The compute budget and what is spent of it; unset without `spec.search.budget`."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The spec generation this status reflects."""
 

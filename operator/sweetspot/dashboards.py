@@ -241,8 +241,32 @@ def study_overview() -> dict[str, Any]:
             "GPU-seconds used and saved",
             "timeseries",
             [Query(f"sweetspot_study_gpu_seconds{{{STUDY}}}", "{{kind}}")],
+            width=8,
             unit="s",
             description="Compute the study's stages used, and the compute judging trials early saved.",
+        ),
+        Panel(
+            "Compute budget used",
+            "gauge",
+            [Query(f"sweetspot_study_budget_used_ratio{{{STUDY}}}", instant=True)],
+            width=4,
+            unit="percentunit",
+            description="Share of spec.search.budget the finished stages spent (empty without a budget); the "
+            "SweetspotStudyBudgetMostlySpent alert fires at 80% while the study runs.",
+            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+            field_config={
+                "min": 0,
+                "max": 1,
+                "decimals": 0,
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [
+                        {"color": "green", "value": None},
+                        {"color": "orange", "value": 0.8},
+                        {"color": "red", "value": 1},
+                    ],
+                },
+            },
         ),
         Panel(
             "Early vs final F1 per trial",

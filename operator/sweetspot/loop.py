@@ -83,9 +83,12 @@ def describe(action: Action, asked: list[int] | None = None, where: str = "") ->
 
 
 def phase_note(decision: Decision) -> Note:
-    """A phase the study entered (a finished study's note is `StudySucceeded` or `StudyFailed`)."""
-    reason = f"Study{decision.phase}" if decision.finished else "PhaseChanged"
-    return Note(reason, f"{decision.phase}: {decision.message or decision.reason}", decision.phase == "Failed")
+    """A phase the study entered (a finished study's note is `StudySucceeded` or `StudyFailed`, with its reason)."""
+    if not decision.finished:
+        return Note("PhaseChanged", f"{decision.phase}: {decision.message or decision.reason}")
+    # A finished study says why (StudyComplete, TargetReached, BudgetExhausted, ...), the reason of its conditions.
+    said = f"{decision.phase} ({decision.reason})" + (f": {decision.message}" if decision.message else "")
+    return Note(f"Study{decision.phase}", said, decision.phase == "Failed")
 
 
 def widened_note(spec: FineTuneStudySpec, judged: Judging) -> Note:

@@ -186,6 +186,17 @@ class _Families:
             "Compute used by a study's stages, and saved by judging trials early (kind=used|saved).",
             labels=[*study, "kind"],
         )
+        self.budget = GaugeMetricFamily(
+            "sweetspot_study_budget_seconds",
+            "The study's compute budget (spec.search.budget.gpuHours x 3600): GPU-seconds on GPUs, wall seconds on "
+            "CPUs, as sweetspot_study_gpu_seconds counts them (absent without a budget).",
+            labels=study,
+        )
+        self.budget_used = GaugeMetricFamily(
+            "sweetspot_study_budget_used_ratio",
+            "Share of the study's compute budget its finished stages spent (1: spent; absent without a budget).",
+            labels=study,
+        )
         self.curve = GaugeMetricFamily(
             "sweetspot_learning_curve_f1",
             "Final micro-F1 of the data-efficiency sweep at each training-set size (mean over repeats).",
@@ -272,6 +283,9 @@ class _Families:
             self.widenings.add_metric(study, summary.judging.level)
         self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
         self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
+        if summary.budget is not None:
+            self.budget.add_metric(study, summary.budget.limit)
+            self.budget_used.add_metric(study, summary.budget.ratio)
         for point in summary.curve:
             size = [*study, str(point.samples)]
             self.curve.add_metric(size, point.score)

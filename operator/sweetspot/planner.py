@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sweetspot.api import FineTuneStudySpec, Phase
+from sweetspot.budget import BUDGET_EXHAUSTED, Ledger, hours
 from sweetspot.contract import Hyperparameters, StageResult
 from sweetspot.policies import policy_of
 from sweetspot.policies.guard import judged_fraction, judging
@@ -92,6 +94,9 @@ class _Planner:
         self.policy = policy_of(spec)
         self.retries = spec.trial.retries
         self.judging = judging(spec, observed.trials)
+        self.budget = Ledger(spec, observed)
+        self.budget_bound = False
+        """The budget kept something from starting (a stage, a trial, the rest of the search)."""
 
     def running_key(self, kind: str, number: int, stage: str, repeat: int = 0) -> bool:
         return any(
@@ -155,6 +160,10 @@ class _Planner:
     def start(self, key: RunKey, params: Mapping[str, Any], **extra: Any) -> bool:
         if self.slots <= 0 or self.spec.suspend:
             return False
+        if not self.budget.affords(key):
+            self.budget_bound = self.budget_bound or self.budget.priced(key)
+            return False
+        self.budget.charge(key)
         self.actions.append(StartRun(key, params, **extra))
         self.slots -= 1
         return True
@@ -171,17 +180,26 @@ class _Planner:
         if disruptions >= MAX_DISRUPTIONS:
             self.actions.append(FailTrial(trial.number, f"stage {stage} was disrupted {disruptions} times"))
             return
-        self.start(
-            RunKey("trial", trial.number, stage, trial.attempts(stage)),
-            trial.params,
-            early_fraction=self.early_fraction(trial),
-        )
+        key = RunKey("trial", trial.number, stage, trial.attempts(stage))
+        if trial.state == "running" and self.budget_refuses(key):
+            self.actions.append(
+                FailTrial(trial.number, f"not started: the budget cannot pay for its {stage} stage", cancelled=True)
+            )
+            return
+        self.start(key, trial.params, early_fraction=self.early_fraction(trial))
 
     def early_fraction(self, trial: TrialView) -> float | None:
         """Where a trial's early stage stops: where its early result was judged (its final resumes there), else
         where the agreement guard judges new trials; None while that is `atFraction`."""
         fraction = judged_fraction(self.spec, trial.early) if trial.early is not None else self.judging.fraction
         return None if fraction == self.spec.search.early_evaluation.at_fraction else fraction
+
+    def budget_refuses(self, key: RunKey) -> bool:
+        """Nothing runs, a slot is free, and the budget still cannot pay for `key`: the stage never starts (a
+        running stage may yet cost less than estimated, so only an idle study gives up on one)."""
+        refused = not self.running and self.slots > 0 and not self.spec.suspend and self.budget.refuses(key)
+        self.budget_bound = self.budget_bound or refused
+        return refused
 
     def decide(self) -> Decision:
         spec, search = self.spec, self.spec.search
@@ -219,8 +237,10 @@ class _Planner:
 
         # 2. New trials, while the budget lasts.
         searching = len(trials) < search.max_trials and not target_reached
+        if searching and self.budget.closed():
+            searching, self.budget_bound = False, True
         if searching:
-            wanted = min(self.slots, search.max_trials - len(trials))
+            wanted = self.budget.new_trials(min(self.slots, search.max_trials - len(trials)))
             if wanted > 0 and not spec.suspend:
                 self.actions.append(AskTrials(wanted))
             return self.decision("Searching", "TrialsRunning", f"{len(trials)}/{search.max_trials} trials asked")
@@ -324,10 +344,36 @@ class _Planner:
         ending = wind_down(self.observed, reason, failing)
         return Decision((*self.actions, *ending), "Failed", reason, message)
 
+    def within_budget(self, decision: Decision) -> Decision:
+        """A study the budget stopped ends `BudgetExhausted`: once nothing runs and nothing more can start, with its
+        best trial (`Succeeded`), or `Failed` when no trial was trained to the end."""
+        if not self.budget_bound or decision.replan or decision.reason == "TargetReached":
+            return decision
+        if decision.phase == "Failed":
+            if decision.reason != "NoTrialFinished":
+                return decision
+            return self.fail(BUDGET_EXHAUSTED, "the budget ran out before a trial was trained to the end")
+        busy = any(isinstance(a, StartRun | AskTrials | FailTrial) for a in decision.actions)
+        if not decision.finished and (self.running or busy or self.spec.suspend):
+            return decision
+        assert self.budget.limit is not None
+        spent = f"{hours(self.budget.committed)} of {hours(self.budget.limit)} gpuHours"
+        best = best_trial(self.spec, list(self.trials.values()))
+        if best is not None:
+            message = f"the budget pays for no further stage ({spent} used); best trial {best.number}"
+        elif any(s.outcome is not None for s in self.sweep.values()):
+            message = f"the budget pays for no further stage ({spent} used); learning curve measured in part"
+        else:
+            return self.fail(
+                BUDGET_EXHAUSTED, f"the budget ran out before a trial was trained to the end ({spent} used)"
+            )
+        return replace(decision, phase="Succeeded", reason=BUDGET_EXHAUSTED, message=message)
+
 
 def plan(spec: FineTuneStudySpec, observed: Observed) -> Decision:
     """The next actions for a study, and its phase."""
-    return _Planner(spec, observed).decide()
+    planner = _Planner(spec, observed)
+    return planner.within_budget(planner.decide())
 
 
 def wind_down(observed: Observed, reason: str, failing: frozenset[int] | set[int] = frozenset()) -> tuple[Action, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweetspot.api import FineTuneStudySpec
+from sweetspot.budget import BudgetUse, eta_seconds, recorded, use
 from sweetspot.curve import SizeResult, Verdict, judge
 from sweetspot.planner import best_trial
 from sweetspot.policies import early_signal, policy_of
@@ -48,6 +49,8 @@ class Summary:
     """The fitted curve and its sweet spot (None without a data-efficiency sweep)."""
     judging: Judging
     """The agreement guard: the fraction trials are judged at now, and the widenings that led there."""
+    budget: BudgetUse | None = None
+    """How the compute budget stands (None without `spec.search.budget`)."""
 
     @property
     def sweet_spot(self) -> tuple[int, float] | None:
@@ -118,28 +121,25 @@ def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
 
 def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> Summary:
     counts = {"total": len(trials), "running": 0, "waiting": 0, "complete": 0, "pruned": 0, "failed": 0}
-    used = saved = 0.0
+    saved = 0.0
     stopped_early = policy_of(spec).stopped_early(spec, trials)
     for trial in trials:
         counts[_state(trial, trial.number in stopped_early, spec)] += 1
-        used += sum(o.compute_seconds for o in (trial.early, trial.final) if o is not None)
         if trial.early is not None and trial.final is None and trial.early.step:
             remaining = trial.early.planned_steps - trial.early.step
             saved += trial.early.compute_seconds * remaining / trial.early.step
-    for point in sweep:
-        if point.outcome is not None:
-            used += point.outcome.compute_seconds
     curve = learning_curve(sweep)
     verdict = judge(curve, spec.data_efficiency.tolerance) if spec.data_efficiency and curve else None
     return Summary(
         counts=counts,
         best=best_trial(spec, trials),
         agreement=agreement(spec, trials),
-        compute_used=round(used, 2),
+        compute_used=round(recorded(trials, sweep), 2),
         compute_saved=round(saved, 2),
         curve=curve,
         verdict=verdict,
         judging=judging(spec, trials),
+        budget=use(spec, trials, sweep),
     )
 
 
@@ -155,17 +155,6 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
     search, signal = spec.search, early_signal(spec)
     judged = [t for t in trials if t.early is not None]
     finals = [t for t in trials if t.final is not None]
-    failed = sum(1 for t in trials if t.state == "failed" or t.infeasible)
-    early_seconds = _mean([t.early.seconds for t in judged])  # type: ignore[union-attr]
-    fraction = search.early_evaluation.at_fraction
-    final_seconds = _mean([t.final.seconds for t in finals]) or (  # type: ignore[union-attr]
-        early_seconds * (1 - fraction) / fraction if early_seconds else None
-    )
-    remaining_early = max(0, search.max_trials - len(judged) - failed)
-    remaining_final = policy_of(spec).finals_left(spec, trials, remaining_early)
-    efficiency = spec.data_efficiency
-    runs = len(efficiency.sizes()) * efficiency.repeats if efficiency else 0
-    remaining_sweep = max(0, runs - sum(1 for p in sweep if p.outcome is not None) - (1 if runs else 0))
     parts = [f"{len(judged)}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
     if judged:
         pick = min if signal == "loss" else max
@@ -176,9 +165,12 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
         parts.append(
             f"best final {spec.objective.metric} {best.final.metric(spec.objective.metric):.4f} (trial {best.number})"
         )
-    if early_seconds and final_seconds:
-        seconds = remaining_early * early_seconds + (remaining_final + remaining_sweep) * final_seconds
-        parts.append(f"ETA ~{seconds / search.parallelism / 60:.1f} min")
+    budget = use(spec, trials, sweep)
+    if budget is not None:
+        parts.append(budget.describe())
+    eta = budget.eta_seconds if budget is not None else eta_seconds(spec, trials, sweep)
+    if eta is not None:
+        parts.append(f"ETA ~{eta / 60:.1f} min")
     return ", ".join(parts)
 
 

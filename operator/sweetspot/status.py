@@ -11,12 +11,14 @@ fields the operator no longer sets are removed, and nothing is written when noth
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from sweetspot.api import MAX_STATUS_ATTRIBUTES, FineTuneStudySpec, FineTuneStudyStatus
+from sweetspot.budget import SECONDS_PER_HOUR
 from sweetspot.planner import past_budget
 from sweetspot.records import Decision, TrialView
 from sweetspot.stats import Summary, best_data, curve_data
@@ -100,6 +102,27 @@ def early_judging(spec: FineTuneStudySpec, summary: Summary) -> dict[str, Any] |
     }
 
 
+def budget_data(summary: Summary, finished: bool, now: str) -> dict[str, Any] | None:
+    """What the status says about the compute budget (`spec.search.budget`), in GPU-hours; None without one. The
+    expected end is `now` plus the estimated wall time left, while the study runs."""
+    use = summary.budget
+    if use is None:
+        return None
+    hours = SECONDS_PER_HOUR
+    eta = None
+    if not finished and use.eta_seconds is not None:
+        start = datetime.datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+        eta = (start + datetime.timedelta(seconds=round(use.eta_seconds))).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "gpuHours": use.limit / hours,
+        "usedGpuHours": round(use.used / hours, 4),
+        "remainingGpuHours": round(use.remaining / hours, 4),
+        "usedRatio": round(use.ratio, 4),
+        "eta": eta,
+        "message": use.describe(),
+    }
+
+
 def build_status(
     decision: Decision,
     summary: Summary,
@@ -145,6 +168,7 @@ def build_status(
         "earlyEvaluation": early_judging(spec, summary),
         "sweetSpot": sweet_spot,
         "overBudget": over_budget(spec, trials),
+        "budget": budget_data(summary, decision.finished, now),
     }
     if (best := best_data(summary, MAX_STATUS_ATTRIBUTES)) is not None:
         status["best"] = best

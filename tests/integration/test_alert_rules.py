@@ -25,7 +25,7 @@ def test_the_rules_parse() -> None:
     checked = promtool("check", "rules", str(RULES))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     names = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    assert len(names) == len(set(names)) == 7
+    assert len(names) == len(set(names)) == 8
 
 
 def case(series: dict[str, str], eval_time: str, alert: str, fires: dict[str, str] | None) -> dict[str, Any]:
@@ -101,6 +101,28 @@ CASES = {
             study_series("sweetspot_study_early_final_trials"): "3x20",
         },
         "15m", "SweetspotEarlyFinalDisagreement", None,
+    ),
+    "a study past 80% of its budget fires": case(
+        {
+            study_series("sweetspot_study_budget_used_ratio"): "0.5 0.7 0.85x10",
+            study_series("sweetspot_study_phase", 'phase="Searching"'): "1x12",
+        },
+        "5m", "SweetspotStudyBudgetMostlySpent", STUDY,
+    ),
+    "a study under 80% of its budget is quiet": case(
+        {
+            study_series("sweetspot_study_budget_used_ratio"): "0.5 0.7 0.79x10",
+            study_series("sweetspot_study_phase", 'phase="Searching"'): "1x12",
+        },
+        "5m", "SweetspotStudyBudgetMostlySpent", None,
+    ),
+    "a study that ended on its budget is quiet": case(
+        {
+            study_series("sweetspot_study_budget_used_ratio"): "0.5 0.7 1x10",
+            study_series("sweetspot_study_phase", 'phase="Searching"'): "1 1 0x10",
+            study_series("sweetspot_study_phase", 'phase="Succeeded"'): "0 0 1x10",
+        },
+        "5m", "SweetspotStudyBudgetMostlySpent", None,
     ),
     "unreachable storage fires": case(
         {study_series("sweetspot_storage_reachable"): "1 0x10"}, "5m", "SweetspotStorageUnreachable", STUDY

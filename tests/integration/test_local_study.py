@@ -181,3 +181,22 @@ def test_a_data_efficiency_sweep_alone_gives_the_curve_its_sweet_spot_and_attrib
     assert spot["fit"] and 0 < spot["plateau"] <= 1
     assert ("samples" in spot) == spot["saturated"]
     assert spot["recommendation"].startswith("past ~" if spot["saturated"] else "not saturated")
+
+
+def test_a_study_with_a_small_budget_ends_budget_exhausted_with_its_best_trial(tmp_path: Path) -> None:
+    # Stages of about 2 s (wall seconds: no GPU) under a budget of 12 s: a few of the 20 trials, the best trained on.
+    manifest = small_study("capped", seed=5, maxTrials=20, budget={"gpuHours": 12 / 3600})
+    manifest["spec"]["search"]["earlyEvaluation"]["promoteTopK"] = 2
+    path = tmp_path / "capped.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    code, output = finish(sweetspot("run", str(path), cwd=tmp_path, fake=True))
+    assert code == 0, output[-4000:]
+    assert "Succeeded (BudgetExhausted): the budget pays for no further stage" in output, output[-4000:]
+    assert "gpuHours used (" in output  # the progress line
+    code, output = finish(sweetspot("report", "capped", "--format", "json", cwd=tmp_path))
+    assert code == 0, output
+    report = json.loads(output[output.index("{") :])
+    assert report["phase"] == "Succeeded" and report["best"] is not None
+    assert 2 <= len(report["trials"]) < 20
+    # Spent: within the budget, give or take what the last stages cost above their estimate.
+    assert 6 < report["computeSeconds"]["used"] <= 12 * 1.25

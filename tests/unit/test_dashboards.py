@@ -30,7 +30,8 @@ def test_the_checked_in_dashboard_is_the_generated_one(name: str) -> None:
 
 
 def exported_names() -> set[str]:
-    """Every series name the metrics of a study with trials, a sweep and the operator instruments expose."""
+    """Every series name the metrics of a study with trials, a sweep, a budget and the operator instruments
+    expose."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     metrics = Metrics.create(registry)
@@ -38,6 +39,7 @@ def exported_names() -> set[str]:
         {
             "model": {"builtin": "tiny"},
             "dataset": {"train": {"builtin": "product-pages"}},
+            "search": {"budget": {"gpuHours": 1}},
             "dataEfficiency": {"sampleSizes": [100, 200, 400], "tolerance": 0.05},
         }
     )

@@ -92,6 +92,20 @@ def test_sweetspot_policies_run_the_real_planner_on_the_table(table: Any, policy
     assert trace.history[-1][1] <= table.best.final.score
 
 
+def test_a_budgeted_study_ends_budget_exhausted_with_a_best_trial_within_its_budget(table: Any) -> None:
+    """The real planner, store and loop on the table: a budget of a quarter of training everything once ends the
+    study on the budget, with a trial trained to the end, having spent no more than the budget."""
+    for seed in range(3):
+        trace = replay.strategies()["proxy+budget@0.2"](table, seed, table.all_once)
+        assert trace.budget == pytest.approx(replay.BUDGET_SHARE * table.all_once)
+        assert trace.ended == "BudgetExhausted"
+        assert trace.incumbent is not None and trace.history[-1][0] <= trace.spent
+        assert 0.5 * trace.budget < trace.spent <= trace.budget + 1e-6
+    rows = replay.summarize(table, {"tpe-full": [trace], "proxy+budget@0.2": [trace]})
+    assert rows[1]["ended"] == {"BudgetExhausted": 1} and rows[1]["medianSpent"] == trace.spent
+    assert "proxy+budget@0.2: budget " in replay.render(table, rows, [])
+
+
 def test_the_report_compares_strategies_with_tpe_full(table: Any) -> None:
     chosen = {k: v for k, v in replay.strategies().items() if k in ("tpe-full", "random-full", "proxy@0.2")}
     traces = {name: [strategy(table, seed, table.all_once) for seed in range(3)] for name, strategy in chosen.items()}
