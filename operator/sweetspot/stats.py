@@ -119,6 +119,8 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
     stopped_early = policy_of(spec).stopped_early(spec, trials)
     for trial in trials:
         counts[_state(trial, trial.number in stopped_early, spec)] += 1
+        if trial.reused:  # trained by an earlier study (warm start): not this study's compute
+            continue
         used += sum(o.compute_seconds for o in (trial.early, trial.final) if o is not None)
         if trial.early is not None and trial.final is None and trial.early.step:
             remaining = trial.early.planned_steps - trial.early.step

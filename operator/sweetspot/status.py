@@ -94,9 +94,10 @@ def build_status(
     optuna_study: str,
     now: str,
     refused: str = "",
+    warm_start: Mapping[str, Any] | None = None,
 ) -> Status:
     """The status of one reconcile; `refused` names an immutable change being ignored (Ready stays False with
-    it until the user puts the field back)."""
+    it until the user puts the field back); `warm_start`: what warm start took (the store's record of it)."""
     ready = (
         condition(previous, READY, False, IMMUTABLE_FIELD_CHANGED, refused, generation, now)
         if refused
@@ -128,6 +129,7 @@ def build_status(
         "earlyFinalCorrelation": summary.agreement.spearman,
         "sweetSpot": sweet_spot,
         "overBudget": over_budget(spec, trials),
+        "warmStart": dict(warm_start) if warm_start is not None else None,
     }
     if (best := best_data(summary, MAX_STATUS_ATTRIBUTES)) is not None:
         status["best"] = best
