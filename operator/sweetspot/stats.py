@@ -159,12 +159,13 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
     final_seconds = _mean([t.final.seconds for t in finals]) or (  # type: ignore[union-attr]
         early_seconds * (1 - fraction) / fraction if early_seconds else None
     )
-    remaining_early = max(0, search.max_trials - len(judged) - failed)
+    own = sum(1 for t in judged if not t.reused)  # reused by warm start: not in maxTrials
+    remaining_early = max(0, search.max_trials - own - failed)
     remaining_final = policy_of(spec).finals_left(spec, len(finals), remaining_early)
     efficiency = spec.data_efficiency
     runs = len(efficiency.sizes()) * efficiency.repeats if efficiency else 0
     remaining_sweep = max(0, runs - sum(1 for p in sweep if p.outcome is not None) - (1 if runs else 0))
-    parts = [f"{len(judged)}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
+    parts = [f"{own}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
     if judged:
         pick = min if signal == "loss" else max
         leader = pick(judged, key=lambda t: t.early.metric(signal))  # type: ignore[union-attr]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import optuna
 import pytest
 import yaml
@@ -26,7 +27,10 @@ from sweetspot.search import REUSED_ATTR, SOURCE_ATTR, WARM_START_FAILED, Search
 from sweetspot.stats import summarize
 from sweetspot.status import build_status
 
-from support.cluster import TESTS
+from support.cluster import TESTS, RunningCluster
+from support.instant_node import InstantNode
+from support.operator import NAMESPACE, Operator, apply, cluster_study, eventually, get, jobs_of, phase
+from support.postgres import operator_database
 from support.studies import small_study
 
 pytestmark = pytest.mark.integration
@@ -283,3 +287,47 @@ def test_sweetspot_run_warm_starts_from_an_earlier_local_study(tmp_path: Path) -
     code, output = sweetspot("run", manifest("third", warmStart={"studies": ["ghost"]}))
     assert code == 1
     assert "spec.search.warmStart.studies: no earlier study 'ghost'" in output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_operator_says_what_a_warm_start_took_or_why_it_failed(tmp_path: Path, postgres_server_url: str) -> None:
+    """The real operator against the API emulator and a real PostgreSQL, stages finished at once by the node: the
+    second study's status and a `WarmStarted` Event say what it reused, and only its own trial gets Jobs; a study
+    that names a missing one fails with `WarmStartFailed`, naming the field."""
+    database = operator_database(postgres_server_url, f"warm_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**6}")
+    with RunningCluster(tmp_path) as running:
+        api = running.client()
+        operator = Operator(running, database, tmp_path)
+        with InstantNode(api) as node:
+            operator.start()
+            try:
+
+                def finished(name: str) -> dict[str, Any]:
+                    eventually(lambda: phase(api, name) in ("Succeeded", "Failed"), 120, f"{name} to finish")
+                    return get(api, name)
+
+                apply(api, cluster_study("first", maxTrials=3))
+                assert finished("first")["status"]["phase"] == "Succeeded"
+                apply(api, cluster_study("second", maxTrials=1, parallelism=1, warmStart={"studies": ["first"]}))
+                status = finished("second")["status"]
+                assert status["phase"] == "Succeeded", status
+                assert status["warmStart"] == {
+                    "studies": [f"{NAMESPACE}/first"],
+                    "reused": 3,
+                    "enqueued": 0,
+                    "message": f"reused 3 trials of {NAMESPACE}/first",
+                }
+                assert all(job.startswith("second-t3-") for job in jobs_of(api, "second")), jobs_of(api, "second")
+                items = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+                started = [e for e in items if e.involved_object.name == "second" and e.reason == "WarmStarted"]
+                assert [e.message for e in started] == [f"reused 3 trials of {NAMESPACE}/first"]
+
+                apply(api, cluster_study("third", warmStart={"studies": ["ghost"]}))
+                status = finished("third")["status"]
+                ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+                assert (status["phase"], ready["status"], ready["reason"]) == ("Failed", "False", WARM_START_FAILED)
+                assert "spec.search.warmStart.studies: no earlier study 'ghost'" in ready["message"]
+                assert jobs_of(api, "third") == [] and not node.errors
+            finally:
+                operator.stop()

@@ -14,7 +14,7 @@ from sweetspot.crd import crd
 from sweetspot.planner import past_budget, plan
 from sweetspot.records import AskTrials, Observed, Outcome, RunKey, StartRun, TrialView
 from sweetspot.search import best_configs, reuse_differences
-from sweetspot.stats import summarize
+from sweetspot.stats import progress, summarize
 
 
 def spec(**search: Any) -> FineTuneStudySpec:
@@ -66,9 +66,10 @@ def test_promotion_ranks_reused_trials_and_runs_no_stage_for_one_with_a_final() 
     assert (decision.phase, decision.message) == ("Succeeded", "best trial 0")
 
 
-def test_compute_used_is_only_what_this_study_trained() -> None:
+def test_compute_used_and_progress_count_only_what_this_study_trained() -> None:
     trials = [reused(0, 0.3, 0.8), TrialView(1, "complete", {}, early=outcome(0.5, 0.4))]
     assert summarize(spec(), trials, []).compute_used == 10.0
+    assert progress(spec(), trials, []).startswith("1/2 trials judged early, 1 trained to the end")
 
 
 def manifest(**changes: Any) -> dict[str, Any]:
