@@ -30,7 +30,7 @@ from sweetspot.memory import Memories, StudyMemory, Written
 from sweetspot.metrics import METRICS, StudyState
 from sweetspot.planner import wind_down
 from sweetspot.records import Decision, Observed
-from sweetspot.search import SearchStore, StorageError, open_storage, safe_url
+from sweetspot.search import WARM_START_FAILED, SearchStore, StorageError, open_storage, safe_url
 from sweetspot.stats import summarize
 from sweetspot.status import (
     IMMUTABLE_FIELD_CHANGED,
@@ -167,7 +167,9 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
         store = _store(study, memory)
         if store.warm_started:  # the warm start this open just did (once per study)
             EVENTS.post(body, WARM_STARTED, store.warm_started)
-            store.warm_started = ""
+        if store.warm_failed:
+            EVENTS.post(body, WARM_START_FAILED, store.warm_failed, warning=True)
+        store.warm_started = store.warm_failed = ""
         with store.holding():  # one reconcile: the study's records read once (see SearchStore)
             before = started_spec(store.stored_spec())
             refused = ""

@@ -422,6 +422,8 @@ class SearchStore:
         self._trials: list[optuna.trial.FrozenTrial] | None = None
         self.warm_started: str = ""
         """What the warm start this store just did took, in words; empty when it did none (see `warm_start`)."""
+        self.warm_failed: str = ""
+        """Why the warm start this store just tried failed the study; empty when it did not."""
 
     @classmethod
     def open(cls, url: str, resource: FineTuneStudy) -> SearchStore:
@@ -460,6 +462,7 @@ class SearchStore:
             except WarmStartError as exc:
                 # Recorded as the study's end with this spec: every shell reports it, and a corrected spec retries.
                 store.set_phase(Decision((), "Failed", WARM_START_FAILED, str(exc)), resource)
+                store.warm_failed = str(exc)
         return store
 
     @property
@@ -759,7 +762,8 @@ class SearchStore:
         done = self.warm_summary()
         if done is not None:
             return done
-        return self._retry(lambda: self._warm_start(resource), "warm start")
+        with self.holding():  # every copied record updates the study's attributes: read them once
+            return self._retry(lambda: self._warm_start(resource), "warm start")
 
     def warm_summary(self) -> dict[str, Any] | None:
         """What warm start took from earlier studies (`WARM_ATTR`); None when the study has none (yet)."""

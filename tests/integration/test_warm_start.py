@@ -328,6 +328,9 @@ def test_the_operator_says_what_a_warm_start_took_or_why_it_failed(tmp_path: Pat
                 ready = next(c for c in status["conditions"] if c["type"] == "Ready")
                 assert (status["phase"], ready["status"], ready["reason"]) == ("Failed", "False", WARM_START_FAILED)
                 assert "spec.search.warmStart.studies: no earlier study 'ghost'" in ready["message"]
+                items = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
+                (failed,) = [e for e in items if e.involved_object.name == "third" and e.reason == WARM_START_FAILED]
+                assert failed.type == "Warning" and failed.message == ready["message"]
                 assert jobs_of(api, "third") == [] and not node.errors
             finally:
                 operator.stop()
