@@ -77,8 +77,9 @@ def over_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> dict[st
         return None
     shown = ", ".join(map(str, past[:MAX_OVER_BUDGET])) + (" ..." if len(past) > MAX_OVER_BUDGET else "")
     which = f"trial {shown} is" if len(past) == 1 else f"trials {shown} are"
+    asked = sum(1 for t in trials if not t.reused)  # trials reused by warm start are not in maxTrials
     message = (
-        f"maxTrials is {spec.search.max_trials} but {len(trials)} trials were asked: {which} past the budget "
+        f"maxTrials is {spec.search.max_trials} but {asked} trials were asked: {which} past the budget "
         "and finish the stages they have; no new trial starts"
     )
     return {"trials": past[:MAX_OVER_BUDGET], "message": message}
