@@ -630,6 +630,38 @@ class Budget(Model):
     end). May change at any time: raising it resumes a study that ended on it."""
 
 
+class WarmStart(Model):
+    """Start from what earlier studies of the same task learned. Read once, when this study's Optuna study is
+    created (changing it later has no effect)."""
+
+    studies: Annotated[list[DnsLabel], AfterValidator(_unique)] = Field(
+        min_length=1, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Names of earlier FineTuneStudies in this namespace whose trials are in the same Optuna storage (the newest
+    study of each name, which may have been deleted with `onDelete: keep`). A name missing from the storage fails
+    this study."""
+    reuse: Literal["results", "configs"] = "results"
+    """`results`: the earlier studies' finished trials are copied into this one with their recorded early and final
+    results, so the sampler learns from them and none is trained again; they do not count toward `maxTrials`.
+    Only from a study with the same model, dataset, objective, search space and early evaluation (policy,
+    atFraction, signal, pruner); any other falls back to `configs`. `configs`: the best configurations of the
+    earlier studies by final score (`promoteTopK` of them, at most `maxTrials`) are this study's first trials,
+    trained afresh."""
+
+
+class WarmStartStatus(Model):
+    """What this study took from earlier studies (`spec.search.warmStart`)."""
+
+    studies: list[Annotated[str, Field(max_length=512)]] = Field(default_factory=list, max_length=16)
+    """The Optuna studies read."""
+    reused: int = Field(default=0, ge=0)
+    """Trials copied with their results: never trained here, not counted in `maxTrials`."""
+    enqueued: int = Field(default=0, ge=0)
+    """Configurations of earlier studies queued as this study's first trials (trained here)."""
+    message: str = Field(default="", max_length=1024)
+    """What was taken from where, and why a study's results could not be reused."""
+
+
 class Search(Model):
     """The hyperparameter search."""
 
@@ -651,6 +683,8 @@ class Search(Model):
     """The hyperparameters searched; by default learning rate, LoRA rank/alpha/dropout, batch size, epochs."""
     budget: Budget | None = None
     """A compute budget (`gpuHours`): the study stops starting stages the rest cannot pay for; none when unset."""
+    warm_start: WarmStart | None = None
+    """Start from earlier studies' trials (results) or best configurations; none when unset."""
 
     rules = (
         Rule(
@@ -1215,6 +1249,8 @@ class FineTuneStudyStatus(Model):
     """Set while more trials were asked than `spec.search.maxTrials` now allows (the budget was lowered)."""
     budget: BudgetStatus | None = None
     """The compute budget and what is spent of it; unset without `spec.search.budget`."""
+    warm_start: WarmStartStatus | None = None
+    """What `spec.search.warmStart` took from earlier studies."""
     observed_generation: int | None = Field(default=None, ge=0)
     """The spec generation this status reflects."""
 

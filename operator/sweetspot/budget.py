@@ -41,7 +41,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def recorded(trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> float:
     """Compute the finished stages recorded (early and final stages, learning-curve runs)."""
-    used = sum(o.compute_seconds for t in trials for o in (t.early, t.final) if o is not None)
+    # A trial reused by warm start was trained by an earlier study: not this one's compute.
+    used = sum(o.compute_seconds for t in trials if not t.reused for o in (t.early, t.final) if o is not None)
     return used + sum(p.outcome.compute_seconds for p in sweep if p.outcome is not None)
 
 
@@ -217,7 +218,8 @@ def eta_seconds(
         return None
     final = _mean([o.seconds for o in finals]) or early * (1 - fraction) / fraction
     failed = sum(1 for t in trials if t.state == "failed" or t.infeasible)
-    earlies = max(0, search.max_trials - len(judged) - failed)
+    own = sum(1 for t in trials if t.early is not None and not t.reused)  # reused by warm start: not in maxTrials
+    earlies = max(0, search.max_trials - own - failed)
     finals_left = policy_of(spec).finals_left(spec, trials, earlies)
     efficiency = spec.data_efficiency
     runs = len(efficiency.sizes()) * efficiency.repeats if efficiency else 0

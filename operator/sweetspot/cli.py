@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from sweetspot import report
     from sweetspot.local import LocalRuntime, run_study
-    from sweetspot.search import SearchStore, StorageError, safe_url
+    from sweetspot.search import WARM_START_FAILED, SearchStore, StorageError, safe_url
 
     console = Console(stderr=True, highlight=False)
     studies = _studies(args.manifest)
@@ -86,6 +86,12 @@ def _run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     console.print(f"study {study.key} in {safe_url(storage)}; runs in {root}")
+    ended = store.ended(study)
+    if ended is not None and ended.get("reason") == WARM_START_FAILED:
+        print(ended.get("message", WARM_START_FAILED), file=sys.stderr)
+        return 1
+    if store.warm_started:
+        console.print(f"warm start: {store.warm_started}")
     runtime = LocalRuntime(
         root=root, manifest_dir=Path(args.manifest).resolve().parent, parallelism=study.spec.search.parallelism
     )

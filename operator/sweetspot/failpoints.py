@@ -8,6 +8,7 @@ an OOM kill or a node failure) the n-th time it passes that point. The points:
 - `tell`: Optuna has just been told a stage's result; Sweetspot's record of the outcome is not written yet.
 - `create-job`: a stage's ConfigMap exists, its Job does not.
 - `write-status`: a reconcile has applied its actions and is about to write the study's status.
+- `warm-copy`: warm start has just copied a trial of an earlier study; its record and the rest are not written yet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import signal
 import threading
 
 ENV = "SWEETSPOT_FAILPOINT"
-POINTS = ("ask", "tell", "create-job", "write-status")
+POINTS = ("ask", "tell", "create-job", "write-status", "warm-copy")
 
 log = logging.getLogger(__name__)
 _passes: dict[str, int] = {}

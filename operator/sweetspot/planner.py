@@ -235,15 +235,16 @@ class _Planner:
         if self.actions and any(isinstance(a, FailTrial) for a in self.actions):
             return Decision(tuple(self.actions), "Searching", RECORDING, replan=True)
 
-        # 2. New trials, while the budget lasts.
-        searching = len(trials) < search.max_trials and not target_reached
+        # 2. New trials, while the budget lasts (trials reused by warm start were not trained here: not counted).
+        asked = sum(1 for t in trials if not t.reused)
+        searching = asked < search.max_trials and not target_reached
         if searching and self.budget.closed():
             searching, self.budget_bound = False, True
         if searching:
-            wanted = self.budget.new_trials(min(self.slots, search.max_trials - len(trials)))
+            wanted = self.budget.new_trials(min(self.slots, search.max_trials - asked))
             if wanted > 0 and not spec.suspend:
                 self.actions.append(AskTrials(wanted))
-            return self.decision("Searching", "TrialsRunning", f"{len(trials)}/{search.max_trials} trials asked")
+            return self.decision("Searching", "TrialsRunning", f"{asked}/{search.max_trials} trials asked")
         finals_now = self.policy.final_during_search and not target_reached
         if any(t.early is None or (finals_now and t.final is None) for t in live):
             return self.decision("Searching", "TrialsRunning", "waiting for the last trials")
@@ -394,5 +395,6 @@ def wind_down(observed: Observed, reason: str, failing: frozenset[int] | set[int
 
 def past_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[int]:
     """Trials asked before `maxTrials` was lowered below their number: they finish what they run, and no new
-    trial starts while they exceed the budget."""
-    return sorted(t.number for t in trials if t.number >= spec.search.max_trials)
+    trial starts while they exceed the budget. Trials reused by warm start are not counted."""
+    asked = sorted(t.number for t in trials if not t.reused)
+    return asked[spec.search.max_trials :]

@@ -30,7 +30,7 @@ from sweetspot.memory import Memories, StudyMemory, Written
 from sweetspot.metrics import METRICS, StudyState
 from sweetspot.planner import wind_down
 from sweetspot.records import Decision, Observed
-from sweetspot.search import SearchStore, StorageError, open_storage, safe_url
+from sweetspot.search import WARM_START_FAILED, SearchStore, StorageError, open_storage, safe_url
 from sweetspot.stats import summarize
 from sweetspot.status import (
     IMMUTABLE_FIELD_CHANGED,
@@ -48,7 +48,7 @@ from sweetspot.status import (
 )
 
 DEFAULT_STORAGE_ENV = "SWEETSPOT_DATABASE_URL"
-STATUS_REPAIRED, BUDGET_LOWERED = "StatusRepaired", "BudgetLowered"
+STATUS_REPAIRED, BUDGET_LOWERED, WARM_STARTED = "StatusRepaired", "BudgetLowered", "WarmStarted"
 
 log = logging.getLogger("sweetspot.operator")
 MEMORIES = Memories()
@@ -165,6 +165,11 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
     hear = _post(body)
     try:
         store = _store(study, memory)
+        if store.warm_started:  # the warm start this open just did (once per study)
+            EVENTS.post(body, WARM_STARTED, store.warm_started)
+        if store.warm_failed:
+            EVENTS.post(body, WARM_START_FAILED, store.warm_failed, warning=True)
+        store.warm_started = store.warm_failed = ""
         with store.holding():  # one reconcile: the study's records read once (see SearchStore)
             before = started_spec(store.stored_spec())
             refused = ""
@@ -189,6 +194,7 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
                     for action in wind_down(Observed(trials, sweep, runtime.observe(study)), decision.reason):
                         hear(apply(study, store, runtime, action))
             trials, sweep = store.snapshot()
+            warm_start = store.warm_summary() if study.spec.search.warm_start is not None else None
     except StorageError as exc:
         memory.store = None
         EVENTS.post(body, STORAGE_UNREACHABLE, str(exc), warning=True, persistent=True)
@@ -201,7 +207,9 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
         ]  # fmt: skip
         return Pass(with_conditions(last, down))
     summary = summarize(study.spec, trials, sweep)
-    status = build_status(decision, summary, previous, generation, study.spec, trials, store.name, now, refused)
+    status = build_status(
+        decision, summary, previous, generation, study.spec, trials, store.name, now, refused, warm_start
+    )
     over = status.get("overBudget")
     if over is not None and (last or {}).get("overBudget") != over:
         EVENTS.post(body, BUDGET_LOWERED, over["message"])

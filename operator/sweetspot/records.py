@@ -120,6 +120,11 @@ class TrialView:
     cancelled: bool = False
     """Failed because its study failed (its stage was stopped), not by itself: not counted against
     `maxFailedTrials` if the study is resumed."""
+    source: str = ""
+    """Where the trial came from by warm start (`namespace/name trial N`); empty for a trial this study proposed."""
+    reused: bool = False
+    """Its recorded results were copied from `source` (warm start `results`): it was never trained here, needs no
+    stage and does not count toward `maxTrials`."""
 
     def attempts(self, stage: str) -> int:
         return len(self.failed_attempts.get(stage, frozenset())) + len(self.disrupted_attempts.get(stage, frozenset()))

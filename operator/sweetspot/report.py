@@ -68,6 +68,8 @@ def _trial_row(spec: FineTuneStudySpec, trial: TrialView) -> dict[str, Any]:
         "final": _scores(trial.final),
         "seconds": round(sum(o.seconds for o in (trial.early, trial.final) if o), 1),
         "reason": trial.reason or None,
+        "source": trial.source or None,
+        "reused": trial.reused,
     }
 
 
@@ -78,7 +80,7 @@ def build(url: str, namespace: str, name: str) -> dict[str, Any]:
     store = SearchStore(url, study, resource.spec, open_storage(url))
     trials, sweep = store.snapshot()
     summary = summarize(resource.spec, trials, sweep)
-    return _as_data(resource, store.phase(), trials, summary)
+    return _as_data(resource, store.phase(), trials, summary) | {"warmStart": store.warm_summary()}
 
 
 def _as_data(
@@ -175,12 +177,20 @@ def render_text(report: dict[str, Any]) -> str:
         )
         early_signal_column = f"early {signal}" if signal not in ("f1", "accuracy") else "early loss"
         early_key = signal if signal not in ("f1", "accuracy") else "loss"
+        warm = report.get("warmStart")
+        if warm:
+            console.print(
+                f"warm start from {', '.join(warm['studies']) or '-'}: {warm['reused']} trials reused, "
+                f"{warm['enqueued']} configurations queued ({warm['message']})"
+            )
+        sources = any(row.get("source") for row in report["trials"])
         widened = bool(report["judging"]["widenings"])  # trials were judged at several fractions: say which
         columns = ["trial", "state", *(["judged at"] if widened else []), "early F1", early_signal_column]
-        table = Table(*columns, "final F1", "final acc", "seconds", "params")
+        table = Table(*columns, "final F1", "final acc", "seconds", *(["from"] if sources else []), "params")
         for row in report["trials"]:
             params = ", ".join(f"{k}={_fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
             judged_at = [f"{row['judgedAt']:.0%}" if row["judgedAt"] is not None else "-"] if widened else []
+            where = [f"{row['source']} ({'reused' if row.get('reused') else 'retrained'})" if row.get("source") else ""]
             table.add_row(
                 str(row["trial"]),
                 row["state"],
@@ -190,6 +200,7 @@ def render_text(report: dict[str, Any]) -> str:
                 _fmt(_get(row["final"], "f1")),
                 _fmt(_get(row["final"], "accuracy")),
                 _fmt(row["seconds"], 1),
+                *(where if sources else []),
                 params,
             )
         console.print(table)
@@ -283,14 +294,15 @@ def trials_csv(report: dict[str, Any]) -> str:
     stages = [
         f"{stage}_{key}" for stage in ("early", "final") for key in ("f1", "precision", "recall", "accuracy", "loss")
     ]
-    writer.writerow(["trial", "state", *names, *stages, "seconds"])
+    writer.writerow(["trial", "state", *names, *stages, "seconds", "source"])
     for row in report["trials"]:
         scores = [
             _get(row[stage], key)
             for stage in ("early", "final")
             for key in ("f1", "precision", "recall", "accuracy", "loss")
         ]
-        writer.writerow([row["trial"], row["state"], *(row["params"].get(n) for n in names), *scores, row["seconds"]])
+        params = (row["params"].get(n) for n in names)
+        writer.writerow([row["trial"], row["state"], *params, *scores, row["seconds"], row.get("source") or ""])
     return buffer.getvalue()
 
 

@@ -22,10 +22,10 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 import sqlalchemy
@@ -35,7 +35,8 @@ from sqlalchemy.engine import make_url
 
 from sweetspot.api import FineTuneStudy, FineTuneStudySpec, FloatParameter, IntParameter
 from sweetspot.failpoints import failpoint
-from sweetspot.policies import policy_of, study_direction
+from sweetspot.planner import best_trial
+from sweetspot.policies import policy_of, rank_early, study_direction
 from sweetspot.records import (
     Action,
     AskTrials,
@@ -63,8 +64,32 @@ FAILURE_ATTR = "sweetspot:failure"
 MEMORY_CONSTRAINT = "outOfMemory"
 CONSTRAINT_KEY = f"constraints:{MEMORY_CONSTRAINT}"
 """The system attribute `Trial.set_constraint(MEMORY_CONSTRAINT, ...)` writes, and samplers read."""
+WARM_ATTR = "sweetspot:warmStart"
+"""What `spec.search.warmStart` took (a study attribute): written last, so its presence means the import is done."""
+SOURCE_ATTR = "sweetspot:source"
+"""A trial's user attribute: the trial it came from by warm start (`namespace/name trial N`, where it was trained)."""
+REUSED_ATTR = "sweetspot:reused"
+"""A trial's user attribute: its results were copied from `SOURCE_ATTR` (it was never trained in this study)."""
+WARM_START_FAILED = "WarmStartFailed"
+"""The reason a study fails with when `spec.search.warmStart` names a study the storage does not have."""
+REUSE_REQUIRES: tuple[tuple[str, ...], ...] = (
+    ("model",),
+    ("dataset",),
+    ("objective", "metric"),
+    ("objective", "direction"),
+    ("search", "space"),
+    ("search", "earlyEvaluation", "policy"),
+    ("search", "earlyEvaluation", "atFraction"),
+    ("search", "earlyEvaluation", "signal"),
+    ("search", "earlyEvaluation", "pruner"),
+)
+"""Spec fields (API names) an earlier study must share for its results to be reused: they decide what a trial's
+scores and the value its sampler was told mean."""
 TRANSIENT_RETRIES = 4
 _SCHEMA_LOCK = 0x5357_4545  # PostgreSQL advisory lock id guarding schema creation ("SWEE")
+
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy  # what `BaseStorage.get_all_studies` returns; not re-exported
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -73,6 +98,10 @@ T = TypeVar("T")
 
 class StorageError(Exception):
     """The storage cannot be reached or used; the message never contains a password."""
+
+
+class WarmStartError(Exception):
+    """`spec.search.warmStart` names a study that the storage does not have."""
 
 
 def safe_url(url: str) -> str:
@@ -298,6 +327,74 @@ def _outcome(data: Mapping[str, Any] | None) -> Outcome | None:
     return Outcome(**data) if data else None
 
 
+def origin(study: str, trial: optuna.trial.FrozenTrial) -> str:
+    """Where a trial was trained: its own source when it was itself reused by warm start, else this study's trial."""
+    if trial.user_attrs.get(REUSED_ATTR) and SOURCE_ATTR in trial.user_attrs:
+        return str(trial.user_attrs[SOURCE_ATTR])
+    return f"{study} trial {trial.number}"
+
+
+def _named(studies: Sequence[Any], key: str) -> list[Any]:
+    """The studies `key` names: `namespace/name` is that name and its re-creations (`namespace/name#uid8`)."""
+    return [s for s in studies if s.study_name == key or ("#" not in key and s.study_name.startswith(key + "#"))]
+
+
+def _lookup(spec: Mapping[str, Any], path: Sequence[str]) -> Any:
+    value: Any = spec
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def reuse_differences(earlier: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
+    """The fields of `REUSE_REQUIRES` in which an earlier study's stored manifest differs from this one's: empty when
+    its results mean here what they meant there."""
+    theirs, ours = earlier.get("spec", {}), mine.get("spec", {})
+    return [".".join(path) for path in REUSE_REQUIRES if _lookup(theirs, path) != _lookup(ours, path)]
+
+
+def _reusable(trial: optuna.trial.FrozenTrial, view: TrialView, tells_early: bool) -> bool:
+    """A finished trial whose records are complete (a crash can leave a told trial without its record)."""
+    if trial.state not in (OptunaState.COMPLETE, OptunaState.PRUNED) or view.state == "failed":
+        return False
+    if view.infeasible:
+        return True
+    if view.early is None:
+        return False
+    return trial.state == OptunaState.PRUNED or tells_early or view.final is not None
+
+
+def _fits(distribution: BaseDistribution, value: Any) -> bool:
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    if isinstance(distribution, FloatDistribution | IntDistribution) and isinstance(value, int | float):
+        return bool(distribution.low <= value <= distribution.high)
+    return False
+
+
+def best_configs(
+    spec: FineTuneStudySpec, views: Sequence[TrialView], count: int, space: Mapping[str, BaseDistribution]
+) -> list[tuple[TrialView, dict[str, Any]]]:
+    """The best `count` distinct configurations among earlier trials, with their parameters as this study's space
+    takes them (a value outside it is left for the sampler to draw): by final score, then trials judged only early by
+    the early signal."""
+    feasible = [v for v in views if not v.infeasible and v.state != "failed"]
+    ranked: list[TrialView] = []
+    finished = [v for v in feasible if v.final is not None]
+    while finished and (best := best_trial(spec, finished)) is not None:
+        ranked.append(best)
+        finished = [v for v in finished if v is not best]
+    ranked += rank_early(spec, [v for v in feasible if v.final is None])
+    picked: list[tuple[TrialView, dict[str, Any]]] = []
+    for view in ranked:
+        params = {n: v for n, v in view.params.items() if n in space and _fits(space[n], v)}
+        if params and all(params != p for _, p in picked):
+            picked.append((view, params))
+        if len(picked) == count:
+            break
+    return picked
+
+
 class SearchStore:
     """A FineTuneStudy's Optuna study: snapshots for the planner, and the planner's records applied to it.
 
@@ -323,6 +420,10 @@ class SearchStore:
         self._holding = False
         self._attrs: dict[str, Any] | None = None
         self._trials: list[optuna.trial.FrozenTrial] | None = None
+        self.warm_started: str = ""
+        """What the warm start this store just did took, in words; empty when it did none (see `warm_start`)."""
+        self.warm_failed: str = ""
+        """Why the warm start this store just tried failed the study; empty when it did not."""
 
     @classmethod
     def open(cls, url: str, resource: FineTuneStudy) -> SearchStore:
@@ -354,7 +455,15 @@ class SearchStore:
                 study.set_user_attr(UID_ATTR, uid)
             return study
 
-        return cls(url, retrying(url, load, f"opening study {key}"), spec, storage)
+        store = cls(url, retrying(url, load, f"opening study {key}"), spec, storage)
+        if spec.search.warm_start is not None:
+            try:
+                store.warm_start(resource)
+            except WarmStartError as exc:
+                # Recorded as the study's end with this spec: every shell reports it, and a corrected spec retries.
+                store.set_phase(Decision((), "Failed", WARM_START_FAILED, str(exc)), resource)
+                store.warm_failed = str(exc)
+        return store
 
     @property
     def name(self) -> str:
@@ -424,7 +533,10 @@ class SearchStore:
 
         frozen, attrs = self._retry(read, "reading trials")
         self._snapshot = {t.number: t for t in frozen}
-        trials = [self._view(t, attrs.get(TRIAL_ATTR.format(t.number), {})) for t in frozen]
+        # A WAITING trial is a configuration queued by warm start: the planner sees it once `AskTrials` takes it.
+        trials = [
+            self._view(t, attrs.get(TRIAL_ATTR.format(t.number), {})) for t in frozen if t.state != OptunaState.WAITING
+        ]
         sweep = [
             SweepView(
                 samples=samples,
@@ -459,6 +571,8 @@ class SearchStore:
             disrupted_attempts={s: frozenset(a) for s, a in record.get("disrupted", {}).items()},
             reason=record.get("reason", ""),
             cancelled=bool(record.get("cancelled")),
+            source=str(trial.user_attrs.get(SOURCE_ATTR, "")),
+            reused=bool(trial.user_attrs.get(REUSED_ATTR)),
         )
 
     def phase(self) -> dict[str, Any]:
@@ -532,7 +646,7 @@ class SearchStore:
                 datetime_complete=None,
                 params=trial.params,
                 distributions=trial.distributions,
-                user_attrs={},
+                user_attrs=trial.user_attrs,  # a queued configuration's source
                 system_attrs={},
                 intermediate_values={},
                 trial_id=trial._trial_id,
@@ -632,6 +746,134 @@ class SearchStore:
 
         return self._retry(record, "recording the phase")
 
+    # Warm start.
+
+    def warm_start(self, resource: FineTuneStudy) -> dict[str, Any]:
+        """Take what `spec.search.warmStart` names from earlier studies, once; returns what was taken (`WARM_ATTR`).
+
+        `results`: each finished trial of a compatible study (`reuse_differences`) becomes a trial of this study, told
+        to its sampler as it was told to the earlier one, with its early and final records, so the planner never runs
+        a stage for it. `configs` (and `results` from an incompatible study): the best configurations are queued as
+        this study's first trials. Restart-safe: a copied or queued trial names its source (`SOURCE_ATTR`), so a
+        crash halfway copies only what is missing, and `WARM_ATTR` is written last. Only a study that has proposed
+        no trial of its own is warm-started. Raises `WarmStartError` for a study the storage does not have."""
+        warm = self.spec.search.warm_start
+        assert warm is not None
+        done = self.warm_summary()
+        if done is not None:
+            return done
+        with self.holding():  # every copied record updates the study's attributes: read them once
+            return self._retry(lambda: self._warm_start(resource), "warm start")
+
+    def warm_summary(self) -> dict[str, Any] | None:
+        """What warm start took from earlier studies (`WARM_ATTR`); None when the study has none (yet)."""
+        done = self._retry(lambda: self._user_attrs().get(WARM_ATTR), "reading the warm start")
+        return dict(done) if done is not None else None
+
+    def _warm_start(self, resource: FineTuneStudy) -> dict[str, Any]:
+        warm = self.spec.search.warm_start
+        assert warm is not None
+        own = self.study.get_trials(deepcopy=False)
+        if any(SOURCE_ATTR not in t.user_attrs for t in own):
+            summary = {"studies": [], "reused": 0, "enqueued": 0, "message": "not applied: the study had started"}
+            self._set_user_attr(WARM_ATTR, summary)
+            return summary
+        sources = self._sources(resource, warm.studies)
+        copied = {str(t.user_attrs[SOURCE_ATTR]): t.number for t in own if t.user_attrs.get(REUSED_ATTR)}
+        queued = {str(t.user_attrs[SOURCE_ATTR]) for t in own if not t.user_attrs.get(REUSED_ATTR)}
+        mine = _stored_spec(resource)
+        notes, candidates = [], []
+        reused = 0
+        for source in sources:
+            attrs = self.storage.get_study_user_attrs(source._study_id)
+            trials = self.storage.get_all_trials(source._study_id, deepcopy=False)
+            differences = reuse_differences(attrs.get(SPEC_ATTR, {}), mine)
+            views = [(t, self._view(t, attrs.get(TRIAL_ATTR.format(t.number), {}))) for t in trials]
+            if warm.reuse == "results" and not differences:
+                count = self._copy(source.study_name, views, attrs, copied)
+                reused += count
+                notes.append(f"reused {count} trials of {source.study_name}")
+                continue
+            if warm.reuse == "results":
+                notes.append(f"{source.study_name}: {', '.join(differences)} differ, so its configurations are reused")
+            candidates += [(origin(source.study_name, t), view) for t, view in views]
+        enqueued = self._enqueue(candidates, queued) if candidates else 0
+        if candidates:
+            notes.append(f"queued {enqueued} configurations as the first trials")
+        message = "; ".join(notes)[:1024]
+        summary = {
+            "studies": [s.study_name for s in sources],
+            "reused": reused,
+            "enqueued": enqueued,
+            "message": message,
+        }
+        self._set_user_attr(WARM_ATTR, summary)  # last: its presence means done
+        self.warm_started = message
+        return summary
+
+    def _sources(self, resource: FineTuneStudy, names: Sequence[str]) -> list[FrozenStudy]:
+        """The newest study of each name other than this one; raises `WarmStartError` for a name with none."""
+        studies = [s for s in self.storage.get_all_studies() if s.study_name != self.name]
+        found = []
+        for name in names:
+            key = study_key(resource.metadata.namespace, name)
+            matching = _named(studies, key)
+            if not matching:
+                raise WarmStartError(
+                    f"spec.search.warmStart.studies: no earlier study {name!r} (Optuna study {key!r}) in the storage "
+                    f"{safe_url(self.url)}"
+                )
+            found.append(max(matching, key=lambda s: s._study_id))
+        return found
+
+    def _copy(
+        self,
+        source: str,
+        views: Sequence[tuple[optuna.trial.FrozenTrial, TrialView]],
+        attrs: Mapping[str, Any],
+        copied: dict[str, int],
+    ) -> int:
+        """Copy the finished trials of `source` with their records (those already copied: only a missing record)."""
+        count = 0
+        study_id = self._id()
+        for trial, view in views:
+            if not _reusable(trial, view, self.policy.tells_early):
+                continue
+            where = origin(source, trial)
+            number = copied.get(where)
+            if number is None:
+                template = optuna.trial.create_trial(
+                    state=trial.state,
+                    value=trial.value if trial.state == OptunaState.COMPLETE else None,
+                    params=dict(trial.params),
+                    distributions=dict(trial.distributions),
+                    user_attrs={**trial.user_attrs, SOURCE_ATTR: where, REUSED_ATTR: True},
+                    system_attrs=dict(trial.system_attrs),  # the constraint, and the grid sampler's visited point
+                    intermediate_values=dict(trial.intermediate_values),
+                )
+                number = self.storage.get_trial_number_from_id(
+                    self.storage.create_new_trial(study_id, template_trial=template)
+                )
+                copied[where] = number
+                failpoint("warm-copy")
+            if TRIAL_ATTR.format(number) not in self._user_attrs():
+                record = attrs.get(TRIAL_ATTR.format(trial.number), {})
+                self._save(number, {k: record[k] for k in ("early", "final", "infeasible", "reason") if k in record})
+            count += 1
+        return count
+
+    def _enqueue(self, candidates: Sequence[tuple[str, TrialView]], queued: set[str]) -> int:
+        """Queue the best configurations among `candidates` (already queued ones count) as the next trials asked."""
+        space = distributions(self.spec)
+        wanted = min(self.spec.search.early_evaluation.promote_top_k, self.spec.search.max_trials)
+        picked = best_configs(self.spec, [view for _, view in candidates], wanted, space)
+        where = {id(view): name for name, view in candidates}
+        for view, params in picked:
+            if where[id(view)] not in queued:
+                self.study.enqueue_trial(params, user_attrs={SOURCE_ATTR: where[id(view)]})
+                queued.add(where[id(view)])
+        return len(picked)
+
 
 def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:
     """The hyperparameters the study's sampler proposes first (in memory; nothing is stored)."""
@@ -657,7 +899,7 @@ def load_study(url: str, key: str) -> tuple[optuna.Study, dict[str, Any]]:
     own, `namespace/name#uid8`, which names exactly that one)."""
     storage = open_storage(url)
     summaries = retrying(url, lambda: optuna.get_all_study_summaries(storage), "listing studies")
-    matching = [s for s in summaries if s.study_name == key or ("#" not in key and s.study_name.startswith(key + "#"))]
+    matching = _named(summaries, key)
     if not matching:
         known = ", ".join(sorted(s.study_name for s in summaries)) or "none"
         raise StorageError(f"no study {key!r} in {safe_url(url)} (studies there: {known})")

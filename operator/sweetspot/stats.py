@@ -155,7 +155,8 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
     search, signal = spec.search, early_signal(spec)
     judged = [t for t in trials if t.early is not None]
     finals = [t for t in trials if t.final is not None]
-    parts = [f"{len(judged)}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
+    own = sum(1 for t in judged if not t.reused)  # reused by warm start: not in maxTrials
+    parts = [f"{own}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
     if judged:
         pick = min if signal == "loss" else max
         leader = pick(judged, key=lambda t: t.early.metric(signal))  # type: ignore[union-attr]

@@ -79,8 +79,9 @@ def over_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> dict[st
         return None
     shown = ", ".join(map(str, past[:MAX_OVER_BUDGET])) + (" ..." if len(past) > MAX_OVER_BUDGET else "")
     which = f"trial {shown} is" if len(past) == 1 else f"trials {shown} are"
+    asked = sum(1 for t in trials if not t.reused)  # trials reused by warm start are not in maxTrials
     message = (
-        f"maxTrials is {spec.search.max_trials} but {len(trials)} trials were asked: {which} past the budget "
+        f"maxTrials is {spec.search.max_trials} but {asked} trials were asked: {which} past the budget "
         "and finish the stages they have; no new trial starts"
     )
     return {"trials": past[:MAX_OVER_BUDGET], "message": message}
@@ -133,9 +134,10 @@ def build_status(
     optuna_study: str,
     now: str,
     refused: str = "",
+    warm_start: Mapping[str, Any] | None = None,
 ) -> Status:
     """The status of one reconcile; `refused` names an immutable change being ignored (Ready stays False with
-    it until the user puts the field back)."""
+    it until the user puts the field back); `warm_start`: what warm start took (the store's record of it)."""
     ready = (
         condition(previous, READY, False, IMMUTABLE_FIELD_CHANGED, refused, generation, now)
         if refused
@@ -169,6 +171,7 @@ def build_status(
         "sweetSpot": sweet_spot,
         "overBudget": over_budget(spec, trials),
         "budget": budget_data(summary, decision.finished, now),
+        "warmStart": dict(warm_start) if warm_start is not None else None,
     }
     if (best := best_data(summary, MAX_STATUS_ATTRIBUTES)) is not None:
         status["best"] = best

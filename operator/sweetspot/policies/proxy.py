@@ -36,7 +36,8 @@ class Proxy(Policy):
 
     def stopped_early(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
         """Once every trial has its early score, those not promoted stopped for good."""
-        if len(trials) < spec.search.max_trials or any(t.early is None and t.state != "failed" for t in trials):
+        asked = sum(1 for t in trials if not t.reused)  # trials reused by warm start are not in maxTrials
+        if asked < spec.search.max_trials or any(t.early is None and t.state != "failed" for t in trials):
             return set()
         kept = {t.number for t in self.promoted(spec, trials)} | {t.number for t in trials if t.final is not None}
         return {t.number for t in trials if t.early is not None and t.number not in kept}
