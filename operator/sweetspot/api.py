@@ -582,6 +582,15 @@ class EarlyEvaluation(Model):
     objective is checked; below this value, later trials are judged at the next fraction of `widenTo` and one more
     trial is promoted (each widening an Event, a status field and a metric). Off by default: on both HPO benchmark
     tables it never paid (README, Performance), as validation loss ranks trials well there."""
+    promote: Literal["topK", "predicted"] = "topK"
+    """With `proxy`, which trials train to the end: `topK`, the best `promoteTopK` by early score; `predicted`, each
+    trial's final score is predicted with an 80% interval from its own early curve (saturating curve families fitted
+    to `curvePoints` evaluations, calibrated on the study's own early/final pairs), and the trials whose upper bound
+    reaches the best final score so far (or the best lower bound) are promoted (until 3 finals calibrate the
+    predictor: the best `promoteTopK`)."""
+    curve_points: int = Field(default=1, ge=1, le=8)
+    """Evaluations inside the early stage, evenly spaced up to `atFraction` (its last one is the early score); at
+    least 3 with `promote: predicted`."""
     widen_to: list[Annotated[float, Field(gt=0.0, lt=1.0)]] | None = Field(default=None, max_length=8)
     """The wider fractions the guard moves to, in order; each above `atFraction` and the one before. Unset: 0.35
     and 0.5, those above `atFraction`."""
@@ -600,7 +609,17 @@ class EarlyEvaluation(Model):
                 )
             ),
         ),
+        Rule(
+            cel="self.promote != 'predicted' || (self.policy == 'proxy' && self.curvePoints >= 3)",
+            message="promote: predicted needs policy proxy and curvePoints of at least 3 (a curve to extrapolate)",
+            field="promote",
+            holds=lambda o: o.promote != "predicted" or (o.policy == "proxy" and o.curve_points >= 3),
+        ),
     )
+
+    def curve_at(self, fraction: float) -> list[float]:
+        """Where an early stage that stops at `fraction` also evaluates (`curvePoints`, the last being `fraction`)."""
+        return [round(fraction * k / self.curve_points, 4) for k in range(1, self.curve_points)]
 
     def fractions(self) -> list[float]:
         """The fractions trials are judged at: `atFraction`, then each step the guard may widen to."""
