@@ -282,11 +282,10 @@ def _study(
     )
 
 
-def _result(key: Any, config: Config, fraction: float, cost: float) -> StageResult:
-    point = config.at(fraction)
+def _evaluation(config: Config, point: Point) -> Evaluation:
     f1 = point.f1 if point.f1 is not None else point.score
     accuracy = point.accuracy if point.accuracy is not None else point.score
-    evaluation = Evaluation(
+    return Evaluation(
         step=round(point.fraction * config.planned_steps),
         fraction=point.fraction,
         f1=f1,
@@ -298,14 +297,21 @@ def _result(key: Any, config: Config, fraction: float, cost: float) -> StageResu
         loss=point.loss,
         train_seconds=point.seconds,
     )
+
+
+def _result(key: Any, config: Config, fraction: float, cost: float, inside: Sequence[float] = ()) -> StageResult:
+    """The stage's result at `fraction`, with the evaluations it made on the way at the checkpoints nearest to
+    `inside` (an early stage's own curve)."""
+    points = sorted({config.at(f) for f in (*inside, fraction)}, key=lambda p: p.fraction)
+    evaluations = [_evaluation(config, p) for p in points]
     return StageResult(
         study="replay",
         trial=key.number,
         stage=key.stage,
         status="ok",
-        step=evaluation.step,
+        step=evaluations[-1].step,
         planned_steps=config.planned_steps,
-        evaluations=[evaluation],
+        evaluations=evaluations,
         seconds=cost,
         samples=300,
     )
@@ -327,8 +333,10 @@ class TableRuntime(Runtime):
         early = config.at(fraction).seconds
         cost = early if action.key.stage == "early" else config.final.seconds - early
         self.trace.pay(cost)
-        stage_fraction = fraction if action.key.stage == "early" else 1.0
-        self.runs.append(RunView(action.key, "succeeded", _result(action.key, config, stage_fraction, cost)))
+        early = action.key.stage == "early"
+        inside = study.spec.search.early_evaluation.curve_at(fraction) if early else []
+        result = _result(action.key, config, fraction if early else 1.0, cost, inside)
+        self.runs.append(RunView(action.key, "succeeded", result))
         return "the table"
 
     def stop(self, study: FineTuneStudy, key: RunKey) -> None:
@@ -428,6 +436,10 @@ def strategies(metric: str = "accuracy") -> dict[str, Strategy]:
         for fraction in FRACTIONS:
             found[f"{policy}@{fraction:.1f}"] = sweetspot_strategy(policy, fraction)
     found[DEFAULT_STRATEGY] = sweetspot_strategy("proxy", EarlyEvaluation().at_fraction)  # every default as shipped
+    for fraction, points in ((0.1, 1), (0.2, 2), (0.3, 3), (0.5, 5)):  # the table's checkpoints are 10% apart
+        found[f"proxy+predicted@{fraction:.1f}"] = sweetspot_strategy(
+            "proxy", fraction, early={"promote": "predicted", "curvePoints": points}
+        )
     for fraction in (0.1, 0.2):
         found[f"proxy+guard@{fraction:.1f}"] = sweetspot_strategy("proxy", fraction, early={"minAgreement": 0.6})
     short = {"accuracy": "acc"}.get(metric, metric)

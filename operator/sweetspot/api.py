@@ -582,6 +582,16 @@ class EarlyEvaluation(Model):
     objective is checked; below this value, later trials are judged at the next fraction of `widenTo` and one more
     trial is promoted (each widening an Event, a status field and a metric). Off by default: on both HPO benchmark
     tables it never paid (README, Performance), as validation loss ranks trials well there."""
+    promote: Literal["topK", "predicted"] = "topK"
+    """With `proxy`, which trials train to the end: `topK`, the best `promoteTopK` by early score; `predicted`, each
+    trial's final score is predicted with an 80% interval by a line fitted to the study's own (early, final) pairs,
+    on the early score or on the early curve extrapolated to the end (saturating curve families fitted with scipy;
+    with `curvePoints` of 3 or more), whichever predicts held-out finals better; the trials whose upper bound reaches
+    the best final so far (or the best lower bound) are promoted, and until 3 finals calibrate the line, the best
+    `promoteTopK`. Off by default: it did not pay on the HPO benchmark tables (README, Performance)."""
+    curve_points: int = Field(default=1, ge=1, le=8)
+    """Evaluations inside the early stage, evenly spaced up to `atFraction` (the last is the early score): the
+    trial's own early curve, for `promote: predicted`."""
     widen_to: list[Annotated[float, Field(gt=0.0, lt=1.0)]] | None = Field(default=None, max_length=8)
     """The wider fractions the guard moves to, in order; each above `atFraction` and the one before. Unset: 0.35
     and 0.5, those above `atFraction`."""
@@ -600,7 +610,17 @@ class EarlyEvaluation(Model):
                 )
             ),
         ),
+        Rule(
+            cel="self.promote != 'predicted' || self.policy == 'proxy'",
+            message="promote: predicted needs policy proxy",
+            field="promote",
+            holds=lambda o: o.promote != "predicted" or o.policy == "proxy",
+        ),
     )
+
+    def curve_at(self, fraction: float) -> list[float]:
+        """Where an early stage that stops at `fraction` also evaluates (`curvePoints`, the last being `fraction`)."""
+        return [round(fraction * k / self.curve_points, 4) for k in range(1, self.curve_points)]
 
     def fractions(self) -> list[float]:
         """The fractions trials are judged at: `atFraction`, then each step the guard may widen to."""
@@ -1173,6 +1193,20 @@ class GpuSeconds(Model):
     """GPU-seconds not spent because trials were judged early (estimated from the stages that ran)."""
 
 
+class FinalPrediction(Model):
+    """`promote: predicted`: how the study predicts final scores, and how well."""
+
+    feature: Literal["last", "curve"] | None = None
+    """What the calibration line predicts from: `last`, the early score; `curve`, the early curve extrapolated to
+    the end of training (whichever predicted held-out finals better); unset until 3 finals calibrate it."""
+    pairs: int = Field(default=0, ge=0)
+    """Trials with both an early curve and a final score."""
+    coverage: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Share of finals inside the 80% interval predicted for them from the other trials alone (leave one out)."""
+    checked: int = Field(default=0, ge=0)
+    """Finals the coverage was checked on."""
+
+
 class EarlyJudging(Model):
     """The agreement guard of `proxy` (`spec.search.earlyEvaluation.minAgreement`): where trials are judged now."""
 
@@ -1237,6 +1271,8 @@ class FineTuneStudyStatus(Model):
     trials: below, ranks agree or disagree by chance)."""
     early_evaluation: EarlyJudging | None = None
     """Under `proxy`: the fraction trials are judged at now, and the agreement guard's evidence."""
+    prediction: FinalPrediction | None = None
+    """With `promote: predicted`: the final-score predictor and its calibration."""
     learning_curve: list[CurvePoint] = Field(default_factory=list, max_length=32)
     """Micro-F1 by training-set size, from the data-efficiency sweep."""
     sweet_spot: SweetSpot | None = None

@@ -129,7 +129,8 @@ class TrialConfig(_Contract):
     seed: int = Field(default=0, ge=0)
     early_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     evaluate_at: list[float] = Field(default_factory=list)
-    """Extra fractions of the planned steps at which a `full` stage also evaluates (learning curves)."""
+    """Extra fractions of the planned steps at which a `full` stage also evaluates (learning curves), and an
+    `early` stage at those below `early_fraction` (its own curve, for final-score prediction)."""
     checkpoint_dir: str | None = None
     """Where `early` saves a resumable checkpoint and `final` resumes from it."""
     output_dir: str | None = None

@@ -228,6 +228,17 @@ class _Families:
             "tolerance of the fitted plateau (absent while the curve has not saturated).",
             labels=study,
         )
+        self.predicted = GaugeMetricFamily(
+            "sweetspot_trial_predicted_final",
+            "promote: predicted: a trial's final objective as predicted from its early stage (bound: value, low, "
+            "high of the 80% interval).",
+            labels=[*study, "trial", "bound"],
+        )
+        self.coverage = GaugeMetricFamily(
+            "sweetspot_study_prediction_coverage",
+            "promote: predicted: share of finals inside the 80% interval predicted for them from the other trials.",
+            labels=study,
+        )
         self.durations = HistogramMetricFamily(
             "sweetspot_trial_duration_seconds",
             "Wall-clock duration of finished trial stages.",
@@ -237,7 +248,12 @@ class _Families:
     def add(self, state: StudyState, trials_per_study: int) -> None:
         study = [state.namespace, state.name]
         summary = state.summary
+        forecast = summary.forecast
         for trial in _shown_trials(state, trials_per_study):
+            predicted = forecast.predictions.get(trial.number) if forecast is not None else None
+            if predicted is not None:
+                for bound, value in (("value", predicted.value), ("low", predicted.low), ("high", predicted.high)):
+                    self.predicted.add_metric([*study, str(trial.number), bound], value)
             for stage, outcome in (("early", trial.early), ("final", trial.final)):
                 if outcome is None:
                     continue
@@ -278,6 +294,8 @@ class _Families:
             self.kendall.add_metric(study, agreement.kendall)
         if agreement.top_k_overlap is not None:
             self.top_k.add_metric([*study, str(agreement.top_k)], agreement.top_k_overlap)
+        if forecast is not None and forecast.calibration.coverage is not None:
+            self.coverage.add_metric(study, forecast.calibration.coverage)
         if state.spec.search.early_evaluation.policy == "proxy":
             self.judged_at.add_metric(study, summary.judging.fraction)
             self.widenings.add_metric(study, summary.judging.level)

@@ -33,6 +33,17 @@ def _untrained(result: StageResult) -> dict[str, float] | None:
     return scores | ({"validJsonRate": first.json_valid_rate} if first.json_valid_rate is not None else {})
 
 
+def _early_curve(result: StageResult, last: Evaluation) -> list[dict[str, float]]:
+    """The evaluations of an early stage up to `last` (the model before training left out), if more than one."""
+    points = [e for e in result.evaluations if 0 < e.step <= last.step]
+    if result.stage != "early" or len(points) < 2:
+        return []
+    return [
+        {"fraction": e.fraction, "loss": e.loss, "f1": e.f1, "accuracy": e.accuracy, "tokenF1": e.token_f1}
+        for e in sorted(points, key=lambda e: e.step)
+    ]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """A finished stage, as recorded in the storage (scores over applicable pairs; see `contract.Evaluation`)."""
@@ -65,6 +76,9 @@ class Outcome:
     zero_shot: Mapping[str, float] | None = None
     """The base model's scores before any training (`spec.model.zeroShot`): f1, precision, recall, accuracy and,
     for generative models, validJsonRate."""
+    curve: Sequence[Mapping[str, float]] = ()
+    """An early stage's own curve when it evaluated more than once (`earlyEvaluation.curvePoints`): per evaluation
+    its `fraction` of the planned steps, `loss`, `f1`, `accuracy` and `tokenF1`, in order."""
 
     @classmethod
     def from_evaluation(cls, result: StageResult, evaluation: Evaluation) -> Outcome:
@@ -90,6 +104,7 @@ class Outcome:
             rows=evaluation.rows,
             subsampled=evaluation.subsampled,
             zero_shot=_untrained(result),
+            curve=_early_curve(result, evaluation),
         )
 
     @property

@@ -107,6 +107,7 @@ def _as_data(
         "earlySignal": early_signal(resource.spec),
         "earlyFraction": resource.spec.search.early_evaluation.at_fraction,
         "judging": _judging(resource, summary),
+        "prediction": _prediction(summary),
         "trials": [_trial_row(resource.spec, t) for t in sorted(trials, key=lambda t: t.number)],
         "counts": summary.counts,
         "best": best,
@@ -135,6 +136,20 @@ def _judging(resource: FineTuneStudy, summary: Summary) -> dict[str, Any]:
     }
 
 
+def _prediction(summary: Summary) -> dict[str, Any] | None:
+    """`promote: predicted`: each trial's predicted final score (value, low, high) and the calibration."""
+    found = summary.forecast
+    if found is None:
+        return None
+    return {
+        "feature": found.model.feature if found.model else None,
+        "coverage": found.calibration.coverage,
+        "checked": found.calibration.checked,
+        "pairs": found.calibration.pairs,
+        "trials": {str(n): asdict(p) for n, p in sorted(found.predictions.items())},
+    }
+
+
 def _fitted(summary: Summary) -> list[tuple[int, float]]:
     """The fitted learning curve at 50 sizes across the measured range (for the plot)."""
     fit = summary.verdict.fit if summary.verdict else None
@@ -143,6 +158,12 @@ def _fitted(summary: Summary) -> list[tuple[int, float]]:
     low, high = summary.curve[0].samples, summary.curve[-1].samples
     sizes = sorted({round(low * (high / low) ** (i / 49)) for i in range(50)})
     return [(n, round(fit.predict(n), 4)) for n in sizes]
+
+
+def _interval(predicted: dict[str, float] | None) -> str:
+    if predicted is None:
+        return "-"
+    return f"{predicted['value']:.3f} [{predicted['low']:.3f}, {predicted['high']:.3f}]"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -186,7 +207,9 @@ def render_text(report: dict[str, Any]) -> str:
         sources = any(row.get("source") for row in report["trials"])
         widened = bool(report["judging"]["widenings"])  # trials were judged at several fractions: say which
         columns = ["trial", "state", *(["judged at"] if widened else []), "early F1", early_signal_column]
-        table = Table(*columns, "final F1", "final acc", "seconds", *(["from"] if sources else []), "params")
+        predicted = (report.get("prediction") or {}).get("trials")
+        forecast = ["predicted final (80%)"] if predicted else []
+        table = Table(*columns, "final F1", *forecast, "final acc", "seconds", *(["from"] if sources else []), "params")
         for row in report["trials"]:
             params = ", ".join(f"{k}={_fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
             judged_at = [f"{row['judgedAt']:.0%}" if row["judgedAt"] is not None else "-"] if widened else []
@@ -198,6 +221,7 @@ def render_text(report: dict[str, Any]) -> str:
                 _fmt(_get(row["early"], "f1")),
                 _fmt(_get(row["early"], early_key)),
                 _fmt(_get(row["final"], "f1")),
+                *([_interval(predicted.get(str(row["trial"])))] if predicted else []),
                 _fmt(_get(row["final"], "accuracy")),
                 _fmt(row["seconds"], 1),
                 *(where if sources else []),
@@ -233,6 +257,20 @@ def render_text(report: dict[str, Any]) -> str:
                 f"Kendall {_fmt(agreement['kendall'], 3)}, "
                 f"top-{agreement['top_k']} overlap {_fmt(agreement['top_k_overlap'])}"
             )
+        prediction = report.get("prediction")
+        if prediction:
+            if prediction["feature"] is None:
+                console.print(f"final-score prediction: not calibrated yet ({prediction['pairs']} finals of 3)")
+            else:
+                coverage = prediction["coverage"]
+                source = "early curve" if prediction["feature"] == "curve" else "early score"
+                checked = (
+                    f"{coverage:.0%} of {prediction['checked']} finals inside their 80% interval (each predicted "
+                    "without its own final)"
+                    if coverage is not None
+                    else "its intervals checked from 4 finals"
+                )
+                console.print(f"final-score prediction from the {source}: {checked}")
         for step in report["judging"]["widenings"]:
             console.print(
                 f"agreement guard: Spearman {_fmt(step['agreement'], 3)} over {step['trials']} finals judged at "

@@ -44,6 +44,7 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
     spec = study.spec
     model = spec.model
     overrides = {"maxSteps": start.max_steps} if start.max_steps else {}
+    early_fraction = start.early_fraction or spec.search.early_evaluation.at_fraction
     return TrialConfig(
         study=study.metadata.name,
         trial=start.key.number,
@@ -68,7 +69,8 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
         attributes=spec.dataset.attributes,
         schema_=_schema(spec.dataset.schema_, paths),
         seed=(spec.search.seed or 0) + start.seed_offset,
-        early_fraction=start.early_fraction or spec.search.early_evaluation.at_fraction,
+        early_fraction=early_fraction,
+        evaluate_at=spec.search.early_evaluation.curve_at(early_fraction) if start.key.stage == "early" else [],
         checkpoint_dir=paths.checkpoint_dir,
         output_dir=paths.output_dir,
         zero_shot=model.zero_shot

@@ -17,6 +17,7 @@ from sweetspot.curve import SizeResult, Verdict, judge
 from sweetspot.planner import best_trial
 from sweetspot.policies import early_signal, policy_of
 from sweetspot.policies.guard import MIN_TRIALS, Judging, judging
+from sweetspot.policies.predict import Forecast, forecast
 from sweetspot.records import Outcome, SweepView, TrialView
 
 TOP_K_OVERLAP = 5
@@ -49,6 +50,8 @@ class Summary:
     """The fitted curve and its sweet spot (None without a data-efficiency sweep)."""
     judging: Judging
     """The agreement guard: the fraction trials are judged at now, and the widenings that led there."""
+    forecast: Forecast | None = None
+    """With `promote: predicted`: every judged trial's predicted final score and the predictor's calibration."""
     budget: BudgetUse | None = None
     """How the compute budget stands (None without `spec.search.budget`)."""
 
@@ -139,6 +142,7 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         curve=curve,
         verdict=verdict,
         judging=judging(spec, trials),
+        forecast=forecast(spec, trials) if spec.search.early_evaluation.promote == "predicted" else None,
         budget=use(spec, trials, sweep),
     )
 

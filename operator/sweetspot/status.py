@@ -124,6 +124,20 @@ def budget_data(summary: Summary, finished: bool, now: str) -> dict[str, Any] | 
     }
 
 
+def prediction_data(summary: Summary) -> dict[str, Any] | None:
+    """`promote: predicted`: the predictor's feature and calibration."""
+    found = summary.forecast
+    if found is None:
+        return None
+    calibration = found.calibration
+    return {
+        "feature": found.model.feature if found.model else None,
+        "pairs": calibration.pairs,
+        "coverage": calibration.coverage,
+        "checked": calibration.checked,
+    }
+
+
 def build_status(
     decision: Decision,
     summary: Summary,
@@ -168,6 +182,7 @@ def build_status(
         "observedGeneration": generation,
         "earlyFinalCorrelation": summary.agreement.spearman,
         "earlyEvaluation": early_judging(spec, summary),
+        "prediction": prediction_data(summary),
         "sweetSpot": sweet_spot,
         "overBudget": over_budget(spec, trials),
         "budget": budget_data(summary, decision.finished, now),

@@ -50,6 +50,19 @@ def exported_names() -> set[str]:
     trials = [TrialView(n, "complete", {}, result(0.2 + n / 10), result(0.5 + n / 10)) for n in range(3)]
     sweep = [SweepView(n, result(a)) for n, a in ((100, 0.6), (200, 0.7), (400, 0.71))]
     metrics.publish(StudyState.of("ns", "s", spec, trials, sweep, "Succeeded"))
+    # A study that predicts final scores (promote: predicted): early curves, and enough finals to check intervals.
+    predicting = spec.model_copy(
+        update={"search": spec.search.model_validate({"earlyEvaluation": {"promote": "predicted", "curvePoints": 3}})}
+    )
+
+    def curved(loss: float) -> Outcome:
+        curve = [
+            {"fraction": t, "loss": loss + 0.1 / t, "f1": 0, "accuracy": 0, "tokenF1": 0} for t in (0.1, 0.15, 0.2)
+        ]
+        return Outcome(0.5, loss + 0.5, 0.5, {}, 10, 0, 10, 50, 100, curve=curve)
+
+    judged = [TrialView(n, "complete", {}, curved(n / 10), result(0.8 - n / 10 + n % 2 / 50)) for n in range(5)]
+    metrics.publish(StudyState.of("ns", "p", predicting, judged, [], "Promoting"))
     metrics.studies.storage_down("ns", "s")
     metrics.operator.reconcile_seconds.observe(0.1)
     text = generate_latest(registry).decode()

@@ -174,6 +174,14 @@ CASES = [
         "spec.search.earlyEvaluation.widenTo[1]",
     ),
     Case(
+        "predicted promotion without proxy",
+        patches(
+            patch("spec.search.earlyEvaluation.policy", "prune"),
+            patch("spec.search.earlyEvaluation.promote", "predicted"),
+        ),
+        "spec.search.earlyEvaluation.promote",
+    ),
+    Case(
         "agreement above 1",
         patch("spec.search.earlyEvaluation.minAgreement", 1.5),
         "spec.search.earlyEvaluation.minAgreement",

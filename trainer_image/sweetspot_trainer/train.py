@@ -387,8 +387,9 @@ class StageRunner:
     def _evaluation_steps(self, plan: StepPlan, stop: int) -> list[int]:
         stage = self.config.stage
         zero = [0] if self.config.zero_shot and stage != "final" else []
-        if stage == "early":
-            return [*zero, plan.early]
+        if stage == "early":  # and the points of its own curve asked for inside it (final-score prediction)
+            inside = {max(1, round(f * plan.total)) for f in self.config.evaluate_at if f < self.config.early_fraction}
+            return [*zero, *sorted(inside - {plan.early}), plan.early]
         if stage == "final":
             return [plan.total]
         fractions = {self.config.early_fraction, 1.0, *self.config.evaluate_at}

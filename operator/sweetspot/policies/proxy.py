@@ -1,6 +1,7 @@
 """`proxy`: every trial runs its early stage and the sampler learns from the early score; once `maxTrials` trials
-have one, the best `promoteTopK` by that score train to the end, and the best final wins. The agreement guard
-(`guard`) widens the early fraction for later trials, and promotes one more, when early and final ranks disagree."""
+have one, the best `promoteTopK` by that score train to the end (or, with `promote: predicted`, those whose predicted
+final score may beat the best: `predict`), and the best final wins. The agreement guard (`guard`) widens the early
+fraction for later trials, and promotes one more, when early and final ranks disagree."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import ClassVar
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.policies.base import Direction, Policy, early_signal
 from sweetspot.policies.guard import judging, promotion_order
+from sweetspot.policies.predict import predicted_promotions
 from sweetspot.records import Outcome, RecordEarly, TrialView
 
 
@@ -32,6 +34,8 @@ class Proxy(Policy):
         return spec.search.early_evaluation.promote_top_k + judging(spec, trials).level
 
     def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
+        if spec.search.early_evaluation.promote == "predicted":
+            return predicted_promotions(spec, trials, fallback=self.promotions(spec, trials))
         return promotion_order(spec, trials)[: self.promotions(spec, trials)]
 
     def stopped_early(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
@@ -43,5 +47,7 @@ class Proxy(Policy):
         return {t.number for t in trials if t.early is not None and t.number not in kept}
 
     def finals_left(self, spec: FineTuneStudySpec, trials: Sequence[TrialView], earlies_left: int) -> int:
+        if spec.search.early_evaluation.promote == "predicted":
+            return sum(1 for t in self.promoted(spec, trials) if t.final is None)
         finals = sum(1 for t in trials if t.final is not None)
         return max(0, self.promotions(spec, trials) - finals)

@@ -52,3 +52,14 @@ def test_bucketed_epochs_cover_every_row_once_in_steps_of_similar_length(rows: i
     # Seeded: the same config gives the same order (early + final train the steps of one full run).
     again, _ = runner(rows, bucket=True)
     assert steps_of(stage, encoded, 1) == steps_of(again, encoded, 1)
+
+
+def test_an_early_stage_evaluates_on_its_way_where_asked_and_a_final_only_at_the_end() -> None:
+    """`evaluateAt` below the early fraction: the early stage's own curve (final-score prediction)."""
+    base = {"study": "s", "trial": 0, "model": {"builtin": "tiny"}, "train": {"builtin": "product-pages"}}
+    base |= {"hyperparameters": {"maxSteps": 100}, "earlyFraction": 0.3, "evaluateAt": [0.1, 0.2, 0.6]}
+    early = StageRunner(TrialConfig.model_validate(base | {"stage": "early"}), progress=lambda _: None)
+    plan = plan_steps(300, early.config)
+    assert early._evaluation_steps(plan, plan.early) == [10, 20, 30]  # 0.6 lies past the early stage
+    final = StageRunner(TrialConfig.model_validate(base | {"stage": "final"}), progress=lambda _: None)
+    assert final._evaluation_steps(plan, plan.total) == [100]
