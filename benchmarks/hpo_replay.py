@@ -21,6 +21,9 @@ Strategies (all seeded; Optuna's own samplers and pruners, one trial at a time):
                  instead of validation loss (the default)
 - `proxy+guard@F` `proxy` with the agreement guard on (`minAgreement: 0.6`, `widenTo` 0.35, 0.5); also on the
                  misleading accuracy signal (`proxy-acc+guard@F`)
+- `proxy+predicted@F` `promote: predicted` (final-score prediction) with as many early evaluations as the table
+                 has checkpoints up to F (`curvePoints` 1, 2, 3, 5 at 10, 20, 30, 50%)
+- `proxy+guard+predicted@0.2` the judging mechanisms together; `...+warm@0.2` also as the second study of a task
 - `sweetspot-default` Sweetspot as shipped: `proxy` with every default (today `proxy@0.2`, every mechanism of
                  issue 18 that did not pay off left off)
 - `proxy+budget@F`  `proxy` at fraction F with `spec.search.budget` set to 25% of the compute of training every
@@ -436,6 +439,9 @@ def strategies(metric: str = "accuracy") -> dict[str, Strategy]:
         for fraction in FRACTIONS:
             found[f"{policy}@{fraction:.1f}"] = sweetspot_strategy(policy, fraction)
     found[DEFAULT_STRATEGY] = sweetspot_strategy("proxy", EarlyEvaluation().at_fraction)  # every default as shipped
+    together = {"minAgreement": 0.6, "promote": "predicted", "curvePoints": 2}
+    found["proxy+guard+predicted@0.2"] = sweetspot_strategy("proxy", 0.2, early=together)
+    found["proxy+guard+predicted+warm@0.2"] = sweetspot_strategy("proxy", 0.2, early=together, warm=0)
     for fraction, points in ((0.1, 1), (0.2, 2), (0.3, 3), (0.5, 5)):  # the table's checkpoints are 10% apart
         found[f"proxy+predicted@{fraction:.1f}"] = sweetspot_strategy(
             "proxy", fraction, early={"promote": "predicted", "curvePoints": points}

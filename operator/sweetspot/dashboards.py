@@ -198,6 +198,14 @@ def study_overview() -> dict[str, Any]:
             "The training-set size past which more data stops paying (spec.dataEfficiency).",
             decimals=0,
         ),
+        _stat(
+            "Trials reused (warm start)",
+            f"sweetspot_study_reused_trials{{{STUDY}}}",
+            "none",
+            "Finished trials of earlier studies copied in with their results by spec.search.warmStart (reuse: "
+            "results): the sampler learned from them and none was trained again.",
+            decimals=0,
+        ),
         Panel(
             "Trials by state",
             "timeseries",

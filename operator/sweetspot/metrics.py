@@ -171,6 +171,11 @@ class _Families:
             "How many of the top k trials by early score are also in the top k by final score (k in label).",
             labels=[*study, "k"],
         )
+        self.reused = GaugeMetricFamily(
+            "sweetspot_study_reused_trials",
+            "Trials copied with their results from earlier studies (spec.search.warmStart, reuse: results).",
+            labels=study,
+        )
         self.judged_at = GaugeMetricFamily(
             "sweetspot_study_early_fraction",
             "Fraction of their planned steps at which new trials are judged (proxy; the agreement guard widens it).",
@@ -294,6 +299,8 @@ class _Families:
             self.kendall.add_metric(study, agreement.kendall)
         if agreement.top_k_overlap is not None:
             self.top_k.add_metric([*study, str(agreement.top_k)], agreement.top_k_overlap)
+        if state.spec.search.warm_start is not None:
+            self.reused.add_metric(study, sum(1 for t in state.trials if t.reused))
         if forecast is not None and forecast.calibration.coverage is not None:
             self.coverage.add_metric(study, forecast.calibration.coverage)
         if state.spec.search.early_evaluation.policy == "proxy":

@@ -225,3 +225,12 @@ def test_three_finals_give_rank_statistics_and_a_disagreement_widens_the_early_f
     assert value(series, "sweetspot_study_early_final_top_k_overlap", **study, k="3") == 3
     assert value(series, "sweetspot_study_early_widenings", **study) == 1
     assert value(series, "sweetspot_study_early_fraction", **study) == 0.35
+
+
+def test_trials_reused_by_warm_start_are_counted(metrics: Metrics) -> None:
+    warm = FineTuneStudySpec.model_validate(
+        spec().model_dump(by_alias=True) | {"search": {"warmStart": {"studies": ["earlier"]}}}
+    )
+    trials = [TrialView(0, "complete", {}, outcome(0.5), outcome(0.8), reused=True), trial(1, 0.6, None)]
+    metrics.publish(StudyState.of("team-a", "attrs", warm, trials=trials, sweep=[], phase="Searching"))
+    assert value(scrape(metrics), "sweetspot_study_reused_trials", namespace="team-a", study="attrs") == 1
