@@ -305,14 +305,12 @@ def study_overview() -> dict[str, Any]:
                 Query(f"sweetspot_study_early_final_spearman{{{STUDY}}}", "Spearman"),
                 Query(f"sweetspot_study_early_final_kendall{{{STUDY}}}", "Kendall"),
                 Query(f"sweetspot_study_early_fraction{{{STUDY}}}", "judged at (fraction of steps)"),
-                Query(f"sweetspot_study_prediction_coverage{{{STUDY}}}", "finals inside predicted 80% interval"),
             ],
             width=8,
             field_config={"min": -1, "max": 1, "decimals": 2},
             description="Rank correlations between early and final scores, as trials finish, and the fraction of "
             "their steps new trials are judged at: it steps up when the agreement guard finds early and final ranks "
-            "disagreeing (earlyEvaluation.minAgreement); with promote: predicted, the share of finals inside the "
-            "80% interval predicted for them.",
+            "disagreeing (earlyEvaluation.minAgreement).",
         ),
         Panel(
             "Top-k overlap (early vs final)",

@@ -299,8 +299,7 @@ class _Families:
             self.kendall.add_metric(study, agreement.kendall)
         if agreement.top_k_overlap is not None:
             self.top_k.add_metric([*study, str(agreement.top_k)], agreement.top_k_overlap)
-        if state.spec.search.warm_start is not None:
-            self.reused.add_metric(study, sum(1 for t in state.trials if t.reused))
+        self.reused.add_metric(study, sum(1 for t in state.trials if t.reused))  # 0 without spec.search.warmStart
         if forecast is not None and forecast.calibration.coverage is not None:
             self.coverage.add_metric(study, forecast.calibration.coverage)
         if state.spec.search.early_evaluation.policy == "proxy":

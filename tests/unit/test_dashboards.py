@@ -39,7 +39,7 @@ def exported_names() -> set[str]:
         {
             "model": {"builtin": "tiny"},
             "dataset": {"train": {"builtin": "product-pages"}},
-            "search": {"budget": {"gpuHours": 1}, "warmStart": {"studies": ["earlier"]}},
+            "search": {"budget": {"gpuHours": 1}},
             "dataEfficiency": {"sampleSizes": [100, 200, 400], "tolerance": 0.05},
         }
     )
