@@ -67,6 +67,7 @@ from sweetspot.contract import Evaluation, StageResult
 from sweetspot.loop import settle
 from sweetspot.planner import best_trial
 from sweetspot.policies import study_direction
+from sweetspot.policies.predict import extrapolate
 from sweetspot.records import RunKey, RunView, StartRun
 from sweetspot.runtime import Runtime
 from sweetspot.search import SearchStore, distributions, make_pruner, make_sampler, study_key
@@ -472,13 +473,25 @@ def _finite(value: float) -> float | None:
 
 def agreement(table: Table, fractions: Sequence[float] = FRACTIONS) -> list[dict[str, Any]]:
     """How well the early score at each fraction ranks configurations like their final score: one row per
-    (fraction, signal), the signal being the table's metric or validation loss."""
+    (fraction, signal), the signal being the table's metric, validation loss, or (from 3 checkpoints on) validation
+    loss extrapolated to the end by final-score prediction's curve families (`loss-curve`)."""
     final = [c.final.score for c in table.configs]
     top_final = set(sorted(range(len(final)), key=lambda i: -final[i])[:5])
     rows = []
+
+    def extrapolated(config: Config, fraction: float) -> float:
+        found = extrapolate([(p.fraction, p.loss) for p in config.curve if p.fraction <= fraction + 1e-9])
+        return -found[0] if found else math.nan
+
     for fraction in fractions:
-        for signal, score in ((table.metric, lambda p: p.score), ("loss", lambda p: -p.loss)):
-            early = [score(c.at(fraction)) for c in table.configs]
+        signals: list[tuple[str, Callable[[Config], float]]] = [
+            (table.metric, lambda c, f=fraction: c.at(f).score),  # type: ignore[misc]
+            ("loss", lambda c, f=fraction: -c.at(f).loss),  # type: ignore[misc]
+        ]
+        if sum(1 for p in table.configs[0].curve if p.fraction <= fraction + 1e-9) >= 3:
+            signals.append(("loss-curve", lambda c, f=fraction: extrapolated(c, f)))  # type: ignore[misc]
+        for signal, score in signals:
+            early = [score(c) for c in table.configs]
             top_early = set(sorted(range(len(early)), key=lambda i: -early[i])[:5])
             rows.append(
                 {
@@ -534,12 +547,12 @@ def render(table: Table, rows: Sequence[Mapping[str, Any]], agreement_rows: Sequ
         f"{table.metric} {best.final.score:.4f} (config {best.index}); target = within {TOLERANCE * 100:.0f} pp; "
         f"limit = {best.final.seconds:.0f}s (training the best once); all once = {table.all_once:.0f}s",
         "",
-        f"{'strategy':<22}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
+        f"{'strategy':<32}{'reached':>9}{'median s':>10}{'xTPE-full':>10}{'xlimit':>8}"
         + "".join(f"{'best@' + format(b, '.0%'):>11}" for b in BUDGETS),
     ]
     for row in rows:
         lines.append(
-            f"{row['strategy']:<22}{str(row['reached']) + '/' + str(row['seeds']):>9}"
+            f"{row['strategy']:<32}{str(row['reached']) + '/' + str(row['seeds']):>9}"
             f"{_fmt(row['medianCompute'], '.0f'):>10}{_fmt(row['vsTpeFull'], '.2f'):>10}"
             f"{_fmt(row['vsLimit'], '.1f'):>8}" + "".join(f"{row[f'best@{b:.0%}']:>11.4f}" for b in BUDGETS)
         )

@@ -153,7 +153,10 @@ def test_an_f1_table_is_replayed_on_f1(table: Any) -> None:
     trace = replay.sweetspot_strategy("proxy", 0.2, "f1")(halved, 0, halved.all_once)
     finals = {c.final.score for c in halved.configs}
     assert trace.history and all(score in finals for _, score in trace.history)
-    assert {row["signal"] for row in replay.agreement(halved)} == {"f1", "loss"}
+    rows = replay.agreement(halved)
+    assert {row["signal"] for row in rows} == {"f1", "loss", "loss-curve"}
+    # The extrapolated loss needs 3 checkpoints: from 30% on (the table's are 10% apart).
+    assert {row["fraction"] for row in rows if row["signal"] == "loss-curve"} == {0.3, 0.5}
 
 
 def test_the_guard_widens_on_a_misleading_early_signal_and_says_so(table: Any) -> None:

@@ -28,6 +28,9 @@ from sweetspot.policies.base import early_signal
 from sweetspot.policies.guard import promotion_order
 from sweetspot.records import TrialView
 
+MAX_EVALUATIONS = 200
+"""Function evaluations a family's fit may take: a fit to a few points converges in tens, and a family that cannot
+follow the curve (a straight line, say) would otherwise spend seconds failing."""
 MIN_PAIRS = 3
 """(extrapolated, final) pairs a calibration line needs: two points fit any line exactly."""
 
@@ -67,8 +70,8 @@ def _extrapolate(points: tuple[tuple[float, float], ...], at: float) -> tuple[fl
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # OptimizeWarning on an exact fit: expected with 3 points
                 params, _ = curve_fit(
-                    family, ts, ys, p0=(y2, ys[0] - y2, 1.0), bounds=([-math.inf, -math.inf, 1e-3], [math.inf] * 3),
-                    maxfev=2000,
+                    family, ts, ys, p0=(y2, ys[0] - y2, 1.0), bounds=([-math.inf, -math.inf, 1e-3], [math.inf, math.inf, 10.0]),
+                    max_nfev=MAX_EVALUATIONS,
                 )  # fmt: skip
             value = float(family(at, *params))
         except (RuntimeError, ValueError, TypeError, FloatingPointError):
