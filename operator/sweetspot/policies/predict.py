@@ -69,10 +69,8 @@ def _extrapolate(points: tuple[tuple[float, float], ...], at: float) -> tuple[fl
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # OptimizeWarning on an exact fit: expected with 3 points
-                params, _ = curve_fit(
-                    family, ts, ys, p0=(y2, ys[0] - y2, 1.0), bounds=([-math.inf, -math.inf, 1e-3], [math.inf, math.inf, 10.0]),
-                    max_nfev=MAX_EVALUATIONS,
-                )  # fmt: skip
+                bounds = ([-math.inf, -math.inf, 1e-3], [math.inf, math.inf, 10.0])  # a rate: positive, not absurd
+                params, _ = curve_fit(family, ts, ys, p0=(y2, ys[0] - y2, 1.0), bounds=bounds, max_nfev=MAX_EVALUATIONS)
             value = float(family(at, *params))
         except (RuntimeError, ValueError, TypeError, FloatingPointError):
             continue  # this family cannot follow the curve: the others vote
