@@ -92,9 +92,10 @@ def test_the_real_data_benchmark_runs_its_quick_slice(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert [p["samples"] for p in results["learningCurve"]] == [20, 40]
     assert all({"f1", "f1Spread"} <= set(p) and 0.0 <= p["f1"] <= 1.0 for p in results["learningCurve"])
+    # The early score, the early loss, and from 3 checkpoints on (30%) the early loss extrapolated to the end.
     assert {(row["fraction"], row["signal"]) for row in results["agreement"]} == {
         (f, s) for f in (0.1, 0.2, 0.3) for s in ("f1", "loss")
-    }
+    } | {(0.3, "loss-curve")}
     strategies = {row["strategy"]: row for row in results["strategies"]}
     assert {"tpe-full", "sh", "proxy@0.2", "proxy-f1@0.2"} <= set(strategies)
     assert all({"reached", "seeds", "medianCompute", "vsTpeFull"} <= set(row) for row in strategies.values())
