@@ -76,7 +76,7 @@ class Outcome:
     zero_shot: Mapping[str, float] | None = None
     """The base model's scores before any training (`spec.model.zeroShot`): f1, precision, recall, accuracy and,
     for generative models, validJsonRate."""
-    curve: Sequence[Mapping[str, float]] = ()
+    curve: Sequence[Mapping[str, float]] = field(default_factory=list)
     """An early stage's own curve when it evaluated more than once (`earlyEvaluation.curvePoints`): per evaluation
     its `fraction` of the planned steps, `loss`, `f1`, `accuracy` and `tokenF1`, in order."""
 
