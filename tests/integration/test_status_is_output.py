@@ -105,7 +105,8 @@ def test_a_forged_phase_mid_study_is_repaired_and_the_study_completes(world: dic
     forgery = {"phase": "Succeeded", "observedGeneration": 1, "trials": {"running": 0, "complete": 3}}
     patch_status(api, "forged", forgery)
     eventually(lambda: phase(api, "forged") == "Searching", 30, "the forged phase to be repaired")
-    (repaired,) = events(api, "forged", "StatusRepaired")
+    # The Event follows the status patch that repairs the phase, so it can land a moment after the phase does.
+    (repaired,) = eventually(lambda: events(api, "forged", "StatusRepaired"), 10, "the StatusRepaired Event")
     assert repaired.type == "Warning" and "changed by someone else (phase, trials)" in repaired.message, repaired
     assert get(api, "forged")["status"]["trials"]["running"] == 1
 
