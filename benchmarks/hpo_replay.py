@@ -318,6 +318,7 @@ def _result(key: Any, config: Config, fraction: float, cost: float, inside: Sequ
         evaluations=evaluations,
         seconds=cost,
         samples=300,
+        early_fraction=fraction if key.stage == "early" else None,
     )
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.policies import policy_of
+from sweetspot.policies.guard import judging
 from sweetspot.records import Observed, RunKey, SweepView, TrialView
 
 SECONDS_PER_HOUR = 3600.0
@@ -122,14 +123,13 @@ class Ledger:
 
     def _promotions(self, asked: int) -> float:
         """Under `proxy`: the finals still to pay for: the promoted trials not trained yet, and as many again as
-        trials still to be judged (those not judged yet, and `asked` more) could displace, at most `promoteTopK`."""
-        owed = sum(
-            1
-            for t in self.policy.promoted(self.spec, self.trials)
-            if t.final is None and not self._started(t.number, "final")
-        )
+        trials still to be judged (those not judged yet, and `asked` more) could displace, at most as many as are
+        promoted (`promoteTopK`, one more per widening of the agreement guard, or more by prediction)."""
+        promoted = self.policy.promoted(self.spec, self.trials)
+        owed = sum(1 for t in promoted if t.final is None and not self._started(t.number, "final"))
         unjudged = sum(1 for t in self.trials if _is_live(t) and t.early is None)
-        return min(self.top_k, owed + unjudged + asked) * (self.costs.final or 0.0)
+        most = max(len(promoted), self.top_k + judging(self.spec, self.trials).level)
+        return min(most, owed + unjudged + asked) * (self.costs.final or 0.0)
 
     def _owed(self) -> float:
         """Stages the asked trials still owe that have not started."""

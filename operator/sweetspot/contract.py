@@ -213,6 +213,9 @@ class StageResult(_Contract):
     resumed: bool = False
     null_baseline: float | None = None
     """Accuracy of always answering null (its F1 is 0): exact match must beat it to mean anything."""
+    early_fraction: float | None = None
+    """An `early` stage's `TrialConfig.early_fraction`, echoed: the fraction it was judged at (its step is that
+    fraction of the planned steps rounded, which cannot tell 0.2 from 0.35 on a few steps)."""
 
     @property
     def last(self) -> Evaluation | None:

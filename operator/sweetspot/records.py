@@ -76,6 +76,9 @@ class Outcome:
     zero_shot: Mapping[str, float] | None = None
     """The base model's scores before any training (`spec.model.zeroShot`): f1, precision, recall, accuracy and,
     for generative models, validJsonRate."""
+    judged_at: float | None = None
+    """The fraction of the planned steps an early stage was asked to stop at (None in records kept before it was,
+    and for other stages)."""
     curve: Sequence[Mapping[str, float]] = field(default_factory=list)
     """An early stage's own curve when it evaluated more than once (`earlyEvaluation.curvePoints`): per evaluation
     its `fraction` of the planned steps, `loss`, `f1`, `accuracy` and `tokenF1`, in order."""
@@ -104,6 +107,7 @@ class Outcome:
             rows=evaluation.rows,
             subsampled=evaluation.subsampled,
             zero_shot=_untrained(result),
+            judged_at=result.early_fraction if result.stage == "early" else None,
             curve=_early_curve(result, evaluation),
         )
 

@@ -34,6 +34,8 @@ def test_tiny_early_then_final_resumes_and_learns(tmp_path: Path) -> None:
     assert final is not None and final.status == "ok"
     assert final.resumed and final.message.startswith("resumed from the early checkpoint at step 40")
     assert final.step == final.planned_steps == 100
+    # The early stage echoes the fraction it was judged at (the operator reads it, never guesses it from the step).
+    assert (early.early_fraction, final.early_fraction) == (0.4, None)
 
     assert early.last is not None and final.last is not None and final.null_baseline is not None
     assert final.last.accuracy > early.last.accuracy > final.null_baseline

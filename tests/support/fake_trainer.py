@@ -101,6 +101,7 @@ def result(config: TrialConfig, seconds: float, world_size: int = 1) -> StageRes
         samples=rows,
         sample_hash="fake",
         null_baseline=0.25,
+        early_fraction=config.early_fraction if config.stage == "early" else None,
     )
 
 

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.budget import BUDGET_EXHAUSTED, costs, use
+from sweetspot.budget import BUDGET_EXHAUSTED, Ledger, costs, use
 from sweetspot.crd import crd
 from sweetspot.loop import phase_note
 from sweetspot.metrics import Metrics, StudyState
@@ -109,6 +109,24 @@ def test_new_trials_are_asked_only_while_the_budget_pays_for_them_and_keeps_the_
     observed = Observed(trials=[*judged(8), TrialView(8, "running", {})], runs=[running("t8-early")])
     assert plan(spec(0.5, parallelism=3), observed).actions == (AskTrials(1),)
     assert plan(spec(None, parallelism=3), observed).actions == (AskTrials(2),)
+
+
+def test_the_finals_kept_back_include_the_one_more_each_widening_of_the_agreement_guard_promotes() -> None:
+    # Trials 7-9, the best early, trained to the end and ranked the other way round: the guard widens once and
+    # promotes 4. Spent 1000 + 3 x 300, three earlies running (300): a 4th early (100) leaves 3450 - 2300 - 100 =
+    # 1050 s, which pays for 3 finals of 300 but not the 4 the three unjudged trials could still displace.
+    trials = judged(10)
+    trials[7:] = [promoted(trials[7], 0.7, 300), promoted(trials[8], 0.6, 300), promoted(trials[9], 0.5, 300)]
+    trials += [TrialView(n, "running", {}) for n in (10, 11, 12)]
+    early = {"policy": "proxy", "promoteTopK": 3, "signal": "f1", "atFraction": 0.2, "minAgreement": 0.6}
+    study = spec(3450 / 3600, parallelism=4, earlyEvaluation=early)
+    observed = Observed(trials=trials, runs=[running(f"t{n}-early") for n in (10, 11, 12)])
+    ledger = Ledger(study, observed)
+    assert ledger.policy.promotions(study, trials) == 4  # type: ignore[attr-defined]
+    assert ledger.refuses(RunKey("trial", 13, "early"))
+    assert not Ledger(spec(3550 / 3600, parallelism=4, earlyEvaluation=early), observed).refuses(
+        RunKey("trial", 13, "early")
+    )
 
 
 def test_the_search_stops_when_the_rest_pays_only_for_the_promotions() -> None:

@@ -105,3 +105,21 @@ def test_new_trials_start_at_the_widened_fraction_and_finals_resume_where_they_w
     widened_best = [*DISAGREEING[:3], judged(3, 0.9), judged(4, 0.9), judged(5, 0.2, fraction=0.35)]
     decision = plan(spec(max_trials=6), Observed(trials=widened_best))
     assert decision.actions == (StartRun(RunKey("trial", 5, "final"), PARAMS, early_fraction=0.35),)
+
+
+def test_a_final_resumes_at_the_fraction_its_early_stage_echoed_not_one_guessed_from_its_step() -> None:
+    """9 planned steps at `atFraction: 0.3` stop at step 3, which is nearer 0.35 (a `widenTo` default) than 0.3: a
+    guess from the step sent the final the wrong fraction, so its checkpoint's fingerprint did not match and it
+    trained from scratch."""
+    at_03 = {"atFraction": 0.3, "promoteTopK": 1}
+    early = Outcome(
+        accuracy=0.5, loss=0.3, token_f1=0.5, attribute_accuracy={}, seconds=1.0, gpu_seconds=0.0,
+        step=3, planned_steps=9, samples=30, judged_at=0.3,
+    )  # fmt: skip
+    trials = [TrialView(0, "complete", PARAMS, early=early)]
+    for study in (spec(max_trials=1, minAgreement=None, **at_03), spec(max_trials=1, **at_03)):
+        assert judged_fraction(study, early) == 0.3
+        assert plan(study, Observed(trials=trials)).actions == (StartRun(RunKey("trial", 0, "final"), PARAMS),)
+    # A record kept before stages echoed their fraction: the guard off never widened, so it was `atFraction`.
+    unechoed = Outcome(**{**early.__dict__, "judged_at": None})
+    assert judged_fraction(spec(minAgreement=None, **at_03), unechoed) == 0.3

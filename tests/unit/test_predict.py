@@ -75,6 +75,25 @@ def test_a_calibrated_line_predicts_with_intervals_and_promotes_only_what_may_wi
     assert (check.pairs, check.checked) == (4, 4) and check.coverage is not None and check.coverage >= 0.75
 
 
+def test_a_trial_the_predictor_cannot_predict_is_promoted_by_its_early_rank() -> None:
+    # Trial 7 has the best early loss but no curve (too few steps for 3 points): the calibrated curve line cannot
+    # predict it, so it is judged as before the predictor had a line, by early rank within `promoteTopK`.
+    # Finals follow the ends of the curves, while the early losses themselves are scrambled: the curve is chosen.
+    done = []
+    for n, (loss, scrambled) in enumerate([(0.2, 0.5), (0.3, 0.2), (0.4, 0.6), (0.5, 0.3)]):
+        base = trial(n, loss, round(1 - loss + (0.01 if n % 2 else -0.01), 3))
+        assert base.early is not None
+        early = Outcome(0.0, scrambled, 0.0, {}, 3.0, 0.0, 30, 100, 300, curve=base.early.curve)
+        done.append(TrialView(n, "complete", base.params, early=early, final=base.final))
+    assert (chosen := model(spec(), done)) is not None and chosen.feature == "curve"
+    short = TrialView(7, "complete", {"learningRate": 1e-3}, early=Outcome(0.0, 0.1, 0.0, {}, 3.0, 0.0, 3, 9, 300))
+    trials = [*done, trial(4, 0.15), trial(5, 0.6), short]
+    assert 7 not in predictions(spec(), trials) and 4 in predictions(spec(), trials)
+    promoted = [t.number for t in predicted_promotions(spec(), trials, fallback=2)]
+    assert 7 in promoted and 4 in promoted and 5 not in promoted
+    assert 7 not in Proxy().stopped_early(spec(), trials)
+
+
 def test_the_predictor_uses_the_early_score_when_the_curve_predicts_worse() -> None:
     # Finals follow the last early point exactly, while their curves' ends say otherwise.
     trials = []

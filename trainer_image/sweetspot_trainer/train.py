@@ -338,6 +338,7 @@ class StageRunner:
             samples=len(prepared.train),
             sample_hash=sample_hash,
             resumed=resumed,
+            early_fraction=config.early_fraction if config.stage == "early" else None,
             null_baseline=round(evaluate.null_baseline(golds, config.attributes), 4),
         )
 

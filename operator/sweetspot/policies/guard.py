@@ -67,9 +67,17 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 
 
 def judged_fraction(spec: FineTuneStudySpec, outcome: Outcome) -> float:
-    """The fraction of `earlyEvaluation.fractions()` an early result was judged at (nearest by its step)."""
-    at = outcome.step / outcome.planned_steps if outcome.planned_steps else 0.0
-    return min(spec.search.early_evaluation.fractions(), key=lambda f: abs(f - at))
+    """The fraction of `earlyEvaluation.fractions()` an early result was judged at: the one its stage echoed;
+    for a record kept before stages echoed it, `atFraction` while the guard is off (it never widens), else the
+    nearest to the result's step."""
+    early = spec.search.early_evaluation
+    if outcome.judged_at is not None:
+        at = outcome.judged_at
+    elif early.min_agreement is None:
+        return early.at_fraction
+    else:
+        at = outcome.step / outcome.planned_steps if outcome.planned_steps else 0.0
+    return min(early.fractions(), key=lambda f: abs(f - at))
 
 
 def _level(spec: FineTuneStudySpec, outcome: Outcome) -> int:

@@ -239,7 +239,8 @@ def forecast(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Forecast:
 
 def predicted_promotions(spec: FineTuneStudySpec, trials: Sequence[TrialView], fallback: int) -> list[TrialView]:
     """The trials that train to the end under `promote: predicted` (those with a final score included), the most
-    promising first; the best `fallback` by early score until the predictor is calibrated."""
+    promising first; the best `fallback` by early score until the predictor is calibrated, and after it for a trial
+    it cannot predict (one without the chosen feature: a curve cut short by few steps, a reused trial)."""
     ranked = promotion_order(spec, trials)
     predicted = predictions(spec, trials)
     if not predicted:
@@ -258,4 +259,5 @@ def predicted_promotions(spec: FineTuneStudySpec, trials: Sequence[TrialView], f
 
     bar = max([*finals, *(lower(t.number) for t in waiting)], default=-math.inf)
     chosen = sorted((t for t in waiting if upper(t.number) >= bar), key=lambda t: -sign * predicted[t.number].value)
-    return [*(t for t in ranked if t.final is not None), *chosen]
+    unpredicted = [t for t in ranked[:fallback] if t.final is None and t.number not in predicted]
+    return [*(t for t in ranked if t.final is not None), *chosen, *unpredicted]
