@@ -42,8 +42,11 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def recorded(trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> float:
     """Compute the finished stages recorded (early and final stages, learning-curve runs)."""
-    # A trial reused by warm start was trained by an earlier study: not this one's compute.
-    used = sum(o.compute_seconds for t in trials if not t.reused for o in (t.early, t.final) if o is not None)
+    # The stages warm start copied were trained by an earlier study: not this one's compute.
+    used = sum(
+        o.compute_seconds for t in trials for stage, o in (("early", t.early), ("final", t.final))
+        if o is not None and not (t.reused and stage in t.copied)
+    )  # fmt: skip
     return used + sum(p.outcome.compute_seconds for p in sweep if p.outcome is not None)
 
 

@@ -142,8 +142,11 @@ class TrialView:
     source: str = ""
     """Where the trial came from by warm start (`namespace/name trial N`); empty for a trial this study proposed."""
     reused: bool = False
-    """Its recorded results were copied from `source` (warm start `results`): it was never trained here, needs no
-    stage and does not count toward `maxTrials`."""
+    """Its recorded results were copied from `source` (warm start `results`): it runs no stage it has a result for
+    and does not count toward `maxTrials`."""
+    copied: frozenset[str] = frozenset()
+    """The stages of a reused trial whose results were copied; one it runs here later (the final of a trial copied
+    judged early only, when promoted) is this study's compute."""
 
     def attempts(self, stage: str) -> int:
         return len(self.failed_attempts.get(stage, frozenset())) + len(self.disrupted_attempts.get(stage, frozenset()))

@@ -70,6 +70,9 @@ SOURCE_ATTR = "sweetspot:source"
 """A trial's user attribute: the trial it came from by warm start (`namespace/name trial N`, where it was trained)."""
 REUSED_ATTR = "sweetspot:reused"
 """A trial's user attribute: its results were copied from `SOURCE_ATTR` (it was never trained in this study)."""
+COPIED_ATTR = "sweetspot:copied"
+"""A reused trial's user attribute: the stages whose results were copied (a stage it runs here later, such as the
+final of a trial copied judged early only, is this study's compute)."""
 WARM_START_FAILED = "WarmStartFailed"
 """The reason a study fails with when `spec.search.warmStart` names a study the storage does not have."""
 REUSE_REQUIRES: tuple[tuple[str, ...], ...] = (
@@ -573,6 +576,7 @@ class SearchStore:
             cancelled=bool(record.get("cancelled")),
             source=str(trial.user_attrs.get(SOURCE_ATTR, "")),
             reused=bool(trial.user_attrs.get(REUSED_ATTR)),
+            copied=frozenset(trial.user_attrs.get(COPIED_ATTR, ())),
         )
 
     def phase(self) -> dict[str, Any]:
@@ -841,13 +845,15 @@ class SearchStore:
                 continue
             where = origin(source, trial)
             number = copied.get(where)
+            record = attrs.get(TRIAL_ATTR.format(trial.number), {})
             if number is None:
+                stages = [stage for stage in ("early", "final") if record.get(stage)]
                 template = optuna.trial.create_trial(
                     state=trial.state,
                     value=trial.value if trial.state == OptunaState.COMPLETE else None,
                     params=dict(trial.params),
                     distributions=dict(trial.distributions),
-                    user_attrs={**trial.user_attrs, SOURCE_ATTR: where, REUSED_ATTR: True},
+                    user_attrs={**trial.user_attrs, SOURCE_ATTR: where, REUSED_ATTR: True, COPIED_ATTR: stages},
                     system_attrs=dict(trial.system_attrs),  # the constraint, and the grid sampler's visited point
                     intermediate_values=dict(trial.intermediate_values),
                 )
@@ -857,7 +863,6 @@ class SearchStore:
                 copied[where] = number
                 failpoint("warm-copy")
             if TRIAL_ATTR.format(number) not in self._user_attrs():
-                record = attrs.get(TRIAL_ATTR.format(trial.number), {})
                 self._save(number, {k: record[k] for k in ("early", "final", "infeasible", "reason") if k in record})
             count += 1
         return count

@@ -137,6 +137,7 @@ def test_reused_results_feed_the_sampler_and_no_stage_runs_again(storage_url: st
     for trial in reused:
         copy = frozen[trial.number]
         assert copy.state == optuna.trial.TrialState.COMPLETE and copy.user_attrs[REUSED_ATTR] is True
+        assert trial.copied == {stage for stage in ("early", "final") if getattr(trial, stage) is not None}
         assert copy.value == told[int(trial.source.rsplit(" ", 1)[1])]
     # No stage ran for a reused trial: not its early stage, nor a final (promotion ranks it, with its final known).
     assert {a.key.number for a in runtime.started} <= {5, 6, 7}

@@ -3,6 +3,7 @@ they disagree (pure decisions: trials in, judging and actions out)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sweetspot.api import FineTuneStudySpec
@@ -121,5 +122,5 @@ def test_a_final_resumes_at_the_fraction_its_early_stage_echoed_not_one_guessed_
         assert judged_fraction(study, early) == 0.3
         assert plan(study, Observed(trials=trials)).actions == (StartRun(RunKey("trial", 0, "final"), PARAMS),)
     # A record kept before stages echoed their fraction: the guard off never widened, so it was `atFraction`.
-    unechoed = Outcome(**{**early.__dict__, "judged_at": None})
+    unechoed = dataclasses.replace(early, judged_at=None)
     assert judged_fraction(spec(minAgreement=None, **at_03), unechoed) == 0.3

@@ -3,6 +3,7 @@ configurations are queued, and what the API accepts."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ def reused(number: int, loss: float, final: float | None = None, lr: float = 1e-
     return TrialView(
         number, "complete", {"learningRate": lr}, early=outcome(0.5, loss),
         final=outcome(final, loss) if final is not None else None, source=f"team/first trial {number}", reused=True,
+        copied=frozenset({"early", "final"} if final is not None else {"early"}),
     )  # fmt: skip
 
 
@@ -69,6 +71,9 @@ def test_promotion_ranks_reused_trials_and_runs_no_stage_for_one_with_a_final() 
 def test_compute_used_and_progress_count_only_what_this_study_trained() -> None:
     trials = [reused(0, 0.3, 0.8), TrialView(1, "complete", {}, early=outcome(0.5, 0.4))]
     assert summarize(spec(), trials, []).compute_used == 10.0
+    # A trial copied judged early only, then promoted here: its final is this study's compute, its early is not.
+    trained_here = dataclasses.replace(reused(2, 0.2), final=outcome(0.9, 0.1))
+    assert summarize(spec(), [*trials, trained_here], []).compute_used == 20.0
     assert progress(spec(), trials, []).startswith("1/2 trials judged early, 1 trained to the end")
 
 
