@@ -579,9 +579,11 @@ class EarlyEvaluation(Model):
     min_agreement: float | None = Field(default=None, ge=-1.0, le=1.0)
     """With `proxy`, the agreement guard (off when unset; 0.6 is a sensible value): once at least 3 promoted trials
     judged at the current fraction have final scores, the Spearman correlation of their early signal and final
-    objective is checked; below this value, later trials are judged at the next fraction of `widenTo` and one more
-    trial is promoted (each widening an Event, a status field and a metric). Off by default: on both HPO benchmark
-    tables it never paid (README, Performance), as validation loss ranks trials well there."""
+    objective is checked; below this value, one more trial is promoted and trials asked from then on are judged at
+    the next fraction of `widenTo` (each widening an Event, a status field and a metric). `proxy` trains finals once
+    the search is done, so the wider fraction serves only trials asked after that (a raised `maxTrials` or budget):
+    in a study run straight through, the guard's effect is the extra promotion. Off by default: on both HPO
+    benchmark tables it never paid (README, Performance), as validation loss ranks trials well there."""
     promote: Literal["topK", "predicted"] = "topK"
     """With `proxy`, which trials train to the end: `topK`, the best `promoteTopK` by early score; `predicted`, each
     trial's final score is predicted with an 80% interval by a line fitted to the study's own (early, final) pairs,

@@ -4,8 +4,10 @@
 study's own evidence: once at least `MIN_TRIALS` promoted trials judged at the current fraction have final scores,
 it takes the Spearman correlation of their early signal and final objective; below
 `earlyEvaluation.minAgreement`, later trials are judged at the next fraction of `widenTo`, and one more trial is
-promoted per step. The state is derived from the trials alone (no memory to lose in a crash), and never steps
-back: the fraction a trial was judged at is in its early result, and the widest one already used holds.
+promoted per step. The state is derived from the trials alone (no memory to lose in a crash): the fraction a trial
+was judged at is in its early result, and once a trial was judged wider that step holds. Until one was (under
+`proxy` finals run after the search, so in a study run straight through none is), a later final at the same
+fraction can lift the agreement back over the bar and undo the step; the trial it promoted keeps its final.
 """
 
 from __future__ import annotations
