@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.policies import policy_of
-from sweetspot.policies.guard import judging
 from sweetspot.records import Observed, RunKey, SweepView, TrialView
 
 SECONDS_PER_HOUR = 3600.0
@@ -45,7 +45,7 @@ def recorded(trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> float:
     # The stages warm start copied were trained by an earlier study: not this one's compute.
     used = sum(
         o.compute_seconds for t in trials for stage, o in (("early", t.early), ("final", t.final))
-        if o is not None and not (t.reused and stage in t.copied)
+        if o is not None and stage not in t.copied
     )  # fmt: skip
     return used + sum(p.outcome.compute_seconds for p in sweep if p.outcome is not None)
 
@@ -97,7 +97,6 @@ class Ledger:
         self.spec = spec
         self.policy = policy_of(spec)
         self.promote = not self.policy.final_during_search
-        self.top_k = spec.search.early_evaluation.promote_top_k
 
     def _started(self, number: int, stage: str) -> bool:
         return any(k.kind == "trial" and k.number == number and k.stage == stage for k in self.started)
@@ -128,11 +127,15 @@ class Ledger:
         """Under `proxy`: the finals still to pay for: the promoted trials not trained yet, and as many again as
         trials still to be judged (those not judged yet, and `asked` more) could displace, at most as many as are
         promoted (`promoteTopK`, one more per widening of the agreement guard, or more by prediction)."""
-        promoted = self.policy.promoted(self.spec, self.trials)
-        owed = sum(1 for t in promoted if t.final is None and not self._started(t.number, "final"))
+        owed = sum(1 for t in self._promoted if t.final is None and not self._started(t.number, "final"))
         unjudged = sum(1 for t in self.trials if _is_live(t) and t.early is None)
-        most = max(len(promoted), self.top_k + judging(self.spec, self.trials).level)
+        most = max(len(self._promoted), self.policy.promotions(self.spec, self.trials))
         return min(most, owed + unjudged + asked) * (self.costs.final or 0.0)
+
+    @cached_property
+    def _promoted(self) -> list[TrialView]:
+        # The trials do not change within a plan: ranked (and, under `predicted`, predicted) once, when first asked.
+        return self.policy.promoted(self.spec, self.trials)
 
     def _owed(self) -> float:
         """Stages the asked trials still owe that have not started."""

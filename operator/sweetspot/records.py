@@ -107,7 +107,7 @@ class Outcome:
             rows=evaluation.rows,
             subsampled=evaluation.subsampled,
             zero_shot=_untrained(result),
-            judged_at=result.early_fraction if result.stage == "early" else None,
+            judged_at=result.early_fraction,
             curve=_early_curve(result, evaluation),
         )
 

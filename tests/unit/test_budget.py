@@ -122,7 +122,7 @@ def test_the_finals_kept_back_include_the_one_more_each_widening_of_the_agreemen
     study = spec(3450 / 3600, parallelism=4, earlyEvaluation=early)
     observed = Observed(trials=trials, runs=[running(f"t{n}-early") for n in (10, 11, 12)])
     ledger = Ledger(study, observed)
-    assert ledger.policy.promotions(study, trials) == 4  # type: ignore[attr-defined]
+    assert ledger.policy.promotions(study, trials) == 4
     assert ledger.refuses(RunKey("trial", 13, "early"))
     assert not Ledger(spec(3550 / 3600, parallelism=4, earlyEvaluation=early), observed).refuses(
         RunKey("trial", 13, "early")

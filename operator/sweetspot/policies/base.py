@@ -65,6 +65,10 @@ class Policy(ABC):
     def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
         """Once every trial has been judged early, the trials that train to the end (none when they already did)."""
 
+    def promotions(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> int:
+        """How many trials train to the end once the search is done (none when finals run during it)."""
+        return 0
+
     def stopped_early(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
         """Trials judged early that will never train to the end (a pruned trial is counted by its state)."""
         return set()
