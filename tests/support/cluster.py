@@ -28,6 +28,7 @@ environment, as a container's cgroup would hold them: torchrun starts its worker
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import copy
@@ -39,7 +40,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -54,9 +54,10 @@ import kubernetes
 from kmock import KubernetesEmulator, ResourceInfo
 from kmock._internal import enums, k8s, rendering
 
-from sweetspot.contract import TERMINATION_LOG_ENV
+from sweetspot.contract import TERMINATION_LOG_ENV, TERMINATION_MESSAGE_LIMIT
 from sweetspot.crd import crd
 
+from support import containers
 from support.kube_schema import CrdValidator
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -492,9 +493,16 @@ class SimulatedPod:
     termination: Path
     code: int | None = None
     """The container's exit code once it ended (128 + signal when killed, as a container runtime reports it)."""
+    container_name: str | None = None
+    """In the container mode: the podman container, which `process` (`podman run` in the foreground) runs."""
+    log: Path | None = None
+    """The container's output (stdout and stderr), for `FallbackToLogsOnError`."""
+    fallback_to_logs: bool = False
 
     def kill(self) -> None:
         """What the kubelet does when it stops a container: every process in it dies."""
+        if self.container_name is not None:
+            containers.remove(self.container_name)
         for _ in range(50):  # a process that forked between a scan and the kills is found by the next scan
             pids = container_processes(self.marker)
             if not pids:
@@ -510,7 +518,8 @@ class SimulatedPod:
         """Whether the container has ended; it ends with its main process, which takes the rest with it."""
         if self.code is None and (code := self.process.poll()) is not None:
             self.code = 128 - code if code < 0 else code
-            self.kill()
+            if self.container_name is None:
+                self.kill()
         return self.code is not None
 
 
@@ -537,7 +546,9 @@ class NodeSimulator:
         workdir: Path,
         environ: dict[str, str] | None = None,
         fake_trainer: bool = False,
+        containers: bool = False,
     ) -> None:
+        assert not (containers and fake_trainer), "the container mode runs the images' own trainer"
         self.api = api
         self.batch = kubernetes.client.BatchV1Api(api)
         self.core = kubernetes.client.CoreV1Api(api)
@@ -548,6 +559,16 @@ class NodeSimulator:
         self.fake_trainer = fake_trainer
         """Run `support.fake_trainer` in place of the image's trainer (the same config in, the same result out, no
         model): for tests about the operator rather than about training."""
+        self.containers = containers
+        """Run each pod as a real container from its own image (podman, runc), as a kubelet would: its command,
+        env, volumes, termination-message path and securityContext as the pod has them, no path rewriting, no
+        network. Otherwise each pod's command runs as a local process, paths under its mounts mapped to folders."""
+        self.node_id = uuid.uuid4().hex[:12]
+        """Labels every container this node starts (`containers.leftovers`)."""
+        self.waiting: dict[str, str] = {}
+        """Pods the kubelet cannot start yet (`reason: message` by Job or TrainJob name), tried again every tick."""
+        self.commands: dict[str, list[str]] = {}
+        """The command that runs each pod's container, by pod name (`podman run ...` in the container mode)."""
         self.processes: dict[str, Workload] = {}
         """Running Jobs and TrainJobs by name (a study's Job and TrainJob names never meet)."""
         self.started: list[str] = []
@@ -575,6 +596,8 @@ class NodeSimulator:
         self._thread.join(timeout=30)
         for workload in self.processes.values():
             workload.kill()
+        if self.containers:
+            containers.remove_all(self.node_id)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -638,9 +661,14 @@ class NodeSimulator:
         self, name: str, uid: str, obj: Any, start: Callable[[Any], None], finish: Callable[[Any, Workload], None]
     ) -> None:
         if name not in self.processes and uid not in self._started_uids:
+            try:
+                start(obj)
+            except containers.ContainerConfigError as exc:
+                self.waiting[name] = str(exc)  # as a kubelet: the pod waits, and the next tick tries again
+                return
+            self.waiting.pop(name, None)
             self._started_uids.add(uid)
             self.started.append(name)
-            start(obj)
             if hook := self.hooks.get("started"):
                 hook(name)
         elif name in self.processes:
@@ -659,55 +687,157 @@ class NodeSimulator:
         name: str,
         labels: dict[str, str],
         container: dict[str, Any],
-        volumes: list[dict[str, Any]],
+        pod_spec: dict[str, Any],
         command: list[str],
         shared: Path,
         runtime_env: dict[str, str] | None = None,
+        network: str = "none",
     ) -> SimulatedPod:
-        """Create the pod `name` and run its container (a dict as the API has it) as a local process. An emptyDir
-        is the pod's own; a claim is the test's directory for it (`claims`), else one `shared` by the owner's pods."""
-        root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=shared))
-        claims = {
-            v["name"]: self.claims.get(v["persistentVolumeClaim"]["claimName"], shared / v["name"])
-            for v in volumes
-            if v.get("persistentVolumeClaim")
-        }
-        mounts = {m["mountPath"]: claims.get(m["name"], root / m["name"]) for m in container.get("volumeMounts") or []}
-        for directory in mounts.values():
-            directory.mkdir(parents=True, exist_ok=True)
-
-        env = {**os.environ, **self.environ}
-        for var in container.get("env") or []:
-            ref = (var.get("valueFrom") or {}).get("configMapKeyRef")
-            if ref is not None:
-                config_map = self.core.read_namespaced_config_map(ref["name"], self.namespace)
-                env[var["name"]] = local_value(self.edit_config(owner, config_map.data[ref["key"]]), mounts)
-            else:
-                env[var["name"]] = local_value(var.get("value") or "", mounts)
-        env.update(runtime_env or {})
+        """Create the pod `name` and run its container (a dict as the API has it): a real container in the
+        container mode (`network`: none, or `container:<name>` to share another pod's loopback), else `command` as a
+        local process. An emptyDir is the pod's own; a claim is the test's directory for it (`claims`), else one
+        `shared` by the owner's pods. A container the kubelet cannot configure yet (a missing ConfigMap) raises
+        `ContainerConfigError` with the pod left waiting, as a kubelet leaves it; the next try reuses the pod."""
+        uid = self._ensure_pod(name, labels, container)
+        root = shared / name
+        root.mkdir(parents=True, exist_ok=True)
         termination = root / "termination-log"
-        env[TERMINATION_LOG_ENV] = str(termination)
-        if self.fake_trainer:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        try:
+            if self.containers:
+                env = {**self.environ, **self._container_env(owner, container, {}), **(runtime_env or {})}
+                env[POD_MARKER] = uid
+                volumes = containers.Volumes(
+                    root=root,
+                    claims=self.claims,
+                    shared=shared,
+                    read_config_map=self._config_map_data,
+                    read_secret=self._secret_data,
+                )
+                command = containers.run_command(
+                    name=f"{name}-{uid[:8]}",
+                    node=self.node_id,
+                    pod_spec={**pod_spec, "hostname": name},
+                    container=container,
+                    env=env,
+                    volumes=volumes,
+                    termination=termination,
+                    network=network,
+                )
+            else:
+                volumes_by_name = pod_spec.get("volumes") or []
+                claims = {
+                    v["name"]: self.claims.get(v["persistentVolumeClaim"]["claimName"], shared / v["name"])
+                    for v in volumes_by_name
+                    if v.get("persistentVolumeClaim")
+                }
+                mounts = {
+                    m["mountPath"]: claims.get(m["name"], root / m["name"]) for m in container.get("volumeMounts") or []
+                }
+                for directory in mounts.values():
+                    directory.mkdir(parents=True, exist_ok=True)
+                env = {**os.environ, **self.environ, **self._container_env(owner, container, mounts)}
+                env.update(runtime_env or {})
+                env[TERMINATION_LOG_ENV] = str(termination)
+                env[POD_MARKER] = uid
+                if self.fake_trainer:
+                    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+        except containers.ContainerConfigError as exc:
+            waiting = {"waiting": {"reason": exc.reason, "message": exc.message}}
+            status = {"phase": "Pending", "containerStatuses": [{"name": container["name"], "state": waiting}]}
+            self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status}, **MERGE)
+            raise
+        self.core.patch_namespaced_pod_status(name, self.namespace, {"status": {"phase": "Running"}}, **MERGE)
+        log_path = root / "log.txt"
+        self.commands[name] = command
+        with open(log_path, "ab") as log:  # the process keeps its own copy
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        return SimulatedPod(
+            name,
+            container["name"],
+            container.get("image") or "",
+            uid,
+            process,
+            termination,
+            container_name=command[command.index("--name") + 1] if self.containers else None,
+            log=log_path,
+            fallback_to_logs=container.get("terminationMessagePolicy") == "FallbackToLogsOnError",
+        )
+
+    def start_pod(
+        self, name: str, pod_spec: dict[str, Any], labels: dict[str, str] | None = None, network: str = "none"
+    ) -> SimulatedPod:
+        """Run a pod that no Job owns (a Deployment's pod template, say) with its first container; the caller stops
+        it (`kill`). Only in the container mode: there is no local command to run."""
+        assert self.containers, "start_pod runs a container: NodeSimulator(containers=True)"
+        container = pod_spec["containers"][0]
+        return self._run_pod(name, name, labels or {}, container, pod_spec, [], self.workdir / name, network=network)
+
+    def _ensure_pod(self, name: str, labels: dict[str, str], container: dict[str, Any]) -> str:
+        """The pod object (created on the first try to start it), by uid."""
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
             "spec": {"containers": [{"name": container["name"], "image": container.get("image")}]},
         }
-        created = self.core.create_namespaced_pod(self.namespace, pod)
-        self.core.patch_namespaced_pod_status(name, self.namespace, {"status": {"phase": "Running"}}, **MERGE)
-        env[POD_MARKER] = created.metadata.uid
-        with open(root / "log.txt", "wb") as log:  # the process keeps its own copy
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-        return SimulatedPod(
-            name, container["name"], container.get("image") or "", created.metadata.uid, process, termination
-        )
+        try:
+            return str(self.core.create_namespaced_pod(self.namespace, pod).metadata.uid)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 409:
+                raise
+            return str(self.core.read_namespaced_pod(name, self.namespace).metadata.uid)
+
+    def _config_map_data(self, name: str) -> dict[str, str]:
+        try:
+            return dict(self.core.read_namespaced_config_map(name, self.namespace).data or {})
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 404:
+                raise
+            missing = f'configmap "{name}" not found'
+            raise containers.ContainerConfigError("CreateContainerConfigError", missing) from None
+
+    def _secret_data(self, name: str) -> dict[str, str]:
+        try:
+            return dict(self.core.read_namespaced_secret(name, self.namespace).data or {})
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status != 404:
+                raise
+            raise containers.ContainerConfigError("CreateContainerConfigError", f'secret "{name}" not found') from None
+
+    def _container_env(self, owner: str, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
+        """The container's `env` as the kubelet resolves it (ConfigMap and Secret keys read now); in the process
+        mode each value that is a path under a mount is mapped to the node's folder for it."""
+        env: dict[str, str] = {}
+        for var in container.get("env") or []:
+            source = var.get("valueFrom") or {}
+            if (ref := source.get("configMapKeyRef")) is not None:
+                data = self._config_map_data(ref["name"])
+                if ref["key"] not in data:
+                    raise containers.ContainerConfigError(
+                        "CreateContainerConfigError", f"couldn't find key {ref['key']} in ConfigMap {ref['name']}"
+                    )
+                value = self.edit_config(owner, data[ref["key"]])
+            elif (ref := source.get("secretKeyRef")) is not None:
+                data = self._secret_data(ref["name"])
+                if ref["key"] not in data:
+                    raise containers.ContainerConfigError(
+                        "CreateContainerConfigError", f"couldn't find key {ref['key']} in Secret {ref['name']}"
+                    )
+                value = base64.b64decode(data[ref["key"]]).decode()
+            else:
+                value = var.get("value") or ""
+            env[var["name"]] = value if self.containers else local_value(value, mounts)
+        return env
 
     def _report_pod(self, pod: SimulatedPod, conditions: list[dict[str, Any]] | None = None) -> None:
         """The kubelet's report of an ended container: the pod's phase and the container's terminated state."""
         code = pod.code if pod.code is not None else 137
-        message = pod.termination.read_text() if pod.termination.exists() else ""
+        # The kubelet reads at most 4096 bytes; with FallbackToLogsOnError a failed container that wrote no message
+        # gets its log's tail instead.
+        written = pod.termination.read_bytes() if pod.termination.exists() else b""
+        message = written[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
+        if not message and code != 0 and pod.fallback_to_logs and pod.log is not None and pod.log.exists():
+            message = pod.log.read_bytes()[-2048:].decode(errors="replace")
         state = {"terminated": {"exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}}
         status: dict[str, Any] = {
             "phase": "Succeeded" if code == 0 else "Failed",
@@ -737,9 +867,9 @@ class NodeSimulator:
         if self.fake_trainer:
             assert command[1:] == ["-m", "sweetspot_trainer"], command
             command = [sys.executable, "-m", "support.fake_trainer"]
-        shared = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
+        shared = self.workdir / f"{name}-{job.metadata.uid[:8]}"
         labels = {**(job.spec.template.metadata.labels or {}), "job-name": name}
-        pod = self._run_pod(name, f"{name}-pod", labels, container, pod_spec.get("volumes") or [], command, shared)
+        pod = self._run_pod(name, f"{name}-pod", labels, container, pod_spec, command, shared)
         self.processes[name] = Workload("Job", [pod])
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": {"active": 1}}, **MERGE)
 
@@ -781,6 +911,8 @@ class NodeSimulator:
             "env": [*(trainer.get("env") or []), *(node_override.get("env") or [])],
             "volumeMounts": node_override.get("volumeMounts") or [],
         }
+        if self.containers:  # the image's own command, as the runtime's pod template runs it
+            container |= {"command": trainer.get("command") or [], "args": trainer.get("args") or []}
         command = [*(trainer.get("command") or []), *(trainer.get("args") or [])]
         if command[:1] == ["torchrun"]:
             command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
@@ -789,8 +921,8 @@ class NodeSimulator:
             assert "sweetspot_trainer" in command and ("--module" in command or "-m" in command), command
             command[command.index("sweetspot_trainer")] = "support.fake_trainer"
         port = free_port()
-        shared = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.workdir))
-        workload = self.processes[name] = Workload("TrainJob", [])
+        shared = self.workdir / f"{name}-{trainjob['metadata']['uid'][:8]}"
+        workload = Workload("TrainJob", [])
         for rank in range(nodes):
             labels = {
                 **(spec.get("labels") or {}),
@@ -808,10 +940,16 @@ class NodeSimulator:
                 "PET_MASTER_PORT": str(port),
             }
             pod_name = f"{name}-{TRAINJOB_NODE}-0-{rank}"
-            volumes = override.get("volumes") or []
-            workload.pods.append(
-                self._run_pod(name, pod_name, labels, container, volumes, command, shared, torchrun_env)
-            )
+            pod_spec = {"volumes": override.get("volumes") or []}
+            # Every node of a TrainJob on one loopback: rank 0's network namespace, which the others join.
+            network = f"container:{workload.pods[0].container_name}" if workload.pods else "none"
+            try:
+                pod = self._run_pod(name, pod_name, labels, container, pod_spec, command, shared, torchrun_env, network)
+            except containers.ContainerConfigError:
+                workload.kill()
+                raise
+            workload.pods.append(pod)
+        self.processes[name] = workload
         jobs_status = [{"name": TRAINJOB_NODE, "ready": 0, "succeeded": 0, "failed": 0, "active": 1, "suspended": 0}]
         self._set_trainjob_status(
             trainjob,

