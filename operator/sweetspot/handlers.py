@@ -106,8 +106,11 @@ def delete(
     body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
 ) -> None:
     namespace, name = meta["namespace"], meta["name"]
-    if not _serializer.wait_idle(f"{namespace}/{name}", CLEAN_UP_WAIT_SECONDS):
-        raise kopf.TemporaryError(f"a reconcile of {namespace}/{name} is still running", delay=5)
+    key = f"{namespace}/{name}"
+    if not _serializer.wait_idle(key, 0):
+        logger.info("waiting for the running reconcile of %s before cleaning up", key)
+        if not _serializer.wait_idle(key, CLEAN_UP_WAIT_SECONDS):
+            raise kopf.TemporaryError(f"a reconcile of {key} is still running", delay=5)
     memory = reconcile.forget(namespace, name)
     _serializer.forget(f"{namespace}/{name}")
     METRICS.studies.forget(namespace, name)

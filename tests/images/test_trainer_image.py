@@ -17,7 +17,7 @@ import pytest
 from sweetspot.api import FineTuneStudy
 from sweetspot.contract import EXIT_BAD_INPUT, StageResult, result_file_name
 from sweetspot.jobs import object_name
-from sweetspot.kube_runtime import JobRuntime
+from sweetspot.kube_runtime import JobRuntime, TrainJobRuntime
 from sweetspot.memory import Memories
 from sweetspot.records import RunKey, RunView, StartRun
 from sweetspot.search import preview_params
@@ -166,3 +166,25 @@ def test_smollm2_converts_into_the_cache_volume_and_trains_in_the_image(
     weights = list((cache / "models").rglob("*.safetensors"))
     assert weights, f"no converted model in the cache volume: {sorted(p.name for p in cache.rglob('*'))}"
     assert all(w.stat().st_uid == TRAINER_UID for w in weights)
+
+
+def test_a_two_node_trainjob_runs_as_two_containers_on_one_loopback(
+    images: dict[str, str], default_client: None, tmp_path: Path
+) -> None:
+    """Each node of a TrainJob is a container of the trainer image running the runtime's torchrun command; the nodes
+    rendezvous over rank 0's loopback (the others join its network namespace), and rank 0 alone reports."""
+    spec = study("twonode", images["trainer"], trial={"runtime": {"kind": "trainJob", "numNodes": 2}})
+    (params,) = preview_params(spec.spec, 1)
+    runtime = TrainJobRuntime(Memories())
+    with container_node(tmp_path, {"outputs": tmp_path / "outputs"}) as (_, node):
+        key = RunKey("trial", 0, "early")
+        runtime.start(spec, StartRun(key, params))
+        run = finished(runtime, spec, key, node, 600)
+        pods = sorted(name for name in node.commands if name.startswith("twonode-"))
+    assert run.phase == "succeeded", run
+    assert run.result is not None and run.result.status == "ok" and run.result.step > 0
+    assert len(pods) == 2, pods
+    rank0, rank1 = (node.commands[p] for p in pods)
+    assert rank0[rank0.index("--network") + 1] == "none"
+    assert rank1[rank1.index("--network") + 1] == f"container:{rank0[rank0.index('--name') + 1]}"
+    assert all(images["trainer"] in command for command in (rank0, rank1))

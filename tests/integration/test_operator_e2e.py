@@ -23,6 +23,7 @@ from support.operator import (
     VERSION,
     apply,
     check_succeeded,
+    delete,
     eventually,
     get,
     jobs_of,
@@ -200,3 +201,46 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
     )
     configs = [TrialConfig.model_validate_json(m.data[CONFIG_KEY]) for m in maps.items]
     assert len(configs) >= 4 and {c.model.max_sequence_length for c in configs} == {128}
+
+
+def test_a_study_deleted_while_a_pass_is_between_configmap_and_job_leaves_nothing(
+    tmp_path: Path, postgres_server_url: str
+) -> None:
+    """The operator's pass is held (a failpoint) after creating a stage's ConfigMap and before its Job; the study is
+    deleted meanwhile. The clean-up waits for that pass, which then creates its Job, and sweeps both: no Job and no
+    ConfigMap of the study is left, and the node never saw a pod without its ConfigMap. Without the wait, the sweep
+    ran first and the Job was created after it, an orphan whose pod waits for a ConfigMap that is gone."""
+    release = tmp_path / "release"
+    hold = {"SWEETSPOT_FAILPOINT": f"create-job:1:hold={release}"}
+    with operator_world(
+        tmp_path, postgres_server_url, fake_trainer=True, stage_seconds=1.0, operator_env=hold
+    ) as world:
+        api, log = world["api"], world["operator"].log
+        core = kubernetes.client.CoreV1Api(api)
+
+        def config_maps() -> list[str]:
+            items = core.list_namespaced_config_map(NAMESPACE, label_selector="sweetspot.dev/study=held").items
+            return sorted(c.metadata.name for c in items)
+
+        apply(api, study("held", parallelism=1))
+        eventually(lambda: "failpoint create-job:1 reached: holding" in log.read_text(), 60, "the pass to be held")
+        assert config_maps() == ["held-t0-early"] and jobs_of(api, "held") == []
+        delete(api, "held")
+        eventually(
+            lambda: "waiting for the running reconcile of default/held" in log.read_text() or not config_maps(),
+            60,
+            "the clean-up to start",
+        )
+        release.touch()
+
+        def gone() -> bool:
+            try:
+                get(api, "held")
+            except kubernetes.client.exceptions.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        eventually(gone, 120, "the study to be deleted")
+        assert "failpoint create-job:1 released" in log.read_text()
+        assert jobs_of(api, "held") == [] and config_maps() == []
+        assert not world["node"].waiting, world["node"].waiting

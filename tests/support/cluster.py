@@ -93,6 +93,13 @@ RESOURCES = {
         subresources={"status"},
         verbs={"list", "watch", "get", "create", "patch", "delete"},
     ),
+    "v1/persistentvolumeclaims": ResourceInfo(
+        kind="PersistentVolumeClaim",
+        singular="persistentvolumeclaim",
+        namespaced=True,
+        shortnames={"pvc"},
+        verbs={"list", "get", "create", "delete"},
+    ),
     "v1/configmaps": ResourceInfo(
         kind="ConfigMap", singular="configmap", namespaced=True, verbs={"list", "get", "create", "patch", "delete"}
     ),
@@ -709,7 +716,7 @@ class NodeSimulator:
                 volumes = containers.Volumes(
                     root=root,
                     claims=self.claims,
-                    shared=shared,
+                    shared=self.workdir / "claims",  # one folder per claim for the whole node, as a volume is
                     read_config_map=self._config_map_data,
                     read_secret=self._secret_data,
                 )

@@ -112,7 +112,7 @@ class Volumes:
     claims: Mapping[str, Path]
     """The test's folder for each PersistentVolumeClaim by claim name (else one under `shared`)."""
     shared: Path
-    """Claims no test named live here, one folder per claim, shared by every pod of the owner."""
+    """Claims no test named live here, one folder per claim (the container node: one for the whole node)."""
     read_config_map: Any
     """(name) → the ConfigMap's data, or raises ContainerConfigError."""
     read_secret: Any

@@ -103,6 +103,7 @@ def operator_world(
     fake_trainer: bool = False,
     stage_seconds: float = 0.5,
     trainjobs: bool = False,
+    operator_env: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """A cluster, a node, a fresh database and a running operator; the node must have seen no errors.
 
@@ -128,6 +129,7 @@ def operator_world(
         operator = Operator(running, database, workdir, metrics_port)
         if trainjobs:  # as the chart's `trainJobs.enabled` does
             operator.env["SWEETSPOT_TRAINJOBS"] = "true"
+        operator.env.update(operator_env or {})
         with node:
             operator.start()
             try:
