@@ -74,6 +74,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, dict | list):  # `{{}: x}` or `{[a]: x}`: YAML allows it, no field is named so
+            kind = "a mapping" if isinstance(key, dict) else "a list"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, not {kind}", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)

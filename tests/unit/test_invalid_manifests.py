@@ -412,8 +412,10 @@ def test_cli_exits_1_naming_the_field(
         ("", ("empty",)),
         ("just a string", ("mapping",)),
         ("a: 1\na: 2\n", ("duplicate key",)),
+        ("{{}}", ("key must be a plain value, not a mapping",)),
+        ("spec: {[model]: tiny}", ("key must be a plain value, not a list",)),
     ],
-    ids=["syntax error", "empty file", "scalar document", "duplicate key"],
+    ids=["syntax error", "empty file", "scalar document", "duplicate key", "mapping as key", "list as key"],
 )
 def test_unparseable_files_get_one_clear_line(text: str, words: tuple[str, ...]) -> None:
     with pytest.raises(ManifestError) as caught:
