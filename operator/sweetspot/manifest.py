@@ -240,6 +240,19 @@ def _check_identity(data: Any, doc: _Document) -> list[FieldError]:
     return errors
 
 
+def _other_kubernetes_object(data: Any) -> bool:
+    if not isinstance(data, dict):
+        return False
+    api_version, kind = data.get("apiVersion"), data.get("kind")
+    return (
+        isinstance(api_version, str)
+        and isinstance(kind, str)
+        and bool(kind)
+        and not api_version.startswith(f"{API_VERSION.split('/')[0]}/")
+        and kind != KIND
+    )
+
+
 def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
     """Every FineTuneStudy in a YAML (or JSON) text; raises `ManifestError` listing all problems."""
     try:
@@ -253,6 +266,9 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
         raise ManifestError([FieldError(source, "", "no FineTuneStudy found (the file is empty)")])
     studies: list[FineTuneStudy] = []
     errors: list[FieldError] = []
+    # Other Kubernetes objects beside the studies (a PersistentVolumeClaim the study mounts) are kubectl's to apply:
+    # skipped here. Anything of Sweetspot's API group, or with no apiVersion, is held to being a FineTuneStudy.
+    documents = [d for d in documents if not _other_kubernetes_object(d.data)] or documents
     for doc in documents:
         if identity := _check_identity(doc.data, doc):
             errors.extend(identity)
