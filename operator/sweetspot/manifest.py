@@ -74,6 +74,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, dict | list):  # `{{}: x}` or `{[a]: x}`: YAML allows it, no field is named so
+            kind = "a mapping" if isinstance(key, dict) else "a list"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a plain value, not {kind}", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
@@ -235,6 +240,19 @@ def _check_identity(data: Any, doc: _Document) -> list[FieldError]:
     return errors
 
 
+def _other_kubernetes_object(data: Any) -> bool:
+    if not isinstance(data, dict):
+        return False
+    api_version, kind = data.get("apiVersion"), data.get("kind")
+    return (
+        isinstance(api_version, str)
+        and isinstance(kind, str)
+        and bool(kind)
+        and not api_version.startswith(f"{API_VERSION.split('/')[0]}/")
+        and kind != KIND
+    )
+
+
 def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
     """Every FineTuneStudy in a YAML (or JSON) text; raises `ManifestError` listing all problems."""
     try:
@@ -248,6 +266,9 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
         raise ManifestError([FieldError(source, "", "no FineTuneStudy found (the file is empty)")])
     studies: list[FineTuneStudy] = []
     errors: list[FieldError] = []
+    # Other Kubernetes objects beside the studies (a PersistentVolumeClaim the study mounts) are kubectl's to apply:
+    # skipped here. Anything of Sweetspot's API group, or with no apiVersion, is held to being a FineTuneStudy.
+    documents = [d for d in documents if not _other_kubernetes_object(d.data)] or documents
     for doc in documents:
         if identity := _check_identity(doc.data, doc):
             errors.extend(identity)

@@ -12,6 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from sweetspot.api import FineTuneStudy, FineTuneStudySpec
 from sweetspot.policies import early_signal
 from sweetspot.policies.guard import MIN_TRIALS, judged_fraction
@@ -111,7 +113,7 @@ def _as_data(
         "trials": [_trial_row(resource.spec, t) for t in sorted(trials, key=lambda t: t.number)],
         "counts": summary.counts,
         "best": best,
-        "agreement": asdict(summary.agreement),
+        "agreement": _camel(asdict(summary.agreement)),
         "computeSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
         "learningCurve": curve,
         "sweetSpot": sweet_spot,
@@ -164,6 +166,11 @@ def _interval(predicted: dict[str, float] | None) -> str:
     if predicted is None:
         return "-"
     return f"{predicted['value']:.3f} [{predicted['low']:.3f}, {predicted['high']:.3f}]"
+
+
+def _camel(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's keys as the report's JSON spells every key (camelCase, as the resource's status does)."""
+    return {to_camel(key): value for key, value in record.items()}
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -255,7 +262,7 @@ def render_text(report: dict[str, Any]) -> str:
             console.print(
                 f"early vs final over {agreement['trials']} trials: Spearman {_fmt(agreement['spearman'], 3)}, "
                 f"Kendall {_fmt(agreement['kendall'], 3)}, "
-                f"top-{agreement['top_k']} overlap {_fmt(agreement['top_k_overlap'])}"
+                f"top-{agreement['topK']} overlap {_fmt(agreement['topKOverlap'])}"
             )
         prediction = report.get("prediction")
         if prediction:

@@ -5,6 +5,7 @@ profile for every pod, and invalid values refused with a message that names the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+
+from sweetspot.manifest import parse_documents
 
 from support.api_calls import TRAINJOBS, operator_verbs
 
@@ -275,3 +278,31 @@ def test_every_value_is_typed_and_documented() -> None:
     for path, node in found:
         assert node.get("description") and "type" in node, path
         assert f"`{path}`" in readme, f"{path} is missing from the chart README"
+
+
+def notes(tmp_path: Path, *values: str) -> str:
+    """NOTES.txt as `helm install` prints it (rendered as an ordinary template from a copy of the chart)."""
+    copy = tmp_path / "chart"
+    shutil.copytree(CHART, copy)
+    (copy / "templates" / "NOTES.txt").rename(copy / "templates" / "notes.txt")
+    args = ["template", "sweetspot", str(copy), "--namespace", "sweetspot", "--show-only", "templates/notes.txt"]
+    # --debug prints a template that is not YAML (plain text here) instead of refusing it.
+    return helm(*args, "--debug", *(a for v in values for a in ("--set", v))).stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "namespace"),
+    [((), "ml-team"), (("rbac.scope=namespaced", "rbac.watchNamespaces={team-a}"), "team-a")],
+    ids=["cluster scope", "namespaced"],
+)
+def test_notes_print_commands_that_work(tmp_path: Path, values: tuple[str, ...], namespace: str) -> None:
+    """Every file the NOTES tell `kubectl apply -n NS -f` exists, pins no namespace of its own (kubectl would refuse
+    the mismatch), and its studies are valid; the namespace is one the operator watches."""
+    text = notes(tmp_path, *values)
+    applies = re.findall(r"kubectl apply -n (\S+) -f (\S+)", text)
+    assert applies == [(namespace, "examples/cluster-quickstart.yaml")], text
+    for _, path in applies:
+        documents = [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+        assert all("namespace" not in d["metadata"] for d in documents), path
+        assert parse_documents((ROOT / path).read_text(), path)
+    assert f"kubectl get fts -n {namespace} -w" in text

@@ -82,7 +82,7 @@ def check_study(report: dict[str, Any]) -> None:
     expected = "nothing learned at any size" if nothing else "at least 3 sizes"
     assert expected in report["sweetSpot"]["recommendation"]
     assert report["computeSeconds"]["used"] > 0 and report["computeSeconds"]["saved"] > 0
-    assert set(report["agreement"]) == {"trials", "spearman", "kendall", "top_k", "top_k_overlap"}
+    assert set(report["agreement"]) == {"trials", "spearman", "kendall", "topK", "topKOverlap"}
 
 
 def test_a_local_study_runs_to_the_end_and_reports(tmp_path: Path) -> None:

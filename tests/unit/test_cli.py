@@ -67,3 +67,15 @@ def test_no_command_is_a_usage_error() -> None:
     done = run()
     assert done.returncode == 2
     assert "usage:" in done.stderr
+
+
+def test_report_in_a_folder_without_studies_says_where_it_looked_and_creates_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sweetspot.cli", "report", "quickstart", "--workdir", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert str(tmp_path / "nowhere" / "studies.db") in done.stderr
+    assert "--workdir" in done.stderr and "--storage" in done.stderr
+    assert not (tmp_path / "nowhere").exists()

@@ -26,6 +26,8 @@ Doc = dict[str, Any]
 
 DELETE = object()
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
 
 def patch(path: str, value: Any) -> Callable[[Doc], None]:
     """Set (or with DELETE, remove) the value at a dotted path, creating maps on the way."""
@@ -412,8 +414,10 @@ def test_cli_exits_1_naming_the_field(
         ("", ("empty",)),
         ("just a string", ("mapping",)),
         ("a: 1\na: 2\n", ("duplicate key",)),
+        ("{{}}", ("key must be a plain value, not a mapping",)),
+        ("spec: {[model]: tiny}", ("key must be a plain value, not a list",)),
     ],
-    ids=["syntax error", "empty file", "scalar document", "duplicate key"],
+    ids=["syntax error", "empty file", "scalar document", "duplicate key", "mapping as key", "list as key"],
 )
 def test_unparseable_files_get_one_clear_line(text: str, words: tuple[str, ...]) -> None:
     with pytest.raises(ManifestError) as caught:
@@ -447,3 +451,15 @@ def test_each_document_of_a_multi_document_file_is_named(quickstart: Doc) -> Non
 def test_unreadable_file_is_an_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path / "missing.yaml")]) == 1
     assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_other_kubernetes_objects_beside_a_study_are_left_to_kubectl() -> None:
+    """A file kubectl applies whole (a PersistentVolumeClaim, then the study that mounts it) validates its study;
+    a document of Sweetspot's group that is not a FineTuneStudy is still refused."""
+    claim = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {}\n"
+    study = (EXAMPLES / "cluster-quickstart.yaml").read_text().split("---\n", 1)[1]
+    (parsed,) = parse_documents(claim + "---\n" + study, "both.yaml")
+    assert parsed.metadata.name == "quickstart" and parsed.spec.trial.output is not None
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(claim + "---\n" + study.replace("kind: FineTuneStudy", "kind: FineTuneStudies"), "typo.yaml")
+    assert "kind: expected 'FineTuneStudy'" in str(caught.value)
