@@ -111,6 +111,8 @@ class Forecast:
     """The largest measured size."""
     noise: float = 0.0
     """The noise of one run assumed (standard deviation of F1)."""
+    curve: tuple[SizeForecast, ...] = ()
+    """The band at the sizes of `grid` (for a plot)."""
 
 
 # --- the forms -----------------------------------------------------------------------------------------------
@@ -304,12 +306,13 @@ def forecast(
     draws: int = DRAWS,
     seed: int = SEED,
     noise: float | None = None,
+    grid: Sequence[int] = (),
 ) -> Forecast:
     """F1 forecast at the sizes `to` with an 80% band, and the rows needed to reach `target` (when given).
 
     The band is that of a new measurement at each size, as many repeats as the largest measured size had: the
     spread of the drawn curves plus the noise of one such mean. `noise` overrides the noise of one run (by default
-    the spread between repeats, at least `NOISE_FLOOR`).
+    the spread between repeats, at least `NOISE_FLOOR`). `grid`: more sizes, anywhere, for a plot (`Forecast.curve`).
     """
     points = sorted(points, key=lambda p: p.samples)
     check(points, to, target)
@@ -319,13 +322,15 @@ def forecast(
     rng = np.random.default_rng(seed + 1)
     largest = points[-1]
     measurement = noise / math.sqrt(max(largest.repeats, 1))
-    sizes = np.asarray(sorted(set(to)), dtype=float)
-    values = drawn.predict(sizes) if len(sizes) else np.zeros((len(w), 0))
-    values = np.clip(values + rng.normal(0.0, measurement, values.shape), 0.0, 1.0)
     tails = _tails()
-    forecasts = tuple(
-        SizeForecast(int(n), Band(*_quantiles(values[:, i], w, tails))) for i, n in enumerate(sizes.astype(int))
-    )
+
+    def at(sizes: Sequence[int]) -> tuple[SizeForecast, ...]:
+        x = np.asarray(sorted(set(sizes)), dtype=float)
+        values = drawn.predict(x) if len(x) else np.zeros((len(w), 0))
+        values = np.clip(values + rng.normal(0.0, measurement, values.shape), 0.0, 1.0)
+        return tuple(SizeForecast(int(n), Band(*_quantiles(values[:, i], w, tails))) for i, n in enumerate(x))
+
+    forecasts = at(to)
     horizon = float(largest.samples * HORIZON)
     plateau = Band(*_quantiles(np.clip(drawn.predict(np.asarray([horizon]))[:, 0], 0.0, 1.0), w, tails))
     answer = None
@@ -338,7 +343,7 @@ def forecast(
             low, middle, high = _quantiles(rows, w, tails)
             band = RowsBand(*(math.ceil(v) if math.isfinite(v) else None for v in (low, middle, high)))
         answer = TargetAnswer(target, reach, band)
-    return Forecast(forecasts, plateau, weights, answer, largest.samples, noise)
+    return Forecast(forecasts, plateau, weights, answer, largest.samples, noise, at(grid))
 
 
 def labels_cost(rows: int | None, largest: int, cost_per_label: float | None) -> float | None:
@@ -384,6 +389,9 @@ def describe(result: Forecast, attribute: str | None = None, cost_per_label: flo
 
 ATTRIBUTES = 3
 """Attributes forecast beside the headline score: the late-gain drivers."""
+GRID = 40
+"""Sizes the band is drawn at for a plot, log-spaced from the smallest measured size to the largest forecast one (at
+least four times the largest measured)."""
 
 
 @dataclass(frozen=True)
@@ -435,7 +443,10 @@ def _outlook(
         return Outlook(None, {}, f"a forecast needs {MIN_POINTS} measured sizes ({len(points)} so far)", cost_per_label)
     if all(p.score <= 0.0 for p in points):
         return Outlook(None, {}, "nothing learned at any size: nothing to forecast", cost_per_label)
-    overall = forecast(points, to, target)
+    top = max([*to, points[-1].samples * 4])
+    low = points[0].samples
+    grid = sorted({round(low * (top / low) ** (i / (GRID - 1))) for i in range(GRID)})
+    overall = forecast(points, to, target, grid=grid)
     attributes: dict[str, Forecast] = {}
     for attribute in _drivers(points):
         series = [SizeResult(p.samples, p.attribute_scores[attribute], 0.0, p.repeats) for p in points]

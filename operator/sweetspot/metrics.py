@@ -344,9 +344,9 @@ class _Families:
             self.plateau.add_metric(study, summary.verdict.fit.plateau)
         overall = summary.outlook.overall if summary.outlook is not None else None
         if overall is not None:
-            for size in overall.sizes:
-                for bound, value in (("value", size.f1.middle), ("low", size.f1.low), ("high", size.f1.high)):
-                    self.curve_forecast.add_metric([*study, str(size.samples), bound], value)
+            for ahead in overall.sizes:
+                for bound, value in (("value", ahead.f1.middle), ("low", ahead.f1.low), ("high", ahead.f1.high)):
+                    self.curve_forecast.add_metric([*study, str(ahead.samples), bound], value)
             if overall.target is not None:
                 self.target_reach.add_metric(study, overall.target.reach)
                 rows = overall.target.rows
