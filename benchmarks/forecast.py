@@ -8,11 +8,12 @@ runs in seconds and never trains:
   README "Real product data" (a)): 50 to 1,568 titles, mean and spread of 3 repeats per size (the runs' own scores
   were not kept, so each backtest here is one sweep of 3 repeats);
 - `forecast_builtin.json`: the built-in tagger on the synthetic product pages, 25 to 600 rows, 4 repeats per size,
-  every run's own F1 kept (`sweetspot run benchmarks/data/forecast-builtin.yaml`, then `--collect`): each pair of
-  repeats is one more sweep to backtest.
+  every run's own F1 kept (`sweetspot run benchmarks/data/forecast-builtin.yaml`, then `--collect`): each pair and
+  each triple of repeats is one more sweep to backtest.
 
-A backtest fits a window of at least 3 consecutive sizes ending at a cut point (every start and cut point), with the
-mean and spread of its repeats, and predicts every larger size; the measured value is the same repeats' mean there.
+A backtest fits a window of at least 3 consecutive sizes ending at a cut point (every start and cut point; sizes
+before the onset of learning, F1 0, are never fitted), with the mean and spread of its repeats, and predicts every
+larger size; the measured value is the same repeats' mean there.
 Reported: the share of measured values inside the 80% band (goal: at least 70%), and the median absolute error of the
 band's middle, by how far it extrapolates (the size over the largest fitted one; goal: at most 0.03 F1 at 4x).
 
@@ -36,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from sweetspot.curve import MIN_POINTS, SizeResult
-from sweetspot.forecast import ForecastError, forecast
+from sweetspot.forecast import ForecastError, forecast, learning
 
 DATA = Path(__file__).parent / "data"
 SETS = {"ae-110k": DATA / "forecast_ae110k.json", "builtin": DATA / "forecast_builtin.json"}
-SEEDS_PER_SWEEP = 2
-"""Repeats per sweep when a set keeps every run's score: each combination of this many repeats is one sweep."""
+SEEDS_PER_SWEEP = (2, 3)
+"""Repeats per sweep when a set keeps every run's score: each combination of 2 or 3 of its runs is one sweep."""
 RATIO_BUCKETS = ((1.0, 2.5, "<= 2.5x"), (2.5, 5.0, "2.5-5x (4x)"), (5.0, 1e9, "> 5x"))
 TARGETS = (0.75, 0.80)
 
@@ -78,7 +79,8 @@ def _sweeps(data: dict[str, Any]) -> list[tuple[str, list[SizeResult]]]:
         return [("mean", curve)]
     repeats = min(len(p["runs"]) for p in points)
     sweeps = []
-    for chosen in itertools.combinations(range(repeats), SEEDS_PER_SWEEP):
+    combinations = (c for k in SEEDS_PER_SWEEP for c in itertools.combinations(range(repeats), k))
+    for chosen in combinations:
         curve = []
         for p in points:
             runs = [p["runs"][r] for r in chosen]
@@ -89,11 +91,14 @@ def _sweeps(data: dict[str, Any]) -> list[tuple[str, list[SizeResult]]]:
 
 def backtests(name: str, data: dict[str, Any]) -> list[Backtest]:
     out = []
-    for sweep, curve in _sweeps(data):
+    for sweep, measured in _sweeps(data):
+        # Windows start at the onset of learning: the sizes before it are left out of every fit (forecast.learning),
+        # so a window that starts earlier repeats a backtest.
+        curve = learning(measured)
         for start, end in itertools.combinations(range(len(curve) + 1), 2):
             window = curve[start:end]
             ahead = curve[end:]
-            if len(window) < MIN_POINTS or not ahead or all(p.score <= 0 for p in window):
+            if len(window) < MIN_POINTS or not ahead:
                 continue
             try:
                 result = forecast(window, [p.samples for p in ahead])

@@ -224,10 +224,24 @@ def _tails() -> tuple[float, float, float]:
 # --- the forecast --------------------------------------------------------------------------------------------
 
 
+def learning(points: Sequence[SizeResult]) -> list[SizeResult]:
+    """The points from the onset of learning on: the sizes before the first with F1 above 0 say only that the
+    curve had not begun (the model answered null everywhere), and no form describes a curve before its onset."""
+    ordered = sorted(points, key=lambda p: p.samples)
+    onset = next((i for i, p in enumerate(ordered) if p.score > 0.0), len(ordered))
+    return ordered[onset:]
+
+
 def check(points: Sequence[SizeResult], to: Sequence[int], target: float | None) -> None:
     """Raise ForecastError naming the field when the input cannot be forecast."""
     if len(points) < MIN_POINTS:
         raise ForecastError(f"learningCurve: a forecast needs at least {MIN_POINTS} measured sizes, got {len(points)}")
+    learned = learning(points)
+    if len(learned) < MIN_POINTS:
+        raise ForecastError(
+            f"learningCurve: a forecast needs at least {MIN_POINTS} measured sizes from the first at which something "
+            f"was learned (F1 above 0), got {len(learned)}"
+        )
     largest = max(p.samples for p in points)
     below = [n for n in to if n <= largest]
     if below:
@@ -314,8 +328,8 @@ def forecast(
     spread of the drawn curves plus the noise of one such mean. `noise` overrides the noise of one run (by default
     the spread between repeats, at least `NOISE_FLOOR`). `grid`: more sizes, anywhere, for a plot (`Forecast.curve`).
     """
-    points = sorted(points, key=lambda p: p.samples)
     check(points, to, target)
+    points = learning(points)
     noise = max(noise, NOISE_FLOOR) if noise is not None else _noise(points)
     drawn, weights = _draw(points, noise, draws, seed)
     w = np.asarray(drawn.weights)
@@ -446,7 +460,10 @@ def _outlook(
     top = max([*to, points[-1].samples * 4])
     low = points[0].samples
     grid = sorted({round(low * (top / low) ** (i / (GRID - 1))) for i in range(GRID)})
-    overall = forecast(points, to, target, grid=grid)
+    try:
+        overall = forecast(points, to, target, grid=grid)
+    except ForecastError as error:
+        return Outlook(None, {}, str(error).removeprefix("learningCurve: "), cost_per_label)
     attributes: dict[str, Forecast] = {}
     for attribute in _drivers(points):
         series = [SizeResult(p.samples, p.attribute_scores[attribute], 0.0, p.repeats) for p in points]

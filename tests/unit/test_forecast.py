@@ -150,3 +150,13 @@ def test_the_horizon_bounds_the_rows_a_target_may_need() -> None:
     rows = answer.rows
     assert rows is None or rows.high is None or rows.high <= 400 * HORIZON
     assert math.isfinite(result.plateau.high)
+
+
+def test_sizes_before_the_onset_of_learning_are_not_fitted() -> None:
+    onset = [SizeResult(25, 0.0, 0.0, 2), SizeResult(50, 0.0, 0.0, 2), *measured()[1:]]
+    with_zeros = forecast(onset, [1600]).sizes[0].f1
+    assert with_zeros == forecast(measured()[1:], [1600]).sizes[0].f1
+    too_early = [SizeResult(25, 0.0, 0.0, 2), SizeResult(50, 0.0, 0.0, 2), *measured()[:2]]
+    with pytest.raises(ForecastError, match="something was learned"):
+        forecast(too_early, [1600])
+    assert "something was learned" in outlook(too_early, [1600], 0.78).message
