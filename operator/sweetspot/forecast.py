@@ -47,8 +47,8 @@ NOISE_FLOOR = 0.01
 the AE-110k titles, up to 0.1 on the steep part of the built-in curve; a spread from two or three repeats is often
 far too small by chance, and one repeat has none."""
 DRAWS = 48
-"""Bootstrap draws per form: the band's percentiles move by less than 0.005 F1 from 48 draws to 400 (measured by
-`python -m benchmarks forecast`), at a tenth of the time."""
+"""Bootstrap draws per form: on the AE-110k backtest windows the band's ends and middle move by at most 0.004 F1
+from 48 draws to 400, at a tenth of the time (about 0.4 s against 4 s)."""
 HORIZON = 100
 """How far a target is looked for: up to this many times the largest measured size."""
 SEED = 0
