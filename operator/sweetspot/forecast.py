@@ -139,7 +139,9 @@ def _power_rows(target: float, a: float, b: float, c: float) -> float:
 
 
 def _exponential_rows(target: float, a: float, b: float, k: float) -> float:
-    return -k * math.log((a - target) / b) if a > target else math.inf
+    if a <= target:
+        return math.inf
+    return -k * math.log((a - target) / b) if b > a - target else 0.0  # b <= a - target: above it from the start
 
 
 def _powerlaw_rows(target: float, b: float, c: float) -> float:
@@ -192,6 +194,7 @@ _FORMS: dict[Form, _Form] = {
 
 
 def _fit(form: Form, x: np.ndarray, y: np.ndarray, start: Sequence[float] | np.ndarray) -> np.ndarray | None:
+    # Imported here, as in curve.py: only a study that forecasts pays scipy.optimize's import.
     from scipy.optimize import OptimizeWarning, curve_fit
 
     low, high = _FORMS[form].bounds(x, y)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from sweetspot.curve import SizeResult
 from sweetspot.forecast import (
+    _FORMS,
     HORIZON,
     ForecastError,
     describe,
@@ -160,3 +162,21 @@ def test_sizes_before_the_onset_of_learning_are_not_fitted() -> None:
     with pytest.raises(ForecastError, match="something was learned"):
         forecast(too_early, [1600])
     assert "something was learned" in outlook(too_early, [1600], 0.78).message
+
+
+def test_every_form_inverts_its_curve() -> None:
+    params = {
+        "power": (0.8, 0.9, 0.5),
+        "exponential": (0.8, 0.3, 200.0),
+        "powerlaw": (0.9, 0.15),
+        "sigmoid": (0.9, 0.05, 100.0, 2.0),
+    }
+    for name, p in params.items():
+        form = _FORMS[name]  # type: ignore[index]
+        rows = form.rows(0.7, *p)
+        assert float(form.curve(np.asarray([rows]), *p)[0]) == pytest.approx(0.7), name
+        # Above a plateau (0.8 or 0.9) no size reaches 0.95; the pure power law has none below 1.
+        assert math.isinf(form.rows(0.95, *p)) == (name != "powerlaw"), name
+    # A curve already above the target with no data needs none (and a flat one divides by nothing).
+    assert _FORMS["exponential"].rows(0.5, 0.8, 0.0, 100.0) == 0.0
+    assert _FORMS["exponential"].rows(0.5, 0.8, 0.2, 100.0) == 0.0
