@@ -2,6 +2,7 @@
 
     hpo         search strategies replayed on the tabular benchmark: compute to the best, best at fixed budgets
     hpo-table   (re)build the tabular benchmark by training every configuration (about an hour on 2 cores)
+    forecast    the learning-curve forecast's backtests: 80% band coverage and error by extrapolation (replayed)
     realdata    the built-in tagger on real product titles (AE-110k): learning curve, early-vs-final, replay
     operator    the operator's reaction time and cost with 1, 10 and 100 concurrent studies on the emulator
     trainer     the trainer's throughput against a bare transformers + peft loop
@@ -20,6 +21,7 @@ MODULES = {
     "hpo": "benchmarks.hpo_replay",
     "hpo-table": "benchmarks.hpo_table",
     "realdata": "benchmarks.realdata",
+    "forecast": "benchmarks.forecast",
     "operator": "benchmarks.operator_overhead",
     "trainer": "benchmarks.trainer_throughput",
     "metrics": "benchmarks.metrics_scrape",

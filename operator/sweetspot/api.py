@@ -765,6 +765,29 @@ class Ladder(Model):
         return sorted(set(sizes))
 
 
+class CurveForecast(Model):
+    """Sizes past the measured ones at which the study forecasts micro-F1, each with an 80% band."""
+
+    to: list[Annotated[int, Field(ge=2, le=100_000_000)]] = Field(min_length=1, max_length=16)
+    """Training-set sizes to forecast F1 at, strictly increasing and above the largest measured size."""
+
+    rules = (
+        Rule(
+            cel="self.to.isSorted() && self.to.all(n, self.to.exists_one(m, m == n))",
+            message="forecast sizes must be strictly increasing",
+            field="to",
+            holds=lambda o: all(a < b for a, b in zip(o.to, o.to[1:], strict=False)),
+        ),
+    )
+
+
+class CurveTarget(Model):
+    """A micro-F1 to reach: the study answers how many training rows reach it, with an 80% band."""
+
+    f1: float = Field(gt=0.0, le=1.0)
+    """The micro-F1 to reach, in (0, 1]."""
+
+
 FixedHyperparameters = Annotated[
     dict[str, float | int | str],
     Field(
@@ -797,6 +820,13 @@ class DataEfficiency(Model):
     tolerance: float = Field(default=0.01, gt=0.0, le=0.5)
     """The sweet spot is the smallest size whose fitted micro-F1 is within this much of the fitted plateau; when
     even the largest size is further away, the curve has not saturated and no sweet spot is claimed."""
+    forecast: CurveForecast | None = None
+    """Sizes past the measured ones at which to forecast F1 with an 80% band (`to: [sizes]`); none when unset."""
+    target: CurveTarget | None = None
+    """A micro-F1 to reach (`f1`): the study forecasts how many rows reach it, or says it lies above the plateau."""
+    cost_per_label: float | None = Field(default=None, ge=0.0, le=1e6)
+    """The price of labelling one row: forecasts and targets then state what the labels past the largest measured
+    size cost (in the unit of this price)."""
 
     rules = (
         Rule(
@@ -819,6 +849,19 @@ class DataEfficiency(Model):
             message="params are required with hyperparameters: fixed, and only then",
             field="params",
             holds=lambda o: (o.hyperparameters == "fixed") == (o.params is not None),
+        ),
+        Rule(
+            cel="!has(self.forecast) || !has(self.sampleSizes) || size(self.sampleSizes) == 0 "
+            "|| self.forecast.to.all(n, n > self.sampleSizes[size(self.sampleSizes) - 1])",
+            message="forecast sizes must lie above the largest of sampleSizes",
+            field="forecast.to",
+            holds=lambda o: o.forecast is None or not o.sample_sizes or min(o.forecast.to) > o.sample_sizes[-1],
+        ),
+        Rule(
+            cel="!has(self.forecast) || !has(self.ladder) || self.forecast.to.all(n, n > self.ladder.to)",
+            message="forecast sizes must lie above ladder.to, the largest measured size",
+            field="forecast.to",
+            holds=lambda o: o.forecast is None or o.ladder is None or min(o.forecast.to) > o.ladder.to,
         ),
     )
 
@@ -1186,6 +1229,73 @@ class SweetSpot(Model):
     """What to do about the training data, in plain words."""
 
 
+class ForecastPoint(Model):
+    """Micro-F1 forecast at one size past the measured ones."""
+
+    samples: int = Field(ge=1)
+    """Training-set size."""
+    f1: Score
+    """The forecast micro-F1 (the weighted median of the ensemble's draws)."""
+    low: Score
+    """The 80% band's lower end: a sweep measuring this size lands below it one time in ten."""
+    high: Score
+    """The 80% band's upper end."""
+    cost: float | None = Field(default=None, ge=0.0)
+    """With `costPerLabel`: what labelling from the largest measured size up to this size costs."""
+
+
+class RowsToTarget(Model):
+    """Training rows needed to reach a target micro-F1, with an 80% band."""
+
+    rows: int | None = Field(default=None, ge=1)
+    """The forecast rows (the median); unset when fewer than half of the forecasts reach the target."""
+    rows_low: int | None = Field(default=None, ge=1)
+    """The band's lower end; unset when the target lies above the plateau's band."""
+    rows_high: int | None = Field(default=None, ge=1)
+    """The band's upper end; unset when one forecast in ten or more never reaches the target (within 100 times
+    the largest measured size)."""
+    reach: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Share of the forecasts that reach the target within 100 times the largest measured size."""
+    above_plateau: bool = False
+    """Whether the target lies above the plateau's band (fewer than one forecast in ten reaches it)."""
+    cost: float | None = Field(default=None, ge=0.0)
+    """With `costPerLabel`: what labelling from the largest measured size up to `rows` costs."""
+
+
+class AttributeForecast(Model):
+    """The forecast of one attribute's F1, for an attribute that drives the late gains."""
+
+    attribute: str = Field(max_length=128)
+    """The attribute."""
+    points: list[ForecastPoint] = Field(default_factory=list, max_length=16)
+    """Its F1 forecast at `forecast.to`."""
+    target: RowsToTarget | None = None
+    """Rows for this attribute to reach the target F1."""
+
+
+class LearningCurveForecast(Model):
+    """The learning curve forecast past the measured sizes (`spec.dataEfficiency.forecast`, `target`)."""
+
+    points: list[ForecastPoint] = Field(default_factory=list, max_length=16)
+    """Micro-F1 forecast at each size of `forecast.to`."""
+    plateau: Score | None = None
+    """The F1 the forecasts approach (at 100 times the largest measured size), the median."""
+    plateau_low: Score | None = None
+    """The plateau's 80% band, lower end."""
+    plateau_high: Score | None = None
+    """The plateau's 80% band, upper end."""
+    forms: dict[str, float] = Field(default_factory=dict, max_length=8)
+    """Each curve form's weight in the ensemble (power, exponential, powerlaw, sigmoid)."""
+    noise: float | None = Field(default=None, ge=0.0, le=1.0)
+    """The noise of one run the band assumes (standard deviation of F1 between repeats, at least 0.01)."""
+    target: RowsToTarget | None = None
+    """Rows needed to reach `target.f1`."""
+    attributes: list[AttributeForecast] = Field(default_factory=list, max_length=3)
+    """The attributes forecast to gain most past the measured sizes (the late-gain drivers), at most 3."""
+    message: str = Field(default="", max_length=1024)
+    """The forecast in plain words, or why there is none yet."""
+
+
 class GpuSeconds(Model):
     """Accelerator time of the study."""
 
@@ -1279,6 +1389,8 @@ class FineTuneStudyStatus(Model):
     """Micro-F1 by training-set size, from the data-efficiency sweep."""
     sweet_spot: SweetSpot | None = None
     """The size past which more data stops paying."""
+    forecast: LearningCurveForecast | None = None
+    """The learning curve forecast past the measured sizes, and the rows to reach the target F1."""
     gpu_seconds: GpuSeconds = Field(default_factory=GpuSeconds)
     """Accelerator time used and saved."""
     optuna_study: str | None = Field(default=None, max_length=512)

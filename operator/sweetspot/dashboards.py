@@ -340,24 +340,46 @@ def study_overview() -> dict[str, Any]:
         Panel(
             "Learning curve",
             "barchart",
-            [Query(f"sweetspot_learning_curve_f1{{{STUDY}}}", instant=True, table=True)],
+            [
+                Query(f"sweetspot_learning_curve_f1{{{STUDY}}}", instant=True, table=True),
+                *(
+                    Query(f'sweetspot_learning_curve_forecast_f1{{{STUDY},bound="{bound}"}}', instant=True, table=True)
+                    for bound in ("low", "value", "high")
+                ),
+            ],
             unit="percentunit",
-            description="Final micro-F1 of the best configuration trained on nested samples of growing size.",
-            options={"xField": "samples", "orientation": "vertical"},
+            description="Final micro-F1 of the best configuration trained on nested samples of growing size, and "
+            "past them the forecast (spec.dataEfficiency.forecast) with its 80% band: a sweep measuring that size "
+            "lands between the band's ends eight times in ten.",
+            options={"xField": "samples", "orientation": "vertical", "stacking": "none"},
             field_config=_percent_axis(),
+            # The band's ends as faint outlined bars beside the forecast: a barchart has no error bars.
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": "80% band.*"},
+                    "properties": [
+                        {"id": "color", "value": {"mode": "fixed", "fixedColor": "gray"}},
+                        {"id": "custom.fillOpacity", "value": 15},
+                        {"id": "custom.lineWidth", "value": 1},
+                    ],
+                },
+            ],
             transformations=[
+                {"id": "joinByField", "options": {"byField": "samples", "mode": "outer"}},
                 {
                     "id": "organize",
                     "options": {
                         "excludeByName": {
-                            "Time": True,
-                            "namespace": True,
-                            "study": True,
-                            "__name__": True,
-                            "job": True,
-                            "instance": True,
+                            name: True
+                            for column in ("Time", "namespace", "study", "__name__", "job", "instance", "bound")
+                            for name in (column, *(f"{column} {n}" for n in range(1, 5)))
                         },
-                        "renameByName": {"Value": "F1"},
+                        "renameByName": {
+                            "Value #A": "F1 measured",
+                            "Value #B": "80% band low",
+                            "Value #C": "F1 forecast",
+                            "Value #D": "80% band high",
+                        },
                     },
                 },
                 {"id": "sortBy", "options": {"sort": [{"field": "samples"}]}},

@@ -11,7 +11,8 @@ trials (and the best one, wherever it is), per-attribute series for at most `MAX
 the most supported ones (the trainer orders attributes by gold values), and only for attribute names that are
 short printable text (a label never carries arbitrary data); `sweetspot_study_attributes_left_out` counts the
 rest, which `sweetspot report` lists. With the defaults a study has at most 101 trials x 2 stages x (5 + 32
-attributes) per-trial series plus about 40 study series and `len(sampleSizes) x (3 + 32)` learning-curve series.
+attributes) per-trial series plus about 40 study series, `len(sampleSizes) x (3 + 32)` learning-curve series and
+`3 x len(forecast.to) + 4` forecast series.
 
 Operator health (reconcile duration and errors, the last successful reconcile, build info) uses ordinary
 prometheus-client instruments: those describe the process, not a study, and start from zero with it.
@@ -233,6 +234,25 @@ class _Families:
             "tolerance of the fitted plateau (absent while the curve has not saturated).",
             labels=study,
         )
+        self.curve_forecast = GaugeMetricFamily(
+            "sweetspot_learning_curve_forecast_f1",
+            "Micro-F1 forecast at each size of spec.dataEfficiency.forecast.to (bound: value, the median; low, high: "
+            "the 80% band's ends).",
+            labels=[*study, "samples", "bound"],
+        )
+        self.target_rows = GaugeMetricFamily(
+            "sweetspot_learning_curve_target_rows",
+            "Training rows forecast to reach spec.dataEfficiency.target.f1 (bound: value, low, high of the 80% band; "
+            "a bound is absent when the forecasts do not reach the target, and all are while it lies above the "
+            "plateau's band).",
+            labels=[*study, "bound"],
+        )
+        self.target_reach = GaugeMetricFamily(
+            "sweetspot_learning_curve_target_reach",
+            "Share of the forecasts that reach spec.dataEfficiency.target.f1 (within 100 times the largest measured "
+            "size).",
+            labels=study,
+        )
         self.predicted = GaugeMetricFamily(
             "sweetspot_trial_predicted_final",
             "promote: predicted: a trial's final objective as predicted from its early stage (bound: value, low, "
@@ -322,6 +342,18 @@ class _Families:
             self.sweet_spot.add_metric(study, summary.sweet_spot[0])
         if summary.verdict is not None and summary.verdict.fit is not None:
             self.plateau.add_metric(study, summary.verdict.fit.plateau)
+        overall = summary.outlook.overall if summary.outlook is not None else None
+        if overall is not None:
+            for ahead in overall.sizes:
+                for bound, value in (("value", ahead.f1.middle), ("low", ahead.f1.low), ("high", ahead.f1.high)):
+                    self.curve_forecast.add_metric([*study, str(ahead.samples), bound], value)
+            if overall.target is not None:
+                self.target_reach.add_metric(study, overall.target.reach)
+                rows = overall.target.rows
+                if rows is not None:
+                    for bound, count in (("value", rows.middle), ("low", rows.low), ("high", rows.high)):
+                        if count is not None:
+                            self.target_rows.add_metric([*study, bound], count)
 
     def _histogram(self, study: list[str], stage: str, seconds: Sequence[float]) -> None:
         buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in STAGE_SECONDS_BUCKETS]

@@ -19,7 +19,7 @@ from sweetspot.policies import early_signal
 from sweetspot.policies.guard import MIN_TRIALS, judged_fraction
 from sweetspot.records import Outcome, TrialView
 from sweetspot.search import SearchStore, load_study, open_storage
-from sweetspot.stats import Summary, best_data, curve_data, summarize
+from sweetspot.stats import Summary, best_data, curve_data, forecast_data, summarize
 
 ATTRIBUTE_ROWS = 15
 """Per-attribute rows a terminal table shows (the weakest and rarest); the CSV files hold them all."""
@@ -118,6 +118,11 @@ def _as_data(
         "learningCurve": curve,
         "sweetSpot": sweet_spot,
         "fittedCurve": _fitted(summary),
+        "forecast": forecast_data(summary),
+        "forecastCurve": _forecast_curve(summary),
+        "target": resource.spec.data_efficiency.target.f1
+        if resource.spec.data_efficiency is not None and resource.spec.data_efficiency.target is not None
+        else None,
         "zeroShot": next((dict(t.early.zero_shot) for t in trials if t.early and t.early.zero_shot), None),
     }
 
@@ -160,6 +165,17 @@ def _fitted(summary: Summary) -> list[tuple[int, float]]:
     low, high = summary.curve[0].samples, summary.curve[-1].samples
     sizes = sorted({round(low * (high / low) ** (i / 49)) for i in range(50)})
     return [(n, round(fit.predict(n), 4)) for n in sizes]
+
+
+def _forecast_curve(summary: Summary) -> list[dict[str, float]]:
+    """The forecast's band from the smallest measured size past the largest forecast one (for the plot)."""
+    overall = summary.outlook.overall if summary.outlook is not None else None
+    if overall is None:
+        return []
+    return [
+        {"samples": p.samples, "f1": round(p.f1.middle, 4), "low": round(p.f1.low, 4), "high": round(p.f1.high, 4)}
+        for p in overall.curve
+    ]
 
 
 def _interval(predicted: dict[str, float] | None) -> str:
@@ -293,9 +309,53 @@ def render_text(report: dict[str, Any]) -> str:
             console.print(f"fitted: {spot['fit']}")
         if spot.get("samples"):
             console.print(f"sweet spot: {spot['samples']} samples (F1 {spot['f1']:.4f})")
+        if report.get("forecast"):
+            for line in _forecast_lines(report["forecast"], report.get("target")):
+                console.print(line)
         if spot.get("recommendation"):
             console.print(f"recommendation: {spot['recommendation']}")
     return buffer.getvalue()
+
+
+def _rows(answer: dict[str, Any]) -> str:
+    if answer.get("abovePlateau"):
+        return "above the plateau's band"
+    high = f"{answer['rowsHigh']:,}" if answer.get("rowsHigh") else "not reached"
+    middle = (
+        f"{answer['rows']:,}" if answer.get("rows") else f"not reached ({answer['reach']:.0%} of forecasts reach it)"
+    )
+    cost = f", labelling cost {answer['cost']:,.0f}" if answer.get("cost") is not None else ""
+    return f"{middle} (80% band {answer['rowsLow']:,} to {high}){cost}"
+
+
+def _forecast_lines(forecast: dict[str, Any], target: float | None) -> list[Any]:
+    """The forecast table (sizes as columns, the headline F1 and the late-gain attributes as rows) and the target."""
+    from rich.table import Table
+
+    if not forecast.get("points") and not forecast.get("target"):
+        return [f"forecast: {forecast.get('message', '')}"]
+    lines: list[Any] = []
+    points = forecast.get("points", [])
+    if points:
+        table = Table("samples", *(f"{p['samples']:,}" for p in points), title="Forecast (micro-F1, 80% band)")
+        table.add_row("F1", *(f"{p['f1']:.3f} [{p['low']:.3f}, {p['high']:.3f}]" for p in points))
+        if any(p.get("cost") is not None for p in points):
+            table.add_row("labelling cost", *(_fmt(p.get("cost"), 0) for p in points))
+        for each in forecast.get("attributes", []):
+            table.add_row(
+                each["attribute"], *(f"{p['f1']:.3f} [{p['low']:.3f}, {p['high']:.3f}]" for p in each["points"])
+            )
+        lines.append(table)
+    lines.append(
+        f"plateau {forecast['plateau']:.3f} (80% band {forecast['plateauLow']:.3f}-{forecast['plateauHigh']:.3f}); "
+        "forms " + ", ".join(f"{form} {weight:.2f}" for form, weight in forecast["forms"].items())
+    )
+    if target is not None and forecast.get("target"):
+        lines.append(f"rows to reach F1 {target:.2f}: {_rows(forecast['target'])}")
+        for each in forecast.get("attributes", []):
+            if each.get("target"):
+                lines.append(f"rows for {each['attribute']} to reach F1 {target:.2f}: {_rows(each['target'])}")
+    return lines
 
 
 def _attribute_table(best: dict[str, Any]) -> Any:
@@ -500,6 +560,25 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
                 linestyle="--",
                 label=attribute,
             )
+        band = report.get("forecastCurve") or []
+        if band:
+            sizes = [p["samples"] for p in band]
+            axes.fill_between(sizes, [p["low"] for p in band], [p["high"] for p in band], alpha=0.2, label="80% band")
+            axes.plot(sizes, [p["f1"] for p in band], color="tab:blue", linestyle="--", linewidth=0.8, label="forecast")
+        ahead = (report.get("forecast") or {}).get("points") or []
+        if ahead:
+            axes.errorbar(
+                [p["samples"] for p in ahead],
+                [p["f1"] for p in ahead],
+                yerr=[[p["f1"] - p["low"] for p in ahead], [p["high"] - p["f1"] for p in ahead]],
+                fmt="s",
+                color="tab:blue",
+                mfc="white",
+                capsize=3,
+                label="forecast at forecast.to",
+            )
+        if report.get("target") is not None:
+            axes.axhline(report["target"], color="tab:red", linewidth=0.8, label=f"target F1 {report['target']:.2f}")
         spot = report["sweetSpot"] or {}
         if spot.get("samples"):
             axes.axvline(spot["samples"], color="gray", linestyle=":", label=f"sweet spot ({spot['samples']})")
@@ -507,7 +586,8 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
             axes.axhline(spot["plateau"], color="gray", linewidth=0.5, label="fitted plateau")
         title = "Learning curve" + ("" if spot.get("saturated", True) else " (not saturated)")
         axes.set(xscale="log", xlabel="training rows (log scale)", ylabel="micro-F1", ylim=(0, 1), title=title)
-        axes.set_xticks([p["samples"] for p in points], [str(p["samples"]) for p in points])
+        ticks = [p["samples"] for p in points] + [p["samples"] for p in ahead]
+        axes.set_xticks(ticks, [str(n) for n in ticks])
         axes.minorticks_off()
         axes.legend(fontsize=7)
         save(figure, "learning_curve.png")

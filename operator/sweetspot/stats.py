@@ -14,6 +14,7 @@ from typing import Any
 from sweetspot.api import FineTuneStudySpec
 from sweetspot.budget import BudgetUse, eta_seconds, recorded, use
 from sweetspot.curve import SizeResult, Verdict, judge
+from sweetspot.forecast import Band, Outlook, RowsBand, TargetAnswer, describe, outlook
 from sweetspot.planner import best_trial
 from sweetspot.policies import early_signal, policy_of
 from sweetspot.policies.guard import MIN_TRIALS, Judging, judging
@@ -54,6 +55,8 @@ class Summary:
     """With `promote: predicted`: every judged trial's predicted final score and the predictor's calibration."""
     budget: BudgetUse | None = None
     """How the compute budget stands (None without `spec.search.budget`)."""
+    outlook: Outlook | None = None
+    """The learning curve forecast past the measured sizes (None without `dataEfficiency.forecast` or `target`)."""
 
     @property
     def sweet_spot(self) -> tuple[int, float] | None:
@@ -134,6 +137,7 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
     curve = learning_curve(sweep)
     verdict = judge(curve, spec.data_efficiency.tolerance) if spec.data_efficiency and curve else None
     return Summary(
+        outlook=_outlook(spec, curve),
         counts=counts,
         best=best_trial(spec, trials),
         agreement=agreement(spec, trials),
@@ -145,6 +149,15 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         forecast=forecast(spec, trials) if spec.search.early_evaluation.promote == "predicted" else None,
         budget=use(spec, trials, sweep),
     )
+
+
+def _outlook(spec: FineTuneStudySpec, curve: Sequence[SizeResult]) -> Outlook | None:
+    efficiency = spec.data_efficiency
+    if efficiency is None or (efficiency.forecast is None and efficiency.target is None):
+        return None
+    to = efficiency.forecast.to if efficiency.forecast is not None else []
+    target = efficiency.target.f1 if efficiency.target is not None else None
+    return outlook(curve, to, target, efficiency.cost_per_label)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -258,4 +271,67 @@ def curve_data(
         sweet |= {"samples": verdict.sweet_spot.samples, "f1": verdict.sweet_spot.score}
     if fit is not None:
         sweet |= {"plateau": round(max(0.0, min(1.0, fit.plateau)), 4), "fit": fit.describe()}
+    overall = summary.outlook.overall if summary.outlook is not None else None
+    if overall is not None:
+        words = describe(overall, cost_per_label=summary.outlook.cost_per_label)  # type: ignore[union-attr]
+        sweet["recommendation"] = _clip(
+            f"{verdict.recommendation}; forecast: {words}" if words else verdict.recommendation
+        )
     return points, sweet
+
+
+MESSAGE_LIMIT = 1024
+
+
+def _clip(text: str) -> str:
+    """A message within the status field's limit."""
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
+
+
+def _band_point(samples: int, band: Band, cost: float | None) -> dict[str, Any]:
+    point: dict[str, Any] = {"samples": samples, "f1": round(band.middle, 4), "low": round(band.low, 4)}
+    point["high"] = round(band.high, 4)
+    if cost is not None:
+        point["cost"] = round(cost, 2)
+    return point
+
+
+def _rows_data(answer: TargetAnswer, view: Outlook) -> dict[str, Any]:
+    rows = answer.rows or RowsBand(None, None, None)
+    return {
+        "rows": rows.middle,
+        "rowsLow": rows.low,
+        "rowsHigh": rows.high,
+        "reach": round(answer.reach, 4),
+        "abovePlateau": answer.above_plateau,
+        "cost": view.cost(rows.middle),
+    }
+
+
+def forecast_data(summary: Summary) -> dict[str, Any] | None:
+    """The forecast as the status and the report show it (camelCase; nulls are dropped by the caller)."""
+    view = summary.outlook
+    if view is None:
+        return None
+    overall = view.overall
+    if overall is None:
+        return {"message": _clip(view.message)}
+    data: dict[str, Any] = {
+        "points": [_band_point(p.samples, p.f1, view.cost(p.samples)) for p in overall.sizes],
+        "plateau": round(overall.plateau.middle, 4),
+        "plateauLow": round(overall.plateau.low, 4),
+        "plateauHigh": round(overall.plateau.high, 4),
+        "forms": {form: round(weight, 4) for form, weight in overall.weights.items()},
+        "noise": round(overall.noise, 4),
+        "target": _rows_data(overall.target, view) if overall.target is not None else None,
+        "attributes": [
+            {
+                "attribute": attribute,
+                "points": [_band_point(p.samples, p.f1, None) for p in each.sizes],
+                "target": _rows_data(each.target, view) if each.target is not None else None,
+            }
+            for attribute, each in view.attributes.items()
+        ],
+        "message": _clip(view.message),
+    }
+    return data

@@ -21,7 +21,7 @@ from sweetspot.api import MAX_STATUS_ATTRIBUTES, FineTuneStudySpec, FineTuneStud
 from sweetspot.budget import SECONDS_PER_HOUR
 from sweetspot.planner import past_budget
 from sweetspot.records import Decision, TrialView
-from sweetspot.stats import Summary, best_data, curve_data
+from sweetspot.stats import Summary, best_data, curve_data, forecast_data
 
 READY, SUCCEEDED, STORAGE_REACHABLE, SUSPENDED = "Ready", "Succeeded", "StorageReachable", "Suspended"
 CONDITION_TYPES = (READY, SUCCEEDED, STORAGE_REACHABLE, SUSPENDED)
@@ -184,6 +184,7 @@ def build_status(
         "earlyEvaluation": early_judging(spec, summary),
         "prediction": prediction_data(summary),
         "sweetSpot": sweet_spot,
+        "forecast": forecast_data(summary),
         "overBudget": over_budget(spec, trials),
         "budget": budget_data(summary, decision.finished, now),
         "warmStart": dict(warm_start) if warm_start is not None else None,

@@ -159,6 +159,9 @@ def test_a_data_efficiency_sweep_alone_gives_the_curve_its_sweet_spot_and_attrib
         "params": {"learningRate": 0.005, "batchSize": 8, "maxSteps": 6},
         "hold": "steps",
         "tolerance": 0.05,
+        "forecast": {"to": [256, 512]},
+        "target": {"f1": 0.99},
+        "costPerLabel": 0.5,
     }
     path = tmp_path / "curve.yaml"
     path.write_text(yaml.safe_dump(manifest))
@@ -181,6 +184,16 @@ def test_a_data_efficiency_sweep_alone_gives_the_curve_its_sweet_spot_and_attrib
     assert spot["fit"] and 0 < spot["plateau"] <= 1
     assert ("samples" in spot) == spot["saturated"]
     assert spot["recommendation"].startswith("past ~" if spot["saturated"] else "not saturated")
+    # Past the data: the forecast with its band (the table, the status's shape), priced, and the target answered.
+    assert "Forecast (micro-F1, 80% band)" in output and "rows to reach F1 0.99:" in output
+    assert "forecast: at 512 rows F1" in spot["recommendation"]
+    ahead = report["forecast"]["points"]
+    assert [p["samples"] for p in ahead] == [256, 512]
+    assert all(p["low"] <= p["f1"] <= p["high"] for p in ahead)
+    assert [p["cost"] for p in ahead] == [64.0, 192.0]
+    assert set(report["forecast"]["target"]) >= {"reach", "abovePlateau"} and report["target"] == 0.99
+    band = report["forecastCurve"]
+    assert band[0]["samples"] == 16 and band[-1]["samples"] == 512
 
 
 def test_a_study_with_a_small_budget_ends_budget_exhausted_with_its_best_trial(tmp_path: Path) -> None:

@@ -58,14 +58,20 @@ def empty_panels(server: Prometheus, dashboard: str, variables: dict[str, str]) 
 
 
 def observable(manifest: dict[str, Any]) -> dict[str, Any]:
-    """A study that fills every panel: every trial trained to the end (for the agreement) and a learning curve with
-    a sweet spot (a loose tolerance: this short curve counts as saturated), and a budget. Its stages run the fake
-    trainer (or the instant node): the metrics are the subject, and a real tagger extracts nothing in a few steps,
-    which leaves a learning curve flat at F1 0 ("nothing learned", no sweet spot) and fires
+    """A study that fills every panel: every trial trained to the end (for the agreement), a learning curve with
+    a sweet spot (a loose tolerance: this short curve counts as saturated) and a forecast, and a budget. Its stages
+    run the fake trainer (or the instant node): the metrics are the subject, and a real tagger extracts nothing in a
+    few steps, which leaves a learning curve flat at F1 0 ("nothing learned", no sweet spot) and fires
     SweetspotNothingExtracted."""
     manifest["spec"]["search"]["earlyEvaluation"]["promoteTopK"] = 3
     manifest["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
-    manifest["spec"]["dataEfficiency"] = {"sampleSizes": [16, 32, 64], "hold": "steps", "tolerance": 0.5}
+    manifest["spec"]["dataEfficiency"] = {
+        "sampleSizes": [16, 32, 64],
+        "hold": "steps",
+        "tolerance": 0.5,
+        "forecast": {"to": [128]},  # the curve panel's band
+        "target": {"f1": 0.5},
+    }
     manifest["spec"]["search"]["budget"] = {"gpuHours": 100}  # far more than it spends: the budget panel has data
     return manifest
 

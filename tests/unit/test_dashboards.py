@@ -20,7 +20,7 @@ from sweetspot.records import Outcome, SweepView, TrialView
 DIRECTORY = Path(__file__).parents[2] / "charts" / "sweetspot" / "dashboards"
 PROMQL_WORDS = {
     "sum", "by", "rate", "time", "count", "vector", "or", "and", "on", "topk", "histogram_quantile", "le",
-    "stage", "trial", "kind", "phase", "reason", "namespace", "study", "job", "state",
+    "stage", "trial", "kind", "phase", "reason", "namespace", "study", "job", "state", "bound",
 }  # fmt: skip
 
 
@@ -40,7 +40,12 @@ def exported_names() -> set[str]:
             "model": {"builtin": "tiny"},
             "dataset": {"train": {"builtin": "product-pages"}},
             "search": {"budget": {"gpuHours": 1}},
-            "dataEfficiency": {"sampleSizes": [100, 200, 400], "tolerance": 0.05},
+            "dataEfficiency": {
+                "sampleSizes": [100, 200, 400],
+                "tolerance": 0.05,
+                "forecast": {"to": [800]},
+                "target": {"f1": 0.72},
+            },
         }
     )
 

@@ -277,6 +277,36 @@ CASES = [
         "spec.dataEfficiency.sampleSizes",
     ),
     Case(
+        "forecast inside the measured sizes",
+        patch("spec.dataEfficiency.forecast", {"to": [150, 5000]}),
+        "spec.dataEfficiency.forecast.to",
+        words=("above the largest of sampleSizes",),
+    ),
+    Case(
+        "forecast below the ladder's top",
+        patches(
+            patch("spec.dataEfficiency.sampleSizes", DELETE),
+            patch("spec.dataEfficiency.ladder", {"from": 50, "to": 400}),
+            patch("spec.dataEfficiency.forecast", {"to": [400]}),
+        ),
+        "spec.dataEfficiency.forecast.to",
+        words=("ladder.to",),
+    ),
+    Case(
+        "forecast sizes decreasing",
+        patch("spec.dataEfficiency.forecast", {"to": [8000, 4000]}),
+        "spec.dataEfficiency.forecast.to",
+        words=("increasing",),
+    ),
+    Case("no forecast sizes", patch("spec.dataEfficiency.forecast", {"to": []}), "spec.dataEfficiency.forecast.to"),
+    Case("target F1 above 1", patch("spec.dataEfficiency.target", {"f1": 1.5}), "spec.dataEfficiency.target.f1"),
+    Case("target F1 of 0", patch("spec.dataEfficiency.target", {"f1": 0}), "spec.dataEfficiency.target.f1"),
+    Case(
+        "negative label price",
+        patch("spec.dataEfficiency.costPerLabel", -0.5),
+        "spec.dataEfficiency.costPerLabel",
+    ),
+    Case(
         "ladder upside down",
         patches(
             patch("spec.dataEfficiency.sampleSizes", DELETE),

@@ -152,3 +152,34 @@ def test_the_report_shows_each_widening_and_where_each_trial_was_judged() -> Non
     )
     header = next(line for line in text.splitlines() if "state" in line and "params" in line)
     assert "judged at" in header  # trials were judged at two fractions: the table says which
+
+
+def test_the_forecast_reaches_the_status_and_the_recommendation() -> None:
+    from sweetspot.api import LearningCurveForecast
+    from sweetspot.stats import forecast_data
+    from sweetspot.status import without_nulls
+
+    forecasting = spec().model_copy(
+        update={
+            "data_efficiency": spec().data_efficiency.model_validate(  # type: ignore[union-attr]
+                {"sampleSizes": [100, 200, 400], "forecast": {"to": [800, 1600]}, "target": {"f1": 0.99}}
+            )
+        }
+    )
+    sweep = [
+        SweepView(n, Outcome(a, 0.5, a, {}, 10.0, 0.0, 100, 100, n, f1=a), repeat=r)
+        for n, a in ((100, 0.60), (200, 0.68), (400, 0.72))
+        for r in range(2)
+    ]
+    summary = summarize(forecasting, [], sweep)
+    data = forecast_data(summary)
+    assert data is not None
+    typed = LearningCurveForecast.model_validate(without_nulls(data))
+    assert [p.samples for p in typed.points] == [800, 1600]
+    assert all(p.low <= p.f1 <= p.high for p in typed.points)
+    assert typed.target is not None and typed.target.above_plateau and typed.target.rows is None
+    assert "0.99 lies above the plateau's band" in typed.message
+    _, sweet = curve_data(summary)
+    assert sweet is not None and "forecast: at 1,600 rows F1" in sweet["recommendation"]
+    # Without forecast or target, nothing is forecast.
+    assert forecast_data(summarize(spec(), [], sweep)) is None
