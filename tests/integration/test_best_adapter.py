@@ -37,19 +37,20 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (workdir / "study.yaml").write_text(yaml.safe_dump(manifest))
     done = sweetspot("run", "study.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-4000:]
-    best = workdir / ".sweetspot" / "default-product" / "results" / "best-adapter"
-    assert "best adapter (trial " in done.stderr and f"sweetspot predict {best}" in done.stderr
-    return best
+    best = Path(".sweetspot", "default-product", "results", "best-adapter")
+    said = " ".join(done.stderr.split())
+    assert "best adapter (trial " in said and f"sweetspot predict {best} pages.jsonl" in said, said[-2000:]
+    return workdir / best
 
 
 def test_the_best_adapter_says_what_it_is(adapter: Path) -> None:
     product = json.loads((adapter / PRODUCT_FILE).read_text())
     assert product["task"] == "extractive"
-    assert product["model"]["builtin"] == "tiny" and "token_file" not in product["model"]
+    assert product["model"]["builtin"] == "tiny" and "tokenFile" not in product["model"]
     assert sorted(product["attributes"]) == sorted(ATTRIBUTES)
     assert product["labels"] == ["O"] + [f"{p}-{a}" for a in product["attributes"] for p in ("B", "I")]
     assert list(product["categories"].values()) == [product["attributes"]]
-    assert product["hyperparameters"]["batch_size"] == 16 and product["hyperparameters"]["epochs"] == 1
+    assert product["hyperparameters"]["batchSize"] == 16 and product["hyperparameters"]["epochs"] == 1
     assert product["data"]["trainingRows"] == 64
     scores = product["scores"]
     assert 0 <= scores["f1"] <= 1 and 0 < scores["accuracy"] <= 1

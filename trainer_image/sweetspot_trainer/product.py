@@ -31,9 +31,9 @@ def base_model_name(model: Mapping[str, Any]) -> str:
     """The base model as a person would name it (never a token, never a path's host details beyond the path)."""
     if model.get("builtin"):
         return f"sweetspot builtin `{model['builtin']}`"
-    if model.get("hugging_face"):
+    if model.get("huggingFace"):
         revision = model.get("revision")
-        return f"{model['hugging_face']}" + (f" (revision {revision})" if revision else "")
+        return f"{model['huggingFace']}" + (f" (revision {revision})" if revision else "")
     return f"the saved model at {model.get('path')}"
 
 
@@ -49,8 +49,8 @@ def describe(
     training_rows: int,
 ) -> dict[str, Any]:
     """Write `sweetspot.json` and a model card (`README.md`, replacing peft's blank one) beside the adapter."""
-    model = config.model.model_dump(mode="json", exclude={"token_file"})
-    data = config.train.model_dump(mode="json", exclude_none=True)
+    model = config.model.model_dump(mode="json", by_alias=True, exclude={"token_file"})
+    data = config.train.model_dump(mode="json", by_alias=True, exclude_none=True)
     scores: dict[str, Any] = {}
     if final is not None:
         scores = {
@@ -72,7 +72,7 @@ def describe(
         "categories": {c: list(names) for c, names in asked.items()},
         "labels": list(labels) if labels is not None else None,
         "maxNewTokens": max_new_tokens,
-        "hyperparameters": config.hyperparameters.model_dump(mode="json"),
+        "hyperparameters": config.hyperparameters.model_dump(mode="json", by_alias=True),
         "data": {"train": data, "trainingRows": training_rows},
         "scores": scores,
     }
@@ -89,7 +89,7 @@ def model_card(product: Mapping[str, Any]) -> str:
     lines = [
         "---",
         "library_name: peft",
-        *([f"base_model: {product['model']['hugging_face']}"] if product["model"].get("hugging_face") else []),
+        *([f"base_model: {product['model']['huggingFace']}"] if product["model"].get("huggingFace") else []),
         "tags: [sweetspot, lora, attribute-extraction]",
         "---",
         "",
