@@ -1145,6 +1145,9 @@ class BestTrial(Model):
     """Final F1 per attribute, the most supported attributes first (at most 64)."""
     attributes_left_out: int = Field(default=0, ge=0)
     """Attributes not listed in `attributeF1` (the rarest); `sweetspot report` shows them all."""
+    adapter: str | None = Field(default=None, max_length=1024)
+    """Where its trained adapter lies, `pvc/CLAIM:PATH` on `spec.trial.output` (with `sweetspot.json` beside it: run
+    it with `sweetspot predict`); unset when the study keeps no output or the trial's final came from a warm start."""
 
 
 class CurvePoint(Model):
