@@ -940,7 +940,8 @@ class TrialTemplate(Model):
     disruptions (preemption, eviction) are always retried."""
     output: VolumePath | None = None
     """Volume for checkpoints and adapters; with it, a promoted trial resumes from its early checkpoint instead
-    of retraining."""
+    of retraining, and `status.best.adapter` says where the best adapter lies. Without it a study on a cluster keeps
+    no checkpoint and no adapter (`sweetspot validate` warns); `sweetspot run` keeps both under its workdir."""
     cache: VolumePath | None = None
     """Volume for model caches shared by the study's trials, mounted at /cache: a built-in model converted once
     (`smollm2-135m`: about 0.5 GB, converted by the first trial, loaded in seconds by the others) and Hugging Face

@@ -137,18 +137,20 @@ def _run(args: argparse.Namespace) -> int:
     data = report.build(storage, study.metadata.namespace, study.metadata.name)
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
+    adapter = None
+    if data["best"] and (adapters := runtime.adapters(data["best"]["trial"])):
+        adapter = results / BEST_ADAPTER
+        shutil.rmtree(adapter, ignore_errors=True)  # an earlier run's best may have been another trial
+        shutil.copytree(adapters[-1], adapter)
+        data["best"]["adapter"] = str(adapter)
     (results / "report.json").write_text(json.dumps(data, indent=2))
     report.write_tables(data, results)
     report.write_plots(data, results)
-    if data["best"]:
-        adapters = runtime.adapters(data["best"]["trial"])
-        if adapters:
-            shutil.copytree(adapters[-1], results / BEST_ADAPTER, dirs_exist_ok=True)
     print(report.render_text(data))
-    if (results / BEST_ADAPTER).exists():
+    if adapter is not None:
         console.print(
-            f"best adapter (trial {data['best']['trial']}) in {results / BEST_ADAPTER}; "
-            f"run it on new pages: sweetspot predict {results / BEST_ADAPTER} pages.jsonl",
+            f"best adapter (trial {data['best']['trial']}) in {adapter}; "
+            f"run it on new pages: sweetspot predict {adapter} pages.jsonl",
             soft_wrap=True,
         )
     console.print(f"results in {results} ({time.monotonic() - started:.0f}s)")

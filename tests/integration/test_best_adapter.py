@@ -38,6 +38,8 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = sweetspot("run", "study.yaml", cwd=workdir)
     assert done.returncode == 0, done.stderr[-4000:]
     best = Path(".sweetspot", "default-product", "results", "best-adapter")
+    report = json.loads((workdir / best.parent / "report.json").read_text())
+    assert report["best"]["adapter"] == str(best)
     said = " ".join(done.stderr.split())
     assert "best adapter (trial " in said and f"sweetspot predict {best} pages.jsonl" in said, said[-2000:]
     return workdir / best
