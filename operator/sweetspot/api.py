@@ -983,7 +983,8 @@ class TrialTemplate(Model):
     disruptions (preemption, eviction) are always retried."""
     output: VolumePath | None = None
     """Volume for checkpoints and adapters; with it, a promoted trial resumes from its early checkpoint instead
-    of retraining."""
+    of retraining, and `status.best.adapter` says where the best adapter lies. Without it a study on a cluster keeps
+    no checkpoint and no adapter (`sweetspot validate` warns); `sweetspot run` keeps both under its workdir."""
     cache: VolumePath | None = None
     """Volume for model caches shared by the study's trials, mounted at /cache: a built-in model converted once
     (`smollm2-135m`: about 0.5 GB, converted by the first trial, loaded in seconds by the others) and Hugging Face
@@ -1188,6 +1189,9 @@ class BestTrial(Model):
     """Final F1 per attribute, the most supported attributes first (at most 64)."""
     attributes_left_out: int = Field(default=0, ge=0)
     """Attributes not listed in `attributeF1` (the rarest); `sweetspot report` shows them all."""
+    adapter: str | None = Field(default=None, max_length=1024)
+    """Where its trained adapter lies, `pvc/CLAIM:PATH` on `spec.trial.output` (with `sweetspot.json` beside it: run
+    it with `sweetspot predict`); unset when the study keeps no output or the trial's final came from a warm start."""
 
 
 class CurvePoint(Model):

@@ -13,10 +13,14 @@ from sweetspot.api import FineTuneStudy
 from sweetspot.crd import crd_yaml
 from sweetspot.manifest import ManifestError, load_manifest
 
+BEST_ADAPTER = "best-adapter"
+"""The folder under a local study's results that holds the best trial's adapter."""
+
 EPILOG = """\
 examples:
   sweetspot run examples/quickstart.yaml          run a whole study on this machine
   sweetspot report quickstart --format json       its trials, best configuration and agreement figures
+  sweetspot predict results/best-adapter --text "..."  extract attributes from a new page
   sweetspot validate examples/*.yaml              check manifests as the cluster would
   sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml
 """
@@ -39,10 +43,23 @@ def _validate(args: argparse.Namespace) -> int:
         if studies is None:
             failed = True
             continue
-        if not args.quiet:
-            for study in studies:
+        for study in studies:
+            for warning in study_warnings(study):
+                print(f"{path}: FineTuneStudy {study.key}: warning: {warning}", file=sys.stderr)
+            if not args.quiet:
                 print(f"{path}: FineTuneStudy {study.key} is valid")
     return 1 if failed else 0
+
+
+def study_warnings(study: FineTuneStudy) -> list[str]:
+    """What is valid but loses work on a cluster (`sweetspot run` keeps everything under its workdir)."""
+    if study.spec.trial.output is None:
+        return [
+            "spec.trial.output: not set: on a cluster this study keeps nothing (no early checkpoint, so promoted "
+            "trials retrain from scratch, and no adapter, so the best model is lost); set it to a PVC "
+            "({pvc: NAME, path: DIR}). Local runs (sweetspot run) keep both under their workdir."
+        ]
+    return []
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -120,20 +137,46 @@ def _run(args: argparse.Namespace) -> int:
     data = report.build(storage, study.metadata.namespace, study.metadata.name)
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
+    adapter = None
+    if data["best"] and (adapters := runtime.adapters(data["best"]["trial"])):
+        adapter = results / BEST_ADAPTER
+        shutil.rmtree(adapter, ignore_errors=True)  # an earlier run's best may have been another trial
+        shutil.copytree(adapters[-1], adapter)
+        data["best"]["adapter"] = str(adapter)
     (results / "report.json").write_text(json.dumps(data, indent=2))
     report.write_tables(data, results)
     report.write_plots(data, results)
-    if data["best"]:
-        adapters = runtime.adapters(data["best"]["trial"])
-        if adapters:
-            shutil.copytree(adapters[-1], results / "best-adapter", dirs_exist_ok=True)
     print(report.render_text(data))
+    if adapter is not None:
+        console.print(
+            f"best adapter (trial {data['best']['trial']}) in {adapter}; "
+            f"run it on new pages: sweetspot predict {adapter} pages.jsonl",
+            soft_wrap=True,
+        )
     console.print(f"results in {results} ({time.monotonic() - started:.0f}s)")
     if publish is not None and args.metrics_linger > 0:
         console.print(f"serving the final metrics for {args.metrics_linger:.0f}s more (Ctrl-C ends it)")
         with contextlib.suppress(KeyboardInterrupt):
             time.sleep(args.metrics_linger)
     return 0 if decision.phase == "Succeeded" else 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Run the trainer's `predict` in a child process: the control plane never imports torch (see pyproject)."""
+    import os
+    import subprocess
+
+    from sweetspot.local import TRAINER_MODULE_ENV
+
+    module = os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer")
+    command = [sys.executable, "-m", module, "predict", args.adapter]
+    if args.input:
+        command.append(args.input)
+    for text in args.text:
+        command += ["--text", text]
+    if args.category:
+        command += ["--category", args.category]
+    return subprocess.run(command, check=False).returncode
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -290,6 +333,19 @@ def parser() -> argparse.ArgumentParser:
         "scrape sees them (default: 30; Ctrl-C ends it early)",
     )
     run.set_defaults(run=_run)
+
+    predict = commands.add_parser(
+        "predict",
+        help="extract attributes from new pages with a study's adapter",
+        description="Run a trained adapter (e.g. results/best-adapter; its sweetspot.json names the base model and "
+        "attributes) on new pages. Prints one JSON object per row: {id, category, output: {attribute: value or "
+        "null}}. Exits 2 with one file:line: problem line per bad row. Needs the trainer extra (make install).",
+    )
+    predict.add_argument("adapter", metavar="ADAPTER", help="the adapter folder, e.g. results/best-adapter")
+    predict.add_argument("input", nargs="?", metavar="INPUT.jsonl", help="one {input, id?, category?} per line")
+    predict.add_argument("--text", action="append", default=[], help="a page's text instead of a file (repeatable)")
+    predict.add_argument("--category", help="the category of the --text pages, when the adapter knows several")
+    predict.set_defaults(run=_predict)
 
     rep = commands.add_parser(
         "report",

@@ -36,6 +36,10 @@ CACHE_ENV = "SWEETSPOT_CACHE"
 CPU_THREADS_ENV = "SWEETSPOT_CPU_THREADS"
 """Torch threads per stage on CPUs (local mode gives each running stage its share of the cores)."""
 TERMINATION_LOG = "/dev/termination-log"
+ADAPTER_DIR = "adapter"
+"""The folder under `output_dir` that a final stage saves the trained adapter into."""
+PRODUCT_FILE = "sweetspot.json"
+"""Beside the adapter: what it extracts and how to load it (task, base model, attributes, labels, scores)."""
 
 
 def result_file_name(stage: str) -> str:

@@ -16,8 +16,16 @@ import hashlib
 from typing import Any
 
 from sweetspot.api import API_VERSION, GROUP, KIND, FineTuneStudy
-from sweetspot.contract import CACHE_ENV, CONFIG_ENV, EXIT_BAD_INPUT, EXIT_OOM, TERMINATION_LOG, TrialConfig
-from sweetspot.records import RunKey
+from sweetspot.contract import (
+    ADAPTER_DIR,
+    CACHE_ENV,
+    CONFIG_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_OOM,
+    TERMINATION_LOG,
+    TrialConfig,
+)
+from sweetspot.records import RunKey, TrialView
 from sweetspot.stages import Paths
 
 LABEL_STUDY = f"{GROUP}/study"
@@ -85,6 +93,18 @@ def pod_paths(study: FineTuneStudy, key: RunKey) -> Paths:
         output_dir = f"{base}/{study.metadata.name}/runs/{key}"
     token = f"{MOUNT_TOKEN}/token" if spec.model.token_secret_ref else None
     return Paths(checkpoint_dir=checkpoint, output_dir=output_dir, resolve=resolve, token_file=token)
+
+
+def adapter_location(study: FineTuneStudy, trial: TrialView) -> str | None:
+    """Where the trial's final stage saved its adapter, `pvc/CLAIM:PATH` (PATH from the volume's root); None when the
+    study keeps no output or the final's result was copied by a warm start (its adapter is the source study's)."""
+    output = study.spec.trial.output
+    if output is None or trial.final is None or "final" in trial.copied:
+        return None
+    # The attempt that succeeded comes after every failed or disrupted one.
+    output_dir = pod_paths(study, RunKey("trial", trial.number, "final", trial.attempts("final"))).output_dir
+    assert output_dir is not None  # an output volume gives every run a folder
+    return f"pvc/{output.pvc}:{output_dir.removeprefix(MOUNT_OUTPUT).lstrip('/')}/{ADAPTER_DIR}"
 
 
 def _data_claims(study: FineTuneStudy) -> list[str]:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from sweetspot import contract
 from sweetspot.api import FineTuneStudy
-from sweetspot.contract import StageResult
+from sweetspot.contract import ADAPTER_DIR, StageResult
 from sweetspot.loop import Note, settle
 from sweetspot.metrics import StudyState
 from sweetspot.records import AskTrials, Decision, RunKey, RunView, StartRun, StopRun
@@ -163,7 +163,7 @@ class LocalRuntime(Runtime):
 
     def adapters(self, trial: int) -> list[Path]:
         """The LoRA adapters the final stages of `trial` saved, oldest attempt first."""
-        return sorted(self.run_dir(RunKey("trial", trial, "final")).parent.glob(f"t{trial}-final*/adapter"))
+        return sorted(self.run_dir(RunKey("trial", trial, "final")).parent.glob(f"t{trial}-final*/{ADAPTER_DIR}"))
 
 
 def run_study(

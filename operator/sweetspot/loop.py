@@ -82,13 +82,19 @@ def describe(action: Action, asked: list[int] | None = None, where: str = "") ->
     raise TypeError(f"not an action: {action!r}")  # pragma: no cover - the union above is exhaustive
 
 
+STUDY_SUCCEEDED = "StudySucceeded"
+"""The reason of the Event a study that succeeded posts (`phase_note`)."""
+
+
 def phase_note(decision: Decision) -> Note:
     """A phase the study entered (a finished study's note is `StudySucceeded` or `StudyFailed`, with its reason)."""
     if not decision.finished:
         return Note("PhaseChanged", f"{decision.phase}: {decision.message or decision.reason}")
     # A finished study says why (StudyComplete, TargetReached, BudgetExhausted, ...), the reason of its conditions.
     said = f"{decision.phase} ({decision.reason})" + (f": {decision.message}" if decision.message else "")
-    return Note(f"Study{decision.phase}", said, decision.phase == "Failed")
+    return Note(
+        STUDY_SUCCEEDED if decision.phase == "Succeeded" else f"Study{decision.phase}", said, decision.phase == "Failed"
+    )
 
 
 def widened_note(spec: FineTuneStudySpec, judged: Judging) -> Note:

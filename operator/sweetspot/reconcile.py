@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,8 +24,9 @@ from sweetspot import kube
 from sweetspot.api import GROUP, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec, as_started, immutable_changes
 from sweetspot.events import EventRecorder
 from sweetspot.failpoints import failpoint
+from sweetspot.jobs import adapter_location
 from sweetspot.kube_runtime import runtime_for
-from sweetspot.loop import Note, apply, settle
+from sweetspot.loop import STUDY_SUCCEEDED, Note, apply, settle
 from sweetspot.memory import Memories, StudyMemory, Written
 from sweetspot.metrics import METRICS, StudyState
 from sweetspot.planner import wind_down
@@ -125,11 +126,22 @@ def parse_study(body: Mapping[str, Any]) -> FineTuneStudy:
     return FineTuneStudy.model_validate({k: _plain(v) for k, v in body.items() if k != "status"})
 
 
-def _post(body: Any) -> Any:
+def _post(body: Any, best_adapter: Callable[[], str | None] | None = None) -> Any:
+    """Post each note as an Event; a study that succeeded says where its best adapter is (`best_adapter`)."""
+
     def hear(note: Note) -> None:
-        EVENTS.post(body, note.reason, note.message, warning=note.warning)
+        message = note.message
+        if note.reason == STUDY_SUCCEEDED and best_adapter is not None and (where := best_adapter()):
+            message += f"; best adapter at {where} (run it with sweetspot predict)"
+        EVENTS.post(body, note.reason, message, warning=note.warning)
 
     return hear
+
+
+def _best_adapter(study: FineTuneStudy, store: SearchStore) -> str | None:
+    trials, sweep = store.snapshot()
+    best = summarize(study.spec, trials, sweep).best
+    return adapter_location(study, best) if best is not None else None
 
 
 def _key(meta: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -162,9 +174,9 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
         METRICS.operator.reconcile_errors.labels("invalid").inc()
         invalid = condition(previous, READY, False, INVALID_SPEC, message, generation, now)
         return Pass(with_conditions(last, [invalid]))
-    hear = _post(body)
     try:
         store = _store(study, memory)
+        hear = _post(body, lambda: _best_adapter(study, store))
         if store.warm_started:  # the warm start this open just did (once per study)
             EVENTS.post(body, WARM_STARTED, store.warm_started)
         if store.warm_failed:
@@ -207,8 +219,9 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
         ]  # fmt: skip
         return Pass(with_conditions(last, down))
     summary = summarize(study.spec, trials, sweep)
+    adapter = adapter_location(study, summary.best) if summary.best is not None else None
     status = build_status(
-        decision, summary, previous, generation, study.spec, trials, store.name, now, refused, warm_start
+        decision, summary, previous, generation, study.spec, trials, store.name, now, refused, warm_start, adapter
     )
     over = status.get("overBudget")
     if over is not None and (last or {}).get("overBudget") != over:

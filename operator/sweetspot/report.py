@@ -270,6 +270,8 @@ def render_text(report: dict[str, Any]) -> str:
                 + f"; always-null baseline F1 0.0000, accuracy {_fmt(baseline)}"
             )
             console.print(f"  params {best['params']}")
+            if best.get("adapter"):
+                console.print(f"  adapter {best['adapter']} (sweetspot predict ADAPTER pages.jsonl)", soft_wrap=True)
             console.print(_attribute_table(best))
         agreement = report["agreement"]
         if agreement["trials"] < MIN_TRIALS:

@@ -149,9 +149,11 @@ def build_status(
     now: str,
     refused: str = "",
     warm_start: Mapping[str, Any] | None = None,
+    adapter: str | None = None,
 ) -> Status:
     """The status of one reconcile; `refused` names an immutable change being ignored (Ready stays False with
-    it until the user puts the field back); `warm_start`: what warm start took (the store's record of it)."""
+    it until the user puts the field back); `warm_start`: what warm start took (the store's record of it); `adapter`:
+    where the best trial's adapter lies (`jobs.adapter_location`)."""
     ready = (
         condition(previous, READY, False, IMMUTABLE_FIELD_CHANGED, refused, generation, now)
         if refused
@@ -190,7 +192,7 @@ def build_status(
         "warmStart": dict(warm_start) if warm_start is not None else None,
     }
     if (best := best_data(summary, MAX_STATUS_ATTRIBUTES)) is not None:
-        status["best"] = best
+        status["best"] = best | {"adapter": adapter}
     # Through the typed model: a field or value the CRD's schema would refuse or prune fails here, in tests, rather
     # than as a status the API server silently trims.
     typed = FineTuneStudyStatus.model_validate(without_nulls(status))

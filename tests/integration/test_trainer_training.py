@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sweetspot.contract import StageResult
+from sweetspot.contract import PRODUCT_FILE, StageResult
 
 from support.trainer_runs import image_command, run_stage, tiny_config
 
@@ -60,6 +60,31 @@ def test_tiny_early_then_final_resumes_and_learns(tmp_path: Path) -> None:
     tuned = PeftModel.from_pretrained(base, str(tmp_path / "out" / "adapter"))
     assert any("lora_A" in name for name, _ in tuned.named_parameters())
 
+    # And it describes itself: `predict` needs nothing but its folder to extract values from pages it never saw.
+    product = json.loads((tmp_path / "out" / "adapter" / PRODUCT_FILE).read_text())
+    assert product["labels"] == label_names(product["attributes"]) and sorted(product["labels"]) == sorted(labels)
+    assert product["scores"]["f1"] == final.last.f1
+    pages, answers = predict_new_pages(tmp_path, tmp_path / "out" / "adapter")
+    names = sum(a["output"]["name"] == p["output"]["name"] for a, p in zip(answers, pages, strict=True))
+    assert names >= 2, answers
+
+
+def predict_new_pages(tmp_path: Path, adapter: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Three demo pages from a stream no stage trained or validated on, and what `predict` extracted from them."""
+    from sweetspot_trainer.demo import ATTRIBUTES, product_pages
+
+    pages = product_pages(3, stream=9)
+    rows = tmp_path / "new-pages.jsonl"
+    rows.write_text("".join(json.dumps({"input": p["input"]}) + "\n" for p in pages))
+    done = subprocess.run(
+        [*image_command(), "predict", str(adapter), str(rows)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["id"] for a in answers] == ["1", "2", "3"]
+    assert all(set(a["output"]) == set(ATTRIBUTES) for a in answers)
+    return pages, answers
+
 
 def causal_config(tmp_path: Path, stage: str, epochs: int = 6) -> dict[str, Any]:
     return {
@@ -72,6 +97,7 @@ def causal_config(tmp_path: Path, stage: str, epochs: int = 6) -> dict[str, Any]
         "seed": 7,
         "earlyFraction": 0.2,
         "checkpointDir": str(tmp_path / "checkpoint"),
+        "outputDir": str(tmp_path / "out"),
         "hyperparameters": {"learningRate": 0.005, "batchSize": 16, "epochs": epochs},
     }
 
@@ -83,6 +109,12 @@ def test_generative_path_learns_valid_json(tmp_path: Path) -> None:
     early, final = result.evaluations
     assert final.loss < early.loss
     assert final.json_valid_rate is not None and final.json_valid_rate >= 0.9
+
+    product = json.loads((tmp_path / "out" / "adapter" / PRODUCT_FILE).read_text())
+    assert product["task"] == "generative" and product["labels"] is None and product["maxNewTokens"] > 8
+    _, answers = predict_new_pages(tmp_path, tmp_path / "out" / "adapter")
+    answered = [v for a in answers for v in a["output"].values() if v is not None]
+    assert answered and all(isinstance(v, str) for v in answered), answers
 
 
 def test_early_plus_final_trains_exactly_like_one_full_run(tmp_path: Path) -> None:

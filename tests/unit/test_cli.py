@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from sweetspot import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,9 +43,26 @@ def test_validate_reports_every_bad_file_and_keeps_going(tmp_path: Path) -> None
     bad.write_text("apiVersion: sweetspot.dev/v1alpha1\nkind: FineTuneStudy\nmetadata: {name: x}\n")
     done = run("validate", str(bad), "examples/quickstart.yaml")
     assert done.returncode == 1
-    assert done.stderr.strip() == f"{bad}:1: spec: required field is missing"
+    assert done.stderr.splitlines()[0] == f"{bad}:1: spec: required field is missing"
     assert "quickstart is valid" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_validate_warns_of_a_study_that_keeps_no_output_on_a_cluster(tmp_path: Path) -> None:
+    manifest = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    bare, kept = tmp_path / "bare.yaml", tmp_path / "kept.yaml"
+    bare.write_text(yaml.safe_dump(manifest))
+    manifest["spec"]["trial"]["output"] = {"pvc": "studies", "path": "quickstart"}
+    kept.write_text(yaml.safe_dump(manifest))
+
+    done = run("validate", str(bare), str(kept))
+
+    assert done.returncode == 0, done.stderr  # valid: `sweetspot run` keeps its output under the workdir
+    warnings = done.stderr.splitlines()
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"{bare}: FineTuneStudy default/quickstart: warning: spec.trial.output: not set")
+    assert "no adapter" in warnings[0] and "retrain from scratch" in warnings[0]
+    assert done.stdout.count("is valid") == 2
 
 
 def test_validate_reads_stdin() -> None:

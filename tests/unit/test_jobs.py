@@ -14,7 +14,7 @@ from sweetspot import jobs
 from sweetspot.api import VolumePath
 from sweetspot.contract import TrialConfig
 from sweetspot.manifest import load_manifest
-from sweetspot.records import RunKey, StartRun
+from sweetspot.records import Outcome, RunKey, StartRun, TrialView
 from sweetspot.stages import trial_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,3 +131,24 @@ def test_the_cache_is_the_study_cache_volume_when_it_has_one() -> None:
     assert mount == {"name": "cache", "mountPath": "/cache", "subPath": "llm"}
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["SWEETSPOT_CACHE"].startswith("/cache/")  # where the converted model goes
+
+
+def test_the_best_adapter_is_located_on_the_output_volume_by_the_attempt_that_succeeded() -> None:
+    resource = study()
+    final = Outcome(0.9, 0.1, 0.9, {}, 10.0, 0.0, 100, 100, 300, f1=0.8)
+    trial = TrialView(4, "complete", {}, final=final, failed_attempts={"final": frozenset({0})})
+    assert (
+        jobs.adapter_location(resource, trial)
+        == "pvc/checkpoints:product-attributes/product-attributes/runs/t4-final-r1/adapter"
+    )
+    assert jobs.adapter_location(resource, TrialView(4, "complete", {}, final=final)).endswith("/runs/t4-final/adapter")
+    # Nothing kept: no output volume, no final yet, or a final copied from another study by a warm start.
+    bare = resource.model_copy(
+        update={
+            "spec": resource.spec.model_copy(update={"trial": resource.spec.trial.model_copy(update={"output": None})})
+        }
+    )
+    assert jobs.adapter_location(bare, trial) is None
+    assert jobs.adapter_location(resource, TrialView(4, "complete", {})) is None
+    copied = TrialView(4, "complete", {}, final=final, reused=True, copied=frozenset({"early", "final"}))
+    assert jobs.adapter_location(resource, copied) is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.records import Decision, TrialView
+from sweetspot.records import Decision, Outcome, TrialView
 from sweetspot.stats import summarize
 from sweetspot.status import (
     READY,
@@ -106,7 +106,6 @@ def test_a_lowered_budget_names_the_trials_past_it() -> None:
 
 
 def test_the_agreement_guard_shows_where_trials_are_judged_and_why() -> None:
-    from sweetspot.records import Outcome
 
     guarded = FineTuneStudySpec.model_validate(
         spec().model_dump(by_alias=True)
@@ -128,3 +127,14 @@ def test_the_agreement_guard_shows_where_trials_are_judged_and_why() -> None:
     assert "Spearman -1.000 < 0.60 over 3 finals" in judging["message"]
     assert built["earlyFinalCorrelation"] == -1.0
     assert "earlyEvaluation" not in status()  # the guard is off by default: nothing to show
+
+
+def test_the_best_trial_says_where_its_adapter_is() -> None:
+    final = Outcome(0.9, 0.1, 0.9, {}, 10.0, 0.0, 100, 100, 300, f1=0.8)
+    views = [TrialView(0, "complete", {}, final, final)]
+    decision = Decision((), "Succeeded", "StudyComplete", "best trial 0")
+    where = "pvc/checkpoints:studies/s/runs/t0-final/adapter"
+    built = build_status(decision, summarize(spec(), views, []), {}, 1, spec(), views, "default/s", NOW, adapter=where)
+    assert built["best"]["trial"] == 0 and built["best"]["adapter"] == where
+    kept_nothing = build_status(decision, summarize(spec(), views, []), {}, 1, spec(), views, "default/s", NOW)
+    assert "adapter" not in kept_nothing["best"]  # absent, not null

@@ -13,6 +13,9 @@ bad on every rank). torchrun itself exits 1 when any rank fails, whatever the ra
 says what they hold (rows, categories, attributes per category, how often each has a value, the rare ones, the
 always-null baseline): exit 0, or 2 with one `file:line: problem` line per bad row (a row whose category or
 attributes the schema does not list is bad).
+
+`python -m sweetspot_trainer predict ADAPTER (INPUT.jsonl | --text TEXT...)` runs a trained adapter (its folder holds
+`sweetspot.json`) on new pages and prints one JSON object per row; exit 2 with `file:line: problem` on bad input.
 """
 
 from __future__ import annotations
@@ -192,6 +195,44 @@ def check_data_command(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
+def predict_command(args: argparse.Namespace) -> int:
+    """Print one JSON object per row: its id, category and the extracted attributes (null: not on the page)."""
+    from sweetspot_trainer import product
+    from sweetspot_trainer.data import DataError
+    from sweetspot_trainer.model import ModelError
+
+    if bool(args.input) == bool(args.text):
+        print("give either INPUT.jsonl or --text (not both)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    adapter = Path(args.adapter)
+    try:
+        categories = product.read_product(adapter)["categories"]
+        if args.input:
+            rows = product.read_rows(Path(args.input), categories)
+        else:
+            rows = []
+            for number, text in enumerate(args.text, start=1):
+                record = {"input": text, "category": args.category}
+                row, problem = product.new_row(record, f"--text #{number}", str(number), categories)
+                if row is None:
+                    raise DataError([problem])
+                rows.append(row)
+        predictor = product.load(adapter)
+    except product.ProductError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DataError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ModelError as exc:
+        print(f"{adapter}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for row, values in zip(rows, predictor.predict(rows), strict=True):
+        print(json.dumps({"id": row.id, "category": row.category or None, "output": values}), flush=True)
+    return EXIT_OK
+
+
 def describe(name: str, held: Any, rare_share: float) -> str:
     """What a dataset file holds, for a person deciding what to train on."""
     lines = [
@@ -234,6 +275,12 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--schema", metavar="SCHEMA", help="JSON {category: [attributes]} the rows must keep to")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(run=check_data_command)
+    predict = commands.add_parser("predict", help="extract attributes from new pages with a trained adapter")
+    predict.add_argument("adapter", metavar="ADAPTER", help="a folder holding the adapter and its sweetspot.json")
+    predict.add_argument("input", nargs="?", metavar="INPUT.jsonl", help="rows {input, id?, category?}")
+    predict.add_argument("--text", action="append", default=[], help="a page's text (repeatable)")
+    predict.add_argument("--category", default=None, help="the category of the --text pages")
+    predict.set_defaults(run=predict_command)
     return root
 
 

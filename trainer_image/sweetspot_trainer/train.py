@@ -24,9 +24,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from sweetspot.contract import CPU_THREADS_ENV, DataRef, Evaluation, StageResult, TrialConfig
+from sweetspot.contract import ADAPTER_DIR, CPU_THREADS_ENV, DataRef, Evaluation, StageResult, TrialConfig
 from sweetspot_trainer import data as datamod
-from sweetspot_trainer import distributed, evaluate
+from sweetspot_trainer import distributed, evaluate, product
 from sweetspot_trainer import model as modelmod
 from sweetspot_trainer.data import DataError, Row
 from sweetspot_trainer.demo import DEFAULT_TRAIN_ROWS, DEFAULT_VALIDATION_ROWS, TRAIN_STREAM, VALIDATION_STREAM
@@ -319,9 +319,20 @@ class StageRunner:
             if config.stage == "early":
                 self._save_checkpoint(model, optimizer, scheduler, stop, plan, sample_hash)
             elif config.output_dir:
-                adapter = Path(config.output_dir) / "adapter"
+                adapter = Path(config.output_dir) / ADAPTER_DIR
                 model.save_pretrained(str(adapter))
                 loaded.tokenizer.save_pretrained(str(adapter))
+                product.describe(
+                    adapter,
+                    config,
+                    loaded.task,
+                    prepared.attributes,
+                    prepared.asked,
+                    task.labels if loaded.task == "extractive" else None,
+                    getattr(task, "max_new_tokens", None),
+                    evaluations[-1] if evaluations else None,
+                    len(prepared.train),
+                )
         seconds = time.monotonic() - started
         return StageResult(
             study=config.study,
