@@ -64,6 +64,7 @@ def failpoint(name: str) -> None:
     if release is None:
         log.warning("failpoint %s:%d reached: killing the process", point, count)
         os.kill(os.getpid(), signal.SIGKILL)
+        return
     log.warning("failpoint %s:%d reached: holding until %s exists", point, count, release)
     while not release.exists():
         time.sleep(0.05)

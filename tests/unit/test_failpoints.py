@@ -32,9 +32,7 @@ def test_an_armed_point_names_its_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     assert failpoints._armed() == ("create-job", 1, Path("/tmp/release"))
 
 
-def test_a_held_point_waits_for_its_release_file_then_goes_on(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_a_held_point_waits_for_its_release_file_then_goes_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     release = tmp_path / "release"
     monkeypatch.setattr(failpoints, "ARMED", ("create-job", 2, release))
     monkeypatch.setattr(failpoints, "_passes", {})
