@@ -206,12 +206,14 @@ def test_suspend_resume_immutable_fields_and_a_raised_budget(world: dict[str, An
 def test_a_study_deleted_while_a_pass_is_between_configmap_and_job_leaves_nothing(
     tmp_path: Path, postgres_server_url: str
 ) -> None:
-    """The operator's pass is held (a failpoint) after creating a stage's ConfigMap and before its Job; the study is
-    deleted meanwhile. The clean-up waits for that pass, which then creates its Job, and sweeps both: no Job and no
-    ConfigMap of the study is left, and the node never saw a pod without its ConfigMap. Without the wait, the sweep
-    ran first and the Job was created after it, an orphan whose pod waits for a ConfigMap that is gone."""
+    """A pass that a finished Job started (not the study's timer, whose thread kopf waits for before it lets a study
+    go) is held by a failpoint after creating the next stage's ConfigMap and before its Job; the study is deleted
+    meanwhile. The clean-up waits for that pass, which then creates its Job, and sweeps both: no Job and no
+    ConfigMap of the study is left. Without the wait, the sweep ran first and the Job was created after it: an
+    orphan whose pod waits for a ConfigMap that is gone (a GPU Job on a real cluster, until the garbage collector)."""
     release = tmp_path / "release"
-    hold = {"SWEETSPOT_FAILPOINT": f"create-job:1:hold={release}"}
+    # The timer's first tick starts the first stage; its interval is too long for it to run again here.
+    hold = {"SWEETSPOT_FAILPOINT": f"create-job:2:hold={release}", "SWEETSPOT_RECONCILE_SECONDS": "3600"}
     with operator_world(
         tmp_path, postgres_server_url, fake_trainer=True, stage_seconds=1.0, operator_env=hold
     ) as world:
@@ -223,8 +225,8 @@ def test_a_study_deleted_while_a_pass_is_between_configmap_and_job_leaves_nothin
             return sorted(c.metadata.name for c in items)
 
         apply(api, study("held", parallelism=1))
-        eventually(lambda: "failpoint create-job:1 reached: holding" in log.read_text(), 60, "the pass to be held")
-        assert config_maps() == ["held-t0-early"] and jobs_of(api, "held") == []
+        eventually(lambda: "failpoint create-job:2 reached: holding" in log.read_text(), 90, "the pass to be held")
+        assert config_maps() == ["held-t0-early", "held-t1-early"] and jobs_of(api, "held") == ["held-t0-early"]
         delete(api, "held")
         eventually(
             lambda: "waiting for the running reconcile of default/held" in log.read_text() or not config_maps(),
@@ -240,7 +242,11 @@ def test_a_study_deleted_while_a_pass_is_between_configmap_and_job_leaves_nothin
                 return exc.status == 404
             return False
 
+        def held_pass_ended() -> bool:
+            after = log.read_text().partition("failpoint create-job:2 released")[2]
+            return "Handler 'job_finished' succeeded" in after  # the handler whose pass was held has returned
+
         eventually(gone, 120, "the study to be deleted")
-        assert "failpoint create-job:1 released" in log.read_text()
+        eventually(held_pass_ended, 60, "the held pass to end")
         assert jobs_of(api, "held") == [] and config_maps() == []
         assert not world["node"].waiting, world["node"].waiting

@@ -749,8 +749,15 @@ class NodeSimulator:
                 if self.fake_trainer:
                     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
         except containers.ContainerConfigError as exc:
-            waiting = {"waiting": {"reason": exc.reason, "message": exc.message}}
-            status = {"phase": "Pending", "containerStatuses": [{"name": container["name"], "state": waiting}]}
+            waiting = {
+                "name": container["name"],
+                "state": {"waiting": {"reason": exc.reason, "message": exc.message}},
+                "ready": False,
+                "restartCount": 0,
+                "image": container.get("image") or "",
+                "imageID": "",
+            }
+            status = {"phase": "Pending", "containerStatuses": [waiting]}
             self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status}, **MERGE)
             raise
         self.core.patch_namespaced_pod_status(name, self.namespace, {"status": {"phase": "Running"}}, **MERGE)
