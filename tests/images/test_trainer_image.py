@@ -172,15 +172,29 @@ def test_a_two_node_trainjob_runs_as_two_containers_on_one_loopback(
     images: dict[str, str], default_client: None, tmp_path: Path
 ) -> None:
     """Each node of a TrainJob is a container of the trainer image running the runtime's torchrun command; the nodes
-    rendezvous over rank 0's loopback (the others join its network namespace), and rank 0 alone reports."""
+    rendezvous over rank 0's loopback (the others join its network namespace), and rank 0 alone reports.
+
+    Kubeflow's runtime gives its pods no fsGroup (a TrainJob cannot override the pod's securityContext), so a volume
+    as a provisioner makes it (root's, 0755) is not writable by the image's uid 10001: the stage says so before any
+    training, naming the path and what to change, and is not retried (exit 2). A volume the runtime makes writable
+    (0777 here, as an fsGroup in the runtime's pod template would) then runs."""
+    outputs = tmp_path / "outputs"
+    outputs.mkdir(mode=0o755)
     spec = study("twonode", images["trainer"], trial={"runtime": {"kind": "trainJob", "numNodes": 2}})
     (params,) = preview_params(spec.spec, 1)
     runtime = TrainJobRuntime(Memories())
-    with container_node(tmp_path, {"outputs": tmp_path / "outputs"}) as (_, node):
-        key = RunKey("trial", 0, "early")
+    with container_node(tmp_path, {"outputs": outputs}) as (_, node):
+        refused = RunKey("trial", 0, "early")
+        runtime.start(spec, StartRun(refused, params))
+        denied = finished(runtime, spec, refused, node, 600)
+        outputs.chmod(0o777)
+        key = RunKey("trial", 0, "early", attempt=1)
         runtime.start(spec, StartRun(key, params))
         run = finished(runtime, spec, key, node, 600)
-        pods = sorted(name for name in node.commands if name.startswith("twonode-"))
+        pods = sorted(name for name in node.commands if name.startswith("twonode-t0-early-r1-"))
+    assert denied.phase == "failed" and denied.result is not None and denied.result.status == "bad_input", denied
+    assert "cannot write /sweetspot/output/studies/twonode" in denied.result.message
+    assert "fsGroup 10001" in denied.result.message and "uid 10001" in denied.result.message
     assert run.phase == "succeeded", run
     assert run.result is not None and run.result.status == "ok" and run.result.step > 0
     assert len(pods) == 2, pods

@@ -109,6 +109,27 @@ def config_or_bad_input(args: argparse.Namespace, report: bool = True) -> TrialC
         return None
 
 
+def _unwritable(folders: list[str | None]) -> str:
+    """Why a folder the stage writes (checkpoints, results, the adapter) cannot be written by this process, or "".
+    A volume mounted without a group the trainer's user is in (a pod with no fsGroup) is the usual cause."""
+    for folder in filter(None, folders):
+        path = Path(folder)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".writable-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            blocked = next((p for p in [path, *path.parents] if p.exists()), path)
+            return (
+                f"cannot write {folder} ({exc.strerror}) as uid {os.getuid()}: {blocked} belongs to uid "
+                f"{blocked.stat().st_uid} with mode {blocked.stat().st_mode & 0o7777:o}. Give the pod fsGroup "
+                f"{os.getgid()} (Sweetspot's Jobs set it; a TrainJob takes it from its ClusterTrainingRuntime's pod "
+                "template) or make the volume writable by that uid"
+            )
+    return ""
+
+
 def _quiet(line: str) -> None:
     """Progress of a rank other than 0: rank 0 says it for all."""
 
@@ -138,6 +159,11 @@ def train_command(args: argparse.Namespace) -> int:
             study=config.study, trial=config.trial, stage=config.stage, status=status, message=message[:2000]
         )
 
+    if world.main and (unwritable := _unwritable([config.checkpoint_dir, config.output_dir])):
+        # Rank 0 writes them; found before any training, and not retried: a permission will not change by itself.
+        print(unwritable, file=sys.stderr)
+        reporting.write_result(failed("bad_input", unwritable), None)
+        return EXIT_BAD_INPUT
     try:
         with distributed.process_group(world, wait):
             runner = StageRunner(
