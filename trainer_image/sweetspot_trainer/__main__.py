@@ -111,22 +111,20 @@ def config_or_bad_input(args: argparse.Namespace, report: bool = True) -> TrialC
 
 def _unwritable(folders: list[str | None]) -> str:
     """Why a folder the stage writes (checkpoints, results, the adapter) cannot be written by this process, or "".
-    A volume mounted without a group the trainer's user is in (a pod with no fsGroup) is the usual cause."""
+    Asked of the folder, or of its nearest existing parent, without creating anything (a stage that fails later
+    leaves no folder behind). A volume mounted without a group the trainer's user is in (a pod with no fsGroup) is
+    the usual cause."""
     for folder in filter(None, folders):
         path = Path(folder)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            probe = path / f".writable-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            blocked = next((p for p in [path, *path.parents] if p.exists()), path)
-            return (
-                f"cannot write {folder} ({exc.strerror}) as uid {os.getuid()}: {blocked} belongs to uid "
-                f"{blocked.stat().st_uid} with mode {blocked.stat().st_mode & 0o7777:o}. Give the pod fsGroup "
-                f"{os.getgid()} (Sweetspot's Jobs set it; a TrainJob takes it from its ClusterTrainingRuntime's pod "
-                "template) or make the volume writable by that uid"
-            )
+        blocked = next((p for p in [path, *path.parents] if p.exists()), None)
+        if blocked is None or (blocked.is_dir() and os.access(blocked, os.W_OK | os.X_OK)):
+            continue
+        status = blocked.stat()
+        return (
+            f"cannot write {folder} as uid {os.getuid()}: {blocked} belongs to uid {status.st_uid} with mode "
+            f"{status.st_mode & 0o7777:o}. Give the pod fsGroup {os.getgid()} (Sweetspot's Jobs set it; a TrainJob "
+            "takes it from its ClusterTrainingRuntime's pod template) or make the volume writable by that uid"
+        )
     return ""
 
 
