@@ -802,21 +802,20 @@ class NodeSimulator:
             return str(self.core.read_namespaced_pod(name, self.namespace).metadata.uid)
 
     def _config_map_data(self, name: str) -> dict[str, str]:
-        try:
-            return dict(self.core.read_namespaced_config_map(name, self.namespace).data or {})
-        except kubernetes.client.exceptions.ApiException as exc:
-            if exc.status != 404:
-                raise
-            missing = f'configmap "{name}" not found'
-            raise containers.ContainerConfigError("CreateContainerConfigError", missing) from None
+        return self._data("configmap", name, self.core.read_namespaced_config_map)
 
     def _secret_data(self, name: str) -> dict[str, str]:
+        return self._data("secret", name, self.core.read_namespaced_secret)
+
+    def _data(self, kind: str, name: str, read: Callable[[str, str], Any]) -> dict[str, str]:
+        """A ConfigMap's or Secret's data; one that does not exist keeps the pod waiting, as the kubelet does."""
         try:
-            return dict(self.core.read_namespaced_secret(name, self.namespace).data or {})
+            return dict(read(name, self.namespace).data or {})
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status != 404:
                 raise
-            raise containers.ContainerConfigError("CreateContainerConfigError", f'secret "{name}" not found') from None
+            missing = f'{kind} "{name}" not found'
+            raise containers.ContainerConfigError("CreateContainerConfigError", missing) from None
 
     def _container_env(self, owner: str, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
         """The container's `env` as the kubelet resolves it (ConfigMap and Secret keys read now); in the process

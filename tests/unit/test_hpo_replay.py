@@ -3,27 +3,18 @@ for, and the report's numbers follow from the traces. (The real table is `benchm
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+from support import by_path
 
 
 def load(name: str) -> ModuleType:
-    # By path: the repository root is never put on sys.path (its `operator/` must not shadow Python's module).
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return by_path.load(f"benchmarks/{name}.py", f"benchmarks_{name}")
 
 
 replay = load("hpo_replay")

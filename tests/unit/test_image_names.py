@@ -3,9 +3,7 @@ what the chart deploys by default, the trainer image a study defaults to, and th
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import tomllib
 from pathlib import Path
 from types import ModuleType
@@ -14,16 +12,13 @@ import yaml
 
 from sweetspot.api import DEFAULT_TRAINER_IMAGE
 
+from support import by_path
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _build() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("images_build", ROOT / "images" / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return by_path.load("images/build.py", "images_build")
 
 
 def test_the_chart_deploys_what_make_images_builds() -> None:

@@ -3,7 +3,6 @@ of the control plane, and it installs none of the control plane's dependencies."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -11,16 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from support import by_path
+
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = (ROOT / "trainer_image" / "Dockerfile").read_text()
 
 
 def _requirements(image: str) -> list[str]:
-    spec = importlib.util.spec_from_file_location("requirements", ROOT / "images" / "requirements.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return list(module.requirements(image, ROOT / "pyproject.toml"))
+    return list(
+        by_path.load("images/requirements.py", "images_requirements").requirements(image, ROOT / "pyproject.toml")
+    )
 
 
 def test_the_image_installs_the_trainer_stack_and_no_control_plane() -> None:
