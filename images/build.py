@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         wheels = fill_wheelhouse(image.wheels)
         base = image.default_base
-        if options.bases == "local" or not (builder.exists(base) or (options.bases != "local" and builder.pull(base))):
+        if options.bases == "local" or not (builder.exists(base) or builder.pull(base)):
             if options.bases == "default":
                 raise SystemExit(f"images: the default base {base} cannot be pulled (--bases auto builds local ones)")
             python_base = local_python_base(builder, options.rebuild_bases)
