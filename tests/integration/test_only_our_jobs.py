@@ -32,17 +32,20 @@ def unrelated_job(batch: kubernetes.client.BatchV1Api, name: str, outcome: str |
 def test_other_jobs_never_reach_the_operator(tmp_path: Path, postgres_server_url: str) -> None:
     outcomes = ["Complete", "Failed", None]
     with operator_world(tmp_path, postgres_server_url, instant=True) as world:
-        api, running = world["api"], world["cluster"]
+        api, running, node = world["api"], world["cluster"], world["node"]
+        node.hold = lambda name: name == "mine-t0-early"  # the study runs (Searching lasts ~0.25 s without it)
         batch = kubernetes.client.BatchV1Api(api)
         others = [f"ci-before-{i}" for i in range(30)]
         for i, name in enumerate(others):
             unrelated_job(batch, name, outcomes[i % 3])
         apply(api, cluster_study("mine", maxTrials=3, parallelism=1))
         # While the study runs, other Jobs appear and finish: watch events a selector-less watch would deliver.
-        eventually(lambda: phase(api, "mine") == "Searching", 60, "the study to start")
+        eventually(lambda: "mine-t0-early" in node.held, 60, lambda: f"the study to start: {get(api, 'mine')}")
         for i in range(30):
             others.append(f"ci-during-{i}")
             unrelated_job(batch, others[-1], outcomes[i % 3])
+        assert phase(api, "mine") == "Searching"
+        node.release("mine-t0-early")
         eventually(lambda: phase(api, "mine") == "Succeeded", 120, lambda: f"success: {get(api, 'mine').get('status')}")
 
     emulator = running.emulator

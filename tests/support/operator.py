@@ -141,6 +141,11 @@ def operator_world(
                     "dir": workdir,
                     "cluster": running,
                 }
+            except BaseException:
+                # The operator's own account of a failed wait: pytest shows it with the failure (CI keeps no files).
+                tail = operator.log.read_text(errors="replace")[-6000:] if operator.log.exists() else "(no log)"
+                print(f"--- the operator's log, last lines ---\n{tail}", file=sys.stderr)
+                raise
             finally:
                 operator.stop()
                 assert not node.errors, node.errors
