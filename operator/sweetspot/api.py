@@ -176,7 +176,16 @@ class SecretKeyRef(Model):
     name: DnsLabel
     """Name of the Secret."""
     key: str = Field(default="url", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
-    """Key inside the Secret."""
+    """Key inside the Secret (default `url`)."""
+
+
+class TokenSecretRef(Model):
+    """A key in a Secret in the study's namespace that holds an access token."""
+
+    name: DnsLabel
+    """Name of the Secret."""
+    key: str = Field(default="token", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """Key inside the Secret (default `token`)."""
 
 
 class VolumePath(Model):
@@ -216,8 +225,9 @@ class ModelSpec(Model):
     """A Hugging Face model id such as `meta-llama/Llama-3.1-8B`, downloaded by the trainer pod."""
     revision: str | None = Field(default=None, min_length=1, max_length=256)
     """Revision (branch, tag or commit) of the Hugging Face model; only with `huggingFace`."""
-    token_secret_ref: SecretKeyRef | None = None
-    """Secret holding a Hugging Face access token for gated models; only with `huggingFace`."""
+    token_secret_ref: TokenSecretRef | None = None
+    """Secret key holding a Hugging Face access token, for gated models; only with `huggingFace`. The trial pods
+    get it as a read-only file, never as an environment variable."""
     pvc: DnsLabel | None = None
     """PersistentVolumeClaim holding the model files; `path` is then relative to its root."""
     path: SafePath | None = None
@@ -461,7 +471,7 @@ class FloatParameter(Model):
     max: float | None = None
     """Upper bound (inclusive)."""
     log: bool = False
-    """Sample on a log scale (needs min > 0); right for learning rates."""
+    """Sample on a log scale: every factor of ten between min and max is equally likely (needs min > 0)."""
     step: float | None = Field(default=None, gt=0.0)
     """Discretisation step; needed by the grid sampler."""
     values: Annotated[list[float], AfterValidator(_unique)] | None = Field(
@@ -480,7 +490,7 @@ class IntParameter(Model):
     max: int | None = None
     """Upper bound (inclusive)."""
     log: bool = False
-    """Sample on a log scale (needs min > 0)."""
+    """Sample on a log scale: every factor of ten between min and max is equally likely (needs min > 0)."""
     step: int | None = Field(default=None, ge=1)
     """Step between candidate values (default 1)."""
     values: Annotated[list[int], AfterValidator(_unique)] | None = Field(
@@ -559,8 +569,7 @@ DEFAULT_WIDEN_TO = (0.35, 0.5)
 
 
 class EarlyEvaluation(Model):
-    """How trials are judged before they finish (accuracy early in training ranks trials like the final
-    result)."""
+    """How trials are judged before they finish: a score taken early in training stands in for the final one."""
 
     at_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     """Share of a trial's planned steps after which it is evaluated early."""
@@ -571,26 +580,27 @@ class EarlyEvaluation(Model):
     """With `proxy`, how many of the best early trials are trained to the end (the early winner is often not
     the final one: promote 3 to 5)."""
     signal: Literal["auto", "f1", "accuracy", "tokenF1", "loss"] = "auto"
-    """The early score of `proxy`: `auto` is validation loss, which ranked trials like their final accuracy at
-    every early fraction of the HPO benchmark (Spearman 0.91-0.93 from 10% to 50% of the steps) where accuracy,
-    still tied near the label prior for many trials, did not (0.37-0.91); or the objective's own metric."""
+    """The score trials are judged on early. `auto` is validation loss: early in training many trials still answer
+    the label prior and tie on F1 or accuracy, while their losses already differ. Or `f1`, `accuracy`, `tokenF1`,
+    `loss`."""
     pruner: Literal["successiveHalving", "median", "percentile"] = "successiveHalving"
     """With `prune`, the Optuna pruner that decides which trials continue."""
     min_agreement: float | None = Field(default=None, ge=-1.0, le=1.0)
-    """With `proxy`, the agreement guard (off when unset; 0.6 is a sensible value): once at least 3 promoted trials
+    """With `proxy`, widen the early fraction when early and final scores disagree (off when unset; e.g. 0.6).
+    Once at least 3 promoted trials
     judged at the current fraction have final scores, the Spearman correlation of their early signal and final
     objective is checked; below this value, one more trial is promoted and trials asked from then on are judged at
     the next fraction of `widenTo` (each widening an Event, a status field and a metric). `proxy` trains finals once
     the search is done, so the wider fraction serves only trials asked after that (a raised `maxTrials` or budget):
-    in a study run straight through, the guard's effect is the extra promotion. Off by default: on both HPO
-    benchmark tables it never paid (README, Performance), as validation loss ranks trials well there."""
+    in a study run straight through, the guard's effect is the extra promotion. Off by default: where the early
+    signal ranks trials well it only costs compute (docs/performance.md)."""
     promote: Literal["topK", "predicted"] = "topK"
-    """With `proxy`, which trials train to the end: `topK`, the best `promoteTopK` by early score; `predicted`, each
+    """With `proxy`, which trials train to the end. `topK`: the best `promoteTopK` by early score. `predicted`: each
     trial's final score is predicted with an 80% interval by a line fitted to the study's own (early, final) pairs,
     on the early score or on the early curve extrapolated to the end (saturating curve families fitted with scipy;
     with `curvePoints` of 3 or more), whichever predicts held-out finals better; the trials whose upper bound reaches
     the best final so far (or the best lower bound) are promoted, and until 3 finals calibrate the line, the best
-    `promoteTopK`. Off by default: it did not pay on the HPO benchmark tables (README, Performance)."""
+    `promoteTopK`. `topK` by default: `predicted` did not pay on the benchmark tables (docs/performance.md)."""
     curve_points: int = Field(default=1, ge=1, le=8)
     """Evaluations inside the early stage, evenly spaced up to `atFraction` (the last is the early score): the
     trial's own early curve, for `promote: predicted`."""
@@ -642,7 +652,7 @@ class Budget(Model):
     stage costs observed so far."""
 
     gpu_hours: float = Field(gt=0.0, le=1_000_000.0)
-    """Compute the study may spend, in hours of the measure every stage reports: GPU-seconds on GPUs (a stage on
+    """The compute the study may spend, in hours. The unit is what every stage reports: GPU-seconds on GPUs (a stage on
     4 GPUs for one hour spends 4), wall seconds on CPUs (local mode without a GPU: hours of stage run time, stages
     running side by side adding up). What finished stages recorded counts, and a running stage counts as the mean
     of finished stages of its kind; before any stage finished, one stage runs alone to price the rest. Under
