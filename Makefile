@@ -66,6 +66,7 @@ quickstart: install
 crd: install
 	$(BIN)/sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml
 	cp crds/finetunestudies.sweetspot.dev.yaml charts/sweetspot/crds/
+	$(BIN)/sweetspot crd --reference > docs/reference.md
 
 dashboards: install
 	$(BIN)/sweetspot dashboards charts/sweetspot/dashboards

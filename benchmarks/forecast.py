@@ -5,8 +5,8 @@ with the F1 measured at the larger sizes it never saw. Measured points are repla
 runs in seconds and never trains:
 
 - `forecast_ae110k.json`: the built-in tagger on the AE-110k titles (`python -m benchmarks realdata --skip agreement`,
-  README "Real product data" (a)): 50 to 1,568 titles, mean and spread of 3 repeats per size (the runs' own scores
-  were not kept, so each backtest here is one sweep of 3 repeats);
+  docs/performance.md, "Real product data" (a)): 50 to 1,568 titles, mean and spread of 3 repeats per size (the
+  runs' own scores were not kept, so each backtest here is one sweep of 3 repeats);
 - `forecast_builtin.json`: the built-in tagger on the synthetic product pages, 25 to 600 rows, 4 repeats per size,
   every run's own F1 kept (`sweetspot run benchmarks/data/forecast-builtin.yaml`, then `--collect`): each pair and
   each triple of repeats is one more sweep to backtest.

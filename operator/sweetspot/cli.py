@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from sweetspot import __version__
 from sweetspot.api import FineTuneStudy
-from sweetspot.crd import crd_yaml
+from sweetspot.crd import crd_yaml, reference_markdown
 from sweetspot.manifest import ManifestError, load_manifest
 
 BEST_ADAPTER = "best-adapter"
@@ -272,7 +272,7 @@ def _dashboards(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(reference_markdown() if args.reference else crd_yaml())
     return 0
 
 
@@ -404,6 +404,9 @@ def parser() -> argparse.ArgumentParser:
         "crd",
         help="print the FineTuneStudy CustomResourceDefinition",
         description="Print the FineTuneStudy CRD generated from the API model (the file under crds/).",
+    )
+    crd.add_argument(
+        "--reference", action="store_true", help="print the field reference instead (docs/reference.md, Markdown)"
     )
     crd.set_defaults(run=_crd)
 

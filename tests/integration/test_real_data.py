@@ -1,6 +1,6 @@
 """Real product titles (AE-110k, `examples/ae-110k/`): a whole local study on a 60-title slice with categories and
 a schema, and the real-data benchmark's pipeline on its quick slice. The numbers on the full data are measured
-by `python -m benchmarks realdata` (README, Performance); these tests prove the path works."""
+by `python -m benchmarks realdata` (docs/performance.md); these tests prove the path works."""
 
 from __future__ import annotations
 
