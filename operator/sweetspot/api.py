@@ -1066,6 +1066,19 @@ def as_started(before: FineTuneStudySpec, spec: FineTuneStudySpec) -> FineTuneSt
     return spec
 
 
+def cluster_warnings(spec: FineTuneStudySpec) -> list[str]:
+    """What is valid but loses work on a cluster (`sweetspot run` keeps everything under its workdir): said by
+    `sweetspot validate` and, once per study, by the operator's `NoOutputVolume` Warning Event. A CEL rule cannot
+    warn, and refusing would refuse the same manifest in local mode, where it is right."""
+    if spec.trial.output is None:
+        return [
+            "spec.trial.output: not set: on a cluster this study keeps nothing (no early checkpoint, so promoted "
+            "trials retrain from scratch, and no adapter, so the best model is lost); set it to a PVC "
+            "({pvc: NAME, path: DIR}). Local runs (sweetspot run) keep both under their workdir."
+        ]
+    return []
+
+
 class FineTuneStudySpec(Model):
     """A fine-tuning study: search LoRA hyperparameters (judged early), train the best to the end, and sweep
     training-set sizes."""

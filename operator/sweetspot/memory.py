@@ -39,6 +39,8 @@ class StudyMemory:
     on every pass (a study with 40 finished stages would otherwise cost 40 pod listings per pass). Replaced whole on
     every observation (runs gone from the cluster are forgotten), so readers on other threads see one version."""
     written: Written | None = None
+    warned: bool = False
+    """What is valid but loses work (`api.cluster_warnings`) was posted: once per study and operator process."""
 
 
 class Memories:

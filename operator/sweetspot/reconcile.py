@@ -21,7 +21,16 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from sweetspot import kube
-from sweetspot.api import GROUP, PLURAL, VERSION, FineTuneStudy, FineTuneStudySpec, as_started, immutable_changes
+from sweetspot.api import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    FineTuneStudy,
+    FineTuneStudySpec,
+    as_started,
+    cluster_warnings,
+    immutable_changes,
+)
 from sweetspot.events import EventRecorder
 from sweetspot.failpoints import failpoint
 from sweetspot.jobs import adapter_location
@@ -50,6 +59,7 @@ from sweetspot.status import (
 
 DEFAULT_STORAGE_ENV = "SWEETSPOT_DATABASE_URL"
 STATUS_REPAIRED, BUDGET_LOWERED, WARM_STARTED = "StatusRepaired", "BudgetLowered", "WarmStarted"
+NO_OUTPUT_VOLUME = "NoOutputVolume"
 
 log = logging.getLogger("sweetspot.operator")
 MEMORIES = Memories()
@@ -196,6 +206,10 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
             store.update_spec(study)
             runtime = runtime_for(study, MEMORIES)
             ended = store.ended(study)
+            if ended is None and not memory.warned:  # as `sweetspot validate` says it, once while the study runs
+                memory.warned = True
+                for warning in cluster_warnings(study.spec):
+                    EVENTS.post(body, NO_OUTPUT_VOLUME, warning, warning=True)
             if ended is None:
                 decision = settle(study, store, runtime, hear)
             else:

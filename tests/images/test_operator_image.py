@@ -169,6 +169,8 @@ def test_the_cluster_quickstart_reaches_succeeded_with_every_stage_in_a_trainer_
                 kept = tmp_path / "trials" / "claims" / "sweetspot-quickstart" / "studies" / "quickstart"
                 assert sorted(p.name for p in kept.glob("t*")) == ["t0", "t1", "t2", "t3"]
                 print(f"\ncluster quickstart on the container node: {wall:.1f} s from apply to Succeeded")
+                said = {e.reason for e in core.list_namespaced_event(STUDY_NAMESPACE).items}
+                assert "StudySucceeded" in said and "NoOutputVolume" not in said, said  # it has an output volume
 
                 # The README's report, from the cluster's storage (port-forwarded there; the same server here).
                 report = ["report", "quickstart", "--namespace", STUDY_NAMESPACE, "--storage", database]

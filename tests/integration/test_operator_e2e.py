@@ -75,6 +75,9 @@ def test_a_study_runs_to_succeeded_on_the_cluster(real_world: dict[str, Any]) ->
     events = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
     reasons = {e.reason for e in events if e.involved_object and e.involved_object.name == "e2e"}
     assert {"StageStarted", "EarlyResult", "TrialPromoted", "StudySucceeded"} <= reasons
+    # No spec.trial.output: said once, as a Warning naming the field, as `sweetspot validate` says it.
+    (unkept,) = [e for e in events if e.reason == "NoOutputVolume" and e.involved_object.name == "e2e"]
+    assert unkept.type == "Warning" and unkept.count == 1 and unkept.message.startswith("spec.trial.output: not set")
     assert body["status"]["optunaStudy"] == "default/e2e"
 
 
