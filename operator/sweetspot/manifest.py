@@ -8,6 +8,7 @@ says what was expected and what was given. Nothing here raises a traceback at a 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,19 @@ def _model_at(loc: Location) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+def _did_you_mean(given: Any, ctx: dict[str, Any]) -> str:
+    """` (did you mean 'tpe'?)` for the allowed value closest to a mistyped one (`tpee`, `TPE`, `f2`), else ''.
+
+    pydantic names the allowed values of a Literal only as text (`'tpe', 'gp' or 'random'`): they are read back from
+    it. Compared without case, with a lower cutoff than difflib's 0.6, as the values are short (`f2` -> `f1`)."""
+    allowed = re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", "")))
+    if not isinstance(given, str) or not given or not allowed:
+        return ""
+    folded = {value.lower(): value for value in allowed}
+    close = difflib.get_close_matches(given.lower(), list(folded), n=1, cutoff=0.5)
+    return f" (did you mean {folded[close[0]]!r}?)" if close and folded[close[0]] != given else ""
+
+
 def _message(error: ErrorDetails) -> str:
     kind, given = error["type"], error.get("input")
     ctx = error.get("ctx", {})
@@ -194,7 +208,7 @@ def _message(error: ErrorDetails) -> str:
     if kind in ("string_type", "bool_type"):
         return f"expected {'a string' if kind == 'string_type' else 'a boolean'}, got {_describe(given)}"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected', '')}, got {_show(given)}"
+        return f"must be one of {ctx.get('expected', '')}, got {_show(given)}{_did_you_mean(given, ctx)}"
     if kind == "string_pattern_mismatch":
         hint = PATTERN_HINTS.get(str(ctx.get("pattern")), f"does not match the pattern {ctx.get('pattern')}")
         return f"{_show(given)} {hint}"
