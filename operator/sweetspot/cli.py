@@ -26,7 +26,7 @@ from sweetspot.contract import (
     EXIT_OK,
 )
 from sweetspot.crd import crd_yaml, reference_markdown
-from sweetspot.manifest import ManifestError, load_manifest
+from sweetspot.manifest import FieldError, LocatedStudy, Location, ManifestError, load_located
 
 BEST_ADAPTER = "best-adapter"
 """The folder under a local study's results that holds the best trial's adapter."""
@@ -44,8 +44,14 @@ examples:
 
 def _studies(path: str) -> list[FineTuneStudy] | None:
     """The studies in a manifest, or None after printing every problem (one line each)."""
+    located = _located(path)
+    return None if located is None else [one.study for one in located]
+
+
+def _located(path: str) -> list[LocatedStudy] | None:
+    """`_studies`, each with where it was written (for problems with its data files)."""
     try:
-        return load_manifest(path)
+        return load_located(path)
     except ManifestError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
@@ -60,15 +66,20 @@ MANIFEST_SUFFIXES = (".yaml", ".yml")
 class StudyData:
     """A study's dataset files as this machine sees them: what `validate` and `check-data STUDY.yaml` check."""
 
-    files: list[Path] = field(default_factory=list)
-    """Local data files (or saved dataset directories) that exist, train first."""
-    schema: Path | None = None
-    """A local schema file that exists."""
+    files: list[tuple[Location, Path]] = field(default_factory=list)
+    """Local data files (or saved dataset directories) that exist, train first, with the field naming each."""
+    schema: tuple[Location, Path] | None = None
+    """A local schema file that exists, with its field."""
     inline_schema: dict[str, list[str]] | None = None
-    missing: list[str] = field(default_factory=list)
-    """`field: problem` for each local path that does not exist."""
-    skipped: list[str] = field(default_factory=list)
-    """`field: why` for each path not checked here (it lives on a cluster volume)."""
+    missing: list[tuple[Location, str]] = field(default_factory=list)
+    """A problem at a field for each local path that does not exist."""
+    skipped: list[tuple[Location, str]] = field(default_factory=list)
+    """Why, at its field, each path not checked here (it lives on a cluster volume)."""
+
+    def field_of(self, line: str) -> Location:
+        """The field whose file a check-data line names (`file:line: problem`); the dataset when none does."""
+        named = [*self.files, *([self.schema] if self.schema else [])]
+        return next((loc for loc, path in named if line.startswith(f"{path}:")), ("spec", "dataset"))
 
 
 def study_data(study: FineTuneStudy, base: Path) -> StudyData:
@@ -82,45 +93,57 @@ def study_data(study: FineTuneStudy, base: Path) -> StudyData:
     for name, source in sources:
         if source is None or source.path is None:  # a built-in generator or an inline schema: nothing to open
             continue
-        where = f"spec.dataset.{name}.path"
+        loc: Location = ("spec", "dataset", name, "path")
         if source.pvc is not None:
             data.skipped.append(
-                f"{where}: {source.path!r} not checked: it lives on PersistentVolumeClaim {source.pvc!r}, which only "
-                "the cluster mounts (check it there: python -m sweetspot_trainer check-data FILE in a trial's image)"
+                (
+                    loc,
+                    f"{source.path!r} not checked: it lives on PersistentVolumeClaim {source.pvc!r}, which only the "
+                    "cluster mounts (check it there: python -m sweetspot_trainer check-data FILE in a trial's image)",
+                )
             )
             continue
         local = base / source.path
         if not local.exists():
             data.missing.append(
-                f"{where}: {source.path!r} does not exist (looked for {local.resolve()}: a path without pvc is read "
-                "relative to the manifest by sweetspot run; for data on a cluster volume set pvc; for data inside "
-                "the trainer image, sweetspot validate --no-data skips this check)"
+                (
+                    loc,
+                    f"{source.path!r} does not exist (looked for {local.resolve()}: a path without pvc is read "
+                    "relative to the manifest by sweetspot run; for data on a cluster volume set pvc; for data "
+                    "inside the trainer image, sweetspot validate --no-data skips this check)",
+                )
             )
         elif name == "schema":
-            data.schema = local
+            data.schema = (loc, local)
         else:
-            data.files.append(local)
+            data.files.append((loc, local))
     if dataset.schema_ is not None and dataset.schema_.categories is not None:
         data.inline_schema = dataset.schema_.categories
     return data
 
 
+def _trainer_module() -> str:
+    from sweetspot.local import TRAINER_MODULE_ENV
+
+    return os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer")
+
+
 def _trainer(arguments: Sequence[str], capture: bool = False) -> subprocess.CompletedProcess[str]:
     """Run the trainer's command line in a child process: the control plane never imports the data plane (see the
     import contracts in pyproject), so commands the trainer implements (predict, check-data) are run, not called."""
-    from sweetspot.local import TRAINER_MODULE_ENV
-
-    module = os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer")
     sys.stdout.flush()  # what this process printed comes before what the child prints
-    return subprocess.run([sys.executable, "-m", module, *arguments], check=False, text=True, capture_output=capture)
+    command = [sys.executable, "-m", _trainer_module(), *arguments]
+    return subprocess.run(command, check=False, text=True, capture_output=capture)
 
 
 def _trainer_installed() -> bool:
+    """Whether the trainer can run here (the operator's image has no trainer)."""
     import importlib.util
 
-    from sweetspot.local import TRAINER_MODULE_ENV
-
-    return importlib.util.find_spec(os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer")) is not None
+    try:
+        return importlib.util.find_spec(_trainer_module()) is not None
+    except ModuleNotFoundError:  # a dotted name whose package is missing
+        return False
 
 
 def _check_files(
@@ -136,33 +159,34 @@ def _check_study_files(study: FineTuneStudy, data: StudyData, capture: bool) -> 
     import json
     import tempfile
 
-    bad_rows = study.spec.dataset.bad_rows
+    bad_rows, files = study.spec.dataset.bad_rows, [path for _, path in data.files]
     if data.inline_schema is None:
-        return _check_files(data.files, data.schema, bad_rows, capture)
+        return _check_files(files, data.schema[1] if data.schema else None, bad_rows, capture)
     with tempfile.TemporaryDirectory(prefix="sweetspot-schema-") as folder:
         schema = Path(folder) / "schema.json"
         schema.write_text(json.dumps(data.inline_schema))
-        return _check_files(data.files, schema, bad_rows, capture)
+        return _check_files(files, schema, bad_rows, capture)
 
 
 def _validate(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
-        studies = _studies(path)
-        if studies is None:
+        located = _located(path)
+        if located is None:
             failed = True
             continue
         base = Path.cwd() if path == "-" else Path(path).parent
-        for study in studies:
+        for one in located:
+            study = one.study
             where = f"{path}: FineTuneStudy {study.key}"
             for warning in study_warnings(study):
                 print(f"{where}: warning: {warning}", file=sys.stderr)
-            notes: list[str] = []
+            notes: list[FieldError] = []
             profile = ""
             if args.data:
-                problems, notes, profile = _validate_data(study, base)
+                problems, notes, profile = _validate_data(one, base)
                 for problem in problems:
-                    print(f"{where}: {problem}", file=sys.stderr)
+                    print(problem, file=sys.stderr)
                 if problems:
                     failed = True
                     continue
@@ -175,24 +199,27 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _validate_data(study: FineTuneStudy, base: Path) -> tuple[list[str], list[str], str]:
-    """Problems with the study's local data (each fails validation), notes (what was not checked), and the
-    profile check-data prints of the files that exist."""
-    data = study_data(study, base)
-    problems, notes = list(data.missing), list(data.skipped)
+def _validate_data(located: LocatedStudy, base: Path) -> tuple[list[FieldError], list[FieldError], str]:
+    """Problems with the study's local data (each fails validation), notes (what was not checked, rows dropped),
+    and the profile check-data prints of the files that exist."""
+    study, data = located.study, study_data(located.study, base)
+    problems = [located.error(loc, message) for loc, message in data.missing]
+    notes = [located.error(loc, message) for loc, message in data.skipped]
     if problems or not data.files:
         return problems, notes, ""
     if not _trainer_installed():
-        notes.append("data files exist; not profiled: the trainer package (sweetspot_trainer) is not installed here")
+        files = ("spec", "dataset")
+        notes.append(located.error(files, "not profiled: the trainer (sweetspot_trainer) is not installed here"))
         return problems, notes, ""
     done = _check_study_files(study, data, capture=True)
-    said = done.stderr.strip().splitlines()
+    said = [located.error(data.field_of(line), line) for line in done.stderr.strip().splitlines()]
     if done.returncode == EXIT_BAD_INPUT:  # what would fail every trial: malformed rows (badRows: fail), the schema
-        problems += [f"spec.dataset: {line}" for line in said]
+        problems += said
     elif done.returncode == EXIT_OK:
-        notes += said  # rows badRows: skip drops
+        notes += said  # rows that badRows: skip drops
     else:
-        problems.append(f"cannot check the data files: {done.stderr.strip()[-2000:] or done.returncode}")
+        tail = done.stderr.strip()[-2000:] or f"exit code {done.returncode}"
+        problems.append(located.error(("spec", "dataset"), f"cannot check the data files: {tail}"))
     return problems, notes, done.stdout
 
 
@@ -336,23 +363,22 @@ def _check_data(args: argparse.Namespace) -> int:
             pending.append(name)
             continue
         code = max(code, flush())
-        studies = _studies(name)
-        if studies is None:
+        located = _located(name)
+        if located is None:
             code = max(code, EXIT_BAD_INPUT)
             continue
-        for study in studies:
-            where = f"{name}: FineTuneStudy {study.key}"
-            data = study_data(study, Path(name).parent)
-            for problem in data.missing:
-                print(f"{where}: {problem}", file=sys.stderr)
-            for note in data.skipped:
-                print(f"{where}: {note}")
+        for one in located:
+            data = study_data(one.study, Path(name).parent)
+            for loc, problem in data.missing:
+                print(one.error(loc, problem), file=sys.stderr)
+            for loc, note in data.skipped:
+                print(one.error(loc, note))
             if data.missing:
                 code = max(code, EXIT_BAD_INPUT)
             elif not data.files:
-                print(f"{where}: no local data files (built-in or on the cluster)")
+                print(f"{name}: FineTuneStudy {one.study.key}: no local data files (built-in, or on the cluster)")
             else:
-                code = max(code, _check_study_files(study, data, capture=False).returncode)
+                code = max(code, _check_study_files(one.study, data, capture=False).returncode)
     return max(code, flush())
 
 

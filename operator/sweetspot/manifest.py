@@ -267,8 +267,27 @@ def _other_kubernetes_object(data: Any) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class LocatedStudy:
+    """A study and where it was written, for problems found after it validated (its local data files)."""
+
+    study: FineTuneStudy
+    source: str
+    """File name (or `<stdin>`), with the document number when the file holds several."""
+    node: yaml.Node | None
+
+    def error(self, loc: Location, message: str) -> FieldError:
+        """A problem at a field of this study, with the field's line."""
+        return FieldError(self.source, format_path(loc), message, _line_of(self.node, loc))
+
+
 def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
     """Every FineTuneStudy in a YAML (or JSON) text; raises `ManifestError` listing all problems."""
+    return [located.study for located in parse_located(text, source)]
+
+
+def parse_located(text: str, source: str) -> list[LocatedStudy]:
+    """`parse_documents`, each study with where it was written."""
     try:
         documents = list(_documents(text, source))
     except yaml.YAMLError as exc:
@@ -278,7 +297,7 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
         raise ManifestError([FieldError(source, "", f"invalid YAML: {problem}", line)]) from None
     if not documents:
         raise ManifestError([FieldError(source, "", "no FineTuneStudy found (the file is empty)")])
-    studies: list[FineTuneStudy] = []
+    studies: list[LocatedStudy] = []
     errors: list[FieldError] = []
     # Other Kubernetes objects beside the studies (a PersistentVolumeClaim the study mounts) are kubectl's to apply:
     # skipped here. Anything of Sweetspot's API group, or with no apiVersion, is held to being a FineTuneStudy.
@@ -288,7 +307,7 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
             errors.extend(identity)
             continue
         try:
-            studies.append(FineTuneStudy.model_validate(doc.data))
+            studies.append(LocatedStudy(FineTuneStudy.model_validate(doc.data), doc.source, doc.node))
         except ValidationError as exc:
             errors.extend(_field_errors(exc, doc))
     if errors:
@@ -298,6 +317,11 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
 
 def load_manifest(path: Path | str) -> list[FineTuneStudy]:
     """Every FineTuneStudy in a file (`-` reads standard input); raises `ManifestError`."""
+    return [located.study for located in load_located(path)]
+
+
+def load_located(path: Path | str) -> list[LocatedStudy]:
+    """`load_manifest`, each study with where it was written."""
     source = str(path)
     try:
         if source == "-":
@@ -310,4 +334,4 @@ def load_manifest(path: Path | str) -> list[FineTuneStudy]:
         raise ManifestError([FieldError(source, "", f"cannot read the file: {reason}")]) from None
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError([FieldError(source, "", f"file is larger than {MAX_MANIFEST_BYTES} bytes")])
-    return parse_documents(text, source)
+    return parse_located(text, source)

@@ -43,6 +43,11 @@ def study(folder: Path, dataset: dict[str, Any], name: str = "study.yaml") -> Pa
     return path
 
 
+def line_of(path: Path, text: str) -> int:
+    """The 1-based line of a manifest that holds `text`."""
+    return next(n for n, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
+
+
 # --- check-data -------------------------------------------------------------------------------------------
 
 
@@ -111,9 +116,10 @@ def test_check_data_on_a_manifest_checks_its_local_files_against_its_schema_and_
     assert done.returncode == 0, done.stderr
     assert "data/train.jsonl: 3 rows ok, 2 categories, 6 category attributes" in done.stdout  # the schema's
     assert re.search(r"Size\s+0\s+0\s+0\.0%\s+0  rare", done.stdout)
+    line = line_of(manifest, "path: val.jsonl")
     assert (
-        "study.yaml: FineTuneStudy default/quickstart: spec.dataset.validation.path: 'val.jsonl' not checked: it lives "
-        "on PersistentVolumeClaim 'datasets'" in done.stdout
+        f"study.yaml:{line}: spec.dataset.validation.path: 'val.jsonl' not checked: it lives on PersistentVolumeClaim "
+        "'datasets'" in done.stdout
     )
 
 
@@ -123,8 +129,11 @@ def test_check_data_on_a_manifest_with_a_missing_file_names_the_field(tmp_path: 
     done = sweetspot("check-data", str(manifest))
 
     assert done.returncode == 2
-    assert done.stderr.startswith(f"{manifest}: FineTuneStudy default/quickstart: spec.dataset.train.path: ")
-    assert f"'nowhere.jsonl' does not exist (looked for {tmp_path / 'nowhere.jsonl'}" in done.stderr
+    line = line_of(manifest, "path: nowhere.jsonl")
+    assert done.stderr.startswith(
+        f"{manifest}:{line}: spec.dataset.train.path: 'nowhere.jsonl' does not exist (looked for "
+        f"{tmp_path / 'nowhere.jsonl'}: "
+    )
 
 
 def test_check_data_help_is_the_trainers() -> None:
@@ -153,10 +162,9 @@ def test_validate_names_the_field_and_path_of_missing_local_data(tmp_path: Path)
 
     assert done.returncode == 1
     problems = [line for line in done.stderr.splitlines() if ": warning: " not in line]
-    where = f"{manifest}: FineTuneStudy default/quickstart"
     assert [p.split(" (looked for")[0] for p in problems] == [
-        f"{where}: spec.dataset.validation.path: 'val.jsonl' does not exist",
-        f"{where}: spec.dataset.schema.path: 'schema.json' does not exist",
+        f"{manifest}:{line_of(manifest, 'path: val.jsonl')}: spec.dataset.validation.path: 'val.jsonl' does not exist",
+        f"{manifest}:{line_of(manifest, 'path: schema.json')}: spec.dataset.schema.path: 'schema.json' does not exist",
     ]
     assert str(tmp_path / "val.jsonl") in problems[0]
     assert "is valid" not in done.stdout
@@ -173,7 +181,8 @@ def test_validate_prints_what_local_data_holds(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"{manifest}: FineTuneStudy default/quickstart is valid"
-    assert lines[1].startswith("  spec.dataset.validation.path: 'v.jsonl' not checked: it lives on")
+    line = line_of(manifest, "path: v.jsonl")
+    assert lines[1].startswith(f"  {manifest}:{line}: spec.dataset.validation.path: 'v.jsonl' not checked: it lives on")
     assert any(line.startswith(f"  {tmp_path / 'train.jsonl'}: 3 rows ok, 2 categories") for line in lines), lines
     assert any(re.fullmatch(r"\s+Color\s+2\s+2\s+100\.0%\s+2", line) for line in lines), lines
     assert sweetspot("validate", "-q", str(manifest)).stdout == ""
@@ -186,13 +195,14 @@ def test_validate_fails_on_bad_rows_unless_the_study_skips_them(tmp_path: Path, 
 
     done = sweetspot("validate", str(manifest))
 
-    said = f"spec.dataset: {tmp_path / 'train.jsonl'}:4: not JSON" if bad_rows == "fail" else "(dropped"
+    field = f"{manifest}:{line_of(manifest, 'path: train.jsonl')}: spec.dataset.train.path"
+    said = f"{field}: {tmp_path / 'train.jsonl'}:4: not JSON (Expecting property name"
     if bad_rows == "fail":
         assert done.returncode == 1
         assert said in done.stderr
     else:
         assert done.returncode == 0, done.stderr
-        assert f"{tmp_path / 'train.jsonl'}:4: not JSON" in done.stdout and said in done.stdout
+        assert f"  {said}" in done.stdout and "(dropped: --bad-rows skip)" in done.stdout
         assert "3 rows ok (1 bad rows dropped)" in done.stdout
 
 
