@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from sweetspot import __version__
 from sweetspot.api import FineTuneStudy
+from sweetspot.contract import (
+    CHECK_DATA_BAD_ROWS_HELP,
+    CHECK_DATA_DESCRIPTION,
+    CHECK_DATA_HELP,
+    CHECK_DATA_SCHEMA_HELP,
+    CHECK_DATA_TABLE,
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+)
 from sweetspot.crd import crd_yaml, reference_markdown
-from sweetspot.manifest import ManifestError, load_manifest
+from sweetspot.manifest import FieldError, LocatedStudy, Location, ManifestError, load_located
 
 BEST_ADAPTER = "best-adapter"
 """The folder under a local study's results that holds the best trial's adapter."""
@@ -21,34 +36,191 @@ examples:
   sweetspot run examples/quickstart.yaml          run a whole study on this machine
   sweetspot report quickstart --format json       its trials, best configuration and agreement figures
   sweetspot predict results/best-adapter --text "..."  extract attributes from a new page
-  sweetspot validate examples/*.yaml              check manifests as the cluster would
+  sweetspot validate examples/*.yaml              check manifests as the cluster would, and their local data
+  sweetspot check-data examples/ae-110k.yaml      what a study's data files hold (or: check-data rows.jsonl)
   sweetspot crd > crds/finetunestudies.sweetspot.dev.yaml
 """
 
 
 def _studies(path: str) -> list[FineTuneStudy] | None:
     """The studies in a manifest, or None after printing every problem (one line each)."""
+    located = _located(path)
+    return None if located is None else [one.study for one in located]
+
+
+def _located(path: str) -> list[LocatedStudy] | None:
+    """`_studies`, each with where it was written (for problems with its data files)."""
     try:
-        return load_manifest(path)
+        return load_located(path)
     except ManifestError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return None
 
 
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+"""A `check-data` argument with one of these suffixes is a FineTuneStudy manifest; any other is a data file."""
+
+
+@dataclass
+class StudyData:
+    """A study's dataset files as this machine sees them: what `validate` and `check-data STUDY.yaml` check."""
+
+    files: list[tuple[Location, Path]] = field(default_factory=list)
+    """Local data files (or saved dataset directories) that exist, train first, with the field naming each."""
+    schema: tuple[Location, Path] | None = None
+    """A local schema file that exists, with its field."""
+    inline_schema: dict[str, list[str]] | None = None
+    missing: list[tuple[Location, str]] = field(default_factory=list)
+    """A problem at a field for each local path that does not exist."""
+    skipped: list[tuple[Location, str]] = field(default_factory=list)
+    """Why, at its field, each path not checked here (it lives on a cluster volume)."""
+
+    def field_of(self, line: str) -> Location:
+        """The field whose file a check-data line names (`file:line: problem`); the dataset when none does."""
+        named = [*self.files, *([self.schema] if self.schema else [])]
+        return next((loc for loc, path in named if line.startswith(f"{path}:")), ("spec", "dataset"))
+
+
+def study_data(study: FineTuneStudy, base: Path) -> StudyData:
+    """Where the study's data lies, relative to `base` (the manifest's folder), as `sweetspot run` reads it.
+
+    A path with `pvc` lives on that PersistentVolumeClaim, which only the cluster mounts: it is skipped, with a
+    note. A path without one is read relative to the manifest by `sweetspot run` (and from the trainer image on a
+    cluster, where `validate --no-data` skips this check)."""
+    dataset, data = study.spec.dataset, StudyData()
+    sources = [("train", dataset.train), ("validation", dataset.validation), ("schema", dataset.schema_)]
+    for name, source in sources:
+        if source is None or source.path is None:  # a built-in generator or an inline schema: nothing to open
+            continue
+        loc: Location = ("spec", "dataset", name, "path")
+        if source.pvc is not None:
+            data.skipped.append(
+                (
+                    loc,
+                    f"{source.path!r} not checked: it lives on PersistentVolumeClaim {source.pvc!r}, which only the "
+                    "cluster mounts (check it there: python -m sweetspot_trainer check-data FILE in a trial's image)",
+                )
+            )
+            continue
+        local = base / source.path
+        if not local.exists():
+            data.missing.append(
+                (
+                    loc,
+                    f"{source.path!r} does not exist (looked for {local.resolve()}: a path without pvc is read "
+                    "relative to the manifest by sweetspot run; for data on a cluster volume set pvc; for data "
+                    "inside the trainer image, sweetspot validate --no-data skips this check)",
+                )
+            )
+        elif name == "schema":
+            data.schema = (loc, local)
+        else:
+            data.files.append((loc, local))
+    if dataset.schema_ is not None and dataset.schema_.categories is not None:
+        data.inline_schema = dataset.schema_.categories
+    return data
+
+
+def _trainer_module() -> str:
+    from sweetspot.local import TRAINER_MODULE_ENV
+
+    return os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer")
+
+
+def _trainer(arguments: Sequence[str], capture: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the trainer's command line in a child process: the control plane never imports the data plane (see the
+    import contracts in pyproject), so commands the trainer implements (predict, check-data) are run, not called."""
+    sys.stdout.flush()  # what this process printed comes before what the child prints
+    command = [sys.executable, "-m", _trainer_module(), *arguments]
+    return subprocess.run(command, check=False, text=True, capture_output=capture)
+
+
+def _trainer_installed() -> bool:
+    """Whether the trainer can run here (the operator's image has no trainer)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(_trainer_module()) is not None
+    except ModuleNotFoundError:  # a dotted name whose package is missing
+        return False
+
+
+def _check_files(
+    files: Sequence[Path | str], schema: Path | str | None, bad_rows: str, capture: bool
+) -> subprocess.CompletedProcess[str]:
+    schema_option = ["--schema", str(schema)] if schema else []
+    return _trainer(["check-data", *schema_option, "--bad-rows", bad_rows, *map(str, files)], capture)
+
+
+def _check_study_files(study: FineTuneStudy, data: StudyData, capture: bool) -> subprocess.CompletedProcess[str]:
+    """The trainer's check-data over the study's existing local files, against its schema (a file or inline), with
+    its badRows."""
+    import json
+    import tempfile
+
+    bad_rows, files = study.spec.dataset.bad_rows, [path for _, path in data.files]
+    if data.inline_schema is None:
+        return _check_files(files, data.schema[1] if data.schema else None, bad_rows, capture)
+    with tempfile.TemporaryDirectory(prefix="sweetspot-schema-") as folder:
+        schema = Path(folder) / "schema.json"
+        schema.write_text(json.dumps(data.inline_schema))
+        return _check_files(files, schema, bad_rows, capture)
+
+
 def _validate(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
-        studies = _studies(path)
-        if studies is None:
+        located = _located(path)
+        if located is None:
             failed = True
             continue
-        for study in studies:
+        base = Path.cwd() if path == "-" else Path(path).parent
+        for one in located:
+            study = one.study
+            where = f"{path}: FineTuneStudy {study.key}"
             for warning in study_warnings(study):
-                print(f"{path}: FineTuneStudy {study.key}: warning: {warning}", file=sys.stderr)
+                print(f"{where}: warning: {warning}", file=sys.stderr)
+            notes: list[FieldError] = []
+            profile = ""
+            if args.data:
+                problems, notes, profile = _validate_data(one, base)
+                for problem in problems:
+                    print(problem, file=sys.stderr)
+                if problems:
+                    failed = True
+                    continue
             if not args.quiet:
-                print(f"{path}: FineTuneStudy {study.key} is valid")
+                print(f"{where} is valid")
+                for note in notes:
+                    print(f"  {note}")
+                if profile:
+                    print(textwrap.indent(profile.rstrip("\n"), "  "))
     return 1 if failed else 0
+
+
+def _validate_data(located: LocatedStudy, base: Path) -> tuple[list[FieldError], list[FieldError], str]:
+    """Problems with the study's local data (each fails validation), notes (what was not checked, rows dropped),
+    and the profile check-data prints of the files that exist."""
+    study, data = located.study, study_data(located.study, base)
+    problems = [located.error(loc, message) for loc, message in data.missing]
+    notes = [located.error(loc, message) for loc, message in data.skipped]
+    if problems or not data.files:
+        return problems, notes, ""
+    if not _trainer_installed():
+        files = ("spec", "dataset")
+        notes.append(located.error(files, "not profiled: the trainer (sweetspot_trainer) is not installed here"))
+        return problems, notes, ""
+    done = _check_study_files(study, data, capture=True)
+    said = [located.error(data.field_of(line), line) for line in done.stderr.strip().splitlines()]
+    if done.returncode == EXIT_BAD_INPUT:  # what would fail every trial: malformed rows (badRows: fail), the schema
+        problems += said
+    elif done.returncode == EXIT_OK:
+        notes += said  # rows that badRows: skip drops
+    else:
+        tail = done.stderr.strip()[-2000:] or f"exit code {done.returncode}"
+        problems.append(located.error(("spec", "dataset"), f"cannot check the data files: {tail}"))
+    return problems, notes, done.stdout
 
 
 def study_warnings(study: FineTuneStudy) -> list[str]:
@@ -163,20 +335,51 @@ def _run(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     """Run the trainer's `predict` in a child process: the control plane never imports torch (see pyproject)."""
-    import os
-    import subprocess
-
-    from sweetspot.local import TRAINER_MODULE_ENV
-
-    module = os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer")
-    command = [sys.executable, "-m", module, "predict", args.adapter]
+    command = ["predict", args.adapter]
     if args.input:
         command.append(args.input)
     for text in args.text:
         command += ["--text", text]
     if args.category:
         command += ["--category", args.category]
-    return subprocess.run(command, check=False).returncode
+    return _trainer(command).returncode
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    """The trainer's check-data over data files and over the local data of the studies in manifests, in order."""
+    if not _trainer_installed():
+        print("sweetspot check-data runs the trainer's, which is not installed here (make install)", file=sys.stderr)
+        return EXIT_FAILED
+    code = EXIT_OK
+    pending: list[str] = []  # data files given one after another: one trainer run
+
+    def flush() -> int:
+        done = _check_files(pending, args.schema, args.bad_rows, capture=False) if pending else None
+        pending.clear()
+        return done.returncode if done is not None else EXIT_OK
+
+    for name in args.files:
+        if not name.endswith(MANIFEST_SUFFIXES):
+            pending.append(name)
+            continue
+        code = max(code, flush())
+        located = _located(name)
+        if located is None:
+            code = max(code, EXIT_BAD_INPUT)
+            continue
+        for one in located:
+            data = study_data(one.study, Path(name).parent)
+            for loc, problem in data.missing:
+                print(one.error(loc, problem), file=sys.stderr)
+            for loc, note in data.skipped:
+                print(one.error(loc, note))
+            if data.missing:
+                code = max(code, EXIT_BAD_INPUT)
+            elif not data.files:
+                print(f"{name}: FineTuneStudy {one.study.key}: no local data files (built-in, or on the cluster)")
+            else:
+                code = max(code, _check_study_files(one.study, data, capture=False).returncode)
+    return max(code, flush())
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -290,12 +493,44 @@ def parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check FineTuneStudy manifests",
-        description="Check FineTuneStudy manifests with the rules the cluster enforces. Prints one line per "
-        "problem (file:line: field.path: message) and exits 1 when any manifest is invalid.",
+        description="Check FineTuneStudy manifests with the rules the cluster enforces, and their local data: a "
+        "spec.dataset path without pvc must exist (relative to the manifest, as sweetspot run reads it), and what "
+        "it holds is printed (check-data's profile); a path on a pvc is skipped with a note (only the cluster mounts "
+        "it). Prints one line per problem (file:line: field.path: message) and exits 1 when any manifest is invalid.",
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="YAML or JSON manifest; '-' reads stdin")
     validate.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid manifests")
+    validate.add_argument(
+        "--no-data",
+        dest="data",
+        action="store_false",
+        help="do not check the local data files (by default a spec.dataset path without pvc must exist relative "
+        "to the manifest, and what it holds is printed; paths on a pvc are skipped, the cluster holds them)",
+    )
     validate.set_defaults(run=_validate)
+
+    check = commands.add_parser(
+        "check-data",
+        help=CHECK_DATA_HELP,
+        description=CHECK_DATA_DESCRIPTION
+        + " A FILE ending in .yaml or .yml is a FineTuneStudy manifest: its local spec.dataset files (train, "
+        "validation) are checked against its schema (spec.dataset.schema); paths on a pvc are skipped (only the "
+        "cluster mounts them).\n\n" + CHECK_DATA_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument(
+        "--schema", metavar="SCHEMA", help=CHECK_DATA_SCHEMA_HELP + " (data files; a manifest brings its own)"
+    )
+    check.add_argument(
+        "--bad-rows",
+        choices=("fail", "skip"),
+        default="fail",
+        help=CHECK_DATA_BAD_ROWS_HELP + " (data files; a manifest brings its own)",
+    )
+    check.add_argument(
+        "files", nargs="+", metavar="FILE", help="a JSONL file, a saved dataset directory or a STUDY.yaml manifest"
+    )
+    check.set_defaults(run=_check_data)
 
     run = commands.add_parser(
         "run",

@@ -42,6 +42,29 @@ PRODUCT_FILE = "sweetspot.json"
 """Beside the adapter: what it extracts and how to load it (task, base model, attributes, labels, scores)."""
 
 
+# `check-data`: the trainer implements it (it reads rows as a stage does); `sweetspot check-data` runs it and shows
+# the same help.
+CHECK_DATA_HELP = "validate dataset files (JSONL or saved dataset dirs) and say what they hold"
+CHECK_DATA_DESCRIPTION = (
+    "Check dataset files without training: every bad row is one `file:line: problem` line on stderr (exit 2). For a "
+    "good file, print what it holds: rows, categories, the attributes of each category, how often each applies and "
+    "has a value, how often that value occurs verbatim in the row's text, the rare attributes and the always-null "
+    "baseline (exit 0)."
+)
+CHECK_DATA_TABLE = """\
+per attribute:
+  applies      rows where the attribute is a key of `output` (it is scored there)
+  value        of those, rows with a gold value (not null)
+  value share  value / the category's rows; the lowest are flagged rare
+  in text      of the rows with a value, those whose input holds it verbatim (any acceptable value, case-sensitive):
+               an extractive model can only tag those; a generative one may still normalise its way to the rest"""
+CHECK_DATA_SCHEMA_HELP = "JSON {category: [attributes]} the rows must keep to"
+CHECK_DATA_BAD_ROWS_HELP = (
+    "what to do with a malformed row, as spec.dataset.badRows does: fail (the default) lists it and exits 2; skip "
+    "drops it, says so on stderr and checks the rest"
+)
+
+
 def result_file_name(stage: str) -> str:
     """The result file a stage writes in its output directory."""
     return f"result-{stage}.json"

@@ -8,6 +8,7 @@ says what was expected and what was given. Nothing here raises a traceback at a 
 from __future__ import annotations
 
 import difflib
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,19 @@ def _model_at(loc: Location) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+def _did_you_mean(given: Any, ctx: dict[str, Any]) -> str:
+    """` (did you mean 'tpe'?)` for the allowed value closest to a mistyped one (`tpee`, `TPE`, `f2`), else ''.
+
+    pydantic names the allowed values of a Literal only as text (`'tpe', 'gp' or 'random'`): they are read back from
+    it. Compared without case, with a lower cutoff than difflib's 0.6, as the values are short (`f2` -> `f1`)."""
+    allowed = re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", "")))
+    if not isinstance(given, str) or not given or not allowed:
+        return ""
+    folded = {value.lower(): value for value in allowed}
+    close = difflib.get_close_matches(given.lower(), list(folded), n=1, cutoff=0.5)
+    return f" (did you mean {folded[close[0]]!r}?)" if close and folded[close[0]] != given else ""
+
+
 def _message(error: ErrorDetails) -> str:
     kind, given = error["type"], error.get("input")
     ctx = error.get("ctx", {})
@@ -194,7 +208,7 @@ def _message(error: ErrorDetails) -> str:
     if kind in ("string_type", "bool_type"):
         return f"expected {'a string' if kind == 'string_type' else 'a boolean'}, got {_describe(given)}"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected', '')}, got {_show(given)}"
+        return f"must be one of {ctx.get('expected', '')}, got {_show(given)}{_did_you_mean(given, ctx)}"
     if kind == "string_pattern_mismatch":
         hint = PATTERN_HINTS.get(str(ctx.get("pattern")), f"does not match the pattern {ctx.get('pattern')}")
         return f"{_show(given)} {hint}"
@@ -253,8 +267,27 @@ def _other_kubernetes_object(data: Any) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class LocatedStudy:
+    """A study and where it was written, for problems found after it validated (its local data files)."""
+
+    study: FineTuneStudy
+    source: str
+    """File name (or `<stdin>`), with the document number when the file holds several."""
+    node: yaml.Node | None
+
+    def error(self, loc: Location, message: str) -> FieldError:
+        """A problem at a field of this study, with the field's line."""
+        return FieldError(self.source, format_path(loc), message, _line_of(self.node, loc))
+
+
 def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
     """Every FineTuneStudy in a YAML (or JSON) text; raises `ManifestError` listing all problems."""
+    return [located.study for located in parse_located(text, source)]
+
+
+def parse_located(text: str, source: str) -> list[LocatedStudy]:
+    """`parse_documents`, each study with where it was written."""
     try:
         documents = list(_documents(text, source))
     except yaml.YAMLError as exc:
@@ -264,7 +297,7 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
         raise ManifestError([FieldError(source, "", f"invalid YAML: {problem}", line)]) from None
     if not documents:
         raise ManifestError([FieldError(source, "", "no FineTuneStudy found (the file is empty)")])
-    studies: list[FineTuneStudy] = []
+    studies: list[LocatedStudy] = []
     errors: list[FieldError] = []
     # Other Kubernetes objects beside the studies (a PersistentVolumeClaim the study mounts) are kubectl's to apply:
     # skipped here. Anything of Sweetspot's API group, or with no apiVersion, is held to being a FineTuneStudy.
@@ -274,7 +307,7 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
             errors.extend(identity)
             continue
         try:
-            studies.append(FineTuneStudy.model_validate(doc.data))
+            studies.append(LocatedStudy(FineTuneStudy.model_validate(doc.data), doc.source, doc.node))
         except ValidationError as exc:
             errors.extend(_field_errors(exc, doc))
     if errors:
@@ -284,6 +317,11 @@ def parse_documents(text: str, source: str) -> list[FineTuneStudy]:
 
 def load_manifest(path: Path | str) -> list[FineTuneStudy]:
     """Every FineTuneStudy in a file (`-` reads standard input); raises `ManifestError`."""
+    return [located.study for located in load_located(path)]
+
+
+def load_located(path: Path | str) -> list[LocatedStudy]:
+    """`load_manifest`, each study with where it was written."""
     source = str(path)
     try:
         if source == "-":
@@ -296,4 +334,4 @@ def load_manifest(path: Path | str) -> list[FineTuneStudy]:
         raise ManifestError([FieldError(source, "", f"cannot read the file: {reason}")]) from None
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError([FieldError(source, "", f"file is larger than {MAX_MANIFEST_BYTES} bytes")])
-    return parse_documents(text, source)
+    return parse_located(text, source)

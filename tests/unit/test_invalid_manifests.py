@@ -493,3 +493,47 @@ def test_other_kubernetes_objects_beside_a_study_are_left_to_kubectl() -> None:
     with pytest.raises(ManifestError) as caught:
         parse_documents(claim + "---\n" + study.replace("kind: FineTuneStudy", "kind: FineTuneStudies"), "typo.yaml")
     assert "kind: expected 'FineTuneStudy'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "allowed", "meant"),
+    [
+        ("spec.search.sampler", "tpee", "'tpe', 'gp', 'random', 'cmaes', 'qmc' or 'grid'", "tpe"),
+        ("spec.search.earlyEvaluation.policy", "proxxy", "'proxy' or 'prune'", "proxy"),
+        ("spec.objective.metric", "f2", "'f1', 'accuracy', 'tokenF1' or 'loss'", "f1"),
+        ("spec.objective.metric", "tokenf1", "'f1', 'accuracy', 'tokenF1' or 'loss'", "tokenF1"),
+        ("spec.objective.direction", "maximise", "'maximize' or 'minimize'", "maximize"),
+        ("spec.dataset.badRows", "Skip", "'fail' or 'skip'", "skip"),
+        ("spec.dataset.train.builtin", "product-page", "'product-pages'", "product-pages"),
+        ("spec.trial.imagePullPolicy", "always", "'Always', 'IfNotPresent' or 'Never'", "Always"),
+    ],
+)
+def test_an_enum_typo_gets_the_allowed_values_and_the_closest(
+    path: str, value: str, allowed: str, meant: str, quickstart: Doc
+) -> None:
+    if path == "spec.dataset.train.builtin":
+        quickstart["spec"]["dataset"]["train"].pop("rows")
+    patch(path, value)(quickstart)
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(yaml.safe_dump(quickstart), "study.yaml")
+    (error,) = caught.value.errors
+    assert error.path == path
+    assert error.message == f"must be one of {allowed}, got {value!r} (did you mean {meant!r}?)"
+
+
+def test_an_enum_value_like_none_of_the_allowed_gets_no_guess(quickstart: Doc) -> None:
+    patch("spec.search.sampler", "bayesian")(quickstart)
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(yaml.safe_dump(quickstart), "study.yaml")
+    (error,) = caught.value.errors
+    assert error.message == "must be one of 'tpe', 'gp', 'random', 'cmaes', 'qmc' or 'grid', got 'bayesian'"
+
+
+def test_an_enum_typo_in_a_list_names_the_item(quickstart: Doc) -> None:
+    quickstart["spec"]["search"]["space"]["lrScheduler"] = {"values": ["cosine", "cosin"]}
+    quickstart["spec"]["trial"]["tolerations"] = [{"key": "gpu", "operator": "exist"}]
+    with pytest.raises(ManifestError) as caught:
+        parse_documents(yaml.safe_dump(quickstart), "study.yaml")
+    said = {e.path: e.message for e in caught.value.errors}
+    assert said["spec.search.space.lrScheduler.values[1]"].endswith("got 'cosin' (did you mean 'cosine'?)")
+    assert said["spec.trial.tolerations[0].operator"].endswith("got 'exist' (did you mean 'Exists'?)")

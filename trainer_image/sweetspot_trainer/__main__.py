@@ -10,9 +10,10 @@ alone prints progress and writes the result, and every rank exits with the same 
 bad on every rank). torchrun itself exits 1 when any rank fails, whatever the rank's code.
 
 `python -m sweetspot_trainer check-data [--schema SCHEMA.json] FILE...` checks dataset files without training and
-says what they hold (rows, categories, attributes per category, how often each has a value, the rare ones, the
-always-null baseline): exit 0, or 2 with one `file:line: problem` line per bad row (a row whose category or
-attributes the schema does not list is bad).
+says what they hold (rows, categories, attributes per category, how often each has a value and how often that
+value occurs verbatim in the row's text, the rare ones, the always-null baseline): exit 0, or 2 with one
+`file:line: problem` line per bad row (a row whose category or attributes the schema does not list is bad).
+`sweetspot check-data` runs this command (and takes a study's manifest too).
 
 `python -m sweetspot_trainer predict ADAPTER (INPUT.jsonl | --text TEXT...)` runs a trained adapter (its folder holds
 `sweetspot.json`) on new pages and prints one JSON object per row; exit 2 with `file:line: problem` on bad input.
@@ -32,6 +33,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from sweetspot.contract import (
+    CHECK_DATA_BAD_ROWS_HELP,
+    CHECK_DATA_DESCRIPTION,
+    CHECK_DATA_HELP,
+    CHECK_DATA_SCHEMA_HELP,
+    CHECK_DATA_TABLE,
     CONFIG_ENV,
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -206,8 +212,9 @@ def check_data_command(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     bad = False
     for name in args.files:
+        dropped: list[str] = []
         try:
-            rows = load_path(Path(name))
+            rows = load_path(Path(name), args.bad_rows, dropped)
             if schema is not None and (problems := schema_problems(rows, schema)):
                 raise DataError(problems)
         except DataError as exc:
@@ -215,7 +222,9 @@ def check_data_command(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             continue
-        print(describe(name, profile(rows, schema), RARE_VALUE_SHARE))
+        for problem in dropped:
+            print(f"{problem} (dropped: --bad-rows skip)", file=sys.stderr)
+        print(describe(name, profile(rows, schema), RARE_VALUE_SHARE, dropped=len(dropped)))
     return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
@@ -257,26 +266,29 @@ def predict_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe(name: str, held: Any, rare_share: float) -> str:
+def describe(name: str, held: Any, rare_share: float, dropped: int = 0) -> str:
     """What a dataset file holds, for a person deciding what to train on."""
     lines = [
-        f"{name}: {held.rows} rows ok, {len(held.categories)} "
+        f"{name}: {held.rows} rows ok{f' ({dropped} bad rows dropped)' if dropped else ''}, {len(held.categories)} "
         f"categor{'y' if len(held.categories) == 1 else 'ies'}, "
         f"{sum(len(c.attributes) for c in held.categories)} category attributes ({held.attributes} names), "
         f"{held.pairs} applicable (row, attribute) pairs, {held.valued_pairs} with a value",
         f"  always-null baseline: F1 0.000, accuracy {held.null_baseline_accuracy:.3f} "
         "(exact match over applicable pairs)",
+        f"  gold values in the text: {held.in_text_pairs} of {held.valued_pairs} values occur verbatim in their "
+        f"row's input ({held.in_text_pairs / held.valued_pairs if held.valued_pairs else 0:.1%}; an extractive "
+        "model can only tag those)",
     ]
     width = max((len(a.name) for c in held.categories for a in c.attributes), default=9)
     for category in held.categories:
         title = category.name or "(no category)"
         lines.append(f"  {title}: {category.rows} rows, {len(category.attributes)} attributes")
-        lines.append(f"    {'attribute':<{width}}  applies  value  value share")
+        lines.append(f"    {'attribute':<{width}}  applies  value  value share  in text")
         for attribute in sorted(category.attributes, key=lambda a: (-a.value_share, a.name)):
             flag = "  rare" if attribute.value_share < rare_share else ""
             lines.append(
                 f"    {attribute.name:<{width}}  {attribute.annotated:>7}  {attribute.values:>5}"
-                f"  {attribute.value_share:>10.1%}{flag}"
+                f"  {attribute.value_share:>11.1%}  {attribute.in_text:>7}{flag}"
             )
     rare = held.rare(rare_share)
     if rare:
@@ -295,9 +307,13 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory on large models")
     root.set_defaults(run=train_command)
     commands = root.add_subparsers(dest="command", metavar="COMMAND")
-    check = commands.add_parser("check-data", help="validate dataset files (JSONL or saved dataset dirs)")
-    check.add_argument("--schema", metavar="SCHEMA", help="JSON {category: [attributes]} the rows must keep to")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check = commands.add_parser(
+        "check-data", help=CHECK_DATA_HELP, description=CHECK_DATA_DESCRIPTION + "\n\n" + CHECK_DATA_TABLE
+    )
+    check.formatter_class = argparse.RawDescriptionHelpFormatter
+    check.add_argument("--schema", metavar="SCHEMA", help=CHECK_DATA_SCHEMA_HELP)
+    check.add_argument("--bad-rows", choices=("fail", "skip"), default="fail", help=CHECK_DATA_BAD_ROWS_HELP)
+    check.add_argument("files", nargs="+", metavar="FILE", help="a JSONL file or a saved dataset directory")
     check.set_defaults(run=check_data_command)
     predict = commands.add_parser("predict", help="extract attributes from new pages with a trained adapter")
     predict.add_argument("adapter", metavar="ADAPTER", help="a folder holding the adapter and its sweetspot.json")

@@ -187,14 +187,17 @@ def load_dataset_dir(path: Path) -> Loaded:
     return loaded
 
 
-def load_path(path: Path, bad_rows: Literal["fail", "skip"] = "fail") -> list[Row]:
-    """Rows from a JSONL file or a saved dataset directory; raises `DataError` on bad input."""
+def load_path(path: Path, bad_rows: Literal["fail", "skip"] = "fail", dropped: list[str] | None = None) -> list[Row]:
+    """Rows from a JSONL file or a saved dataset directory; raises `DataError` on bad input. With `skip`, the
+    problems of the rows dropped are added to `dropped` when given."""
     if not path.exists():
         raise DataError([f"{path}: no such file or directory"])
     loaded = load_dataset_dir(path) if path.is_dir() else load_jsonl(path)
     if loaded.problems and bad_rows == "fail":
         raise DataError(loaded.problems)
     loaded.skipped = len(loaded.problems)
+    if dropped is not None:
+        dropped.extend(loaded.problems)
     if not loaded.rows:
         raise DataError([f"{path}: no rows" + (f" ({loaded.skipped} bad rows skipped)" if loaded.skipped else "")])
     return loaded.rows
@@ -391,6 +394,9 @@ class AttributeProfile:
     values: int
     """Of those, rows with a gold value."""
     category_rows: int
+    in_text: int = 0
+    """Of the rows with a value, those whose text holds it verbatim (any acceptable value, case-sensitive): an
+    extractive model can only tag what is in the text, so this bounds what it can get right."""
 
     @property
     def value_share(self) -> float:
@@ -422,9 +428,20 @@ class Profile:
         """Exact match of always answering null (its F1 is 0)."""
         return (self.pairs - self.valued_pairs) / self.pairs if self.pairs else 0.0
 
+    @property
+    def in_text_pairs(self) -> int:
+        """(row, attribute) pairs whose gold value occurs verbatim in the row's text."""
+        return sum(a.in_text for c in self.categories for a in c.attributes)
+
     def rare(self, share: float = RARE_VALUE_SHARE) -> list[tuple[str, AttributeProfile]]:
         """(category, attribute) with a value in fewer than `share` of the category's rows."""
         return [(c.name, a) for c in self.categories for a in c.attributes if a.value_share < share]
+
+
+def value_in_text(row: Row, attribute: str) -> bool:
+    """Whether one of the row's gold values for `attribute` occurs verbatim (case-sensitive) in its text."""
+    value = row.output.get(attribute)
+    return any(v in row.input for v in ((value,) if isinstance(value, str) else value or ()))
 
 
 def profile(rows: Sequence[Row], schema: Schema | None = None) -> Profile:
@@ -443,6 +460,7 @@ def profile(rows: Sequence[Row], schema: Schema | None = None) -> Profile:
                 annotated=sum(a in r.output for r in members),
                 values=sum(r.has_value(a) for r in members),
                 category_rows=len(members),
+                in_text=sum(value_in_text(r, a) for r in members),
             )
             for a in asked.get(name, attribute_names(members))
         ]

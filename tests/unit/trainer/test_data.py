@@ -26,6 +26,7 @@ from sweetspot_trainer.data import (
     sample_hash,
     schema_problems,
     split_validation,
+    value_in_text,
 )
 from sweetspot_trainer.demo import ATTRIBUTES, product_pages
 
@@ -302,6 +303,25 @@ def test_check_data_says_what_a_file_holds(tmp_path: Path, capsys: pytest.Captur
     assert "rare (a value in under 5% of their category's rows): Color (Lure, 3.3%)" in out
 
 
+def test_a_gold_value_is_in_the_text_when_one_acceptable_value_occurs_verbatim() -> None:
+    row = Row(
+        "1",
+        "Acme carbon rod, 2.1 m",
+        {"Brand": "Acme", "Material": ("Carbon", "carbon"), "Length": "2.1m", "Color": None, "Maker": "acme"},
+    )
+    assert [value_in_text(row, a) for a in ("Brand", "Material", "Length", "Color", "Maker", "Absent")] == [
+        True,  # verbatim
+        True,  # the second acceptable value
+        False,  # "2.1m" is not "2.1 m"
+        False,  # null: nothing to find
+        False,  # case-sensitive
+        False,  # not applicable
+    ]
+    held = profile([row])
+    assert held.in_text_pairs == 2 and held.valued_pairs == 4
+    assert {a.name: a.in_text for a in held.categories[0].attributes}["Material"] == 1
+
+
 def test_stratified_samples_hold_every_category_even_when_tiny_and_stay_nested() -> None:
     # Ten categories from 300 rows down to 6, each with a rare attribute (10% of its rows).
     sizes = [300, 200, 150, 100, 80, 50, 30, 20, 10, 6]
@@ -332,4 +352,5 @@ def test_check_data_reads_the_real_ae_110k_files_against_their_schema(capsys: py
     out = capsys.readouterr().out
     assert f"{files[0]}: 1568 rows ok, 10 categories" in out and f"{files[1]}: 524 rows ok, 10 categories" in out
     assert "always-null baseline: F1 0.000, accuracy 0.144" in out  # 630 of 4,360 training pairs are null
+    assert "gold values in the text: 3730 of 3730 values occur verbatim" in out  # AE-110k's values are spans
     assert "Eyewear: 300 rows, 17 attributes" in out  # the schema's attributes, annotated or not
