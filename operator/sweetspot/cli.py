@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweetspot import __version__
-from sweetspot.api import FineTuneStudy
+from sweetspot.api import FineTuneStudy, cluster_warnings
 from sweetspot.contract import (
     CHECK_DATA_BAD_ROWS_HELP,
     CHECK_DATA_DESCRIPTION,
@@ -179,7 +179,7 @@ def _validate(args: argparse.Namespace) -> int:
         for one in located:
             study = one.study
             where = f"{path}: FineTuneStudy {study.key}"
-            for warning in study_warnings(study):
+            for warning in cluster_warnings(study.spec):
                 print(f"{where}: warning: {warning}", file=sys.stderr)
             notes: list[FieldError] = []
             profile = ""
@@ -221,17 +221,6 @@ def _validate_data(located: LocatedStudy, base: Path) -> tuple[list[FieldError],
         tail = done.stderr.strip()[-2000:] or f"exit code {done.returncode}"
         problems.append(located.error(("spec", "dataset"), f"cannot check the data files: {tail}"))
     return problems, notes, done.stdout
-
-
-def study_warnings(study: FineTuneStudy) -> list[str]:
-    """What is valid but loses work on a cluster (`sweetspot run` keeps everything under its workdir)."""
-    if study.spec.trial.output is None:
-        return [
-            "spec.trial.output: not set: on a cluster this study keeps nothing (no early checkpoint, so promoted "
-            "trials retrain from scratch, and no adapter, so the best model is lost); set it to a PVC "
-            "({pvc: NAME, path: DIR}). Local runs (sweetspot run) keep both under their workdir."
-        ]
-    return []
 
 
 def _run(args: argparse.Namespace) -> int:
