@@ -34,6 +34,8 @@ from sweetspot.search import (
     scores,
 )
 
+from support.builders import outcome as outcome_of
+
 pytestmark = pytest.mark.integration
 
 
@@ -54,7 +56,7 @@ def study(name: str = "s1", namespace: str = "default", uid: str | None = None, 
 
 def outcome(score: float) -> Outcome:
     """F1 (the default objective) and accuracy both `score`."""
-    return Outcome(score, 1 - score, score, {"brand": score}, 12.0, 0.0, 20, 100, 300, f1=score)
+    return outcome_of(f1=score, loss=1 - score, seconds=12.0, attribute_accuracy={"brand": score})
 
 
 def dashboard_get(storage_url: str, path: str) -> dict[str, Any]:

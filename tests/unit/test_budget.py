@@ -33,6 +33,9 @@ from sweetspot.records import (
 from sweetspot.stats import progress, summarize
 from sweetspot.status import build_status
 
+from support.builders import outcome as outcome_of
+from support.builders import study_spec
+
 EARLY = 100.0
 """Compute of every early stage here (so a final is estimated at (1 - 0.2) / 0.2 x 100 = 400 before one ran)."""
 
@@ -40,26 +43,16 @@ EARLY = 100.0
 def spec(gpu_hours: float | None, policy: str = "proxy", **search: Any) -> FineTuneStudySpec:
     top: dict[str, Any] = search.pop("top", {})
     budget = {"budget": {"gpuHours": gpu_hours}} if gpu_hours is not None else {}
-    return FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}, "samples": 300},
-            "search": {
-                "maxTrials": 20,
-                "parallelism": 1,
-                "earlyEvaluation": {"policy": policy, "promoteTopK": 2, "signal": "f1", "atFraction": 0.2},
-                **budget,
-                **search,
-            },
-            **top,
-        }
+    early = {"policy": policy, "promoteTopK": 2, "signal": "f1", "atFraction": 0.2}
+    return study_spec(
+        {"maxTrials": 20, "parallelism": 1, "earlyEvaluation": early, **budget, **search}, samples=300, **top
     )
 
 
 def outcome(score: float, compute: float, step: int = 20, gpu: bool = False) -> Outcome:
     """F1 `score` after `compute` seconds (wall seconds, or GPU-seconds with `gpu`: then the wall time is half)."""
     seconds, gpu_seconds = (compute / 2, compute) if gpu else (compute, 0.0)
-    return Outcome(score, 1 - score, score, {}, seconds, gpu_seconds, step, 100, 300, f1=score)
+    return outcome_of(f1=score, loss=1 - score, seconds=seconds, gpu_seconds=gpu_seconds, step=step)
 
 
 def judged(count: int, start: int = 0) -> list[TrialView]:

@@ -17,6 +17,8 @@ from sweetspot.api import FineTuneStudySpec
 from sweetspot.metrics import Metrics, StudyState
 from sweetspot.records import Outcome, SweepView, TrialView
 
+from support.builders import outcome as outcome_of
+
 DIRECTORY = Path(__file__).parents[2] / "charts" / "sweetspot" / "dashboards"
 PROMQL_WORDS = {
     "sum", "by", "rate", "time", "count", "vector", "or", "and", "on", "topk", "histogram_quantile", "le",
@@ -50,7 +52,9 @@ def exported_names() -> set[str]:
     )
 
     def result(score: float) -> Outcome:
-        return Outcome(score, 1 - score, score, {}, 10, 0, 10, 50, 100, f1=score, attribute_f1={"brand": score})
+        return outcome_of(
+            f1=score, loss=1 - score, step=10, planned_steps=50, samples=100, attribute_f1={"brand": score}
+        )
 
     trials = [TrialView(n, "complete", {}, result(0.2 + n / 10), result(0.5 + n / 10)) for n in range(3)]
     sweep = [SweepView(n, result(a)) for n, a in ((100, 0.6), (200, 0.7), (400, 0.71))]
@@ -64,7 +68,7 @@ def exported_names() -> set[str]:
         curve = [
             {"fraction": t, "loss": loss + 0.1 / t, "f1": 0, "accuracy": 0, "tokenF1": 0} for t in (0.1, 0.15, 0.2)
         ]
-        return Outcome(0.5, loss + 0.5, 0.5, {}, 10, 0, 10, 50, 100, curve=curve)
+        return outcome_of(accuracy=0.5, loss=loss + 0.5, step=10, planned_steps=50, samples=100, curve=curve)
 
     judged = [TrialView(n, "complete", {}, curved(n / 10), result(0.8 - n / 10 + n % 2 / 50)) for n in range(5)]
     metrics.publish(StudyState.of("ns", "p", predicting, judged, [], "Promoting"))

@@ -12,25 +12,19 @@ from sweetspot.policies import Proxy
 from sweetspot.policies.guard import judged_fraction, judging, promotion_order, spearman
 from sweetspot.records import Observed, Outcome, RunKey, StartRun, TrialView
 
+from support.builders import outcome as outcome_of
+from support.builders import study_spec
+
 PARAMS = {"learningRate": 0.001}
 
 
 def spec(max_trials: int = 6, **early: Any) -> FineTuneStudySpec:
     early = {"promoteTopK": 3, "minAgreement": 0.6} | early
-    return FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}},
-            "search": {"maxTrials": max_trials, "earlyEvaluation": early},
-        }
-    )
+    return study_spec({"maxTrials": max_trials, "earlyEvaluation": early})
 
 
 def outcome(loss: float, f1: float = 0.5, fraction: float = 0.2) -> Outcome:
-    return Outcome(
-        accuracy=f1, loss=loss, token_f1=f1, attribute_accuracy={}, seconds=10.0, gpu_seconds=0.0,
-        step=round(100 * fraction), planned_steps=100, samples=300, f1=f1,
-    )  # fmt: skip
+    return outcome_of(f1=f1, loss=loss, step=round(100 * fraction))
 
 
 def judged(number: int, loss: float, final: float | None = None, fraction: float = 0.2) -> TrialView:
@@ -113,10 +107,7 @@ def test_a_final_resumes_at_the_fraction_its_early_stage_echoed_not_one_guessed_
     guess from the step sent the final the wrong fraction, so its checkpoint's fingerprint did not match and it
     trained from scratch."""
     at_03 = {"atFraction": 0.3, "promoteTopK": 1}
-    early = Outcome(
-        accuracy=0.5, loss=0.3, token_f1=0.5, attribute_accuracy={}, seconds=1.0, gpu_seconds=0.0,
-        step=3, planned_steps=9, samples=30, judged_at=0.3,
-    )  # fmt: skip
+    early = outcome_of(accuracy=0.5, loss=0.3, seconds=1.0, step=3, planned_steps=9, samples=30, judged_at=0.3)
     trials = [TrialView(0, "complete", PARAMS, early=early)]
     for study in (spec(max_trials=1, minAgreement=None, **at_03), spec(max_trials=1, **at_03)):
         assert judged_fraction(study, early) == 0.3

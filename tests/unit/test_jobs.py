@@ -14,8 +14,10 @@ from sweetspot import jobs
 from sweetspot.api import VolumePath
 from sweetspot.contract import TrialConfig
 from sweetspot.manifest import load_manifest
-from sweetspot.records import Outcome, RunKey, StartRun, TrialView
+from sweetspot.records import RunKey, StartRun, TrialView
 from sweetspot.stages import trial_config
+
+from support.builders import outcome as outcome_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -135,7 +137,7 @@ def test_the_cache_is_the_study_cache_volume_when_it_has_one() -> None:
 
 def test_the_best_adapter_is_located_on_the_output_volume_by_the_attempt_that_succeeded() -> None:
     resource = study()
-    final = Outcome(0.9, 0.1, 0.9, {}, 10.0, 0.0, 100, 100, 300, f1=0.8)
+    final = outcome_of(f1=0.8, accuracy=0.9, loss=0.1, step=100)
     trial = TrialView(4, "complete", {}, final=final, failed_attempts={"final": frozenset({0})})
     assert (
         jobs.adapter_location(resource, trial)

@@ -28,26 +28,30 @@ from sweetspot.records import (
     TrialView,
 )
 
+from support.builders import outcome as outcome_of
+from support.builders import study_spec
+
 PARAMS = {"learningRate": 0.001, "loraRank": 8}
 
 
 def spec(**search: Any) -> FineTuneStudySpec:
     early = search.pop("early", {})
     top: dict[str, Any] = search.pop("top", {})
-    return FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}, "samples": 300},
-            "search": {"maxTrials": 4, "parallelism": 1, "earlyEvaluation": {"promoteTopK": 2, **early}, **search},
-            **top,
-        }
-    )
+    early = {"promoteTopK": 2, **early}
+    return study_spec({"maxTrials": 4, "parallelism": 1, "earlyEvaluation": early, **search}, samples=300, **top)
 
 
 def outcome(score: float, loss: float = 0.5, samples: int = 300, step: int = 20, planned: int = 100) -> Outcome:
     """An outcome whose F1 (the default objective) and accuracy are both `score`."""
-    return Outcome(
-        score, loss, score, {"brand": score}, 10.0, 0.0, step, planned, samples, f1=score, attribute_f1={"brand": score}
+    brand = {"brand": score}
+    return outcome_of(
+        f1=score,
+        loss=loss,
+        step=step,
+        planned_steps=planned,
+        samples=samples,
+        attribute_accuracy=brand,
+        attribute_f1=brand,
     )
 
 

@@ -8,6 +8,8 @@ from sweetspot.api import FineTuneStudySpec, Policy
 from sweetspot.policies import POLICIES, Proxy, Prune, policy_of, study_direction
 from sweetspot.records import Outcome, TrialView
 
+from support.builders import outcome as outcome_of
+
 SPEC = {"model": {"builtin": "tiny"}, "dataset": {"train": {"builtin": "product-pages"}}}
 
 
@@ -17,10 +19,7 @@ def spec(policy: str, **early: object) -> FineTuneStudySpec:
 
 
 def outcome(loss: float, f1: float) -> Outcome:
-    return Outcome(
-        accuracy=f1, loss=loss, token_f1=f1, attribute_accuracy={}, seconds=1, gpu_seconds=0, step=1,
-        planned_steps=5, samples=10, f1=f1,
-    )  # fmt: skip
+    return outcome_of(f1=f1, loss=loss, seconds=1, step=1, planned_steps=5, samples=10)
 
 
 def test_every_policy_the_api_accepts_has_one_class() -> None:

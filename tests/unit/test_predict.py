@@ -14,6 +14,8 @@ from sweetspot.policies import Proxy
 from sweetspot.policies.predict import calibration, extrapolate, model, predicted_promotions, predictions
 from sweetspot.records import Outcome, TrialView
 
+from support.builders import outcome as outcome_of
+
 
 def spec(**early: Any) -> FineTuneStudySpec:
     early = {"promote": "predicted", "curvePoints": 3, "promoteTopK": 2} | early
@@ -36,8 +38,8 @@ def curve_of(end_loss: float) -> list[dict[str, float]]:
 
 def trial(number: int, end_loss: float, final: float | None = None) -> TrialView:
     curve = curve_of(end_loss)
-    early = Outcome(0.0, curve[-1]["loss"], 0.0, {}, 3.0, 0.0, 30, 100, 300, curve=curve)
-    done = Outcome(final, 0.1, final, {}, 7.0, 0.0, 100, 100, 300, f1=final) if final is not None else None
+    early = outcome_of(loss=curve[-1]["loss"], seconds=3.0, step=30, curve=curve)
+    done = outcome_of(f1=final, loss=0.1, seconds=7.0, step=100) if final is not None else None
     return TrialView(number, "complete", {"learningRate": 1e-3}, early=early, final=done)
 
 
@@ -83,10 +85,12 @@ def test_a_trial_the_predictor_cannot_predict_is_promoted_by_its_early_rank() ->
     for n, (loss, scrambled) in enumerate([(0.2, 0.5), (0.3, 0.2), (0.4, 0.6), (0.5, 0.3)]):
         base = trial(n, loss, round(1 - loss + (0.01 if n % 2 else -0.01), 3))
         assert base.early is not None
-        early = Outcome(0.0, scrambled, 0.0, {}, 3.0, 0.0, 30, 100, 300, curve=base.early.curve)
+        early = outcome_of(loss=scrambled, seconds=3.0, step=30, curve=base.early.curve)
         done.append(TrialView(n, "complete", base.params, early=early, final=base.final))
     assert (chosen := model(spec(), done)) is not None and chosen.feature == "curve"
-    short = TrialView(7, "complete", {"learningRate": 1e-3}, early=Outcome(0.0, 0.1, 0.0, {}, 3.0, 0.0, 3, 9, 300))
+    short = TrialView(
+        7, "complete", {"learningRate": 1e-3}, early=outcome_of(loss=0.1, seconds=3.0, step=3, planned_steps=9)
+    )
     trials = [*done, trial(4, 0.15), trial(5, 0.6), short]
     assert 7 not in predictions(spec(), trials) and 4 in predictions(spec(), trials)
     promoted = [t.number for t in predicted_promotions(spec(), trials, fallback=2)]
@@ -108,7 +112,7 @@ def test_the_predictor_uses_the_early_score_when_the_curve_predicts_worse() -> N
                 n,
                 "complete",
                 {},
-                early=Outcome(0.0, last, 0.0, {}, 3.0, 0.0, 30, 100, 300, curve=curve),
+                early=outcome_of(loss=last, seconds=3.0, step=30, curve=curve),
                 final=base.final,
             )
         )

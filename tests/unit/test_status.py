@@ -23,19 +23,15 @@ from sweetspot.status import (
     with_conditions,
 )
 
+from support.builders import outcome as outcome_of
+from support.builders import study_spec
 from support.kube_schema import CrdValidator
 
 NOW, LATER = "2030-01-01T00:00:00Z", "2030-01-01T01:00:00Z"
 
 
 def spec(max_trials: int = 4) -> FineTuneStudySpec:
-    return FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}, "samples": 300},
-            "search": {"maxTrials": max_trials, "parallelism": 1, "earlyEvaluation": {"promoteTopK": 1}},
-        }
-    )
+    return study_spec({"maxTrials": max_trials, "parallelism": 1, "earlyEvaluation": {"promoteTopK": 1}}, samples=300)
 
 
 def status(phase: str = "Searching", trials: int = 2, max_trials: int = 4, now: str = NOW) -> dict[str, Any]:
@@ -130,7 +126,7 @@ def test_the_agreement_guard_shows_where_trials_are_judged_and_why() -> None:
     )
 
     def scored(loss: float, f1: float, step: int) -> Outcome:
-        return Outcome(f1, loss, f1, {}, 10.0, 0.0, step, 100, 300, f1=f1)
+        return outcome_of(f1=f1, loss=loss, step=step)
 
     # The lower the early loss, the lower the final F1: ranks reversed.
     views = [
@@ -148,7 +144,7 @@ def test_the_agreement_guard_shows_where_trials_are_judged_and_why() -> None:
 
 
 def test_the_best_trial_says_where_its_adapter_is() -> None:
-    final = Outcome(0.9, 0.1, 0.9, {}, 10.0, 0.0, 100, 100, 300, f1=0.8)
+    final = outcome_of(f1=0.8, accuracy=0.9, loss=0.1, step=100)
     views = [TrialView(0, "complete", {}, final, final)]
     decision = Decision((), "Succeeded", "StudyComplete", "best trial 0")
     where = "pvc/checkpoints:studies/s/runs/t0-final/adapter"

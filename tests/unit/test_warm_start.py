@@ -17,19 +17,16 @@ from sweetspot.records import AskTrials, Observed, Outcome, RunKey, StartRun, Tr
 from sweetspot.search import best_configs, reuse_differences
 from sweetspot.stats import progress, summarize
 
+from support.builders import outcome as outcome_of
+from support.builders import study_spec
+
 
 def spec(**search: Any) -> FineTuneStudySpec:
-    return FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}},
-            "search": {"maxTrials": 2, "earlyEvaluation": {"promoteTopK": 2, "signal": "loss"}, **search},
-        }
-    )
+    return study_spec({"maxTrials": 2, "earlyEvaluation": {"promoteTopK": 2, "signal": "loss"}, **search})
 
 
 def outcome(f1: float, loss: float) -> Outcome:
-    return Outcome(f1, loss, f1, {}, 10.0, 0.0, 20, 100, 300, f1=f1)
+    return outcome_of(f1=f1, loss=loss)
 
 
 def reused(number: int, loss: float, final: float | None = None, lr: float = 1e-3) -> TrialView:
