@@ -3,13 +3,10 @@ the status, the metrics and the progress line say about it (pure: plain data in,
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import astuple
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from sweetspot.api import FineTuneStudySpec
@@ -35,6 +32,7 @@ from sweetspot.status import build_status
 
 from support.builders import outcome as outcome_of
 from support.builders import study_spec
+from support.exposition import series as scraped
 
 EARLY = 100.0
 """Compute of every early stage here (so a final is estimated at (1 - 0.2) / 0.2 x 100 = 400 before one ran)."""
@@ -238,10 +236,7 @@ def test_metrics_export_the_budget_and_the_share_spent() -> None:
     metrics = Metrics.create()
     metrics.publish(StudyState.of("ml", "capped", spec(0.5), judged(9), [], "Searching"))
     metrics.publish(StudyState.of("ml", "free", spec(None), judged(9), [], "Searching"))
-    series: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
-        for sample in family.samples:
-            series[sample.name].append((dict(sample.labels), sample.value))
+    series = scraped(metrics)
     assert series["sweetspot_study_budget_seconds"] == [({"namespace": "ml", "study": "capped"}, 1800.0)]
     assert series["sweetspot_study_budget_used_ratio"] == [({"namespace": "ml", "study": "capped"}, 0.5)]
 

@@ -15,6 +15,7 @@ from sweetspot.policies.predict import calibration, extrapolate, model, predicte
 from sweetspot.records import Outcome, TrialView
 
 from support.builders import outcome as outcome_of
+from support.exposition import series as scraped
 
 
 def spec(**early: Any) -> FineTuneStudySpec:
@@ -137,10 +138,7 @@ def test_an_early_result_keeps_its_own_curve() -> None:
 
 
 def test_status_metrics_and_report_show_predictions_and_their_calibration() -> None:
-    from collections import defaultdict
-
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client import CollectorRegistry
 
     from sweetspot.api import FineTuneStudy
     from sweetspot.metrics import Metrics, StudyState
@@ -159,10 +157,7 @@ def test_status_metrics_and_report_show_predictions_and_their_calibration() -> N
 
     metrics = Metrics.create(CollectorRegistry())
     metrics.publish(StudyState.of("ns", "s", spec(), trials=trials, sweep=[], phase="Promoting"))
-    series: dict[str, list[Any]] = defaultdict(list)
-    for family in text_string_to_metric_families(generate_latest(metrics.registry).decode()):
-        for sample in family.samples:
-            series[sample.name].append((sample.labels, sample.value))
+    series = scraped(metrics)
     bounds = {s["bound"]: v for s, v in series["sweetspot_trial_predicted_final"] if s["trial"] == "4"}
     assert bounds["low"] < bounds["value"] < bounds["high"]
     assert series["sweetspot_study_prediction_coverage"][0][1] == 1.0
