@@ -143,6 +143,23 @@ def prepare_data(config: TrialConfig) -> Prepared:
     return Prepared(train, validation, attributes, asked, note)
 
 
+def load_checkpoint(path: Path, device: Any) -> dict[str, Any]:
+    """A checkpoint's tensors and plain data, never code: the output volume is written by many trials and studies,
+    so a file there that would run code when unpickled is bad input, refused before anything of it runs."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            [f"{path}: not a Sweetspot checkpoint (it holds more than tensors and plain data): {reason}"]
+        ) from None
+    if not isinstance(state, dict):
+        raise DataError([f"{path}: not a Sweetspot checkpoint (a {type(state).__name__}, not a mapping)"])
+    return state
+
+
 def _fingerprint(config: TrialConfig, sample_hash: str) -> str:
     """What must match for `final` to resume `early`'s checkpoint."""
     parts = config.model_dump(
@@ -443,7 +460,7 @@ class StageRunner:
         path = self._checkpoint_path()
         if path is None or not path.exists():
             return 0, False, "no early checkpoint: trained from scratch"
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(path, self.device)
         if state.get("fingerprint") != _fingerprint(self.config, sample_hash):
             return 0, False, "the early checkpoint belongs to a different configuration: trained from scratch"
         model.load_state_dict(state["trainable"], strict=False)
