@@ -24,7 +24,7 @@ from sweetspot.search import preview_params
 
 from support import containers
 from support.cluster import NodeSimulator, RunningCluster, cluster
-from support.operator import NAMESPACE, eventually
+from support.operator import NAMESPACE, eventually, tracebacks
 from support.studies import small_study
 
 pytestmark = [pytest.mark.images, pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -56,7 +56,7 @@ def container_node(tmp_path: Path, claims: dict[str, Path]) -> Iterator[tuple[Ru
         node.claims.update(claims)
         with node:
             yield running, node
-        assert not node.errors, node.errors
+        assert not node.errors, tracebacks(node.errors)
         assert containers.leftovers(node.node_id) == []
 
 

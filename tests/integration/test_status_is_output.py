@@ -30,6 +30,7 @@ from support.operator import (
     get,
     jobs_of,
     phase,
+    tracebacks,
 )
 from support.postgres import operator_database
 from support.prometheus import free_port, scrape
@@ -51,7 +52,7 @@ def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
                 yield {"api": api, "node": node, "operator": operator, "database": database, "cluster": running}
             finally:
                 operator.stop()
-                assert not node.errors, node.errors
+                assert not node.errors, tracebacks(node.errors)
 
 
 def patch_status(api: kubernetes.client.ApiClient, name: str, status: Any) -> None:

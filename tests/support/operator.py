@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,11 @@ def eventually(check: Callable[[], Any], timeout: float, what: str | Callable[[]
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(step)
+
+
+def tracebacks(errors: list[BaseException]) -> str:
+    """The node's errors as their tracebacks: where each happened, not only what."""
+    return "\n".join("".join(traceback.format_exception(error)) for error in errors)
 
 
 class Operator:
@@ -151,7 +157,7 @@ def operator_world(
                 raise
             finally:
                 operator.stop()
-                assert not node.errors, node.errors
+                assert not node.errors, tracebacks(node.errors)
 
 
 def apply(api: kubernetes.client.ApiClient, manifest: dict[str, Any]) -> None:
