@@ -220,7 +220,12 @@ def optuna_strategy(
     def run(table: Table, seed: int, budget: float) -> Trace:
         space = _default_spec_space()
         study = optuna.create_study(
-            direction="maximize", sampler=sampler(seed), pruner=pruner() if pruner else optuna.pruners.NopPruner()
+            # Named: Optuna's Hyperband assigns trials to brackets by a hash of the study name, and an unnamed study
+            # gets a random one, which made the hyperband row differ between two runs of the same seed.
+            study_name=f"replay-{seed}",
+            direction="maximize",
+            sampler=sampler(seed),
+            pruner=pruner() if pruner else optuna.pruners.NopPruner(),
         )
         trace = Trace()
         while trace.spent < budget:

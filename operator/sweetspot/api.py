@@ -1100,7 +1100,10 @@ class FineTuneStudySpec(Model):
     suspend: bool = False
     """Stop launching trial stages; running ones finish and nothing is deleted."""
     on_delete: Literal["keep", "delete"] = "keep"
-    """What happens to the Optuna study when this resource is deleted."""
+    """What happens to the Optuna study when this resource is deleted: `keep` it (a study created again under this
+    name starts afresh beside it), or `delete` it. With `delete`, a storage that does not answer holds the deletion
+    for up to 5 minutes (the operator's `SWEETSPOT_STORAGE_DELETE_WAIT_SECONDS`); after that the resource goes, its
+    Optuna study kept, and an `OptunaStudyKept` Warning Event says so."""
 
     rules = (
         Rule(

@@ -12,6 +12,7 @@ status fields), and its finalizer is `sweetspot.dev/cleanup`.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from typing import Any
@@ -37,6 +38,10 @@ also grants the RBAC for them. Off, the operator never touches the TrainJob API 
 _serializer = Serializer()
 CLEAN_UP_WAIT_SECONDS = 120.0
 """How long a deleted study's clean-up waits for a reconcile pass of it that is still running (kopf retries)."""
+STORAGE_DELETE_WAIT_SECONDS = float(os.environ.get("SWEETSPOT_STORAGE_DELETE_WAIT_SECONDS", "300"))
+"""How long a study deleted with `onDelete: delete` waits for its storage to answer before it goes anyway, its
+Optuna study kept (an `OptunaStudyKept` Warning Event says so)."""
+OPTUNA_STUDY_KEPT = "OptunaStudyKept"
 
 
 @kopf.on.startup()
@@ -103,7 +108,12 @@ if TRAINJOBS:
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)  # with kopf's finalizer: runs go before the study does
 def delete(
-    body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+    body: kopf.Body,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    runtime: datetime.timedelta,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
 ) -> None:
     namespace, name = meta["namespace"], meta["name"]
     key = f"{namespace}/{name}"
@@ -123,5 +133,13 @@ def delete(
             url = reconcile.storage_url(study)
             store = memory.store if memory is not None else None
             delete_study(url, (store or SearchStore.open(url, study)).name)
-        except (StorageError, ValidationError) as exc:
+        except StorageError as exc:
+            # An outage should not orphan the trials the user asked to delete: the finalizer holds the resource
+            # while kopf retries, for a while; a storage that stays down must not hold it forever.
+            if runtime.total_seconds() < STORAGE_DELETE_WAIT_SECONDS:
+                raise kopf.TemporaryError(f"the storage did not answer, retrying: {exc}", delay=5) from None
+            message = f"onDelete: delete, but the storage did not answer for {runtime.total_seconds():.0f} s: {exc}"
+            reconcile.EVENTS.post(body, OPTUNA_STUDY_KEPT, f"{message}; its Optuna study is kept", warning=True)
+            logger.warning("the Optuna study of %s/%s was not deleted: %s", namespace, name, message)
+        except ValidationError as exc:
             logger.warning("the Optuna study of %s/%s was not deleted: %s", namespace, name, exc)

@@ -7,6 +7,16 @@ rather than inheriting the old trials. Trials are Optuna trials (ask/tell); what
 place for (stage outcomes, failed attempts, the learning curve, the spec) is kept in the study's user
 attributes, in the same database, so the full history lives in one place and the optuna-dashboard shows it.
 
+Optuna's own tools see the study as Sweetspot does: the study's metric name says what the sampler learns from
+(`Policy.objective_name`: "early validation loss at 20% of steps" under `proxy`, "final F1" under `prune`), and a
+trial's scores at each stage are flat numbers in its user attributes (`early:f1`, `final:loss`, ...: `score_attrs`),
+which optuna-dashboard's trial table sorts by and its plots offer as targets. Optuna refuses to update a finished
+trial, so they are written before the tell that finishes it. A `proxy` trial is finished by its early tell (the
+sampler must learn from it during the search) long before it is promoted, so its final scores go on the study
+instead (`final:trial:<number>`, among the study user attributes optuna-dashboard lists): keeping the trial RUNNING
+until its final would hide its early score from the sampler, and a second trial for the final would feed the sampler
+a point it never proposed.
+
 Writes are ordered so that a crash between two of them is repaired by the next snapshot: the Optuna
 state changes first (tell), the Sweetspot record second, and `snapshot()` presents a trial whose record is
 behind its Optuna state as still needing that record, which the planner then proposes again.
@@ -68,6 +78,9 @@ WARM_ATTR = "sweetspot:warmStart"
 """What `spec.search.warmStart` took (a study attribute): written last, so its presence means the import is done."""
 SOURCE_ATTR = "sweetspot:source"
 """A trial's user attribute: the trial it came from by warm start (`namespace/name trial N`, where it was trained)."""
+FINAL_ATTR = "final:trial:{}"
+"""A study user attribute: the final scores (`scores`) of a trial already finished when its final stage ended (a
+`proxy` trial, told its early score), which Optuna no longer lets the trial itself take."""
 REUSED_ATTR = "sweetspot:reused"
 """A trial's user attribute: its results were copied from `SOURCE_ATTR` (it was never trained in this study)."""
 COPIED_ATTR = "sweetspot:copied"
@@ -322,6 +335,28 @@ def _sweep_point(attr: str) -> tuple[int, int]:
     return int(samples), int(repeat or 0)
 
 
+def scores(outcome: Outcome) -> dict[str, float | int]:
+    """A stage's scores as Optuna's tools see them (flat numbers); `fraction` is of the trial's planned steps: what
+    an early stage was asked to stop at, else where it stopped."""
+    fraction = outcome.judged_at
+    if fraction is None:
+        fraction = outcome.step / outcome.planned_steps if outcome.planned_steps else 1.0
+    return {
+        "f1": outcome.f1,
+        "precision": outcome.precision,
+        "recall": outcome.recall,
+        "loss": outcome.loss,
+        "accuracy": outcome.accuracy,
+        "fraction": round(fraction, 4),
+        "step": outcome.step,
+    }
+
+
+def score_attrs(stage: str, outcome: Outcome) -> dict[str, float | int]:
+    """A stage's scores as trial user attributes: `early:f1`, `final:step`, ..."""
+    return {f"{stage}:{name}": value for name, value in scores(outcome).items()}
+
+
 def _number(trial: optuna.trial.FrozenTrial) -> int:
     return trial.number
 
@@ -456,6 +491,7 @@ class SearchStore:
                 study.set_user_attr(SPEC_ATTR, _stored_spec(resource))
             if uid is not None and UID_ATTR not in study.user_attrs:
                 study.set_user_attr(UID_ATTR, uid)
+            name_objective(study, spec)
             return study
 
         store = cls(url, retrying(url, load, f"opening study {key}"), spec, storage)
@@ -615,6 +651,16 @@ class SearchStore:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             self.storage.set_trial_user_attr(self._frozen(number)._trial_id, key, value)
 
+    def _set_trial_user_attrs(self, number: int, attrs: Mapping[str, Any]) -> None:
+        """Each of `attrs` as `_set_trial_user_attr` stores it; nothing once the trial has finished (a stage recorded
+        again after a crash that followed its tell: the attributes were written before it)."""
+        frozen = self._frozen(number)
+        if frozen.state.is_finished():
+            return
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            for key, value in attrs.items():
+                self.storage.set_trial_user_attr(frozen._trial_id, key, value)
+
     def _constrain(self, number: int, infeasible: bool) -> None:
         """Record feasibility as an Optuna constraint (> 0 violates it), once: constraint-aware samplers (TPE,
         GP) then steer away from configurations that ran out of memory. Stored where `Trial.set_constraint` stores
@@ -668,6 +714,7 @@ class SearchStore:
             return asked
         if isinstance(action, RecordEarly):
             self._constrain(action.trial, infeasible=False)
+            self._set_trial_user_attrs(action.trial, score_attrs("early", action.outcome))  # before the tell or prune
             record = self._record(action.trial)
             if action.report_to_pruner:
                 record["early"], record["earlyApplied"] = asdict(action.outcome), False
@@ -687,8 +734,13 @@ class SearchStore:
             self._save(action.trial, record)
         elif isinstance(action, RecordFinal):
             if action.value is not None:
+                self._set_trial_user_attrs(action.trial, score_attrs("final", action.outcome))  # before its tell
                 self._tell(action.trial, action.value)
                 failpoint("tell")
+            else:
+                # Told its early score already (proxy): finished, so its final goes on the study. Before the record,
+                # so a crash between them writes it again with the record the planner proposes again.
+                self._set_attr_if_changed(FINAL_ATTR.format(action.trial), scores(action.outcome))
             record = self._record(action.trial)
             record["final"] = asdict(action.outcome)
             self._save(action.trial, record)
@@ -848,12 +900,20 @@ class SearchStore:
             record = attrs.get(TRIAL_ATTR.format(trial.number), {})
             if number is None:
                 stages = [stage for stage in ("early", "final") if record.get(stage)]
+                # A new trial takes every stage's scores, the final of a source told early (`FINAL_ATTR`) included.
+                scored = {k: v for stage in stages for k, v in score_attrs(stage, Outcome(**record[stage])).items()}
                 template = optuna.trial.create_trial(
                     state=trial.state,
                     value=trial.value if trial.state == OptunaState.COMPLETE else None,
                     params=dict(trial.params),
                     distributions=dict(trial.distributions),
-                    user_attrs={**trial.user_attrs, SOURCE_ATTR: where, REUSED_ATTR: True, COPIED_ATTR: stages},
+                    user_attrs={
+                        **scored,
+                        **trial.user_attrs,
+                        SOURCE_ATTR: where,
+                        REUSED_ATTR: True,
+                        COPIED_ATTR: stages,
+                    },
                     system_attrs=dict(trial.system_attrs),  # the constraint, and the grid sampler's visited point
                     intermediate_values=dict(trial.intermediate_values),
                 )
@@ -878,6 +938,16 @@ class SearchStore:
                 self.study.enqueue_trial(params, user_attrs={SOURCE_ATTR: where[id(view)]})
                 queued.add(where[id(view)])
         return len(picked)
+
+
+def name_objective(study: optuna.Study, spec: FineTuneStudySpec) -> None:
+    """Name the study's objective for what its sampler learns from (`Policy.objective_name`), once per name: a study
+    created before names existed, or whose spec changed what it is told, is renamed when it is next opened."""
+    name = [policy_of(spec).objective_name(spec)]
+    if study.metric_names != name:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(name)
 
 
 def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:

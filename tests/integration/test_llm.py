@@ -126,5 +126,9 @@ def test_the_trainer_benchmark_compares_the_causal_model_with_a_bare_loop(
     bare, ours = json.loads(rows.read_text())
     assert (bare["loop"], ours["loop"]) == ("bare transformers + peft", "sweetspot trainer")
     assert bare["model"] == ours["model"] == "builtin:smollm2-135m"
-    assert bare["ratio"] == 1.0 and ours["ratio"] > 0
+    assert bare["ratio"] == 1.0
+    print(f"\ntrainer / bare loop, steps per second: {ours['ratio']:.3f}")
+    # Measured 1.005 over 12 steps (docs/performance.md, 3); here 2 timed steps each on a shared machine, so a wide
+    # margin: below 0.4 the trainer would spend more than 1.5 of the model's own steps on bookkeeping per step.
+    assert ours["ratio"] > 0.4, ours
     assert ours["tokensPerSecond"] > 0 and ours["rowsPerSecond"] == ours["stepsPerSecond"] * 2

@@ -5,7 +5,7 @@
 
 It installs the CRD, runs the operator from this checkout against the cluster, applies a study and checks
 that the cluster accepts it, the operator creates its first Job and reports status, and that deleting the
-study removes its Jobs. It needs no GPU (the Jobs are not required to run).
+study removes its Jobs and ConfigMaps. It needs no GPU (the Jobs are not required to run).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -49,22 +51,33 @@ def test_real_cluster_smoke() -> None:
     custom = kubernetes.client.CustomObjectsApi(api)
     manifest = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     manifest["metadata"]["name"] = "sweetspot-smoke"
-    try:
-        custom.create_namespaced_custom_object("sweetspot.dev", "v1alpha1", "default", "finetunestudies", manifest)
-        batch = kubernetes.client.BatchV1Api(api)
-        selector = "sweetspot.dev/study=sweetspot-smoke"
-        deadline = time.monotonic() + 120
-        while not batch.list_namespaced_job("default", label_selector=selector).items:
-            assert time.monotonic() < deadline, "the operator created no Job"
+    group = ("sweetspot.dev", "v1alpha1", "default", "finetunestudies")
+    batch = kubernetes.client.BatchV1Api(api)
+    selector = "sweetspot.dev/study=sweetspot-smoke"
+
+    def wait_for(check: Callable[[], Any], seconds: float, what: str) -> Any:
+        deadline = time.monotonic() + seconds
+        while not (value := check()):
+            assert time.monotonic() < deadline, f"timed out after {seconds:.0f}s waiting for {what}"
             time.sleep(1)
-        body = custom.get_namespaced_custom_object(
-            "sweetspot.dev", "v1alpha1", "default", "finetunestudies", "sweetspot-smoke"
-        )
-        assert body["status"]["phase"] in ("Searching", "Promoting", "Sweeping", "Succeeded")
+        return value
+
+    def phase() -> str | None:  # none until the operator's first status write
+        body = custom.get_namespaced_custom_object(*group, "sweetspot-smoke")
+        return (body.get("status") or {}).get("phase")
+
+    deleted = False
+    try:
+        custom.create_namespaced_custom_object(*group, manifest)
+        wait_for(lambda: batch.list_namespaced_job("default", label_selector=selector).items, 120, "a first Job")
+        assert wait_for(phase, 60, "a status") in ("Searching", "Promoting", "Sweeping", "Succeeded")
+        custom.delete_namespaced_custom_object(*group, "sweetspot-smoke")
+        deleted = True
+        wait_for(lambda: not batch.list_namespaced_job("default", label_selector=selector).items, 120, "Jobs deleted")
+        core = kubernetes.client.CoreV1Api(api)
+        assert not core.list_namespaced_config_map("default", label_selector=selector).items
     finally:
-        custom.delete_namespaced_custom_object(
-            "sweetspot.dev", "v1alpha1", "default", "finetunestudies", "sweetspot-smoke"
-        )
-        time.sleep(5)
+        if not deleted:
+            custom.delete_namespaced_custom_object(*group, "sweetspot-smoke")
         operator.terminate()
         operator.wait(timeout=30)

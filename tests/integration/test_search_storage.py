@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import optuna
@@ -30,6 +31,7 @@ from sweetspot.search import (
     load_study,
     open_storage,
     safe_url,
+    scores,
 )
 
 pytestmark = pytest.mark.integration
@@ -53,6 +55,76 @@ def study(name: str = "s1", namespace: str = "default", uid: str | None = None, 
 def outcome(score: float) -> Outcome:
     """F1 (the default objective) and accuracy both `score`."""
     return Outcome(score, 1 - score, score, {"brand": score}, 12.0, 0.0, 20, 100, 300, f1=score)
+
+
+def dashboard_get(storage_url: str, path: str) -> dict[str, Any]:
+    """optuna-dashboard's own API, called as its web server would (WSGI)."""
+    import io
+    import json
+
+    from optuna_dashboard import wsgi
+
+    status: list[str] = []
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "http",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+    }
+    body = b"".join(wsgi(storage_url)(environ, lambda s, h, e=None: status.append(s)))
+    assert status[-1].startswith("200"), status
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def dashboard_study(storage_url: str, name: str) -> dict[str, Any]:
+    (summary,) = [s for s in dashboard_get(storage_url, "/api/studies")["study_summaries"] if s["study_name"] == name]
+    return dashboard_get(storage_url, f"/api/studies/{summary['study_id']}")
+
+
+def attrs(serialized: list[dict[str, str]]) -> dict[str, str]:
+    return {a["key"]: a["value"] for a in serialized}
+
+
+def stage_outcome(loss: float, f1: float, step: int, judged_at: float | None = None) -> Outcome:
+    """Precision, recall and accuracy set apart from F1, so each attribute is seen to be the right one."""
+    return Outcome(
+        accuracy=round(f1 - 0.1, 4),
+        loss=loss,
+        token_f1=f1,
+        attribute_accuracy={},
+        seconds=3.0,
+        gpu_seconds=0.0,
+        step=step,
+        planned_steps=100,
+        samples=300,
+        f1=f1,
+        precision=round(f1 + 0.05, 4),
+        recall=round(f1 - 0.05, 4),
+        judged_at=judged_at,
+    )
+
+
+def early_outcome(loss: float, f1: float) -> Outcome:
+    return stage_outcome(loss, f1, step=25, judged_at=0.25)
+
+
+def final_outcome(loss: float, f1: float) -> Outcome:
+    return stage_outcome(loss, f1, step=100)
+
+
+EARLY_0 = {
+    "early:f1": 0.5,
+    "early:precision": 0.55,
+    "early:recall": 0.45,
+    "early:loss": 0.9,
+    "early:accuracy": 0.4,
+    "early:fraction": 0.25,
+    "early:step": 25,
+}
 
 
 def test_ask_record_and_reload_after_a_restart(storage_url: str) -> None:
@@ -194,11 +266,6 @@ def test_unreachable_server_is_a_clear_error() -> None:
 
 
 def test_optuna_and_optuna_dashboard_read_the_study(storage_url: str) -> None:
-    import io
-    import json
-
-    from optuna_dashboard import wsgi
-
     store = SearchStore.open(storage_url, study())
     store.apply(AskTrials(1))
     store.apply(RecordEarly(0, outcome(0.5), 0.5, report_to_pruner=False))
@@ -206,29 +273,91 @@ def test_optuna_and_optuna_dashboard_read_the_study(storage_url: str) -> None:
     assert loaded.best_value == 0.5
     assert "sweetspot:spec" in loaded.user_attrs
 
-    # optuna-dashboard's own API, called as its web server would (WSGI), lists the study and its trial.
-    app = wsgi(storage_url)
-    status: list[str] = []
+    # optuna-dashboard's own API lists the study and its trial.
+    assert [t["number"] for t in dashboard_study(storage_url, "default/s1")["trials"]] == [0]
 
-    def get(path: str) -> dict[str, Any]:
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "QUERY_STRING": "",
-            "SERVER_NAME": "localhost",
-            "SERVER_PORT": "80",
-            "wsgi.input": io.BytesIO(),
-            "wsgi.url_scheme": "http",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-        }
-        body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
-        return json.loads(body)  # type: ignore[no-any-return]
 
-    studies = get("/api/studies")["study_summaries"]
-    (summary,) = [s for s in studies if s["study_name"] == "default/s1"]
-    detail = get(f"/api/studies/{summary['study_id']}")
-    assert status[-1].startswith("200")
-    assert [t["number"] for t in detail["trials"]] == [0]
+def test_proxy_optuna_tools_show_the_early_value_it_learns_from_and_each_stage_s_scores(storage_url: str) -> None:
+    """Proxy: the study's value is the early signal, so its metric name says so; a trial's early scores are its user
+    attributes (written before the tell); its final, reached once the trial is finished, is on the study."""
+    resource = study(earlyEvaluation={"atFraction": 0.25, "promoteTopK": 1})
+    store = SearchStore.open(storage_url, resource)
+    assert store.study.metric_names == ["early validation loss at 25% of steps"]
+    store.apply(AskTrials(2))
+    store.apply(RecordEarly(0, early_outcome(0.9, 0.5), 0.9, report_to_pruner=False))
+    store.apply(RecordEarly(1, early_outcome(1.2, 0.3), 1.2, report_to_pruner=False))
+    trial = store.study.trials[0]
+    assert (trial.state, trial.value) == (optuna.trial.TrialState.COMPLETE, 0.9)
+    assert {k: v for k, v in trial.user_attrs.items() if k.startswith("early:")} == EARLY_0
+    assert not any(k.startswith("final:") for k in trial.user_attrs)
+
+    store.apply(RecordFinal(0, final_outcome(0.4, 0.8), None))
+    assert store.study.trials[0].user_attrs == trial.user_attrs  # Optuna refuses to update a finished trial
+    final = {"f1": 0.8, "precision": 0.85, "recall": 0.75, "loss": 0.4, "accuracy": 0.7, "fraction": 1.0, "step": 100}
+    assert store.study.user_attrs["final:trial:0"] == final == scores(final_outcome(0.4, 0.8))
+    # Recorded again (a crash after the tell, before the record): nothing raises, nothing changes.
+    store.apply(RecordEarly(0, early_outcome(0.9, 0.5), 0.9, report_to_pruner=False))
+    store.apply(RecordFinal(0, final_outcome(0.4, 0.8), None))
+    assert store.study.trials[0].user_attrs == trial.user_attrs
+    assert SearchStore.open(storage_url, resource).snapshot()[0][0].final == final_outcome(0.4, 0.8)
+
+    # What optuna-dashboard serves its pages and plots from.
+    detail = dashboard_study(storage_url, "default/s1")
+    assert detail["objective_names"] == ["early validation loss at 25% of steps"]
+    assert detail["directions"] == ["minimize"]
+    sortable = {a["key"] for a in detail["union_user_attrs"] if a["sortable"]}
+    assert set(EARLY_0) <= sortable  # numbers: columns to sort by, targets to plot
+    assert attrs(detail["trials"][0]["user_attrs"])["early:f1"] == "0.5"
+    assert json.loads(attrs(detail["user_attrs"])["final:trial:0"]) == final
+
+
+def test_prune_optuna_tools_show_the_final_value_it_learns_from_and_each_stage_s_scores(storage_url: str) -> None:
+    """Prune: the study's value is the final objective (the early one is the pruner's intermediate value); a trial
+    runs on after its early stage, so both stages' scores are its own user attributes."""
+    store = SearchStore.open(storage_url, study(earlyEvaluation={"policy": "prune", "pruner": "median"}))
+    assert store.study.metric_names == ["final F1"]
+    store.apply(AskTrials(1))
+    store.apply(RecordEarly(0, early_outcome(0.9, 0.5), 0.5, report_to_pruner=True))
+    assert store.study.trials[0].state == optuna.trial.TrialState.RUNNING
+    store.apply(RecordFinal(0, final_outcome(0.4, 0.8), 0.8))
+    trial = store.study.trials[0]
+    assert (trial.state, trial.value, trial.intermediate_values) == (optuna.trial.TrialState.COMPLETE, 0.8, {1: 0.5})
+    assert {k: v for k, v in trial.user_attrs.items() if k.startswith("early:")} == EARLY_0
+    assert {k: v for k, v in trial.user_attrs.items() if k.startswith("final:")} == {
+        f"final:{k}": v for k, v in scores(final_outcome(0.4, 0.8)).items()
+    }
+    assert not any(k.startswith("final:trial:") for k in store.study.user_attrs)
+    assert dashboard_study(storage_url, "default/s1")["objective_names"] == ["final F1"]
+
+
+def test_a_study_from_before_metric_names_is_named_when_opened_once(storage_url: str) -> None:
+    """Restart-safe: a study an earlier Sweetspot created (no metric name) is named by the next operator to open it,
+    a spec that changes what the sampler is told renames it, and opening it again writes nothing."""
+    import sqlalchemy
+
+    old = optuna.create_study(storage=storage_url, study_name="default/s1", direction="minimize")
+    old.enqueue_trial({})
+    old.tell(old.ask(), 0.7)
+    assert old.metric_names is None
+    store = SearchStore.open(storage_url, study())
+    assert store.study.metric_names == ["early validation loss at 20% of steps"]
+    assert [t.value for t in store.study.trials] == [0.7]  # nothing else changed
+    renamed = SearchStore.open(storage_url, study(earlyEvaluation={"signal": "f1", "minAgreement": 0.6}))
+    assert renamed.study.metric_names == ["early F1 at 20% of steps (the guard may widen it up to 50%)"]
+
+    writes: list[str] = []
+    engine = open_storage(storage_url).engine
+
+    def count(*args: Any) -> None:
+        if not args[2].lstrip().upper().startswith("SELECT"):
+            writes.append(args[2])
+
+    sqlalchemy.event.listen(engine, "before_cursor_execute", count)
+    try:
+        SearchStore.open(storage_url, study(earlyEvaluation={"signal": "f1", "minAgreement": 0.6}))
+    finally:
+        sqlalchemy.event.remove(engine, "before_cursor_execute", count)
+    assert not [w for w in writes if "system_attr" in w], writes
 
 
 def test_deleting_a_study_removes_it_and_only_it(storage_url: str) -> None:

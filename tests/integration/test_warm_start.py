@@ -139,6 +139,9 @@ def test_reused_results_feed_the_sampler_and_no_stage_runs_again(storage_url: st
         assert copy.state == optuna.trial.TrialState.COMPLETE and copy.user_attrs[REUSED_ATTR] is True
         assert trial.copied == {stage for stage in ("early", "final") if getattr(trial, stage) is not None}
         assert copy.value == told[int(trial.source.rsplit(" ", 1)[1])]
+        # A new trial takes each stage's scores, the final its source could keep only on its study included.
+        assert copy.user_attrs["early:loss"] == trial.early.loss  # type: ignore[union-attr]
+        assert copy.user_attrs.get("final:f1") == (trial.final.f1 if trial.final else None)
     # No stage ran for a reused trial: not its early stage, nor a final (promotion ranks it, with its final known).
     assert {a.key.number for a in runtime.started} <= {5, 6, 7}
     assert sum(a.key.stage == "early" for a in runtime.started) == 3

@@ -63,6 +63,8 @@ class Operator:
         self.namespaces = [NAMESPACE]
         """What it watches (`-n` each)."""
         self.log = workdir / "operator.log"
+        self.args: list[str] = []
+        """More `sweetspot operator` options, e.g. `--liveness URL`."""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -71,6 +73,7 @@ class Operator:
         command += [arg for namespace in self.namespaces for arg in ("-n", namespace)]
         command += ["--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]
         command += ["--verbose"] if os.environ.get("SWEETSPOT_TEST_OPERATOR_VERBOSE") else []
+        command += self.args
         self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
 
     def exited(self) -> int | None:

@@ -101,11 +101,9 @@ def test_the_report_compares_strategies_with_tpe_full(table: Any) -> None:
     chosen = {k: v for k, v in replay.strategies().items() if k in ("tpe-full", "random-full", "proxy@0.2")}
     traces = {name: [strategy(table, seed, table.all_once) for seed in range(3)] for name, strategy in chosen.items()}
     rows = {row["strategy"]: row for row in replay.summarize(table, traces)}
-    assert rows["tpe-full"]["vsTpeFull"] == pytest.approx(1.0)
     for row in rows.values():
         assert row["seeds"] == 3 and 0 <= row["reached"] <= 3
         assert row["best@25%"] <= row["best@50%"] <= row["best@100%"] <= table.best.final.score
-        assert row["vsLimit"] == pytest.approx(row["medianCompute"] / table.best.final.seconds)
     text = replay.render(table, list(rows.values()), replay.agreement(table))
     assert "proxy@0.2" in text and "tpe-full" in text
     agreement = replay.agreement(table)
@@ -113,6 +111,38 @@ def test_the_report_compares_strategies_with_tpe_full(table: Any) -> None:
     scored = [row for row in agreement if row["signal"] == "accuracy"]
     assert {row["fraction"] for row in scored} == set(replay.FRACTIONS)
     assert all(row["spearman"] == pytest.approx(1.0) and row["top5"] == 5 for row in scored)
+
+
+def trace(*reached: tuple[float, float]) -> Any:
+    """A run that paid `spent` and then knew of a final score `score`, for each (spent, score) in order."""
+    run = replay.Trace()
+    for spent, score in reached:
+        run.pay(spent - run.spent)
+        run.finished(score)
+    return run
+
+
+def test_the_summary_row_follows_from_the_traces_alone(table: Any) -> None:
+    """Numbers worked by hand from the traces and the table's own best (not from the code under test): the median
+    counts a seed that never got there as infinite compute, and both ratios divide medians."""
+    best, limit, everything = table.best.final.score, table.best.final.seconds, table.all_once
+    near, far = best - 0.005, best - 0.05  # within the 1 pp target, and not
+    traces = {
+        "tpe-full": [trace((100, far), (300, near)), trace((120, near)), trace((50, far))],  # 300, 120, never
+        "fast": [trace((60, near)), trace((20, far), (90, near)), trace((40, near))],  # 60, 90, 40
+    }
+    rows = {row["strategy"]: row for row in replay.summarize(table, traces)}
+    assert (rows["tpe-full"]["reached"], rows["fast"]["reached"]) == (2, 3)
+    assert rows["tpe-full"]["medianCompute"] == 300 and rows["fast"]["medianCompute"] == 60
+    assert rows["fast"]["vsTpeFull"] == pytest.approx(60 / 300) and rows["tpe-full"]["vsTpeFull"] == 1
+    assert rows["fast"]["vsLimit"] == pytest.approx(60 / limit)
+    # Best known within a quarter of training everything once: the scores each seed had paid for by then.
+    quarter = everything / 4
+    expected = sorted(max([s for c, s in run.history if c <= quarter], default=0.0) for run in traces["fast"])[1]
+    assert rows["fast"]["best@25%"] == expected
+    never = {row["strategy"]: row for row in replay.summarize(table, {"tpe-full": [trace((10, far))]})}
+    assert math.isinf(never["tpe-full"]["medianCompute"]) and never["tpe-full"]["reached"] == 0
+    assert math.isnan(never["tpe-full"]["vsTpeFull"])  # nothing to compare with
 
 
 def test_an_f1_table_is_replayed_on_f1(table: Any) -> None:

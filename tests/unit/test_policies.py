@@ -47,3 +47,19 @@ def test_prune_reports_the_objective_and_trains_survivors_at_once() -> None:
     assert Prune().final_value(prune, outcome(0.4, 0.8)) == 0.8
     assert Prune().final_during_search and not Prune().tells_early
     assert Prune().promoted(prune, [TrialView(0, "complete", {}, early=outcome(0.1, 0.9))]) == []
+
+
+def test_each_policy_names_the_value_its_sampler_is_told() -> None:
+    """The Optuna study's metric name, which optuna-dashboard shows for a trial's value."""
+    assert Proxy().objective_name(spec("proxy")) == "early validation loss at 20% of steps"
+    assert Proxy().objective_name(spec("proxy", signal="f1", atFraction=0.25)) == "early F1 at 25% of steps"
+    assert Proxy().objective_name(spec("proxy", signal="tokenF1", minAgreement=0.6)) == (
+        "early token F1 at 20% of steps (the guard may widen it up to 50%)"
+    )
+    no_wider = spec("proxy", atFraction=0.6, minAgreement=0.6)
+    assert Proxy().objective_name(no_wider) == "early validation loss at 60% of steps"
+    assert Prune().objective_name(spec("prune")) == "final F1"  # the early score is the pruner's intermediate value
+    accuracy = FineTuneStudySpec.model_validate(
+        SPEC | {"objective": {"metric": "accuracy"}, "search": {"earlyEvaluation": {"policy": "prune"}}}
+    )
+    assert Prune().objective_name(accuracy) == "final accuracy"

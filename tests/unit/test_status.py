@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sweetspot.api import FineTuneStudySpec
+from sweetspot.crd import crd
 from sweetspot.records import Decision, Outcome, TrialView
 from sweetspot.stats import summarize
 from sweetspot.status import (
@@ -21,6 +22,8 @@ from sweetspot.status import (
     tampering,
     with_conditions,
 )
+
+from support.kube_schema import CrdValidator
 
 NOW, LATER = "2030-01-01T00:00:00Z", "2030-01-01T01:00:00Z"
 
@@ -42,12 +45,25 @@ def status(phase: str = "Searching", trials: int = 2, max_trials: int = 4, now: 
     return build_status(decision, summary, {}, 3, spec(max_trials), views, "default/s", now)
 
 
+CLUSTER = CrdValidator(crd())
+
+
+def crd_errors(built: dict[str, Any]) -> list[Any]:
+    """What the API server's schema says of a study carrying this status (it would prune or refuse the rest)."""
+    study = {"apiVersion": "sweetspot.dev/v1alpha1", "kind": "FineTuneStudy", "metadata": {"name": "s"}}
+    return CLUSTER.errors(study | {"spec": spec().model_dump(by_alias=True, exclude_none=True), "status": built})
+
+
 def test_a_built_status_is_what_the_schema_allows_with_no_nulls() -> None:
     built = status()
-    assert normalized(built) is not None
+    assert normalized(built) is not None and crd_errors(built) == []
+    assert crd_errors({**built, "trials": {"running": -1}}), "the check accepts what the CRD refuses"
     assert "best" not in built and "overBudget" not in built  # absent, not null
     assert [c["type"] for c in built["conditions"]] == ["Ready", "Succeeded", "StorageReachable", "Suspended"]
     assert built["trials"]["running"] == 2 and built["observedGeneration"] == 3
+    assert (
+        crd_errors(with_conditions(built, [condition({}, READY, False, STORAGE_UNREACHABLE, "down", 3, LATER)])) == []
+    )
 
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
@@ -103,6 +119,7 @@ def test_a_lowered_budget_names_the_trials_past_it() -> None:
     assert "no new trial starts" in over["message"]
     assert over_budget(spec(max_trials=3), views) is None
     assert status(trials=3, max_trials=2)["overBudget"] == over
+    assert crd_errors(status(trials=3, max_trials=2)) == []
 
 
 def test_the_agreement_guard_shows_where_trials_are_judged_and_why() -> None:
@@ -126,6 +143,7 @@ def test_the_agreement_guard_shows_where_trials_are_judged_and_why() -> None:
     assert (judging["atFraction"], judging["widenings"], judging["agreementTrials"]) == (0.35, 1, 0)
     assert "Spearman -1.000 < 0.60 over 3 finals" in judging["message"]
     assert built["earlyFinalCorrelation"] == -1.0
+    assert crd_errors(built) == []
     assert "earlyEvaluation" not in status()  # the guard is off by default: nothing to show
 
 
@@ -135,6 +153,6 @@ def test_the_best_trial_says_where_its_adapter_is() -> None:
     decision = Decision((), "Succeeded", "StudyComplete", "best trial 0")
     where = "pvc/checkpoints:studies/s/runs/t0-final/adapter"
     built = build_status(decision, summarize(spec(), views, []), {}, 1, spec(), views, "default/s", NOW, adapter=where)
-    assert built["best"]["trial"] == 0 and built["best"]["adapter"] == where
+    assert built["best"]["trial"] == 0 and built["best"]["adapter"] == where and crd_errors(built) == []
     kept_nothing = build_status(decision, summarize(spec(), views, []), {}, 1, spec(), views, "default/s", NOW)
     assert "adapter" not in kept_nothing["best"]  # absent, not null

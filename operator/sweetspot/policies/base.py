@@ -2,7 +2,7 @@
 
 A policy decides three things and nothing else differs between policies:
 - what the sampler learns from: `direction`, `record_early` (the value an early result tells the sampler, or
-  reports to its pruner) and `final_value`;
+  reports to its pruner), `final_value`, and `objective_name` (that value in words);
 - what a stage's result means for the trial: `final_during_search` (a trial that passed its early stage trains
   to the end at once) and `tells_early` (the early value is the trial's value: Optuna holds it COMPLETE after its
   early stage);
@@ -22,6 +22,8 @@ from sweetspot.api import FineTuneStudySpec
 from sweetspot.records import Outcome, RecordEarly, TrialView
 
 Direction = Literal["maximize", "minimize"]
+METRIC_WORDS: dict[str, str] = {"f1": "F1", "accuracy": "accuracy", "tokenF1": "token F1", "loss": "validation loss"}
+"""A metric's API name (`Objective.metric`, `EarlyEvaluation.signal`) in words."""
 
 
 def early_signal(spec: FineTuneStudySpec) -> str:
@@ -52,6 +54,11 @@ class Policy(ABC):
     @abstractmethod
     def direction(self, spec: FineTuneStudySpec) -> Direction:
         """What the Optuna study optimises: the value the sampler is told."""
+
+    @abstractmethod
+    def objective_name(self, spec: FineTuneStudySpec) -> str:
+        """The value the sampler is told, in words: the Optuna study's metric name, which Optuna's own tools
+        (optuna-dashboard, `Study.trials_dataframe`) show for a trial's value."""
 
     @abstractmethod
     def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.policies.base import Direction, Policy, early_signal
+from sweetspot.policies.base import METRIC_WORDS, Direction, Policy, early_signal
 from sweetspot.policies.guard import judging, promotion_order
 from sweetspot.policies.predict import predicted_promotions
 from sweetspot.records import Outcome, RecordEarly, TrialView
@@ -22,6 +22,14 @@ class Proxy(Policy):
 
     def direction(self, spec: FineTuneStudySpec) -> Direction:
         return "minimize" if early_signal(spec) == "loss" else "maximize"
+
+    def objective_name(self, spec: FineTuneStudySpec) -> str:
+        early = spec.search.early_evaluation
+        name = f"early {METRIC_WORDS[early_signal(spec)]} at {early.at_fraction * 100:g}% of steps"
+        widest = early.fractions()[-1]
+        if early.min_agreement is not None and widest > early.at_fraction:
+            name += f" (the guard may widen it up to {widest * 100:g}%)"
+        return name
 
     def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:
         return RecordEarly(trial, outcome, outcome.metric(early_signal(spec)), report_to_pruner=False)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from sweetspot.api import FineTuneStudySpec
-from sweetspot.policies.base import Direction, Policy
+from sweetspot.policies.base import METRIC_WORDS, Direction, Policy
 from sweetspot.records import Outcome, RecordEarly, TrialView
 
 
@@ -18,6 +18,9 @@ class Prune(Policy):
 
     def direction(self, spec: FineTuneStudySpec) -> Direction:
         return spec.objective.direction
+
+    def objective_name(self, spec: FineTuneStudySpec) -> str:
+        return f"final {METRIC_WORDS[spec.objective.metric]}"  # the early score is the pruner's intermediate value
 
     def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:
         return RecordEarly(trial, outcome, outcome.metric(spec.objective.metric), report_to_pruner=True)
