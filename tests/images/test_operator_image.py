@@ -24,9 +24,10 @@ import yaml
 from sweetspot.crd import crd
 
 from support import containers
-from support.cluster import NodeSimulator, cluster, free_port
+from support.cluster import NodeSimulator, cluster
 from support.kube_schema import CrdValidator
 from support.operator import eventually
+from support.ports import free_port
 from support.postgres import operator_database
 from support.studies import small_study
 

@@ -13,7 +13,7 @@ import pytest
 
 from support.by_path import ROOT
 from support.operator import apply, check_succeeded, cluster_study, eventually, operator_world
-from support.prometheus import free_port
+from support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -35,8 +35,9 @@ from support.operator import (
     operator_world,
     phase,
 )
+from support.ports import free_port
 from support.postgres import PostgresServer
-from support.prometheus import free_port, scrape
+from support.prometheus import scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, apply, cluster_study, eventually, get, operator_world
+from support.ports import free_port
 from support.postgres import OPERATOR_PASSWORD, OPERATOR_ROLE
-from support.prometheus import free_port, scrape
+from support.prometheus import scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -32,8 +32,9 @@ from support.operator import (
     phase,
     tracebacks,
 )
+from support.ports import free_port
 from support.postgres import operator_database
-from support.prometheus import free_port, scrape
+from support.prometheus import scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -8,7 +8,6 @@ tests/integration/test_trainer_training.py shows the two train the same steps to
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,9 @@ from sweetspot.contract import Evaluation, StageResult
 
 from support.trainer_runs import ROOT, rank_output, run_stage, tiny_config, torchrun_command
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+"""A guard against a hang, not a speed target: the module's runs (in the first test's setup) took 155 s on two cores
+shared with other work, against about a minute on an idle machine."""
 
 PROCESSES = 2
 TIMEOUT_ENV = {"SWEETSPOT_DISTRIBUTED_TIMEOUT": "120"}
@@ -165,10 +166,11 @@ def test_a_batch_the_processes_cannot_share_equally_is_bad_input(tmp_path: Path,
 def test_a_rank_that_hangs_fails_the_stage_after_the_timeout(tmp_path: Path, tiny_without_dropout: Path) -> None:
     config = small_config(tmp_path, "early", tiny_without_dropout, maxSteps=3) | {"zeroShot": False}
     program = [str(ROOT / "tests" / "support" / "hanging_rank.py")]
-    started = time.monotonic()
     launched = launch(config, tmp_path, program, SWEETSPOT_TEST_HANGING_RANK="1", SWEETSPOT_DISTRIBUTED_TIMEOUT="5")
     assert launched.returncode != 0
-    assert time.monotonic() - started < 90
     assert launched.result is not None and launched.result.status == "failed", launched.stderr[-3000:]
-    assert "Timed out" in launched.result.message  # gloo's words for the process group's timeout
+    # gloo's words for the process group's timeout, with the wait it gave up after: the stage's 5 s, not the
+    # 120 s of TIMEOUT_ENV nor the default. (A wall-clock bound said the same less surely: torch is imported in
+    # each rank first, which takes its own time on a loaded machine.)
+    assert "Timed out waiting 5000ms" in launched.result.message, launched.result.message
     assert not (tmp_path / "checkpoint").exists()

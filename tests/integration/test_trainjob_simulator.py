@@ -1,12 +1,17 @@
 """The node simulator runs Kubeflow Trainer v2 TrainJobs as a real Trainer and JobSet would: a pod per node, each
 running torchrun with the torch runtime's PET_* environment, whose workers form one gloo process group. Against
 the emulator alone (no operator, no database), with the fake trainer: about ten seconds per TrainJob of two nodes
-on two cores, most of it torch's imports (torchrun's agent and its worker on each node), half a minute in all."""
+on two cores, most of it torch's imports (torchrun's agent and its worker on each node).
+
+Each test has a cluster, a node and a claim of its own and submits the TrainJobs it needs, so it passes alone and
+in any order; the deadlines leave room for a loaded two-core machine (a TrainJob there took a minute or more).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -25,28 +30,26 @@ from support.cluster import (
 )
 from support.operator import NAMESPACE, eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 MERGE = {"_content_type": "application/merge-patch+json"}
 CLAIM = "results"
 OUTPUT = "/sweetspot/output"
 BROKEN, LONG = "tj-t4-early", "tj-t5-early"
+ENDS = 240
+"""Seconds a two-node TrainJob of the fake trainer gets to end (or to have all its processes up) from its submission:
+torch is imported four times over on two cores (torchrun's agent and its worker on each node)."""
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    directory = tmp_path_factory.mktemp("trainjobs")
-    with RunningCluster(directory) as running:
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with RunningCluster(tmp_path) as running:
         api = running.client()
         node = NodeSimulator(
-            api, NAMESPACE, directory, environ={"SWEETSPOT_FAKE_STAGE_SECONDS": "0.2"}, fake_trainer=True
+            api, NAMESPACE, tmp_path, environ={"SWEETSPOT_FAKE_STAGE_SECONDS": "0.2"}, fake_trainer=True
         )
-        node.claims[CLAIM] = directory / "claim"
+        node.claims[CLAIM] = tmp_path / "claim"
         with node:
-            # The TrainJobs of the failure and deletion tests start now: their torch imports (most of a TrainJob's
-            # time here) then overlap the first test's rather than adding to it.
-            submit(api, trainjob(BROKEN), '{"contract": 2, "study": "tj", "trial": 4, "stage": "early"}')
-            submit(api, trainjob(LONG, env={"SWEETSPOT_FAKE_STAGE_SECONDS": "120"}), config().to_json())
-            yield {"api": api, "node": node, "claim": directory / "claim"}
+            yield {"api": api, "node": node, "claim": tmp_path / "claim"}
         assert not node.errors, node.errors
 
 
@@ -172,7 +175,7 @@ def test_a_queued_trainjob_waits_then_runs_one_pod_per_node_in_one_process_group
         group, version, NAMESPACE, plural, "tj-t3-early", admit, **MERGE
     )
 
-    done = eventually(lambda: ended(api, "tj-t3-early"), 90, "the TrainJob to end")
+    done = eventually(lambda: ended(api, "tj-t3-early"), ENDS, "the TrainJob to end")
     assert (done["type"], done["reason"], done["message"]) == ("Complete", *ALL_JOBS_COMPLETED), done
     status = read(api, "tj-t3-early")["status"]
     resumed = next(c for c in status["conditions"] if c["type"] == "Suspended")
@@ -203,7 +206,8 @@ def test_a_queued_trainjob_waits_then_runs_one_pod_per_node_in_one_process_group
 
 def test_a_trainjob_whose_config_is_broken_fails_with_rank_0s_bad_input(world: dict[str, Any]) -> None:
     api = world["api"]
-    done = eventually(lambda: ended(api, BROKEN), 60, "the TrainJob to end")
+    submit(api, trainjob(BROKEN), '{"contract": 2, "study": "tj", "trial": 4, "stage": "early"}')
+    done = eventually(lambda: ended(api, BROKEN), ENDS, "the TrainJob to end")
     assert (done["type"], done["reason"], done["message"]) == ("Failed", *FAILED_JOBS), done
     first, second = pods(api, BROKEN)
     assert first.status.phase == second.status.phase == "Failed"
@@ -219,8 +223,10 @@ def test_a_trainjob_whose_config_is_broken_fails_with_rank_0s_bad_input(world: d
 
 def test_a_deleted_trainjob_has_every_process_of_every_node_killed(world: dict[str, Any]) -> None:
     api, node = world["api"], world["node"]
+    # A stage far longer than the wait for its processes: it is still running when it is deleted.
+    submit(api, trainjob(LONG, env={"SWEETSPOT_FAKE_STAGE_SECONDS": "600"}), config().to_json())
     # torchrun's agent and its worker on each node (the workers in sessions of their own).
-    running = eventually(lambda: len(node.pids(LONG)) >= 4 and node.pids(LONG), 60, "4 processes")
+    running = eventually(lambda: len(node.pids(LONG)) >= 4 and node.pids(LONG), ENDS, "4 processes")
     group, version, plural = TRAINJOBS
     kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(group, version, NAMESPACE, plural, LONG)
     eventually(lambda: not any(alive(pid) for pid in running), 10, lambda: f"{running} to be killed")

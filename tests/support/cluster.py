@@ -37,7 +37,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -59,6 +58,7 @@ from sweetspot.crd import crd
 
 from support import containers
 from support.kube_schema import CrdValidator
+from support.ports import free_port
 
 TESTS = Path(__file__).resolve().parents[1]
 """The tests folder: on the path of a pod that runs `support.fake_trainer`."""
@@ -480,12 +480,6 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclasses.dataclass

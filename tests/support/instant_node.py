@@ -64,6 +64,7 @@ class InstantNode:
         self.held: dict[str, dict[str, str]] = {}
         self._done: set[str] = set()
         self._stop = threading.Event()
+        self._watch: kubernetes.watch.Watch | None = None
         self._thread = threading.Thread(target=self._run, name=f"instant-node-{namespace}", daemon=True)
 
     def __enter__(self) -> InstantNode:
@@ -71,7 +72,18 @@ class InstantNode:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop now, not when the watch next hears of a Job: its stream is cut (the emulator keeps a watch open
+        for as long as the client stays), and the thread is gone when this returns, so nothing it does reaches
+        the next test."""
         self._stop.set()
+        deadline = time.monotonic() + 10
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            response = getattr(self._watch, "_resp", None)  # the stream being read (kubernetes.watch keeps it there)
+            if response is not None:
+                response.shutdown()  # a read blocked in another thread returns (urllib3 >= 2.3)
+            self._thread.join(0.1)
+        if self._thread.is_alive():
+            raise RuntimeError(f"{self._thread.name} did not stop within 10 s")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -82,7 +94,7 @@ class InstantNode:
                 listing = json.loads(raw.data)
                 for job in listing["items"]:
                     self._maybe_complete(job)
-                watch = kubernetes.watch.Watch()
+                self._watch = watch = kubernetes.watch.Watch()
                 for event in watch.stream(
                     self.batch.list_namespaced_job,
                     self.namespace,
@@ -95,6 +107,8 @@ class InstantNode:
                     if self._stop.is_set():
                         break
             except Exception as exc:  # surfaced by the caller
+                if self._stop.is_set():  # the stream was cut by __exit__
+                    return
                 self.errors.append(exc)
                 time.sleep(0.1)
 

@@ -16,14 +16,17 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.ports import PortTakenError, start_on_free_port
+
 ENV_URL = "SWEETSPOT_TEST_DATABASE_URL"
-OPERATOR_ROLE = "sweetspot_operator"
+OPERATOR_ROLE = "sweetspot_operator_" + secrets.token_hex(4)
+"""The operator's role, one per test process: two sessions (or pytest-xdist workers) on one server
+(`SWEETSPOT_TEST_DATABASE_URL`) each set their own role's password, never the other's."""
 OPERATOR_PASSWORD = "operator-" + secrets.token_hex(8)
 
 
@@ -38,17 +41,12 @@ def _bindir() -> Path:
     return Path(candidates[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class PostgresServer:
     def __init__(self) -> None:
         self.bindir = _bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="sweetspot-pg-"))
-        self.port = _free_port()
+        self.port = 0
+        """Chosen by the first `start`; a restart keeps it, as a real server's address stays."""
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
             shutil.chown(self.dir, "postgres")
@@ -75,17 +73,29 @@ class PostgresServer:
         password_file.unlink()
 
     def start(self) -> None:
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "start",
-            "-o",
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1",
-        )
+        """Start on a free port the first time (another one if it was taken meanwhile), then on the same port."""
+        if self.port:
+            self._start_on(self.port)
+        else:
+            self.port = start_on_free_port(self._start_on)
+
+    def _start_on(self, port: int) -> int:
+        log = self.dir / "log"
+        seen = log.stat().st_size if log.exists() else 0
+        try:
+            self._run(
+                str(self.bindir / "pg_ctl"),
+                *("-D", str(self.data), "-l", str(log), "-w", "start"),
+                *("-o", f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1"),
+            )
+        except subprocess.CalledProcessError as exc:
+            with open(log, "rb") as text:
+                text.seek(seen)
+                said = text.read().decode(errors="replace")
+            if "Address already in use" in said:
+                raise PortTakenError(f"PostgreSQL could not bind 127.0.0.1:{port}: {said[-500:]}") from exc
+            raise
+        return port
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -112,9 +122,13 @@ def postgres_url() -> Iterator[str]:
 
 def fresh_database(url: str, name: str, owner: str | None = None) -> str:
     """A new empty database on the server of `url`, so tests do not see each other's studies; with `owner`, the
-    database is that role's and the URL logs in as it (the operator's own role: see `operator_database`)."""
+    database is that role's and the URL logs in as it (the operator's own role: see `operator_database`).
+
+    `name` is a readable prefix: a random suffix makes the database the caller's alone, so a name two tests (or two
+    sessions on one server) both ask for is never dropped under the other."""
     import sqlalchemy
 
+    name = f"{name[:50]}_{secrets.token_hex(4)}"  # PostgreSQL cuts names at 63 bytes
     engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
@@ -136,7 +150,7 @@ def operator_database(url: str, name: str) -> str:
         query = sqlalchemy.text("SELECT 1 FROM pg_roles WHERE rolname = :role")
         if connection.execute(query, {"role": OPERATOR_ROLE}).first() is None:
             connection.execute(sqlalchemy.text(f"CREATE ROLE {OPERATOR_ROLE}"))
-        # Every session makes up its password: a server that outlives it (SWEETSPOT_TEST_DATABASE_URL) gets the new one.
+        # Every process has a role of its own (OPERATOR_ROLE): setting its password touches no other session's.
         connection.execute(sqlalchemy.text(f"ALTER ROLE {OPERATOR_ROLE} LOGIN PASSWORD '{OPERATOR_PASSWORD}'"))
     engine.dispose()
     return fresh_database(url, name, owner=OPERATOR_ROLE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,13 +17,9 @@ from typing import Any
 
 import yaml
 
+from support.ports import PortTakenError, start_on_free_port
+
 RULES = Path(__file__).parents[2] / "charts" / "sweetspot" / "alerts" / "sweetspot.rules.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def binary(name: str) -> str:
@@ -91,41 +86,55 @@ def prometheus(jobs: Mapping[str, Sequence[int]], rule_files: Sequence[Path] = (
         ],
     }
     (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
     log = directory / "prometheus.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                binary("prometheus"),
-                f"--config.file={directory / 'prometheus.yml'}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Prometheus(f"http://127.0.0.1:{port}", process, log)
-    try:
+
+    def start(port: int) -> Prometheus:
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [
+                    binary("prometheus"),
+                    f"--config.file={directory / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--storage.tsdb.retention.time=1h",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        server = Prometheus(f"http://127.0.0.1:{port}", process, log)
         deadline = time.monotonic() + 60
         while True:
             try:
                 with urllib.request.urlopen(f"{server.url}/-/ready", timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return server
             except OSError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Prometheus did not start: {log.read_text()[-2000:]}")
+                stop(process)
+                said = log.read_text()
+                if "address already in use" in said:
+                    raise PortTakenError(f"Prometheus could not listen on 127.0.0.1:{port}")
+                raise RuntimeError(f"Prometheus did not start: {said[-2000:]}")
             time.sleep(0.2)
+
+    server: Prometheus | None = None
+    try:
+        server = start_on_free_port(start)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if server is not None:
+            stop(server.process)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def check_metrics(exposition: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -18,9 +20,21 @@ def test_a_malformed_failpoint_is_refused_with_the_points_named(monkeypatch: pyt
         failpoints._armed()
 
 
-def test_unarmed_points_do_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def reload_failpoints() -> Iterator[Callable[[], ModuleType]]:
+    """Re-import the module, as a fresh process reads the environment; the module as it was afterwards, so later
+    tests see the state (armed point, pass counts, lock) they would have seen without this one."""
+    saved = dict(vars(failpoints))
+    yield lambda: importlib.reload(failpoints)
+    vars(failpoints).clear()
+    vars(failpoints).update(saved)
+
+
+def test_unarmed_points_do_nothing(
+    monkeypatch: pytest.MonkeyPatch, reload_failpoints: Callable[[], ModuleType]
+) -> None:
     monkeypatch.delenv(failpoints.ENV, raising=False)
-    assert importlib.reload(failpoints).ARMED is None
+    assert reload_failpoints().ARMED is None
     for point in failpoints.POINTS:
         failpoints.failpoint(point)  # still alive
 
