@@ -53,7 +53,12 @@ def test_a_study_deleted_while_its_storage_is_down(tmp_path: Path) -> None:
             server.stop()
             delete(api, "back")
             eventually(lambda: not jobs_of(api, "back"), 60, "back's Jobs to go (they need no storage)")
-            time.sleep(8)  # retries meanwhile, every 5 s
+            log = world["operator"].log
+
+            def retries() -> int:
+                return log.read_text(errors="replace").count("the storage did not answer, retrying")
+
+            eventually(lambda: retries() >= 2, 60, "two retries of the deletion")  # one every 5 s
             assert exists(api, "back"), "the resource went while its Optuna study could not be deleted"
             server.start()
             eventually(lambda: not exists(api, "back"), 60, "back to be deleted once the storage answers")
