@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import kubernetes
+import optuna
 import pytest
 
 from sweetspot import jobs
@@ -58,4 +59,10 @@ def test_other_jobs_never_reach_the_operator(tmp_path: Path, postgres_server_url
     }
     assert served, "the operator received none of its own Jobs: the check above proves nothing"
     assert set(served) == set(world["node"].created)  # exactly the study's Jobs, and nothing of anyone else's
+    # Each pod read its own trial's config from its Job's ConfigMap: the hyperparameters Optuna asked for.
+    asked = {t.number: t.params for t in optuna.load_study(study_name="default/mine", storage=world["database"]).trials}
+    configs = world["node"].configs
+    assert set(configs) == set(world["node"].created)
+    for config in configs.values():
+        assert config.hyperparameters.learning_rate == pytest.approx(asked[config.trial]["learningRate"]), config
     assert not set(served) & set(others)

@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 
 from sweetspot import jobs
-from sweetspot.contract import Evaluation, StageResult
+from sweetspot.contract import Evaluation, StageResult, TrialConfig
 from sweetspot.records import RunKey
 
 from support.cluster import MERGE
@@ -62,6 +62,10 @@ class InstantNode:
         self.hold: Callable[[str], bool] = lambda name: False
         """Jobs (by name) left running, as a container that has not finished yet, until `release`d."""
         self.held: dict[str, dict[str, str]] = {}
+        self.configs: dict[str, TrialConfig] = {}
+        """Job name → the trial config its pod read from the Job's ConfigMap."""
+        self.waiting: dict[str, str] = {}
+        """Job name → why its pod cannot start yet (its ConfigMap is missing)."""
         self._done: set[str] = set()
         self._stop = threading.Event()
         self._watch: kubernetes.watch.Watch | None = None
@@ -122,6 +126,9 @@ class InstantNode:
             return
         self._done.add(meta.get("uid", ""))
         try:
+            if not self._read_config(job):
+                self._done.discard(meta.get("uid", ""))  # as a kubelet: the pod waits, the next resync tries again
+                return
             if self.hold(meta["name"]):
                 self.held[meta["name"]] = meta.get("labels") or {}
                 status = {"status": {"active": 1}}
@@ -131,6 +138,26 @@ class InstantNode:
         except kubernetes.client.exceptions.ApiException as exc:
             if exc.status != 404:  # deleted meanwhile, as a kubelet would find it: nothing to complete
                 raise
+
+    def _read_config(self, job: dict[str, Any]) -> bool:
+        """The trial config the pod would get from its ConfigMap, checked against the Job it came with; False while
+        the ConfigMap is missing. A config that does not parse or is another stage's is an error."""
+        name = job["metadata"]["name"]
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        (ref,) = [e["valueFrom"]["configMapKeyRef"] for e in container.get("env", []) if "valueFrom" in e]
+        try:
+            config_map = self.core.read_namespaced_config_map(ref["name"], self.namespace, _preload_content=False)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                self.waiting[name] = f"configmap {ref['name']} not found"
+                return False
+            raise
+        config = TrialConfig.model_validate_json(json.loads(config_map.data)["data"][ref["key"]])
+        key = RunKey.parse(job["metadata"]["labels"][jobs.LABEL_RUN])
+        assert config.stage == key.stage and (key.kind != "trial" or config.trial == key.number), (name, config)
+        self.waiting.pop(name, None)
+        self.configs[name] = config
+        return True
 
     def release(self, name: str) -> None:
         """The held Job's container finishes now."""
