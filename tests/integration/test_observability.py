@@ -66,7 +66,7 @@ def observable(manifest: dict[str, Any]) -> dict[str, Any]:
     manifest["spec"]["search"]["earlyEvaluation"]["promoteTopK"] = 3
     manifest["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
     manifest["spec"]["dataEfficiency"] = {
-        "sampleSizes": [16, 32, 64],
+        "sampleSizes": [8, 16, 32, 64],  # four: a curve of three parameters is fitted to no fewer
         "hold": "steps",
         "tolerance": 0.5,
         "forecast": {"to": [128]},  # the curve panel's band
