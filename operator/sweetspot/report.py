@@ -652,8 +652,8 @@ def learning_curve_figure(report: dict[str, Any]) -> Any:
         title = "Learning curve (not fitted: too few sizes)" if len(points) < MIN_POINTS else "Learning curve"
     else:
         title = "Learning curve" + ("" if spot.get("saturated") else " (not saturated)")
-    # A little headroom above F1 1: a plateau or band at 1 stays visible instead of lying on the frame.
-    axes.set(xscale="log", xlabel="training rows (log scale)", ylabel="micro-F1", ylim=(0, 1.05), title=title)
+    # A margin past F1 0 and 1: a point at 0 (nothing learned yet) or a plateau at 1 stays visible off the frame.
+    axes.set(xscale="log", xlabel="training rows (log scale)", ylabel="micro-F1", ylim=(-0.03, 1.05), title=title)
     ticks = [p["samples"] for p in points] + [p["samples"] for p in ahead]
     axes.set_xticks(ticks, [str(n) for n in ticks])
     axes.minorticks_off()

@@ -30,9 +30,8 @@ def test_every_example_is_a_valid_study(path: Path) -> None:
 
 
 def test_the_quickstart_shows_its_claims() -> None:
-    """`make quickstart` must print a real early-vs-final agreement (rank statistics need `MIN_TRIALS` trials with
-    both scores) and a learning curve with a degree of freedom left (more sizes than the curve's parameters)."""
-    from sweetspot.curve import MIN_POINTS
+    """`make quickstart` must print a real early-vs-final agreement: rank statistics need `MIN_TRIALS` trials with
+    both scores (with 2 promoted it printed "early vs final: n/a")."""
     from sweetspot.policies.guard import MIN_TRIALS
 
     (study,) = load_manifest(EXAMPLES[0].parent / "quickstart.yaml")
@@ -40,7 +39,6 @@ def test_the_quickstart_shows_its_claims() -> None:
     assert early.promote_top_k >= MIN_TRIALS
     # Some trials must still stop early, or judging early saves nothing and the plot shows no stopped trial.
     assert study.spec.search.max_trials > early.promote_top_k
-    assert study.spec.data_efficiency is not None and len(study.spec.data_efficiency.sizes()) >= MIN_POINTS
 
 
 def test_minimal_spec_gets_the_documented_defaults() -> None:

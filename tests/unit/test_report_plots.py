@@ -157,6 +157,8 @@ def test_too_few_sizes_fit_nothing_and_advise_nothing(figures: list[Any]) -> Non
     labels = [line.get_label() for line in axes.get_lines()]
     assert "fitted" not in labels and "fitted plateau" not in labels
     assert "too few sizes" in axes.get_title()
+    low, high = axes.get_ylim()
+    assert low < 0 and high > 1  # a size that learned nothing (F1 0) or a plateau at 1 is not drawn on the frame
 
 
 def test_four_sizes_are_fitted_and_the_plateau_lies_inside_the_frame(figures: list[Any]) -> None:
