@@ -4,7 +4,11 @@ Fine-tuning curves rise steeply, slow down and flatten; with very few rows a mod
 (flat at the label prior, then a rise). Three saturating shapes are fitted: a power law with a plateau,
 `a - b * n**-c`, an exponential approach, `a - b * exp(-n / k)`, and a sigmoid in log n,
 `low + (a - low) / (1 + (m / n)**c)` for curves that start flat; the one with the lowest AIC is kept (the
-sigmoid's fourth parameter must pay for itself, and it needs five sizes).
+sigmoid's fourth parameter must pay for itself).
+A shape is fitted only to more sizes than it has parameters: with as many sizes as parameters a shape passes through
+every point whatever the curve, its residual is zero, and its plateau, gains and advice say nothing about the data.
+So a fit needs `MIN_POINTS` = 4 sizes (one degree of freedom for the three-parameter shapes) and the sigmoid five;
+with fewer, nothing is fitted, no plateau or gain is claimed, and the verdict says `TOO_FEW`.
 The **sweet spot** is the smallest measured size whose fitted score is within `tolerance` of the plateau. A
 plateau is only believed when the curve has reached it inside the measured range: when even the largest size is
 more than `tolerance` below the fitted plateau, the curve has not saturated and no sweet spot is claimed.
@@ -21,7 +25,19 @@ from typing import Literal
 import numpy as np
 
 Shape = Literal["power", "exponential", "sigmoid"]
-MIN_POINTS = 3
+PARAMETERS = 3
+"""Parameters of the smallest shapes (power, exponential)."""
+MIN_POINTS = PARAMETERS + 1
+"""Sizes a learning curve needs before it is fitted: one more than its parameters (one degree of freedom)."""
+TOO_FEW = "too few sizes to fit: add sizes"
+
+
+def too_few(measured: int) -> str:
+    """What a study with too few sizes for a fit is told (no fit, no plateau, no advice)."""
+    return (
+        f"{TOO_FEW} ({measured} measured; a learning curve has {PARAMETERS} parameters, so a fit needs at least "
+        f"{MIN_POINTS})"
+    )
 
 
 @dataclass(frozen=True)
@@ -90,11 +106,11 @@ _SHAPES: dict[Shape, tuple[Callable[..., np.ndarray], tuple[str, ...]]] = {
     "exponential": (_exponential, ("a", "b", "k")),
     "sigmoid": (_sigmoid, ("a", "low", "m", "c")),
 }
-SIGMOID_MIN_POINTS = 5
+SIGMOID_MIN_POINTS = len(_SHAPES["sigmoid"][1]) + 1
 
 
 def fit_curve(points: Sequence[SizeResult]) -> Fit | None:
-    """The best saturating fit by AIC, or None with fewer than three sizes or when no shape converges."""
+    """The best saturating fit by AIC, or None with fewer than `MIN_POINTS` sizes or when no shape converges."""
     if len(points) < MIN_POINTS:
         return None
     # Imported here: only a study with a data-efficiency sweep fits a curve, and scipy.optimize costs the
@@ -132,6 +148,9 @@ def fit_curve(points: Sequence[SizeResult]) -> Fit | None:
     return min(fits, key=lambda f: f[0])[1] if fits else None
 
 
+NO_FIT = "no learning-curve shape fits the measured sizes: no plateau or sweet spot to claim"
+
+
 def _leading_attributes(points: Sequence[SizeResult]) -> dict[int, str]:
     last = points[-1].attribute_scores
     leading: dict[int, str] = {}
@@ -158,7 +177,7 @@ def judge(points: Sequence[SizeResult], tolerance: float) -> Verdict:
         )
     fit = fit_curve(points)
     if fit is None:
-        return Verdict(None, None, False, leading, f"measure at least {MIN_POINTS} sizes to fit a learning curve")
+        return Verdict(None, None, False, leading, too_few(len(points)) if len(points) < MIN_POINTS else NO_FIT)
     largest = points[-1]
     saturated = fit.plateau - fit.predict(largest.samples) <= tolerance
     if not saturated:

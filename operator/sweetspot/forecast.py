@@ -37,7 +37,7 @@ from typing import Literal
 
 import numpy as np
 
-from sweetspot.curve import MIN_POINTS, SIGMOID_MIN_POINTS, SizeResult, fit_curve
+from sweetspot.curve import MIN_POINTS, SIGMOID_MIN_POINTS, SizeResult, fit_curve, too_few
 
 Form = Literal["power", "exponential", "powerlaw", "sigmoid"]
 LEVEL = 0.8
@@ -238,12 +238,12 @@ def learning(points: Sequence[SizeResult]) -> list[SizeResult]:
 def check(points: Sequence[SizeResult], to: Sequence[int], target: float | None) -> None:
     """Raise ForecastError naming the field when the input cannot be forecast."""
     if len(points) < MIN_POINTS:
-        raise ForecastError(f"learningCurve: a forecast needs at least {MIN_POINTS} measured sizes, got {len(points)}")
+        raise ForecastError(f"learningCurve: {too_few(len(points))}")
     learned = learning(points)
     if len(learned) < MIN_POINTS:
         raise ForecastError(
-            f"learningCurve: a forecast needs at least {MIN_POINTS} measured sizes from the first at which something "
-            f"was learned (F1 above 0), got {len(learned)}"
+            f"learningCurve: {too_few(len(learned))}; counted from the first size at which something was learned "
+            "(F1 above 0)"
         )
     largest = max(p.samples for p in points)
     below = [n for n in to if n <= largest]
@@ -457,7 +457,7 @@ def _outlook(
         key=lambda p: p.samples,
     )
     if len(points) < MIN_POINTS:
-        return Outlook(None, {}, f"a forecast needs {MIN_POINTS} measured sizes ({len(points)} so far)", cost_per_label)
+        return Outlook(None, {}, too_few(len(points)), cost_per_label)
     if all(p.score <= 0.0 for p in points):
         return Outlook(None, {}, "nothing learned at any size: nothing to forecast", cost_per_label)
     top = max([*to, points[-1].samples * 4])

@@ -15,7 +15,8 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from sweetspot.api import FineTuneStudy, FineTuneStudySpec
-from sweetspot.policies import early_signal
+from sweetspot.curve import MIN_POINTS
+from sweetspot.policies import early_signal, policy_of
 from sweetspot.policies.guard import MIN_TRIALS, judged_fraction
 from sweetspot.records import Outcome, TrialView
 from sweetspot.search import SearchStore, load_study, open_storage
@@ -115,6 +116,7 @@ def _as_data(
         "best": best,
         "agreement": _camel(asdict(summary.agreement)),
         "computeSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
+        "stages": _stages(resource.spec, trials),
         "learningCurve": curve,
         "sweetSpot": sweet_spot,
         "fittedCurve": _fitted(summary),
@@ -125,6 +127,36 @@ def _as_data(
         else None,
         "zeroShot": next((dict(t.early.zero_shot) for t in trials if t.early and t.early.zero_shot), None),
     }
+
+
+def _stages(spec: FineTuneStudySpec, trials: list[TrialView]) -> list[dict[str, Any]]:
+    """The search's finished stages in the order the planner runs them, each with its objective score and the compute
+    spent by all stages up to it (for best-so-far against compute).
+
+    Records hold no timestamps, so the order is the planner's: with finals run during the search, each trial's final
+    right after its early stage; otherwise every early stage first, then the promoted finals. Stages copied by warm
+    start were another study's compute and are left out, as `computeSeconds.used` leaves them out.
+    """
+    ordered = sorted(trials, key=lambda t: t.number)
+    runs: list[tuple[TrialView, str, Outcome]] = []
+    if policy_of(spec).final_during_search:
+        runs = [(t, stage, o) for t in ordered for stage, o in (("early", t.early), ("final", t.final)) if o]
+    else:
+        runs = [(t, "early", t.early) for t in ordered if t.early] + [(t, "final", t.final) for t in ordered if t.final]
+    stages, spent = [], 0.0
+    for trial, stage, outcome in runs:
+        if stage in trial.copied:
+            continue
+        spent += outcome.compute_seconds
+        stages.append(
+            {
+                "trial": trial.number,
+                "stage": stage,
+                "score": outcome.metric(spec.objective.metric),
+                "computeSeconds": round(spent, 2),
+            }
+        )
+    return stages
 
 
 def _judging(resource: FineTuneStudy, summary: Summary) -> dict[str, Any]:
@@ -383,7 +415,8 @@ def _curve_table(points: list[dict[str, Any]]) -> Any:
     table.add_row("± spread", *(_fmt(p["spread"], 3) for p in points))
     table.add_row("accuracy", *(_fmt(p.get("accuracy"), 3) for p in points))
     table.add_row("repeats", *(str(p["repeats"]) for p in points))
-    table.add_row("gain / +1,000", *(_fmt(p.get("gainPerThousand"), 3) for p in points))
+    if any(p.get("gainPerThousand") is not None for p in points):  # only a fitted curve has gains
+        table.add_row("gain / +1,000", *(_fmt(p.get("gainPerThousand"), 3) for p in points))
     table.add_row("gains most after", *(p.get("leadingAttribute") or "-" for p in points))
     last = points[-1]["attributeF1"]
     names = sorted({a for p in points for a in p["attributeF1"]}, key=lambda a: (last.get(a, 0.0), a))
@@ -462,6 +495,172 @@ def write_tables(report: dict[str, Any], directory: Path) -> list[Path]:
     return written
 
 
+def _padded(values: list[float], fraction: float = 0.08, least: float = 0.02) -> tuple[float, float]:
+    """Axis limits that hold every value with a margin (a single value or a tie gets `least` either side)."""
+    low, high = min(values), max(values)
+    pad = max((high - low) * fraction, least)
+    return low - pad, high + pad
+
+
+def early_vs_final_figure(report: dict[str, Any]) -> Any:
+    """The early signal against the final score; trials stopped early (no final score) in a strip below the finals
+    at their early score, so every trial the study judged is on the plot and inside its limits."""
+    import matplotlib.pyplot as plt
+
+    rows, objective, signal = report["trials"], report.get("objective", "f1"), report["earlySignal"]
+    figure, axes = plt.subplots(figsize=(5, 4.5))
+    both = [r for r in rows if r["early"] is not None and r["final"] is not None]
+    early_only = [r for r in rows if r["early"] is not None and r["final"] is None]
+    xs = [r["early"][signal] for r in both + early_only]
+    finals = [r["final"][objective] for r in both]
+    # The strip lies a quarter of the finals' span below the lowest final, in data coordinates: a tick on the x axis
+    # (axes coordinates) is left out of autoscaling and fell outside the limits. With no final it is the only row.
+    top, bottom = (max(finals), min(finals)) if finals else (0.0, 0.0)
+    strip = bottom - max((top - bottom) * 0.25, 0.05) if finals else 0.0
+    if both:
+        axes.scatter([r["early"][signal] for r in both], finals, label="trained to the end")
+    for r in both:
+        axes.annotate(str(r["trial"]), (r["early"][signal], r["final"][objective]), fontsize=8)
+    if early_only:
+        axes.scatter(
+            [r["early"][signal] for r in early_only],
+            [strip] * len(early_only),
+            marker="x",
+            color="tab:gray",
+            label="stopped early (early score only)",
+        )
+        for r in early_only:
+            axes.annotate(str(r["trial"]), (r["early"][signal], strip), fontsize=8, color="tab:gray")
+        if finals:
+            axes.axhline((strip + bottom) / 2, color="tab:gray", linewidth=0.5, linestyle=":")
+    if xs:
+        axes.set_xlim(*_padded(xs))
+        axes.set_ylim(*_padded([*finals, strip]))
+    if early_only:  # the strip's tick says what it is; the finals keep their own ticks above the divider
+        divider, ceiling = (strip + bottom) / 2, axes.get_ylim()[1]
+        ticks = [t for t in axes.get_yticks() if divider < t <= ceiling] if finals else []
+        axes.set_yticks([strip, *ticks], ["no final", *(f"{t:.2f}" for t in ticks)])
+        axes.set_ylim(*_padded([*finals, strip]))
+    agreement = report["agreement"]
+    rho = _fmt(agreement["spearman"], 2) if agreement["trials"] >= MIN_TRIALS else f"n/a, {agreement['trials']} trials"
+    judged = sorted({r["judgedAt"] for r in rows if r["judgedAt"] is not None}) or [report["earlyFraction"]]
+    axes.set(
+        xlabel=f"early {signal} ({' / '.join(f'{f:.0%}' for f in judged)} of steps; what the study judged on)",
+        ylabel=f"final {objective}",
+        title=f"Early vs final (Spearman {rho})",
+    )
+    axes.legend(loc="best", fontsize=8)
+    return figure
+
+
+def best_so_far_figure(report: dict[str, Any]) -> Any:
+    """The best score so far against the compute all stages spent so far, early and final scores apart: an early
+    score is measured a fraction of the way in, so it is no final score and gets its own line."""
+    import matplotlib.pyplot as plt
+
+    objective = report.get("objective", "f1")
+    better = min if objective == "loss" else max
+    figure, axes = plt.subplots(figsize=(6, 4))
+    stages = report.get("stages") or []
+    spent = [s["computeSeconds"] for s in stages]
+    for stage, style, marker in (("early", "--", "o"), ("final", "-", "s")):
+        mine = [s for s in stages if s["stage"] == stage]
+        if not mine:
+            continue
+        best: float | None = None
+        line_x, line_y = [], []
+        for s in stages:  # the line steps at every stage: compute goes on while the other kind runs
+            if s["stage"] == stage:
+                best = s["score"] if best is None else better(best, s["score"])
+            if best is not None:
+                line_x.append(s["computeSeconds"])
+                line_y.append(best)
+        label = f"best {'early' if stage == 'early' else 'final'} {objective} so far"
+        (line,) = axes.step(line_x, line_y, where="post", linestyle=style, label=label)
+        axes.scatter(
+            [s["computeSeconds"] for s in mine],
+            [s["score"] for s in mine],
+            marker=marker,
+            facecolors="none" if stage == "early" else line.get_color(),
+            edgecolors=line.get_color(),
+            label=f"{stage} stage",
+        )
+    if stages:
+        scores = [s["score"] for s in stages]
+        axes.set_xlim(0, max(spent) * 1.05 or 1.0)
+        axes.set_ylim(*_padded(scores))
+        axes.legend(fontsize=8)
+    axes.set(
+        xlabel="compute seconds spent by all stages so far",
+        ylabel=objective,
+        title=f"Best {objective} so far against compute",
+    )
+    return figure
+
+
+def learning_curve_figure(report: dict[str, Any]) -> Any:
+    """The measured learning curve, its fit and plateau (only when fitted), the forecast band and the target."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    points = report["learningCurve"]
+    axes.errorbar(
+        [p["samples"] for p in points],
+        [p["f1"] for p in points],
+        yerr=[p["spread"] for p in points],
+        marker="o",
+        capsize=3,
+        label="micro-F1 (mean ± sd over repeats)",
+    )
+    if report["fittedCurve"]:
+        xs, ys = zip(*report["fittedCurve"], strict=True)
+        axes.plot(xs, ys, color="black", linewidth=0.8, label="fitted")
+    last = points[-1]["attributeF1"]
+    for attribute in sorted(last, key=lambda a: (last[a], a))[:6]:  # the weakest: where gains are left
+        axes.plot(
+            [p["samples"] for p in points],
+            [p["attributeF1"].get(attribute) for p in points],
+            alpha=0.5,
+            linestyle="--",
+            label=attribute,
+        )
+    band = report.get("forecastCurve") or []
+    if band:
+        sizes = [p["samples"] for p in band]
+        axes.fill_between(sizes, [p["low"] for p in band], [p["high"] for p in band], alpha=0.2, label="80% band")
+        axes.plot(sizes, [p["f1"] for p in band], color="tab:blue", linestyle="--", linewidth=0.8, label="forecast")
+    ahead = (report.get("forecast") or {}).get("points") or []
+    if ahead:
+        axes.errorbar(
+            [p["samples"] for p in ahead],
+            [p["f1"] for p in ahead],
+            yerr=[[p["f1"] - p["low"] for p in ahead], [p["high"] - p["f1"] for p in ahead]],
+            fmt="s",
+            color="tab:blue",
+            mfc="white",
+            capsize=3,
+            label="forecast at forecast.to",
+        )
+    if report.get("target") is not None:
+        axes.axhline(report["target"], color="tab:red", linewidth=0.8, label=f"target F1 {report['target']:.2f}")
+    spot = report["sweetSpot"] or {}
+    if spot.get("samples"):
+        axes.axvline(spot["samples"], color="gray", linestyle=":", label=f"sweet spot ({spot['samples']})")
+    if spot.get("plateau") is not None:
+        axes.axhline(spot["plateau"], color="gray", linewidth=0.5, label="fitted plateau")
+    if not spot.get("fit"):
+        title = "Learning curve (not fitted: too few sizes)" if len(points) < MIN_POINTS else "Learning curve"
+    else:
+        title = "Learning curve" + ("" if spot.get("saturated") else " (not saturated)")
+    # A margin past F1 0 and 1: a point at 0 (nothing learned yet) or a plateau at 1 stays visible off the frame.
+    axes.set(xscale="log", xlabel="training rows (log scale)", ylabel="micro-F1", ylim=(-0.03, 1.05), title=title)
+    ticks = [p["samples"] for p in points] + [p["samples"] for p in ahead]
+    axes.set_xticks(ticks, [str(n) for n in ticks])
+    axes.minorticks_off()
+    axes.legend(fontsize=7)
+    return figure
+
+
 def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
     """PNG plots: the early signal against the final score, best so far against compute, the best trial per
     attribute, the learning curve."""
@@ -480,55 +679,9 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
 
-    rows = report["trials"]
-    objective, signal = report.get("objective", "f1"), report["earlySignal"]
-    if rows:  # a sweep with fixed hyperparameters has no trials
-        figure, axes = plt.subplots(figsize=(5, 4.5))
-        both = [r for r in rows if r["early"] is not None and r["final"] is not None]
-        early_only = [r for r in rows if r["early"] is not None and r["final"] is None]
-        axes.scatter(
-            [r["early"][signal] for r in both], [r["final"][objective] for r in both], label="trained to the end"
-        )
-        for r in both:
-            axes.annotate(str(r["trial"]), (r["early"][signal], r["final"][objective]), fontsize=8)
-        # Trials stopped early have no final score: a tick on the x axis, not a point at 0.
-        axes.scatter(
-            [r["early"][signal] for r in early_only],
-            [0.02] * len(early_only),
-            marker="|",
-            s=200,
-            transform=axes.get_xaxis_transform(),
-            label="stopped early (no final score)",
-        )
-        agreement = report["agreement"]
-        rho = (
-            _fmt(agreement["spearman"], 2)
-            if agreement["trials"] >= MIN_TRIALS
-            else f"n/a, {agreement['trials']} trials"
-        )
-        judged = sorted({r["judgedAt"] for r in rows if r["judgedAt"] is not None}) or [report["earlyFraction"]]
-        axes.set(
-            xlabel=f"early {signal} ({' / '.join(f'{f:.0%}' for f in judged)} of steps; what the study judged on)",
-            ylabel=f"final {objective}",
-            title=f"Early vs final (Spearman {rho})",
-        )
-        axes.legend(loc="best", fontsize=8)
-        save(figure, "early_vs_final.png")
-
-        figure, axes = plt.subplots(figsize=(6, 4))
-        best, seconds, curve_x, curve_y = None, 0.0, [], []
-        for r in rows:
-            seconds += r["seconds"] or 0.0
-            scored = r["final"] or r["early"]
-            score = scored["f1"] if scored else None
-            if score is not None and (best is None or score > best):
-                best = score
-            if best is not None:
-                curve_x.append(seconds)
-                curve_y.append(best)
-        axes.step(curve_x, curve_y, where="post")
-        axes.set(xlabel="compute seconds spent", ylabel="best F1 so far", title="Best so far against compute")
-        save(figure, "best_so_far.png")
+    if report["trials"]:  # a sweep with fixed hyperparameters has no trials
+        save(early_vs_final_figure(report), "early_vs_final.png")
+        save(best_so_far_figure(report), "best_so_far.png")
 
     if report["best"]:
         best_trial = report["best"]
@@ -540,57 +693,5 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
         save(figure, "best_per_attribute.png")
 
     if report["learningCurve"]:
-        figure, axes = plt.subplots(figsize=(6, 4))
-        points = report["learningCurve"]
-        axes.errorbar(
-            [p["samples"] for p in points],
-            [p["f1"] for p in points],
-            yerr=[p["spread"] for p in points],
-            marker="o",
-            capsize=3,
-            label="micro-F1 (mean ± sd over repeats)",
-        )
-        if report["fittedCurve"]:
-            xs, ys = zip(*report["fittedCurve"], strict=True)
-            axes.plot(xs, ys, color="black", linewidth=0.8, label="fitted")
-        last = points[-1]["attributeF1"]
-        for attribute in sorted(last, key=lambda a: (last[a], a))[:6]:  # the weakest: where gains are left
-            axes.plot(
-                [p["samples"] for p in points],
-                [p["attributeF1"].get(attribute) for p in points],
-                alpha=0.5,
-                linestyle="--",
-                label=attribute,
-            )
-        band = report.get("forecastCurve") or []
-        if band:
-            sizes = [p["samples"] for p in band]
-            axes.fill_between(sizes, [p["low"] for p in band], [p["high"] for p in band], alpha=0.2, label="80% band")
-            axes.plot(sizes, [p["f1"] for p in band], color="tab:blue", linestyle="--", linewidth=0.8, label="forecast")
-        ahead = (report.get("forecast") or {}).get("points") or []
-        if ahead:
-            axes.errorbar(
-                [p["samples"] for p in ahead],
-                [p["f1"] for p in ahead],
-                yerr=[[p["f1"] - p["low"] for p in ahead], [p["high"] - p["f1"] for p in ahead]],
-                fmt="s",
-                color="tab:blue",
-                mfc="white",
-                capsize=3,
-                label="forecast at forecast.to",
-            )
-        if report.get("target") is not None:
-            axes.axhline(report["target"], color="tab:red", linewidth=0.8, label=f"target F1 {report['target']:.2f}")
-        spot = report["sweetSpot"] or {}
-        if spot.get("samples"):
-            axes.axvline(spot["samples"], color="gray", linestyle=":", label=f"sweet spot ({spot['samples']})")
-        if spot.get("plateau") is not None:
-            axes.axhline(spot["plateau"], color="gray", linewidth=0.5, label="fitted plateau")
-        title = "Learning curve" + ("" if spot.get("saturated", True) else " (not saturated)")
-        axes.set(xscale="log", xlabel="training rows (log scale)", ylabel="micro-F1", ylim=(0, 1), title=title)
-        ticks = [p["samples"] for p in points] + [p["samples"] for p in ahead]
-        axes.set_xticks(ticks, [str(n) for n in ticks])
-        axes.minorticks_off()
-        axes.legend(fontsize=7)
-        save(figure, "learning_curve.png")
+        save(learning_curve_figure(report), "learning_curve.png")
     return written

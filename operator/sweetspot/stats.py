@@ -33,7 +33,8 @@ class Agreement:
     kendall: float | None
     top_k: int
     top_k_overlap: int | None
-    """How many of the top k by early score are also in the top k by final score."""
+    """How many of the top k by early score are also in the top k by final score; k is below the number of trials
+    (at most `TOP_K_OVERLAP`), since the top k of k trials always overlap fully and would claim agreement for free."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def _finite(value: float) -> float | None:
 def agreement(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Agreement:
     signal = early_signal(spec)
     both = [t for t in trials if t.early is not None and t.final is not None]
-    k = min(TOP_K_OVERLAP, len(both))
+    k = min(TOP_K_OVERLAP, max(len(both) - 1, 0))
     if len(both) < MIN_TRIALS:  # over 2 trials a rank correlation is only ever -1 or 1: no evidence either way
         return Agreement(len(both), None, None, k, None)
     # Rank so that higher is better on both sides (loss is lower-is-better).

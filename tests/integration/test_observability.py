@@ -66,7 +66,7 @@ def observable(manifest: dict[str, Any]) -> dict[str, Any]:
     manifest["spec"]["search"]["earlyEvaluation"]["promoteTopK"] = 3
     manifest["spec"]["objective"] = {"metric": "loss", "direction": "minimize"}
     manifest["spec"]["dataEfficiency"] = {
-        "sampleSizes": [16, 32, 64],
+        "sampleSizes": [8, 16, 32, 64],  # four: a curve of three parameters is fitted to no fewer
         "hold": "steps",
         "tolerance": 0.5,
         "forecast": {"to": [128]},  # the curve panel's band
@@ -177,7 +177,7 @@ def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, 
             empty = empty_panels(server, "sweetspot-study.json", {"namespace": NAMESPACE, "study": "good"})
             assert empty == [], "\n".join(empty)
             curve = server.query('sweetspot_learning_curve_f1{study="good"}')
-            assert sorted(int(s["metric"]["samples"]) for s in curve) == [16, 32, 64]
+            assert sorted(int(s["metric"]["samples"]) for s in curve) == [8, 16, 32, 64]
             finals = server.query('sweetspot_trial_f1{study="good", stage="final"}')
             assert len(finals) == 3 and all(0 <= float(s["value"][1]) <= 1 for s in finals)
             accuracies = server.query('sweetspot_trial_accuracy{study="good", stage="final"}')

@@ -29,6 +29,18 @@ def test_every_example_is_a_valid_study(path: Path) -> None:
     assert studies[0].spec.search.max_trials >= studies[0].spec.search.early_evaluation.promote_top_k
 
 
+def test_the_quickstart_shows_its_claims() -> None:
+    """`make quickstart` must print a real early-vs-final agreement: rank statistics need `MIN_TRIALS` trials with
+    both scores (with 2 promoted it printed "early vs final: n/a")."""
+    from sweetspot.policies.guard import MIN_TRIALS
+
+    (study,) = load_manifest(EXAMPLES[0].parent / "quickstart.yaml")
+    early = study.spec.search.early_evaluation
+    assert early.promote_top_k >= MIN_TRIALS
+    # Some trials must still stop early, or judging early saves nothing and the plot shows no stopped trial.
+    assert study.spec.search.max_trials > early.promote_top_k
+
+
 def test_minimal_spec_gets_the_documented_defaults() -> None:
     spec = FineTuneStudySpec.model_validate(
         {"model": {"builtin": "tiny"}, "dataset": {"train": {"builtin": "product-pages"}}}

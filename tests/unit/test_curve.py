@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweetspot.curve import SizeResult, fit_curve, judge
+from sweetspot.curve import MIN_POINTS, TOO_FEW, SizeResult, fit_curve, judge
 
 SIZES = [50, 100, 200, 500, 1000, 2000, 4000, 6500, 10000]
 
@@ -57,7 +57,21 @@ def test_a_curve_that_never_saturates_gets_no_sweet_spot() -> None:
 
 def test_too_few_sizes_are_said_so() -> None:
     verdict = judge([SizeResult(100, 0.5), SizeResult(200, 0.6)], tolerance=0.01)
-    assert verdict.fit is None and verdict.sweet_spot is None and "at least 3 sizes" in verdict.recommendation
+    assert verdict.fit is None and verdict.sweet_spot is None
+    assert verdict.recommendation.startswith("too few sizes to fit: add sizes (2 measured")
+
+
+def test_as_many_sizes_as_parameters_get_no_fit_and_no_advice() -> None:
+    """The quickstart's old three sizes: a three-parameter shape passes through them exactly, so its plateau (it
+    printed 1.000) and its advice ("label more data") came from the shape, not the data."""
+    three = [SizeResult(50, 0.22), SizeResult(150, 0.41), SizeResult(300, 0.52)]
+    assert fit_curve(three) is None
+    verdict = judge(three, tolerance=0.01)
+    assert verdict.fit is None and verdict.sweet_spot is None and not verdict.saturated
+    assert verdict.recommendation.startswith(TOO_FEW) and "label more data" not in verdict.recommendation
+    # One more size leaves a degree of freedom: now a shape is fitted, and its residual means something.
+    four = [*three, SizeResult(600, 0.58)]
+    assert len(four) == MIN_POINTS and fit_curve(four) is not None
 
 
 def test_a_curve_flat_at_zero_is_nothing_learned_not_a_sweet_spot() -> None:

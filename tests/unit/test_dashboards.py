@@ -43,7 +43,7 @@ def exported_names() -> set[str]:
             "dataset": {"train": {"builtin": "product-pages"}},
             "search": {"budget": {"gpuHours": 1}},
             "dataEfficiency": {
-                "sampleSizes": [100, 200, 400],
+                "sampleSizes": [50, 100, 200, 400],
                 "tolerance": 0.05,
                 "forecast": {"to": [800]},
                 "target": {"f1": 0.72},
@@ -57,7 +57,7 @@ def exported_names() -> set[str]:
         )
 
     trials = [TrialView(n, "complete", {}, result(0.2 + n / 10), result(0.5 + n / 10)) for n in range(3)]
-    sweep = [SweepView(n, result(a)) for n, a in ((100, 0.6), (200, 0.7), (400, 0.71))]
+    sweep = [SweepView(n, result(a)) for n, a in ((50, 0.4), (100, 0.6), (200, 0.7), (400, 0.71))]
     metrics.publish(StudyState.of("ns", "s", spec, trials, sweep, "Succeeded"))
     # A study that predicts final scores (promote: predicted): early curves, and enough finals to check intervals.
     predicting = spec.model_copy(

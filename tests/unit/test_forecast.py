@@ -109,9 +109,12 @@ def test_bad_input_names_the_field(to: list[int], target: float | None, field: s
         forecast(measured(), to, target)
 
 
-def test_two_sizes_are_too_few() -> None:
-    with pytest.raises(ForecastError, match="at least 3 measured sizes"):
-        forecast(measured()[:2], [800])
+def test_as_many_sizes_as_parameters_are_too_few() -> None:
+    """Three sizes and three-parameter forms: every form passes through every point, so nothing is forecast."""
+    for few in (measured()[:2], measured()[:3]):
+        with pytest.raises(ForecastError, match="too few sizes to fit: add sizes"):
+            forecast(few, [800])
+    assert forecast(measured(), [800]).sizes
 
 
 def test_the_outlook_forecasts_the_late_gain_attribute_and_prices_the_labels() -> None:
@@ -131,9 +134,10 @@ def test_the_outlook_forecasts_the_late_gain_attribute_and_prices_the_labels() -
     assert outlook([point(n) for n in SIZES], [1600], 0.78, cost_per_label=0.25) is view
 
 
-def test_an_outlook_before_three_sizes_says_so() -> None:
-    view = outlook(measured()[:2], [1600], 0.78)
-    assert view.overall is None and "3 measured sizes" in view.message
+def test_an_outlook_before_four_sizes_says_so() -> None:
+    view = outlook(measured()[:3], [1600], 0.78)
+    assert view.overall is None and view.attributes == {}
+    assert view.message.startswith("too few sizes to fit: add sizes (3 measured")
     flat = [SizeResult(n, 0.0, 0.0, 2) for n in SIZES]
     assert "nothing learned" in outlook(flat, [1600], 0.5).message
 
@@ -155,9 +159,9 @@ def test_the_horizon_bounds_the_rows_a_target_may_need() -> None:
 
 
 def test_sizes_before_the_onset_of_learning_are_not_fitted() -> None:
-    onset = [SizeResult(25, 0.0, 0.0, 2), SizeResult(50, 0.0, 0.0, 2), *measured()[1:]]
+    onset = [SizeResult(20, 0.0, 0.0, 2), SizeResult(25, 0.0, 0.0, 2), *measured()]
     with_zeros = forecast(onset, [1600]).sizes[0].f1
-    assert with_zeros == forecast(measured()[1:], [1600]).sizes[0].f1
+    assert with_zeros == forecast(measured(), [1600]).sizes[0].f1
     too_early = [SizeResult(25, 0.0, 0.0, 2), SizeResult(50, 0.0, 0.0, 2), *measured()[:2]]
     with pytest.raises(ForecastError, match="something was learned"):
         forecast(too_early, [1600])
