@@ -63,3 +63,19 @@ def test_decoding_picks_the_most_confident_span(task: ExtractiveTask) -> None:
     for t in zenora[1:]:
         logits[t, b_brand + 1] = 9.0
     assert task.decode(logits, encoded.offsets, row.input)["brand"] == "Zenora"
+
+
+def test_a_span_cut_inside_a_word_comes_back_whole(task: ExtractiveTask) -> None:
+    """The model tagged only the subword `##vo` of "Kelvo" and stopped at "$24." of "$24.50": the values come back
+    as written on the page; a span that ends inside a word stays as tagged (gold values do that)."""
+    text = "Aurora kettle by Kelvo, only $24.50 for Mens sizes"
+    encoded = task.encode(Row("r", text, {}))
+    names = label_names(ATTRIBUTES)
+    labels = [0 if a < b else IGNORE for a, b in encoded.offsets]
+    for fragment, attribute in (("vo", "brand"), ("$24.", "price"), ("Men", "name")):
+        start = text.index(fragment)
+        tokens = [t for t, (a, b) in enumerate(encoded.offsets) if a < b and start <= a < start + len(fragment)]
+        for t in tokens:
+            labels[t] = names.index(f"{'B' if t == tokens[0] else 'I'}-{attribute}")
+    decoded = task.decode(_one_hot(labels, len(task.labels)), encoded.offsets, text)
+    assert (decoded["brand"], decoded["price"], decoded["name"]) == ("Kelvo", "$24.50", "Men")
