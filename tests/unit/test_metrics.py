@@ -12,34 +12,29 @@ from sweetspot.api import FineTuneStudySpec
 from sweetspot.metrics import Metrics, StudyState
 from sweetspot.records import Outcome, SweepView, TrialView
 
+from support.builders import outcome as outcome_of
+from support.builders import study_spec
+
 Series = dict[str, list[tuple[dict[str, str], float]]]
 
 
 def spec(max_trials: int = 4, **early: object) -> FineTuneStudySpec:
-    return FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}},
-            "search": {"maxTrials": max_trials, "earlyEvaluation": {"promoteTopK": 2, **early}},
-            "dataEfficiency": {"sampleSizes": [50, 100, 200, 400], "repeats": 2, "tolerance": 0.02},
-        }
+    return study_spec(
+        {"maxTrials": max_trials, "earlyEvaluation": {"promoteTopK": 2, **early}},
+        dataEfficiency={"sampleSizes": [50, 100, 200, 400], "repeats": 2, "tolerance": 0.02},
     )
 
 
 def outcome(score: float, seconds: float = 10.0, step: int = 20, attributes: dict[str, float] | None = None) -> Outcome:
     """F1 `score` (precision a little higher, recall a little lower), accuracy `score + 0.05`."""
     per_attribute = attributes if attributes is not None else {"brand": score, "rating": score / 2}
-    return Outcome(
-        round(score + 0.05, 4),
-        1 - score,
-        score,
-        {},
-        seconds,
-        0.0,
-        step,
-        100,
-        300,
+    return outcome_of(
         f1=score,
+        accuracy=round(score + 0.05, 4),
+        token_f1=score,
+        loss=1 - score,
+        seconds=seconds,
+        step=step,
         precision=round(score + 0.01, 4),
         recall=round(score - 0.01, 4),
         attribute_f1=per_attribute,

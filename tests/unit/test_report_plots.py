@@ -25,6 +25,8 @@ from sweetspot.report import (
 )
 from sweetspot.stats import summarize
 
+from support.builders import outcome as outcome_of
+
 matplotlib.use("Agg")  # no display: what write_plots uses too
 
 
@@ -43,7 +45,7 @@ def spec(sizes: list[int]) -> FineTuneStudySpec:
 
 
 def outcome(f1: float, loss: float, seconds: float, step: int = 25) -> Outcome:
-    return Outcome(f1, loss, f1, {}, seconds, 0.0, step, 100, 300, f1=f1)
+    return outcome_of(f1=f1, loss=loss, seconds=seconds, step=step)
 
 
 # Three promoted trials with early losses 0.40-0.60; two stopped with far worse early losses (1.5, 2.5), outside
@@ -63,7 +65,7 @@ def report(sizes: list[int], scores: list[float]) -> dict[str, Any]:
         {"apiVersion": "sweetspot.dev/v1alpha1", "kind": "FineTuneStudy", "metadata": {"name": "s"}, "spec": study}
     )
     sweep = [
-        SweepView(n, Outcome(a, 0.5, a, {}, 5.0, 0.0, 100, 100, n, f1=a, attribute_f1={"brand": a}))
+        SweepView(n, outcome_of(f1=a, seconds=5.0, step=100, samples=n, attribute_f1={"brand": a}))
         for n, a in zip(sizes, scores, strict=True)
     ]
     return _as_data(resource, {"phase": "Succeeded"}, TRIALS, summarize(study, TRIALS, sweep))

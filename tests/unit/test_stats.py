@@ -8,21 +8,20 @@ from sweetspot.api import FineTuneStudySpec
 from sweetspot.records import Outcome, SweepView, TrialView
 from sweetspot.stats import agreement, curve_data, progress, summarize
 
+from support.builders import outcome as outcome_of
+from support.builders import study_spec
+
 
 def spec(**early: object) -> FineTuneStudySpec:
-    return FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}},
-            "search": {"maxTrials": 4, "earlyEvaluation": {"promoteTopK": 2, **early}},
-            "dataEfficiency": {"sampleSizes": [100, 200, 400], "tolerance": 0.02},
-        }
+    return study_spec(
+        {"maxTrials": 4, "earlyEvaluation": {"promoteTopK": 2, **early}},
+        dataEfficiency={"sampleSizes": [100, 200, 400], "tolerance": 0.02},
     )
 
 
 def outcome(score: float, loss: float = 0.5, seconds: float = 10.0, step: int = 20, planned: int = 100) -> Outcome:
     """F1 (the default objective) and accuracy both `score`."""
-    return Outcome(score, loss, score, {}, seconds, 0.0, step, planned, 300, f1=score)
+    return outcome_of(f1=score, loss=loss, seconds=seconds, step=step, planned_steps=planned)
 
 
 def done(number: int, early: float, final: float | None) -> TrialView:
@@ -80,7 +79,9 @@ def test_counts_and_compute_saved_by_judging_early() -> None:
 def test_the_curve_averages_repeats_and_fits_a_sweet_spot() -> None:
     def point(samples: int, f1: float, repeat: int, rating: float) -> SweepView:
         per_attribute = {"brand": 0.9, "rating": rating}
-        measured = Outcome(f1 + 0.1, 0.5, f1, {}, 10.0, 0.0, 100, 100, samples, f1=f1, attribute_f1=per_attribute)
+        measured = outcome_of(
+            f1=f1, accuracy=f1 + 0.1, token_f1=f1, step=100, samples=samples, attribute_f1=per_attribute
+        )
         return SweepView(samples, measured, repeat=repeat)
 
     sweep = [
@@ -117,15 +118,12 @@ def test_progress_line_tells_the_best_so_far_and_time_to_go() -> None:
 
 
 def test_progress_of_a_sweep_alone_counts_runs_and_estimates_time() -> None:
-    fixed = FineTuneStudySpec.model_validate(
-        {
-            "model": {"builtin": "tiny"},
-            "dataset": {"train": {"builtin": "product-pages"}},
-            "dataEfficiency": {"sampleSizes": [100, 200, 400], "hyperparameters": "fixed", "params": {"epochs": 1}},
-        }
+    fixed = study_spec(
+        dataEfficiency={"sampleSizes": [100, 200, 400], "hyperparameters": "fixed", "params": {"epochs": 1}}
     )
     sweep = [
-        SweepView(n, Outcome(a, 0.5, a, {}, 10.0 + n / 10, 0.0, 10, 10, n, f1=a)) for n, a in ((100, 0.5), (200, 0.6))
+        SweepView(n, outcome_of(f1=a, seconds=10.0 + n / 10, step=10, planned_steps=10, samples=n))
+        for n, a in ((100, 0.5), (200, 0.6))
     ]
     # 10 s + 0.1 s per row, fitted from the two runs: the 400-row run takes about 50 s.
     assert progress(fixed, [], sweep) == "2/3 learning-curve runs done, F1 100: 0.500, 200: 0.600, ETA ~0.8 min"
@@ -168,7 +166,7 @@ def test_the_forecast_reaches_the_status_and_the_recommendation() -> None:
         }
     )
     sweep = [
-        SweepView(n, Outcome(a, 0.5, a, {}, 10.0, 0.0, 100, 100, n, f1=a), repeat=r)
+        SweepView(n, outcome_of(f1=a, step=100, samples=n), repeat=r)
         for n, a in ((50, 0.50), (100, 0.60), (200, 0.68), (400, 0.72))
         for r in range(2)
     ]
