@@ -18,7 +18,7 @@ Reported: the share of measured values inside the 80% band (goal: at least 70%),
 band's middle, by how far it extrapolates (the size over the largest fitted one; goal: at most 0.03 F1 at 4x).
 
     python -m benchmarks forecast [--data examples/ae-110k | --data builtin] [--json out.json]
-    python -m benchmarks forecast --collect .sweetspot/forecast/default-forecast-builtin   (rebuild the replay)
+    python -m benchmarks forecast --collect .sweetspot/core/forecast/default-forecast-builtin   (rebuild the replay)
 
 It ends with the AE-110k answer: the whole curve, forecast to 2x, 4x and 8x the titles there are, and how many titles
 reach F1 0.75 and 0.80.
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweetspot.curve import MIN_POINTS, SizeResult
-from sweetspot.forecast import ForecastError, forecast, learning
+from sweetspot.core.curve import MIN_POINTS, SizeResult
+from sweetspot.core.forecast import ForecastError, forecast, learning
 
 DATA = Path(__file__).parent / "data"
 SETS = {"ae-110k": DATA / "forecast_ae110k.json", "builtin": DATA / "forecast_builtin.json"}

@@ -62,15 +62,16 @@ from typing import Any
 import optuna
 from scipy import stats as scipy_stats
 
-from sweetspot.api import EarlyEvaluation, FineTuneStudy
+from sweetspot.api.resource import FineTuneStudy
+from sweetspot.api.search import EarlyEvaluation
 from sweetspot.contract import Evaluation, StageResult
-from sweetspot.loop import settle
-from sweetspot.planner import best_trial
-from sweetspot.policies import study_direction
-from sweetspot.policies.predict import extrapolate
-from sweetspot.records import RunKey, RunView, StartRun
-from sweetspot.runtime import Runtime
-from sweetspot.search import SearchStore, distributions, make_pruner, make_sampler, study_key
+from sweetspot.core.loop import settle
+from sweetspot.core.planner import best_trial
+from sweetspot.core.policies.predict import extrapolate
+from sweetspot.core.policies.registry import study_direction
+from sweetspot.core.records import RunKey, RunView, StartRun
+from sweetspot.core.runtime import Runtime
+from sweetspot.storage.search import SearchStore, distributions, make_pruner, make_sampler, study_key
 
 DEFAULT_STRATEGY = "sweetspot-default"
 """The row of Sweetspot as shipped: `proxy` with every `earlyEvaluation` and `search` default."""

@@ -32,9 +32,10 @@ from typing import Any
 
 import optuna
 
-from sweetspot.api import DEFAULT_SEARCH_SPACE, FineTuneStudySpec
+from sweetspot.api.search import DEFAULT_SEARCH_SPACE
+from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.contract import StageResult, TrialConfig
-from sweetspot.search import distributions
+from sweetspot.storage.search import distributions
 
 CHECKPOINTS = [round(0.1 * k, 1) for k in range(1, 11)]
 DEFAULT_OUT = Path(__file__).parent / "data" / "hpo_table.json"
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "description": "Validation accuracy, loss and training seconds at 10 checkpoints of each configuration",
         "command": "python -m benchmarks hpo-table " + " ".join(argv if argv is not None else sys.argv[1:]),
         "task": TASK,
-        "space": "sweetspot.api.DEFAULT_SEARCH_SPACE, scrambled Sobol sample (optuna QMCSampler, seed 0)",
+        "space": "sweetspot.api.search.DEFAULT_SEARCH_SPACE, scrambled Sobol sample (optuna QMCSampler, seed 0)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {threads} thread(s) per run",
         "versions": {name: metadata.version(name) for name in VERSIONS} | {"python": platform.python_version()},
         "configs": [row(i, configs[i], results[i]) for i in sorted(results)],

@@ -15,9 +15,9 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.metrics import Metrics, StudyState
-from sweetspot.records import Outcome, SweepView, TrialView
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.records import Outcome, SweepView, TrialView
+from sweetspot.observe.metrics import Metrics, StudyState
 
 ATTRIBUTES = ("brand", "color", "price", "rating")
 

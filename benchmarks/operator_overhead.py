@@ -35,7 +35,7 @@ import kubernetes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from sweetspot import jobs
+from sweetspot.cluster import jobs
 
 from support.cluster import MERGE, RunningCluster
 from support.instant_node import InstantNode

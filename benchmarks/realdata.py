@@ -255,7 +255,7 @@ def configuration_table(data: Data, plan: Plan, workdir: Path, workers: int, thr
         "configuration of the default search space",
         "metric": "f1",
         "task": {"model": "builtin: tiny", "data": "AE-110k (examples/ae-110k)", "plan": plan.__dict__},
-        "space": "sweetspot.api.DEFAULT_SEARCH_SPACE, scrambled Sobol sample (optuna QMCSampler, seed 0)",
+        "space": "sweetspot.api.search.DEFAULT_SEARCH_SPACE, scrambled Sobol sample (optuna QMCSampler, seed 0)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {threads} thread(s) per run",
         "versions": {name: metadata.version(name) for name in VERSIONS} | {"python": platform.python_version()},
         "configs": [hpo_table.row(i, configs[i], r, checkpoints) for i, r in enumerate(results)],

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweetspot import __version__
-from sweetspot.api import FineTuneStudy, cluster_warnings
+from sweetspot.api.crd import crd_yaml, reference_markdown
+from sweetspot.api.manifest import FieldError, LocatedStudy, Location, ManifestError, load_located
+from sweetspot.api.resource import FineTuneStudy
+from sweetspot.api.spec import cluster_warnings
 from sweetspot.contract import (
     CHECK_DATA_BAD_ROWS_HELP,
     CHECK_DATA_DESCRIPTION,
@@ -25,8 +28,6 @@ from sweetspot.contract import (
     EXIT_FAILED,
     EXIT_OK,
 )
-from sweetspot.crd import crd_yaml, reference_markdown
-from sweetspot.manifest import FieldError, LocatedStudy, Location, ManifestError, load_located
 
 BEST_ADAPTER = "best-adapter"
 """The folder under a local study's results that holds the best trial's adapter."""
@@ -123,7 +124,7 @@ def study_data(study: FineTuneStudy, base: Path) -> StudyData:
 
 
 def _trainer_module() -> str:
-    from sweetspot.local import TRAINER_MODULE_ENV
+    from sweetspot.local.runner import TRAINER_MODULE_ENV
 
     return os.environ.get(TRAINER_MODULE_ENV, "sweetspot_trainer")
 
@@ -230,9 +231,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from sweetspot import report
-    from sweetspot.local import LocalRuntime, run_study
-    from sweetspot.search import WARM_START_FAILED, SearchStore, StorageError, safe_url
+    from sweetspot.local.runner import LocalRuntime, run_study
+    from sweetspot.report import study as report
+    from sweetspot.storage.search import WARM_START_FAILED, SearchStore, StorageError, safe_url
 
     console = Console(stderr=True, highlight=False)
     studies = _studies(args.manifest)
@@ -275,7 +276,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     publish = None
     if args.metrics_port:
-        from sweetspot import metrics
+        from sweetspot.observe import metrics
 
         server = metrics.serve(args.metrics_port, args.metrics_address)
         console.print(f"metrics on http://{args.metrics_address}:{server.server_port}/metrics")
@@ -375,8 +376,8 @@ def _report(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from sweetspot import report
-    from sweetspot.search import StorageError
+    from sweetspot.report import study as report
+    from sweetspot.storage.search import StorageError
 
     local = (Path(args.workdir) / "studies.db").resolve()
     if args.storage is None and not local.exists():
@@ -404,10 +405,10 @@ def _report(args: argparse.Namespace) -> int:
 def _render(args: argparse.Namespace) -> int:
     import yaml
 
-    from sweetspot.kube_runtime import runtime_for
-    from sweetspot.memory import Memories
-    from sweetspot.records import RunKey, StartRun
-    from sweetspot.search import preview_params
+    from sweetspot.cluster.memory import Memories
+    from sweetspot.cluster.runtimes import runtime_for
+    from sweetspot.core.records import RunKey, StartRun
+    from sweetspot.storage.search import preview_params
 
     studies = _studies(args.manifest)
     if studies is None:
@@ -427,15 +428,15 @@ def _operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    import sweetspot.handlers  # noqa: F401 - registers the operator's handlers with kopf
-    from sweetspot import kube
+    import sweetspot.cluster.handlers  # noqa: F401 - registers the operator's handlers with kopf
+    from sweetspot.cluster import kube
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
     kube.load_config()
     if args.metrics_port:
-        from sweetspot import metrics
+        from sweetspot.observe import metrics
 
         server = metrics.serve(args.metrics_port, args.metrics_address)
         logging.getLogger("sweetspot.operator").info(
@@ -453,7 +454,7 @@ def _operator(args: argparse.Namespace) -> int:
 def _dashboards(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sweetspot import dashboards
+    from sweetspot.observe import dashboards
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,10 @@ def test_the_operator_image_holds_the_control_plane_and_no_ml_stack(images: dict
     names = dict(found["dists"])  # type: ignore[arg-type]
     assert found["torch"] == [] and not {"torch", "transformers", "peft", "accelerate"} & set(names)
     assert {"sweetspot", "kopf", "optuna", "psycopg", "kubernetes"} <= set(names)
-    imports(images["operator"], ["sweetspot.handlers", "sweetspot.report", "scipy.stats", "scipy.optimize", "psycopg"])
+    imports(
+        images["operator"],
+        ["sweetspot.cluster.handlers", "sweetspot.report.study", "scipy.stats", "scipy.optimize", "psycopg"],
+    )
     # The build backend the package is built with (pyproject's build-system) stays out; the base's own may remain.
     backend = Requirement(tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"][0])
     assert backend.name not in names or names[backend.name] not in backend.specifier, "the build backend stayed"

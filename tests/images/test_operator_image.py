@@ -21,7 +21,7 @@ import kubernetes
 import pytest
 import yaml
 
-from sweetspot.crd import crd
+from sweetspot.api.crd import crd
 
 from support import containers
 from support.cluster import NodeSimulator, cluster

@@ -14,13 +14,13 @@ from typing import Any
 import kubernetes
 import pytest
 
-from sweetspot.api import FineTuneStudy
+from sweetspot.api.resource import FineTuneStudy
+from sweetspot.cluster.jobs import object_name
+from sweetspot.cluster.memory import Memories
+from sweetspot.cluster.runtimes import JobRuntime, TrainJobRuntime
 from sweetspot.contract import EXIT_BAD_INPUT, StageResult, result_file_name
-from sweetspot.jobs import object_name
-from sweetspot.kube_runtime import JobRuntime, TrainJobRuntime
-from sweetspot.memory import Memories
-from sweetspot.records import RunKey, RunView, StartRun
-from sweetspot.search import preview_params
+from sweetspot.core.records import RunKey, RunView, StartRun
+from sweetspot.storage.search import preview_params
 
 from support import containers
 from support.cluster import NodeSimulator, RunningCluster, cluster

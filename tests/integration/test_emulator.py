@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from sweetspot.events import EventRecorder
+from sweetspot.cluster.events import EventRecorder
 
 from support.cluster import RunningCluster, job_failure, local_path, local_value
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, cluster_study

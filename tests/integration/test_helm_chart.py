@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sweetspot.manifest import parse_documents
+from sweetspot.api.manifest import parse_documents
 
 from support.api_calls import TRAINJOBS, operator_verbs
 

@@ -12,9 +12,9 @@ import kubernetes
 import optuna
 import pytest
 
-from sweetspot import report
+from sweetspot.cluster.jobs import CONFIG_KEY
 from sweetspot.contract import TrialConfig
-from sweetspot.jobs import CONFIG_KEY
+from sweetspot.report import study as report
 
 from support.cluster import RunningCluster
 from support.instant_node import InstantNode

@@ -11,7 +11,7 @@ import kubernetes
 import optuna
 import pytest
 
-from sweetspot import jobs
+from sweetspot.cluster import jobs
 
 from support.cluster import MERGE
 from support.operator import NAMESPACE, apply, cluster_study, eventually, get, operator_world, phase

@@ -21,8 +21,8 @@ import optuna
 import pytest
 import yaml
 
-from sweetspot import report
-from sweetspot.search import StorageError, load_study
+from sweetspot.report import study as report
+from sweetspot.storage.search import StorageError, load_study
 
 from support.operator import (
     NAMESPACE,

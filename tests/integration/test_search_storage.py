@@ -8,9 +8,9 @@ from typing import Any
 import optuna
 import pytest
 
-from sweetspot.api import FineTuneStudy
-from sweetspot.planner import plan
-from sweetspot.records import (
+from sweetspot.api.resource import FineTuneStudy
+from sweetspot.core.planner import plan
+from sweetspot.core.records import (
     AskTrials,
     FailTrial,
     Observed,
@@ -22,7 +22,7 @@ from sweetspot.records import (
     RecordSweepPoint,
     RunKey,
 )
-from sweetspot.search import (
+from sweetspot.storage.search import (
     SearchStore,
     StorageError,
     delete_study,

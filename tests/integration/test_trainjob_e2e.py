@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from sweetspot import trainjobs
+from sweetspot.cluster import trainjobs
 from sweetspot.contract import StageResult
 
 from support.operator import (

@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from sweetspot import trainjobs
+from sweetspot.cluster import trainjobs
 
 from support.operator import NAMESPACE, apply, eventually, get, operator_world, phase
 from support.operator import cluster_study as study

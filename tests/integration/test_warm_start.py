@@ -18,14 +18,14 @@ import optuna
 import pytest
 import yaml
 
-from sweetspot.api import FineTuneStudy
+from sweetspot.api.resource import FineTuneStudy
 from sweetspot.contract import Evaluation, StageResult
-from sweetspot.loop import settle
-from sweetspot.records import AskTrials, Decision, RunKey, RunView, StartRun
-from sweetspot.runtime import Runtime
-from sweetspot.search import REUSED_ATTR, SOURCE_ATTR, WARM_START_FAILED, SearchStore
-from sweetspot.stats import summarize
-from sweetspot.status import build_status
+from sweetspot.core.loop import settle
+from sweetspot.core.records import AskTrials, Decision, RunKey, RunView, StartRun
+from sweetspot.core.runtime import Runtime
+from sweetspot.core.stats import summarize
+from sweetspot.core.study_status import build_status
+from sweetspot.storage.search import REUSED_ATTR, SOURCE_ATTR, WARM_START_FAILED, SearchStore
 
 from support.cluster import TESTS, RunningCluster
 from support.instant_node import InstantNode
@@ -170,7 +170,7 @@ def test_a_crash_halfway_through_copying_copies_the_rest_once(storage_url: str) 
     run(storage_url, study("first"))
     second_spec = study("second", seed=2, warmStart={"studies": ["first"]})
     script = (
-        "import sys\nfrom sweetspot.api import FineTuneStudy\nfrom sweetspot.search import SearchStore\n"
+        "import sys\nfrom sweetspot.api import FineTuneStudy\nfrom sweetspot.storage.search import SearchStore\n"
         "SearchStore.open(sys.argv[1], FineTuneStudy.model_validate_json(sys.argv[2]))\n"
     )
     crashed = subprocess.run(

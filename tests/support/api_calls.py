@@ -54,7 +54,7 @@ def _kopf_target(decorator: ast.expr) -> tuple[str, str] | None:
 
 def operator_verbs(directory: Path = OPERATOR) -> Verbs:
     found: Verbs = {}
-    for path in sorted(directory.glob("*.py")):
+    for path in sorted(directory.rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         calls = {id(child): node for node in ast.walk(tree) if isinstance(node, ast.Call) for child in ast.walk(node)}
         for node in ast.walk(tree):

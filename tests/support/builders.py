@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.records import Outcome
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.records import Outcome
 
 
 def study_spec(search: dict[str, Any] | None = None, *, samples: int | None = None, **top: Any) -> FineTuneStudySpec:

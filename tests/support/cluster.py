@@ -53,8 +53,8 @@ import kubernetes
 from kmock import KubernetesEmulator, ResourceInfo
 from kmock._internal import enums, k8s, rendering
 
+from sweetspot.api.crd import crd
 from sweetspot.contract import TERMINATION_LOG_ENV, TERMINATION_MESSAGE_LIMIT
-from sweetspot.crd import crd
 
 from support import containers
 from support.kube_schema import CrdValidator

@@ -7,7 +7,7 @@ from collections import defaultdict
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sweetspot.metrics import Metrics
+from sweetspot.observe.metrics import Metrics
 
 Series = dict[str, list[tuple[dict[str, str], float]]]
 

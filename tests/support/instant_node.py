@@ -12,9 +12,9 @@ from typing import Any
 
 import kubernetes
 
-from sweetspot import jobs
+from sweetspot.cluster import jobs
 from sweetspot.contract import Evaluation, StageResult, TrialConfig
-from sweetspot.records import RunKey
+from sweetspot.core.records import RunKey
 
 from support.cluster import MERGE
 from support.operator import NAMESPACE

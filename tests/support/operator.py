@@ -19,7 +19,7 @@ import kubernetes
 import optuna
 import yaml
 
-from sweetspot.crd import crd
+from sweetspot.api.crd import crd
 
 from support.cluster import NodeSimulator, RunningCluster, cluster
 from support.kube_schema import CrdValidator

@@ -8,16 +8,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from sweetspot.api import (
-    DEFAULT_SEARCH_SPACE,
-    BrokenRulesError,
-    FineTuneStudy,
-    FineTuneStudySpec,
-    FloatParameter,
-    IntParameter,
-    SearchSpace,
-)
-from sweetspot.manifest import load_manifest
+from sweetspot.api.manifest import load_manifest
+from sweetspot.api.resource import FineTuneStudy
+from sweetspot.api.rules import BrokenRulesError
+from sweetspot.api.search import DEFAULT_SEARCH_SPACE, FloatParameter, IntParameter, SearchSpace
+from sweetspot.api.spec import FineTuneStudySpec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
@@ -32,7 +27,7 @@ def test_every_example_is_a_valid_study(path: Path) -> None:
 def test_the_quickstart_shows_its_claims() -> None:
     """`make quickstart` must print a real early-vs-final agreement: rank statistics need `MIN_TRIALS` trials with
     both scores (with 2 promoted it printed "early vs final: n/a")."""
-    from sweetspot.policies.guard import MIN_TRIALS
+    from sweetspot.core.policies.guard import MIN_TRIALS
 
     (study,) = load_manifest(EXAMPLES[0].parent / "quickstart.yaml")
     early = study.spec.search.early_evaluation

@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.budget import BUDGET_EXHAUSTED, Ledger, costs, use
-from sweetspot.crd import crd
-from sweetspot.loop import phase_note
-from sweetspot.metrics import Metrics, StudyState
-from sweetspot.planner import plan
-from sweetspot.records import (
+from sweetspot.api.crd import crd
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.budget import BUDGET_EXHAUSTED, Ledger, costs, use
+from sweetspot.core.loop import phase_note
+from sweetspot.core.planner import plan
+from sweetspot.core.records import (
     AskTrials,
     Decision,
     FailTrial,
@@ -27,8 +26,9 @@ from sweetspot.records import (
     SweepView,
     TrialView,
 )
-from sweetspot.stats import progress, summarize
-from sweetspot.status import build_status
+from sweetspot.core.stats import progress, summarize
+from sweetspot.core.study_status import build_status
+from sweetspot.observe.metrics import Metrics, StudyState
 
 from support.builders import outcome as outcome_of
 from support.builders import study_spec

@@ -10,8 +10,8 @@ import celpy
 import pytest
 import yaml
 
-from sweetspot.api import FineTuneStudy
-from sweetspot.crd import crd, crd_yaml
+from sweetspot.api.crd import crd, crd_yaml
+from sweetspot.api.resource import FineTuneStudy
 
 from support.kube_schema import CrdValidator, apply_defaults
 

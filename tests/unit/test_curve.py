@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweetspot.curve import MIN_POINTS, TOO_FEW, SizeResult, fit_curve, judge
+from sweetspot.core.curve import MIN_POINTS, TOO_FEW, SizeResult, fit_curve, judge
 
 SIZES = [50, 100, 200, 500, 1000, 2000, 4000, 6500, 10000]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sweetspot.api.crd import reference_markdown
 from sweetspot.cli import parser
-from sweetspot.crd import reference_markdown
 
 from support.by_path import ROOT, load
 

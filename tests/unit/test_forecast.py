@@ -8,16 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from sweetspot.curve import SizeResult
-from sweetspot.forecast import (
-    _FORMS,
-    HORIZON,
-    ForecastError,
-    describe,
-    forecast,
-    labels_cost,
-    outlook,
-)
+from sweetspot.core.curve import SizeResult
+from sweetspot.core.forecast import _FORMS, HORIZON, ForecastError, describe, forecast, labels_cost, outlook
 
 SIZES = [50, 100, 200, 400]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.planner import plan
-from sweetspot.policies import Proxy
-from sweetspot.policies.guard import judged_fraction, judging, promotion_order, spearman
-from sweetspot.records import Observed, Outcome, RunKey, StartRun, TrialView
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.planner import plan
+from sweetspot.core.policies.guard import judged_fraction, judging, promotion_order, spearman
+from sweetspot.core.policies.proxy import Proxy
+from sweetspot.core.records import Observed, Outcome, RunKey, StartRun, TrialView
 
 from support.builders import outcome as outcome_of
 from support.builders import study_spec

@@ -185,10 +185,10 @@ def test_the_guard_widens_on_a_misleading_early_signal_and_says_so(table: Any) -
     real loop notes the widening once, one more trial is promoted, and trials asked later are judged wider."""
     import optuna
 
-    from sweetspot.loop import Note, settle
-    from sweetspot.policies import study_direction
-    from sweetspot.records import StartRun
-    from sweetspot.search import SearchStore, make_pruner, make_sampler
+    from sweetspot.core.loop import Note, settle
+    from sweetspot.core.policies.registry import study_direction
+    from sweetspot.core.records import StartRun
+    from sweetspot.storage.search import SearchStore, make_pruner, make_sampler
 
     def misleading(point: Any) -> dict[str, Any]:
         final = point.score / math.sqrt(point.fraction)

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import yaml
 
-from sweetspot.api import DEFAULT_TRAINER_IMAGE
+from sweetspot.api.names import DEFAULT_TRAINER_IMAGE
 
 from support import by_path
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from sweetspot.api.crd import crd
+from sweetspot.api.manifest import ManifestError, parse_documents
 from sweetspot.cli import main
-from sweetspot.crd import crd
-from sweetspot.manifest import ManifestError, parse_documents
 
 from support.kube_schema import CrdValidator
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml
 
-from sweetspot import jobs
-from sweetspot.api import VolumePath
+from sweetspot.api.fields import VolumePath
+from sweetspot.api.manifest import load_manifest
+from sweetspot.cluster import jobs
 from sweetspot.contract import TrialConfig
-from sweetspot.manifest import load_manifest
-from sweetspot.records import RunKey, StartRun, TrialView
-from sweetspot.stages import trial_config
+from sweetspot.core.records import RunKey, StartRun, TrialView
+from sweetspot.core.stages import trial_config
 
 from support.builders import outcome as outcome_of
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweetspot.local import CPU_THREADS_ENV, LocalRuntime
+from sweetspot.local.runner import CPU_THREADS_ENV, LocalRuntime
 
 CORES = len(os.sched_getaffinity(0))
 

@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.metrics import Metrics, StudyState
-from sweetspot.records import Outcome, SweepView, TrialView
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.records import Outcome, SweepView, TrialView
+from sweetspot.observe.metrics import Metrics, StudyState
 
 from support.builders import outcome as outcome_of
 from support.builders import study_spec

@@ -8,7 +8,14 @@ import json
 import subprocess
 import sys
 
-CLI_ONLY = ("matplotlib", "rich", "scipy", "sweetspot.report", "sweetspot.local", "sweetspot.dashboards")
+CLI_ONLY = (
+    "matplotlib",
+    "rich",
+    "scipy",
+    "sweetspot.report.study",
+    "sweetspot.local.runner",
+    "sweetspot.observe.dashboards",
+)
 
 
 def _imported_by(code: str) -> set[str]:
@@ -20,8 +27,8 @@ def _imported_by(code: str) -> set[str]:
 
 def test_the_operator_path_imports_nothing_only_the_cli_needs() -> None:
     # What `sweetspot operator` imports before kopf runs: the CLI module, kopf, the handlers and the metrics.
-    modules = _imported_by("import kopf, sweetspot.cli, sweetspot.handlers, sweetspot.metrics")
-    assert "sweetspot.handlers" in modules and "optuna" in modules  # the check sees what was imported
+    modules = _imported_by("import kopf, sweetspot.cli, sweetspot.cluster.handlers, sweetspot.observe.metrics")
+    assert "sweetspot.cluster.handlers" in modules and "optuna" in modules  # the check sees what was imported
     loaded = sorted(m for m in modules for heavy in CLI_ONLY if m == heavy or m.startswith(heavy + "."))
     assert loaded == []
 
@@ -30,8 +37,8 @@ def test_a_status_with_rank_statistics_still_computes_them() -> None:
     # scipy moved inside the functions that use it: the status still gets its correlation and its fitted curve.
     code = (
         "import sys\n"
-        "import sweetspot.stats\n"
-        "from sweetspot.curve import SizeResult, judge\n"
+        "import sweetspot.core.stats\n"
+        "from sweetspot.core.curve import SizeResult, judge\n"
         "assert 'scipy' not in sys.modules\n"
         "verdict = judge([SizeResult(n, 0.9 - 20 / n) for n in (100, 200, 400, 800, 1600)], 0.02)\n"
         "assert verdict.fit is not None, verdict\n"

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from sweetspot.api import FineTuneStudySpec
+from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.contract import Evaluation, StageResult
-from sweetspot.planner import MAX_DISRUPTIONS, past_budget, plan, wind_down
-from sweetspot.records import (
+from sweetspot.core.planner import MAX_DISRUPTIONS, past_budget, plan, wind_down
+from sweetspot.core.records import (
     AskTrials,
     FailTrial,
     Observed,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import get_args
 
-from sweetspot.api import FineTuneStudySpec, Policy
-from sweetspot.policies import POLICIES, Proxy, Prune, policy_of, study_direction
-from sweetspot.records import Outcome, TrialView
+from sweetspot.api.search import Policy
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.policies.proxy import Proxy
+from sweetspot.core.policies.prune import Prune
+from sweetspot.core.policies.registry import POLICIES, policy_of, study_direction
+from sweetspot.core.records import Outcome, TrialView
 
 from support.builders import outcome as outcome_of
 

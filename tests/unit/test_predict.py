@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from sweetspot.api import FineTuneStudySpec
+from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.contract import Evaluation, StageResult
-from sweetspot.policies import Proxy
-from sweetspot.policies.predict import calibration, extrapolate, model, predicted_promotions, predictions
-from sweetspot.records import Outcome, TrialView
+from sweetspot.core.policies.predict import calibration, extrapolate, model, predicted_promotions, predictions
+from sweetspot.core.policies.proxy import Proxy
+from sweetspot.core.records import Outcome, TrialView
 
 from support.builders import outcome as outcome_of
 from support.exposition import series as scraped
@@ -140,12 +140,12 @@ def test_an_early_result_keeps_its_own_curve() -> None:
 def test_status_metrics_and_report_show_predictions_and_their_calibration() -> None:
     from prometheus_client import CollectorRegistry
 
-    from sweetspot.api import FineTuneStudy
-    from sweetspot.metrics import Metrics, StudyState
-    from sweetspot.records import Decision
-    from sweetspot.report import _as_data, render_text
-    from sweetspot.stats import summarize
-    from sweetspot.status import build_status
+    from sweetspot.api.resource import FineTuneStudy
+    from sweetspot.core.records import Decision
+    from sweetspot.core.stats import summarize
+    from sweetspot.core.study_status import build_status
+    from sweetspot.observe.metrics import Metrics, StudyState
+    from sweetspot.report.study import _as_data, render_text
 
     noisy = [(0.2, 0.81), (0.3, 0.69), (0.4, 0.61), (0.5, 0.49)]
     trials = [trial(n, loss, final) for n, (loss, final) in enumerate(noisy)] + [trial(4, 0.15)]

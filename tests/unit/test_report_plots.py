@@ -13,17 +13,18 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection
 
-from sweetspot.api import FineTuneStudy, FineTuneStudySpec
-from sweetspot.curve import TOO_FEW
-from sweetspot.records import Outcome, SweepView, TrialView
-from sweetspot.report import (
+from sweetspot.api.resource import FineTuneStudy
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.curve import TOO_FEW
+from sweetspot.core.records import Outcome, SweepView, TrialView
+from sweetspot.core.stats import summarize
+from sweetspot.report.study import (
     _as_data,
     best_so_far_figure,
     early_vs_final_figure,
     learning_curve_figure,
     render_text,
 )
-from sweetspot.stats import summarize
 
 from support.builders import outcome as outcome_of
 

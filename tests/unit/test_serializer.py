@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from sweetspot.memory import Serializer
+from sweetspot.cluster.memory import Serializer
 
 
 def test_requests_during_a_reconcile_fold_into_one_more_pass() -> None:

@@ -12,8 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sweetspot.crd import crd
-from sweetspot.manifest import ManifestError, parse_documents
+from sweetspot.api.crd import crd
+from sweetspot.api.manifest import ManifestError, parse_documents
 
 from support.kube_schema import CrdValidator
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.records import Outcome, SweepView, TrialView
-from sweetspot.stats import agreement, curve_data, progress, summarize
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.records import Outcome, SweepView, TrialView
+from sweetspot.core.stats import agreement, curve_data, progress, summarize
 
 from support.builders import outcome as outcome_of
 from support.builders import study_spec
@@ -52,8 +52,8 @@ def test_too_few_trials_give_no_correlation() -> None:
 
 def test_two_trials_are_no_evidence_and_the_report_says_so() -> None:
     """Over 2 trials a rank correlation can only be -1 or 1: the quickstart used to print "Spearman -1.000"."""
-    from sweetspot.api import FineTuneStudy
-    from sweetspot.report import _as_data, render_text
+    from sweetspot.api.resource import FineTuneStudy
+    from sweetspot.report.study import _as_data, render_text
 
     trials = [done(0, 0.3, 0.6), done(1, 0.5, 0.4), done(2, 0.2, None)]
     two = agreement(spec(signal="accuracy"), trials)
@@ -130,8 +130,8 @@ def test_progress_of_a_sweep_alone_counts_runs_and_estimates_time() -> None:
 
 
 def test_the_report_shows_each_widening_and_where_each_trial_was_judged() -> None:
-    from sweetspot.api import FineTuneStudy
-    from sweetspot.report import _as_data, render_text
+    from sweetspot.api.resource import FineTuneStudy
+    from sweetspot.report.study import _as_data, render_text
 
     guarded = spec(minAgreement=0.6, promoteTopK=3)
     # Early loss and final F1 rise together: the best early trials were the worst finals.
@@ -154,9 +154,9 @@ def test_the_report_shows_each_widening_and_where_each_trial_was_judged() -> Non
 
 
 def test_the_forecast_reaches_the_status_and_the_recommendation() -> None:
-    from sweetspot.api import LearningCurveForecast
-    from sweetspot.stats import forecast_data
-    from sweetspot.status import without_nulls
+    from sweetspot.api.status import LearningCurveForecast
+    from sweetspot.core.stats import forecast_data
+    from sweetspot.core.study_status import without_nulls
 
     forecasting = spec().model_copy(
         update={

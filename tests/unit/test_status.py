@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.crd import crd
-from sweetspot.records import Decision, Outcome, TrialView
-from sweetspot.stats import summarize
-from sweetspot.status import (
+from sweetspot.api.crd import crd
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.records import Decision, Outcome, TrialView
+from sweetspot.core.stats import summarize
+from sweetspot.core.study_status import (
     READY,
     STORAGE_REACHABLE,
     STORAGE_UNREACHABLE,

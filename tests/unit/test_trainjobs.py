@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sweetspot import jobs, trainjobs
-from sweetspot.api import FineTuneStudySpec, immutable_changes
-from sweetspot.manifest import load_manifest
-from sweetspot.records import RunKey
+from sweetspot.api.manifest import load_manifest
+from sweetspot.api.spec import FineTuneStudySpec, immutable_changes
+from sweetspot.cluster import jobs, trainjobs
+from sweetspot.core.records import RunKey
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,12 +10,12 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from pydantic import ValidationError
 
-from sweetspot.api import FineTuneStudySpec
-from sweetspot.crd import crd
-from sweetspot.planner import past_budget, plan
-from sweetspot.records import AskTrials, Observed, Outcome, RunKey, StartRun, TrialView
-from sweetspot.search import best_configs, reuse_differences
-from sweetspot.stats import progress, summarize
+from sweetspot.api.crd import crd
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.planner import past_budget, plan
+from sweetspot.core.records import AskTrials, Observed, Outcome, RunKey, StartRun, TrialView
+from sweetspot.core.stats import progress, summarize
+from sweetspot.storage.search import best_configs, reuse_differences
 
 from support.builders import outcome as outcome_of
 from support.builders import study_spec

@@ -6,8 +6,14 @@ import pytest
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from sweetspot.api import SearchSpace
-from sweetspot.contract import TERMINATION_MESSAGE_LIMIT, Evaluation, Hyperparameters, StageResult, TrialConfig
+from sweetspot.api.search import SearchSpace
+from sweetspot.contract import (
+    TERMINATION_MESSAGE_LIMIT,
+    Evaluation,
+    Hyperparameters,
+    StageResult,
+    TrialConfig,
+)
 
 
 def test_every_searchable_parameter_is_a_trainer_hyperparameter() -> None:

@@ -1,0 +1,36 @@
+"""How trials are judged early: one `Policy` per value of `spec.search.earlyEvaluation.policy` (pure).
+
+Adding a policy: a module here with a `Policy` subclass (see `base.Policy` for what it owes), its instance in
+`POLICIES`, its name in `sweetspot.api.search.Policy`, and its tests.
+"""
+
+from __future__ import annotations
+
+from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.policies.base import Direction, Policy, early_signal, rank_early
+from sweetspot.core.policies.proxy import Proxy
+from sweetspot.core.policies.prune import Prune
+
+POLICIES: dict[str, Policy] = {policy.name: policy for policy in (Proxy(), Prune())}
+
+
+def policy_of(spec: FineTuneStudySpec) -> Policy:
+    return POLICIES[spec.search.early_evaluation.policy]
+
+
+def study_direction(spec: FineTuneStudySpec) -> Direction:
+    """What the Optuna study optimises: the early signal under `proxy`, the objective under `prune`."""
+    return policy_of(spec).direction(spec)
+
+
+__all__ = [
+    "POLICIES",
+    "Direction",
+    "Policy",
+    "Proxy",
+    "Prune",
+    "early_signal",
+    "policy_of",
+    "rank_early",
+    "study_direction",
+]
