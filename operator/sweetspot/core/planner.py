@@ -203,31 +203,48 @@ class _Planner:
         return refused
 
     def decide(self) -> Decision:
-        spec, search = self.spec, self.spec.search
-        bad_input = self.ingest()
-        if bad_input:
-            return self.fail("BadInput", f"a trial stage rejected its input: {bad_input}")
-        pending_records = bool(self.actions)
-        if pending_records:
-            # Record first and re-plan: decisions below must see the recorded state.
-            return Decision(tuple(self.actions), self.current_phase(), RECORDING, replan=True)
-
-        failed = [t for t in self.trials.values() if t.state == "failed" and not t.infeasible and not t.cancelled]
-        if len(failed) > search.max_failed_trials:
-            return self.fail(
-                "TooManyFailedTrials",
-                f"{len(failed)} trials failed (maxFailedTrials {search.max_failed_trials}); last: {failed[-1].reason}",
-            )
-
+        spec = self.spec
+        stop = self.stop_or_record()
+        if stop is not None:
+            return stop
         if spec.data_efficiency is not None and spec.data_efficiency.params is not None:
             return self.fixed_sweep()
 
         trials = sorted(self.trials.values(), key=lambda t: t.number)
         best = best_trial(spec, trials)
         target_reached = best is not None and _meets_target(spec, best.final.metric(spec.objective.metric))  # type: ignore[union-attr]
-        live = [t for t in trials if t.state == "running" and not t.infeasible]
+        searching = self.search_decision(trials, target_reached)
+        if searching is not None:
+            return searching
+        if not target_reached:
+            promoting = self.promotion_decision(trials)
+            if promoting is not None:
+                return promoting
+        return self.last_decision(trials, target_reached)
 
-        # 1. Trials already under way: finish their stages first (prune: survivors' finals; both: pending earlies).
+    def stop_or_record(self) -> Decision | None:
+        """The study fails on bad input or too many failed trials; recorded results are applied (and the study
+        re-planned) before anything is decided on them."""
+        search = self.spec.search
+        bad_input = self.ingest()
+        if bad_input:
+            return self.fail("BadInput", f"a trial stage rejected its input: {bad_input}")
+        if self.actions:
+            # Record first and re-plan: decisions below must see the recorded state.
+            return Decision(tuple(self.actions), self.current_phase(), RECORDING, replan=True)
+        failed = [t for t in self.trials.values() if t.state == "failed" and not t.infeasible and not t.cancelled]
+        if len(failed) > search.max_failed_trials:
+            return self.fail(
+                "TooManyFailedTrials",
+                f"{len(failed)} trials failed (maxFailedTrials {search.max_failed_trials}); last: {failed[-1].reason}",
+            )
+        return None
+
+    def search_decision(self, trials: list[TrialView], target_reached: bool) -> Decision | None:
+        """Stages of trials under way, then new trials while the budget lasts; None once the search is over."""
+        spec, search = self.spec, self.spec.search
+        live = [t for t in trials if t.state == "running" and not t.infeasible]
+        # Trials already under way: finish their stages first (prune: survivors' finals; both: pending earlies).
         for trial in live:
             if trial.early is None:
                 self.advance_trial(trial, "early")
@@ -236,7 +253,7 @@ class _Planner:
         if self.actions and any(isinstance(a, FailTrial) for a in self.actions):
             return Decision(tuple(self.actions), "Searching", RECORDING, replan=True)
 
-        # 2. New trials, while the budget lasts (trials reused by warm start were not trained here: not counted).
+        # New trials, while the budget lasts (trials reused by warm start were not trained here: not counted).
         asked = sum(1 for t in trials if not t.reused)
         searching = asked < search.max_trials and not target_reached
         if searching and self.budget.closed():
@@ -249,24 +266,27 @@ class _Planner:
         finals_now = self.policy.final_during_search and not target_reached
         if any(t.early is None or (finals_now and t.final is None) for t in live):
             return self.decision("Searching", "TrialsRunning", "waiting for the last trials")
+        return None
 
-        # 3. Train the trials the policy promotes to the end.
-        if not target_reached:
-            waiting = False
-            for trial in self.policy.promoted(spec, trials):
-                if trial.final is None and trial.state != "failed":
-                    waiting = True
-                    self.advance_trial(trial, "final")
-            if waiting:
-                return self.decision("Promoting", "PromotedTrialsRunning", "training the best early trials to the end")
+    def promotion_decision(self, trials: list[TrialView]) -> Decision | None:
+        """Train the trials the policy promotes to the end; None once they all have a final."""
+        waiting = False
+        for trial in self.policy.promoted(self.spec, trials):
+            if trial.final is None and trial.state != "failed":
+                waiting = True
+                self.advance_trial(trial, "final")
+        if waiting:
+            return self.decision("Promoting", "PromotedTrialsRunning", "training the best early trials to the end")
+        return None
 
+    def last_decision(self, trials: list[TrialView], target_reached: bool) -> Decision:
+        """The search is over: the learning curve of the best configuration, then the end of the study."""
+        spec = self.spec
         best = best_trial(spec, trials)
         if best is None or best.final is None:
             if self.running:
                 return self.decision("Promoting", "WaitingForRuns", "waiting for running stages")
             return self.fail("NoTrialFinished", "no trial finished its final stage")
-
-        # 4. The learning curve of the best configuration.
         if spec.data_efficiency is not None:
             hold = best.final.planned_steps if spec.data_efficiency.hold == "steps" else None
             sweeping = self.sweep_decision(best.params, hold, best.final, f"learning curve of trial {best.number}")
