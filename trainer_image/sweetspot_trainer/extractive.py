@@ -67,7 +67,16 @@ def occurrences(text: str, value: str) -> list[int]:
 
 
 class ExtractiveTask:
-    name = "extractive"
+    """A `task.Task`: BIO tags per token, spans read back from the page."""
+
+    bucket_by_length = False
+    """Batches take rows in the epoch's seeded order."""
+    costly_decoding = False
+    """One forward pass tags every token: every evaluation decodes every row."""
+    max_new_tokens: int | None = None
+    """Nothing is generated."""
+    examples: tuple[str, ...] = ()
+    """No raw answers: the spans are the answer."""
 
     def __init__(
         self, tokenizer: Any, attributes: Sequence[str], asked: Mapping[str, Sequence[str]], max_length: int
@@ -139,6 +148,12 @@ class ExtractiveTask:
             tensors["allowed_labels"] = torch.stack([everything if m is None else m for m in allowed])
         return tensors
 
+    def fit_decoding(self, training: Sequence[Encoded]) -> None:
+        """Nothing to fit: decoding reads the tag of each token."""
+
+    def length(self, encoded: Encoded) -> int:
+        return len(encoded.input_ids)
+
     def loss_tokens(self, encoded: Encoded) -> int:
         """The tokens `loss` averages over in a batch holding this row (the labelled ones)."""
         return sum(label != IGNORE for label in encoded.labels)
@@ -191,10 +206,18 @@ class ExtractiveTask:
 
     @torch.no_grad()
     def predict(
-        self, model: Any, rows: Sequence[Row], encoded: Sequence[Encoded], device: torch.device, batch_size: int
+        self,
+        model: Any,
+        rows: Sequence[Row],
+        encoded: Sequence[Encoded],
+        device: torch.device,
+        batch_size: int,
+        decode: Sequence[int] | None = None,
     ) -> tuple[list[dict[str, str | None]], float, float | None]:
-        """Predicted values for each row, the mean validation loss per labelled token, no JSON rate."""
+        """Predicted values for each row (`decode`: the indices of the rows to decode, all when None; the others'
+        predictions are empty), the mean validation loss per labelled token, no JSON rate."""
         model.eval()
+        chosen = None if decode is None else set(decode)
         predictions: list[dict[str, str | None]] = [{} for _ in rows]
         loss_sum, tokens = 0.0, 0
         order = sorted(range(len(rows)), key=lambda i: len(encoded[i].input_ids))
@@ -208,6 +231,8 @@ class ExtractiveTask:
             )
             tokens += int((batch["labels"] != IGNORE).sum())
             for row_logits, i in zip(logits.cpu().numpy(), indices, strict=True):
+                if chosen is not None and i not in chosen:
+                    continue
                 n = len(encoded[i].input_ids)
                 predictions[i] = self.decode(row_logits[:n], encoded[i].offsets, rows[i].input, rows[i].category)
         return predictions, loss_sum / max(1, tokens), None

@@ -61,6 +61,8 @@ def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Te
     most of the memory of a step. Models whose decoder or output layer cannot be reached use their own logits."""
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
+    # These probe the transformers/peft model, not the task: a peft wrapper has `get_base_model`, and whether a model
+    # exposes its decoder and output layer depends on its architecture (without them its own logits are used).
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
@@ -87,9 +89,14 @@ class Encoded:
 
 
 class GenerativeTask:
-    name = "generative"
+    """A `task.Task`: a prompt per row, a JSON answer decoded greedily."""
+
     bucket_by_length = True
     """Batches of rows of similar length: prompts vary a lot, and padding costs a causal LM dearly."""
+    costly_decoding = True
+    """Decoding runs the model once per answer token: evaluations before the end decode a subsample."""
+    labels: list[str] | None = None
+    """No label set: the model answers in text."""
 
     def __init__(self, tokenizer: Any, asked: Mapping[str, Sequence[str]], max_length: int) -> None:
         if tokenizer.pad_token_id is None:

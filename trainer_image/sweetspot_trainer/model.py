@@ -120,7 +120,7 @@ def _convert_smollm2(out: Path) -> None:
             f"builtin:smollm2-135m: {gguf} is not a readable GGUF model ({exc}); {SMOLLM2_INSTALL}"
         ) from None
     # Loaded from GGUF, the model is plain float32 weights that still carry the GGUF quantization config, which
-    # save_pretrained refuses: drop it from the model and its config.
+    # save_pretrained refuses: drop it from the model and its config (a transformers config, probed for the key).
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):

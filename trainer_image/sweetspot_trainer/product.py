@@ -18,6 +18,7 @@ import torch
 
 from sweetspot.contract import PRODUCT_FILE, Evaluation, ModelRef, TrialConfig
 from sweetspot_trainer.data import IMPLICIT_CATEGORY, MAX_LINE_BYTES, DataError, Row
+from sweetspot_trainer.task import Task
 
 PRODUCT_VERSION = 1
 PREDICT_BATCH_SIZE = 16
@@ -210,7 +211,7 @@ class Predictor:
     """An adapter loaded for inference."""
 
     product: dict[str, Any]
-    task: Any
+    task: Task[Any]
     model: Any
     device: torch.device
 
@@ -233,7 +234,7 @@ def load(adapter: Path) -> Predictor:
         loaded = modelmod.load(ref, product["labels"], device)
         model = PeftModel.from_pretrained(loaded.model, str(adapter)).to(device)
     model.eval()
-    task: Any
+    task: Task[Any]
     if product["task"] == "extractive":
         from sweetspot_trainer.extractive import ExtractiveTask
 
@@ -241,6 +242,7 @@ def load(adapter: Path) -> Predictor:
     else:
         from sweetspot_trainer.generative import GenerativeTask
 
-        task = GenerativeTask(loaded.tokenizer, product["categories"], ref.max_sequence_length)
-        task.max_new_tokens = product["maxNewTokens"] or task.max_new_tokens
+        generative = GenerativeTask(loaded.tokenizer, product["categories"], ref.max_sequence_length)
+        generative.max_new_tokens = product["maxNewTokens"] or generative.max_new_tokens
+        task = generative
     return Predictor(product, task, model, device)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 
 from sweetspot.contract import TrialConfig
-from sweetspot_trainer.train import BUCKET_STEPS, StageRunner, plan_steps
+from sweetspot_trainer.steps import BUCKET_STEPS, BatchOrder, evaluation_steps, plan_steps
 
 
-def runner(rows: int, batch: int = 4, epochs: int = 2, bucket: bool = False) -> tuple[StageRunner, list[int]]:
+class Stage(NamedTuple):
+    config: TrialConfig
+    order: BatchOrder
+
+
+def runner(rows: int, batch: int = 4, epochs: int = 2, bucket: bool = False) -> tuple[Stage, list[int]]:
     config = TrialConfig.model_validate(
         {
             "study": "s",
@@ -20,16 +27,14 @@ def runner(rows: int, batch: int = 4, epochs: int = 2, bucket: bool = False) -> 
             "hyperparameters": {"batchSize": batch, "epochs": epochs},
         }
     )
-    stage = StageRunner(config, progress=lambda _: None)
     lengths = [(i * 37) % 101 + 10 for i in range(rows)]  # varied, repeatable lengths
-    stage.bucket_lengths = lengths if bucket else None
-    return stage, lengths
+    return Stage(config, BatchOrder(config.seed, config.hyperparameters, lengths if bucket else None)), lengths
 
 
-def steps_of(stage: StageRunner, encoded: list[int], epoch: int) -> list[list[int]]:
+def steps_of(stage: Stage, encoded: list[int], epoch: int) -> list[list[int]]:
     plan = plan_steps(len(encoded), stage.config)
     return [
-        [i for batch in stage._batches(encoded, plan, epoch * plan.steps_per_epoch + s) for i in batch]
+        [i for batch in stage.order.batches(encoded, plan, epoch * plan.steps_per_epoch + s) for i in batch]
         for s in range(plan.steps_per_epoch)
     ]
 
@@ -58,8 +63,7 @@ def test_an_early_stage_evaluates_on_its_way_where_asked_and_a_final_only_at_the
     """`evaluateAt` below the early fraction: the early stage's own curve (final-score prediction)."""
     base = {"study": "s", "trial": 0, "model": {"builtin": "tiny"}, "train": {"builtin": "product-pages"}}
     base |= {"hyperparameters": {"maxSteps": 100}, "earlyFraction": 0.3, "evaluateAt": [0.1, 0.2, 0.6]}
-    early = StageRunner(TrialConfig.model_validate(base | {"stage": "early"}), progress=lambda _: None)
-    plan = plan_steps(300, early.config)
-    assert early._evaluation_steps(plan, plan.early) == [10, 20, 30]  # 0.6 lies past the early stage
-    final = StageRunner(TrialConfig.model_validate(base | {"stage": "final"}), progress=lambda _: None)
-    assert final._evaluation_steps(plan, plan.total) == [100]
+    early = TrialConfig.model_validate(base | {"stage": "early"})
+    plan = plan_steps(300, early)
+    assert evaluation_steps(early, plan) == [10, 20, 30]  # 0.6 lies past the early stage
+    assert evaluation_steps(TrialConfig.model_validate(base | {"stage": "final"}), plan) == [100]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sweetspot_trainer.checkpoints import load_checkpoint
 from sweetspot_trainer.data import DataError
-from sweetspot_trainer.train import load_checkpoint
 
 
 class Payload:

@@ -21,7 +21,7 @@ from sweetspot_trainer.distributed import (
     timeout,
     world_from_env,
 )
-from sweetspot_trainer.train import StageRunner, plan_steps
+from sweetspot_trainer.steps import BatchOrder, plan_steps
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 4, 8])
@@ -45,11 +45,11 @@ def test_the_ranks_of_a_step_train_on_exactly_its_global_batch(size: int, accumu
         }
     )
     check_batch_size(8, World(size=size))
-    runner = StageRunner(config, progress=lambda _: None)
+    order = BatchOrder(config.seed, config.hyperparameters)
     rows = list(range(53))  # an epoch that ends in a short step
     plan = plan_steps(len(rows), config)
     for step in range(plan.total):
-        micro = [b for b in runner._batches(rows, plan, step) if b]
+        micro = [b for b in order.batches(rows, plan, step) if b]
         for batch in micro:
             parts = [[batch[i] for i in shard(len(batch), rank, size)] for rank in range(size)]
             assert [row for part in parts for row in part] == batch  # the global batch, each row once
