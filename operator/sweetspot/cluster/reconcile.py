@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from sweetspot.api.names import GROUP, PLURAL, VERSION
 from sweetspot.api.resource import FineTuneStudy
-from sweetspot.api.spec import FineTuneStudySpec, as_started, cluster_warnings, immutable_changes
+from sweetspot.api.spec import FineTuneStudySpec, as_started, changeable, cluster_warnings, immutable_changes
 from sweetspot.cluster import kube
 from sweetspot.cluster.events import EventRecorder
 from sweetspot.cluster.jobs import adapter_location
@@ -191,7 +191,7 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
             if before is not None and (changed := immutable_changes(before, study.spec)):
                 refused = (
                     f"{', '.join(changed)} cannot change once a study has started "
-                    "(only budget, parallelism and suspend can); it runs on as it started"
+                    f"(only {changeable()} can); it runs on as it started"
                 )
                 if previous.get(READY, {}).get("reason") != IMMUTABLE_FIELD_CHANGED:
                     EVENTS.post(body, IMMUTABLE_FIELD_CHANGED, refused, warning=True)
