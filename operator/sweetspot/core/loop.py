@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core.planner import plan
-from sweetspot.core.policies.guard import Judging, judging
+from sweetspot.core.policies.base import Judging
+from sweetspot.core.policies.registry import judging, policy_of
 from sweetspot.core.records import (
     Action,
     AskTrials,
@@ -100,7 +101,7 @@ def phase_note(decision: Decision) -> Note:
 
 def widened_note(spec: FineTuneStudySpec, judged: Judging) -> Note:
     """The agreement guard widened the early fraction (see `sweetspot.core.policies.guard`)."""
-    minimum = spec.search.early_evaluation.min_agreement
+    minimum = policy_of(spec).min_agreement(spec)
     return Note("EarlyEvaluationWidened", judged.widenings[-1].describe(minimum or 0.0))
 
 

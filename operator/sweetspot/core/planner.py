@@ -23,7 +23,7 @@ from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.api.status import Phase
 from sweetspot.contract import Hyperparameters, StageResult
 from sweetspot.core.budget import BUDGET_EXHAUSTED, Ledger, hours
-from sweetspot.core.policies.guard import judged_fraction, judging
+from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import (
     Action,
@@ -42,6 +42,7 @@ from sweetspot.core.records import (
     StopRun,
     SweepView,
     TrialView,
+    counted,
 )
 
 MAX_DISRUPTIONS = 5
@@ -94,7 +95,7 @@ class _Planner:
         self.slots = spec.search.parallelism - len(self.running)
         self.policy = policy_of(spec)
         self.retries = spec.trial.retries
-        self.judging = judging(spec, observed.trials)
+        self.judging = self.policy.judging(spec, observed.trials)
         self.budget = Ledger(spec, observed)
         self.budget_bound = False
         """The budget kept something from starting (a stage, a trial, the rest of the search)."""
@@ -236,8 +237,8 @@ class _Planner:
         if self.actions and any(isinstance(a, FailTrial) for a in self.actions):
             return Decision(tuple(self.actions), "Searching", RECORDING, replan=True)
 
-        # 2. New trials, while the budget lasts (trials reused by warm start were not trained here: not counted).
-        asked = sum(1 for t in trials if not t.reused)
+        # 2. New trials, while the budget lasts.
+        asked = len(counted(trials))
         searching = asked < search.max_trials and not target_reached
         if searching and self.budget.closed():
             searching, self.budget_bound = False, True
@@ -396,6 +397,6 @@ def wind_down(observed: Observed, reason: str, failing: frozenset[int] | set[int
 
 def past_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[int]:
     """Trials asked before `maxTrials` was lowered below their number: they finish what they run, and no new
-    trial starts while they exceed the budget. Trials reused by warm start are not counted."""
-    asked = sorted(t.number for t in trials if not t.reused)
+    trial starts while they exceed the budget (only the trials `counted` toward it)."""
+    asked = sorted(t.number for t in counted(trials))
     return asked[spec.search.max_trials :]

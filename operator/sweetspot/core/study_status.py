@@ -21,7 +21,8 @@ from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.api.status import MAX_STATUS_ATTRIBUTES, FineTuneStudyStatus
 from sweetspot.core.budget import SECONDS_PER_HOUR
 from sweetspot.core.planner import past_budget
-from sweetspot.core.records import Decision, TrialView
+from sweetspot.core.policies.registry import policy_of
+from sweetspot.core.records import Decision, TrialView, counted
 from sweetspot.core.stats import Summary, best_data, curve_data, forecast_data
 
 READY, SUCCEEDED, STORAGE_REACHABLE, SUSPENDED = "Ready", "Succeeded", "StorageReachable", "Suspended"
@@ -80,7 +81,7 @@ def over_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> dict[st
         return None
     shown = ", ".join(map(str, past[:MAX_OVER_BUDGET])) + (" ..." if len(past) > MAX_OVER_BUDGET else "")
     which = f"trial {shown} is" if len(past) == 1 else f"trials {shown} are"
-    asked = sum(1 for t in trials if not t.reused)  # trials reused by warm start are not in maxTrials
+    asked = len(counted(trials))
     message = (
         f"maxTrials is {spec.search.max_trials} but {asked} trials were asked: {which} past the budget "
         "and finish the stages they have; no new trial starts"
@@ -89,12 +90,12 @@ def over_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> dict[st
 
 
 def early_judging(spec: FineTuneStudySpec, summary: Summary) -> dict[str, Any] | None:
-    """The agreement guard's status (`proxy` with `minAgreement` only)."""
-    early = spec.search.early_evaluation
-    if early.policy != "proxy" or early.min_agreement is None:
+    """The agreement guard's status (only while the policy guards: `Policy.guards`)."""
+    minimum = policy_of(spec).min_agreement(spec)
+    if minimum is None:
         return None
     judging = summary.judging
-    last = judging.widenings[-1].describe(early.min_agreement) if judging.widenings else ""
+    last = judging.widenings[-1].describe(minimum) if judging.widenings else ""
     return {
         "atFraction": judging.fraction,
         "widenings": judging.level,

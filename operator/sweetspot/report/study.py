@@ -163,11 +163,11 @@ def _stages(spec: FineTuneStudySpec, trials: list[TrialView]) -> list[dict[str, 
 
 def _judging(resource: FineTuneStudy, summary: Summary) -> dict[str, Any]:
     """The agreement guard: where trials are judged now, and each widening that led there."""
-    early = resource.spec.search.early_evaluation
+    spec = resource.spec
     judging = summary.judging
     return {
         "fraction": judging.fraction,
-        "minAgreement": early.min_agreement if early.policy == "proxy" else None,
+        "minAgreement": policy_of(spec).min_agreement(spec),
         "agreement": judging.agreement,
         "trials": judging.trials,
         "widenings": [
