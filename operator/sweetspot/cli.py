@@ -231,9 +231,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from sweetspot.api.status import Reason
     from sweetspot.local.runner import LocalRuntime, run_study
     from sweetspot.report import study as report
-    from sweetspot.storage.search import WARM_START_FAILED, SearchStore, StorageError, safe_url
+    from sweetspot.storage.search import SearchStore, StorageError, safe_url
 
     console = Console(stderr=True, highlight=False)
     studies = _studies(args.manifest)
@@ -266,8 +267,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     console.print(f"study {study.key} in {safe_url(storage)}; runs in {root}")
     ended = store.ended(study)
-    if ended is not None and ended.get("reason") == WARM_START_FAILED:
-        print(ended.get("message", WARM_START_FAILED), file=sys.stderr)
+    if ended is not None and ended.get("reason") == Reason.WARM_START_FAILED:
+        print(ended.get("message", Reason.WARM_START_FAILED), file=sys.stderr)
         return 1
     if store.warm_started:
         console.print(f"warm start: {store.warm_started}")

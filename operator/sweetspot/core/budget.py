@@ -27,8 +27,6 @@ from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import Observed, RunKey, SweepView, TrialView, counted
 
 SECONDS_PER_HOUR = 3600.0
-BUDGET_EXHAUSTED = "BudgetExhausted"
-"""The reason of a study that ended because its budget pays for no further stage."""
 
 
 def hours(seconds: float) -> str:

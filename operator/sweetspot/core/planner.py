@@ -20,9 +20,9 @@ from dataclasses import replace
 from typing import Any
 
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.api.status import Phase
+from sweetspot.api.status import Phase, Reason
 from sweetspot.contract import Hyperparameters, StageResult
-from sweetspot.core.budget import BUDGET_EXHAUSTED, Ledger, hours
+from sweetspot.core.budget import Ledger, hours
 from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import (
@@ -47,10 +47,6 @@ from sweetspot.core.records import (
 
 MAX_DISRUPTIONS = 5
 """A stage preempted or lost this many times fails its trial: something is wrong beyond bad luck."""
-
-RECORDING = "Recording"
-"""The reason of a decision that only records (`Decision.replan`): the phase is unchanged, nothing is announced."""
-
 
 # --- decisions ---------------------------------------------------------------------------------------------
 
@@ -207,16 +203,16 @@ class _Planner:
         spec, search = self.spec, self.spec.search
         bad_input = self.ingest()
         if bad_input:
-            return self.fail("BadInput", f"a trial stage rejected its input: {bad_input}")
+            return self.fail(Reason.BAD_INPUT, f"a trial stage rejected its input: {bad_input}")
         pending_records = bool(self.actions)
         if pending_records:
             # Record first and re-plan: decisions below must see the recorded state.
-            return Decision(tuple(self.actions), self.current_phase(), RECORDING, replan=True)
+            return Decision(tuple(self.actions), self.current_phase(), Reason.RECORDING, replan=True)
 
         failed = [t for t in self.trials.values() if t.state == "failed" and not t.infeasible and not t.cancelled]
         if len(failed) > search.max_failed_trials:
             return self.fail(
-                "TooManyFailedTrials",
+                Reason.TOO_MANY_FAILED_TRIALS,
                 f"{len(failed)} trials failed (maxFailedTrials {search.max_failed_trials}); last: {failed[-1].reason}",
             )
 
@@ -235,7 +231,7 @@ class _Planner:
             elif self.policy.final_during_search and trial.final is None and not target_reached:
                 self.advance_trial(trial, "final")
         if self.actions and any(isinstance(a, FailTrial) for a in self.actions):
-            return Decision(tuple(self.actions), "Searching", RECORDING, replan=True)
+            return Decision(tuple(self.actions), "Searching", Reason.RECORDING, replan=True)
 
         # 2. New trials, while the budget lasts.
         asked = len(counted(trials))
@@ -246,10 +242,10 @@ class _Planner:
             wanted = self.budget.new_trials(min(self.slots, search.max_trials - asked))
             if wanted > 0 and not spec.suspend:
                 self.actions.append(AskTrials(wanted))
-            return self.decision("Searching", "TrialsRunning", f"{asked}/{search.max_trials} trials asked")
+            return self.decision("Searching", Reason.TRIALS_RUNNING, f"{asked}/{search.max_trials} trials asked")
         finals_now = self.policy.final_during_search and not target_reached
         if any(t.early is None or (finals_now and t.final is None) for t in live):
-            return self.decision("Searching", "TrialsRunning", "waiting for the last trials")
+            return self.decision("Searching", Reason.TRIALS_RUNNING, "waiting for the last trials")
 
         # 3. Train the trials the policy promotes to the end.
         if not target_reached:
@@ -259,13 +255,15 @@ class _Planner:
                     waiting = True
                     self.advance_trial(trial, "final")
             if waiting:
-                return self.decision("Promoting", "PromotedTrialsRunning", "training the best early trials to the end")
+                return self.decision(
+                    "Promoting", Reason.PROMOTED_TRIALS_RUNNING, "training the best early trials to the end"
+                )
 
         best = best_trial(spec, trials)
         if best is None or best.final is None:
             if self.running:
-                return self.decision("Promoting", "WaitingForRuns", "waiting for running stages")
-            return self.fail("NoTrialFinished", "no trial finished its final stage")
+                return self.decision("Promoting", Reason.WAITING_FOR_RUNS, "waiting for running stages")
+            return self.fail(Reason.NO_TRIAL_FINISHED, "no trial finished its final stage")
 
         # 4. The learning curve of the best configuration.
         if spec.data_efficiency is not None:
@@ -274,8 +272,8 @@ class _Planner:
             if sweeping is not None:
                 return sweeping
         if self.running:
-            return self.decision(self.current_phase(), "WaitingForRuns", "waiting for running stages")
-        reason = "TargetReached" if target_reached else "StudyComplete"
+            return self.decision(self.current_phase(), Reason.WAITING_FOR_RUNS, "waiting for running stages")
+        reason = Reason.TARGET_REACHED if target_reached else Reason.STUDY_COMPLETE
         return Decision(tuple(self.actions), "Succeeded", reason, f"best trial {best.number}")
 
     def fixed_sweep(self) -> Decision:
@@ -292,8 +290,8 @@ class _Planner:
         if sweeping is not None:
             return sweeping
         if self.running:
-            return self.decision("Sweeping", "WaitingForRuns", "waiting for running stages")
-        return Decision(tuple(self.actions), "Succeeded", "StudyComplete", "learning curve measured")
+            return self.decision("Sweeping", Reason.WAITING_FOR_RUNS, "waiting for running stages")
+        return Decision(tuple(self.actions), "Succeeded", Reason.STUDY_COMPLETE, "learning curve measured")
 
     def sweep_decision(
         self, params: Mapping[str, Any], hold_steps: int | None, reuse: Outcome | None, message: str
@@ -317,7 +315,7 @@ class _Planner:
                     continue
                 if len(point.failed_attempts) > self.retries or len(point.disrupted_attempts) >= MAX_DISRUPTIONS:
                     where = f"{samples} samples" + (f" (repeat {repeat})" if repeat else "")
-                    return self.fail("SweepFailed", f"the data-efficiency run for {where} kept failing")
+                    return self.fail(Reason.SWEEP_FAILED, f"the data-efficiency run for {where} kept failing")
                 attempt = len(point.failed_attempts) + len(point.disrupted_attempts)
                 self.start(
                     RunKey("sweep", samples, "full", attempt, repeat),
@@ -327,7 +325,7 @@ class _Planner:
                     seed_offset=repeat,
                 )
         if waiting or any(isinstance(a, RecordSweepPoint) for a in self.actions):
-            return self.decision("Sweeping", "SweepRunning", message)
+            return self.decision("Sweeping", Reason.SWEEP_RUNNING, message)
         return None
 
     def current_phase(self) -> Phase:
@@ -339,7 +337,7 @@ class _Planner:
 
     def decision(self, phase: Phase, reason: str, message: str) -> Decision:
         if self.spec.suspend:
-            return Decision(tuple(self.actions), phase, "Suspended", "spec.suspend is true: no new stages start")
+            return Decision(tuple(self.actions), phase, Reason.SUSPENDED, "spec.suspend is true: no new stages start")
         return Decision(tuple(self.actions), phase, reason, message)
 
     def fail(self, reason: str, message: str) -> Decision:
@@ -350,12 +348,12 @@ class _Planner:
     def within_budget(self, decision: Decision) -> Decision:
         """A study the budget stopped ends `BudgetExhausted`: once nothing runs and nothing more can start, with its
         best trial (`Succeeded`), or `Failed` when no trial was trained to the end."""
-        if not self.budget_bound or decision.replan or decision.reason == "TargetReached":
+        if not self.budget_bound or decision.replan or decision.reason == Reason.TARGET_REACHED:
             return decision
         if decision.phase == "Failed":
-            if decision.reason != "NoTrialFinished":
+            if decision.reason != Reason.NO_TRIAL_FINISHED:
                 return decision
-            return self.fail(BUDGET_EXHAUSTED, "the budget ran out before a trial was trained to the end")
+            return self.fail(Reason.BUDGET_EXHAUSTED, "the budget ran out before a trial was trained to the end")
         busy = any(isinstance(a, StartRun | AskTrials | FailTrial) for a in decision.actions)
         if not decision.finished and (self.running or busy or self.spec.suspend):
             return decision
@@ -368,9 +366,9 @@ class _Planner:
             message = f"the budget pays for no further stage ({spent} used); learning curve measured in part"
         else:
             return self.fail(
-                BUDGET_EXHAUSTED, f"the budget ran out before a trial was trained to the end ({spent} used)"
+                Reason.BUDGET_EXHAUSTED, f"the budget ran out before a trial was trained to the end ({spent} used)"
             )
-        return replace(decision, phase="Succeeded", reason=BUDGET_EXHAUSTED, message=message)
+        return replace(decision, phase="Succeeded", reason=Reason.BUDGET_EXHAUSTED, message=message)
 
 
 def plan(spec: FineTuneStudySpec, observed: Observed) -> Decision:
