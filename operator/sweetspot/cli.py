@@ -233,7 +233,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from sweetspot.api.status import Reason
     from sweetspot.local.runner import LocalRuntime, run_study
-    from sweetspot.report import study as report
+    from sweetspot.report import data as report_data
+    from sweetspot.report import files as report_files
+    from sweetspot.report import text as report_text
     from sweetspot.storage.search import SearchStore, StorageError, safe_url
 
     console = Console(stderr=True, highlight=False)
@@ -297,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(exc, file=sys.stderr)
         return 1
-    data = report.build(storage, study.metadata.namespace, study.metadata.name)
+    data = report_data.build(storage, study.metadata.namespace, study.metadata.name)
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
     adapter = None
@@ -307,9 +309,9 @@ def _run(args: argparse.Namespace) -> int:
         shutil.copytree(adapters[-1], adapter)
         data["best"]["adapter"] = str(adapter)
     (results / "report.json").write_text(json.dumps(data, indent=2))
-    report.write_tables(data, results)
-    report.write_plots(data, results)
-    print(report.render_text(data))
+    report_files.write_tables(data, results)
+    report_files.write_plots(data, results)
+    print(report_text.render_text(data))
     if adapter is not None:
         console.print(
             f"best adapter (trial {data['best']['trial']}) in {adapter}; "
@@ -377,7 +379,9 @@ def _report(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from sweetspot.report import study as report
+    from sweetspot.report import data as report_data
+    from sweetspot.report import files as report_files
+    from sweetspot.report import text as report_text
     from sweetspot.storage.search import StorageError
 
     local = (Path(args.workdir) / "studies.db").resolve()
@@ -392,14 +396,14 @@ def _report(args: argparse.Namespace) -> int:
         return 1
     storage = args.storage or f"sqlite:///{local}"
     try:
-        data = report.build(storage, args.namespace, args.study)
+        data = report_data.build(storage, args.namespace, args.study)
     except StorageError as exc:
         print(exc, file=sys.stderr)
         return 1
     if args.plots:
-        for path in report.write_plots(data, Path(args.plots)):
+        for path in report_files.write_plots(data, Path(args.plots)):
             print(f"wrote {path}", file=sys.stderr)
-    print(json.dumps(data, indent=2) if args.format == "json" else report.render_text(data))
+    print(json.dumps(data, indent=2) if args.format == "json" else report_text.render_text(data))
     return 0
 
 
