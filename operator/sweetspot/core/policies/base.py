@@ -1,8 +1,12 @@
 """What a policy owes the planner, the status, the metrics and the report (pure).
 
 A policy is how a study judges its trials early (`spec.search.earlyEvaluation.policy`). Everything that differs
-between policies is a hook here, and nothing outside `sweetspot.core.policies` asks which policy a study has:
+between policies is a hook here, and nothing outside `sweetspot.core.policies` asks which policy a study has.
+A policy must set `name`, `tells_early` and `final_during_search` and implement the five abstract methods
+(`direction` to `promoted`); the other hooks have defaults for a policy that trains finals during the search and
+has no agreement guard and no prediction (`prune`):
 
+- `name`: its value of `earlyEvaluation.policy` (the key in `POLICIES`);
 - `direction`: what the Optuna study optimises (the value the sampler is told);
 - `objective_name`: that value in words (Optuna's metric name, shown by its own tools);
 - `record_early`: what an early result becomes, the value told to the sampler or reported to its pruner;
