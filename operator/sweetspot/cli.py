@@ -231,9 +231,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from sweetspot.api.status import Reason
     from sweetspot.local.runner import LocalRuntime, run_study
-    from sweetspot.report import study as report
-    from sweetspot.storage.search import WARM_START_FAILED, SearchStore, StorageError, safe_url
+    from sweetspot.report import data as report_data
+    from sweetspot.report import files as report_files
+    from sweetspot.report import text as report_text
+    from sweetspot.storage.search import SearchStore, StorageError, safe_url
 
     console = Console(stderr=True, highlight=False)
     studies = _studies(args.manifest)
@@ -266,8 +269,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     console.print(f"study {study.key} in {safe_url(storage)}; runs in {root}")
     ended = store.ended(study)
-    if ended is not None and ended.get("reason") == WARM_START_FAILED:
-        print(ended.get("message", WARM_START_FAILED), file=sys.stderr)
+    if ended is not None and ended.get("reason") == Reason.WARM_START_FAILED:
+        print(ended.get("message", Reason.WARM_START_FAILED), file=sys.stderr)
         return 1
     if store.warm_started:
         console.print(f"warm start: {store.warm_started}")
@@ -296,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
     except StorageError as exc:
         print(exc, file=sys.stderr)
         return 1
-    data = report.build(storage, study.metadata.namespace, study.metadata.name)
+    data = report_data.build(storage, study.metadata.namespace, study.metadata.name)
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
     adapter = None
@@ -306,9 +309,9 @@ def _run(args: argparse.Namespace) -> int:
         shutil.copytree(adapters[-1], adapter)
         data["best"]["adapter"] = str(adapter)
     (results / "report.json").write_text(json.dumps(data, indent=2))
-    report.write_tables(data, results)
-    report.write_plots(data, results)
-    print(report.render_text(data))
+    report_files.write_tables(data, results)
+    report_files.write_plots(data, results)
+    print(report_text.render_text(data))
     if adapter is not None:
         console.print(
             f"best adapter (trial {data['best']['trial']}) in {adapter}; "
@@ -376,7 +379,9 @@ def _report(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from sweetspot.report import study as report
+    from sweetspot.report import data as report_data
+    from sweetspot.report import files as report_files
+    from sweetspot.report import text as report_text
     from sweetspot.storage.search import StorageError
 
     local = (Path(args.workdir) / "studies.db").resolve()
@@ -391,14 +396,14 @@ def _report(args: argparse.Namespace) -> int:
         return 1
     storage = args.storage or f"sqlite:///{local}"
     try:
-        data = report.build(storage, args.namespace, args.study)
+        data = report_data.build(storage, args.namespace, args.study)
     except StorageError as exc:
         print(exc, file=sys.stderr)
         return 1
     if args.plots:
-        for path in report.write_plots(data, Path(args.plots)):
+        for path in report_files.write_plots(data, Path(args.plots)):
             print(f"wrote {path}", file=sys.stderr)
-    print(json.dumps(data, indent=2) if args.format == "json" else report.render_text(data))
+    print(json.dumps(data, indent=2) if args.format == "json" else report_text.render_text(data))
     return 0
 
 

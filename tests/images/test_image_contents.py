@@ -133,7 +133,15 @@ def test_the_operator_image_holds_the_control_plane_and_no_ml_stack(images: dict
     assert {"sweetspot", "kopf", "optuna", "psycopg", "kubernetes"} <= set(names)
     imports(
         images["operator"],
-        ["sweetspot.cluster.handlers", "sweetspot.report.study", "scipy.stats", "scipy.optimize", "psycopg"],
+        [
+            "sweetspot.cluster.handlers",
+            "sweetspot.report.data",
+            "sweetspot.report.text",
+            "sweetspot.report.files",
+            "scipy.stats",
+            "scipy.optimize",
+            "psycopg",
+        ],
     )
     # The build backend the package is built with (pyproject's build-system) stays out; the base's own may remain.
     backend = Requirement(tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"][0])

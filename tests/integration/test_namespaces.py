@@ -14,7 +14,7 @@ import pytest
 
 from sweetspot.cluster.jobs import CONFIG_KEY
 from sweetspot.contract import TrialConfig
-from sweetspot.report import study as report
+from sweetspot.report import data as report
 
 from support.cluster import RunningCluster
 from support.instant_node import InstantNode

@@ -21,7 +21,7 @@ import optuna
 import pytest
 import yaml
 
-from sweetspot.report import study as report
+from sweetspot.report import data as report
 from sweetspot.storage.search import StorageError, load_study
 
 from support.operator import (

@@ -14,7 +14,7 @@ import kubernetes
 import optuna
 import pytest
 
-from sweetspot.report import study as report
+from sweetspot.report import data as report
 
 from support.cluster import RunningCluster
 from support.instant_node import InstantNode

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from sweetspot.api.crd import crd
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.core.budget import BUDGET_EXHAUSTED, Ledger, costs, use
+from sweetspot.api.status import Reason
+from sweetspot.core.budget import Ledger, costs, use
 from sweetspot.core.loop import phase_note
 from sweetspot.core.planner import plan
 from sweetspot.core.records import (
@@ -132,7 +133,7 @@ def test_a_study_the_budget_stopped_ends_budget_exhausted_with_its_best_trial() 
     trials = judged(10)
     trials[9], trials[8] = promoted(trials[9], 0.7, 400), promoted(trials[8], 0.8, 400)
     decision = plan(spec(0.5), Observed(trials=trials))
-    assert (decision.phase, decision.reason) == ("Succeeded", BUDGET_EXHAUSTED)
+    assert (decision.phase, decision.reason) == ("Succeeded", Reason.BUDGET_EXHAUSTED)
     assert "best trial 8" in decision.message and "0.5 of 0.5 gpuHours" in decision.message
     assert phase_note(decision).message.startswith("Succeeded (BudgetExhausted): ")
     # A raised budget resumes the search.
@@ -147,7 +148,7 @@ def test_a_final_the_rest_cannot_pay_for_never_starts_and_the_study_ends_on_the_
     trials[9] = promoted(trials[9], 0.7, 700)
     decision = plan(spec(0.5), Observed(trials=trials))
     assert not of_type(decision, StartRun)
-    assert (decision.phase, decision.reason) == ("Succeeded", BUDGET_EXHAUSTED)
+    assert (decision.phase, decision.reason) == ("Succeeded", Reason.BUDGET_EXHAUSTED)
     # While a stage runs, the study waits: it may cost less than estimated.
     waiting = plan(spec(0.5), Observed(trials=trials, runs=[running("s300-full")]))
     assert waiting.phase == "Promoting" and not waiting.finished
@@ -156,7 +157,7 @@ def test_a_final_the_rest_cannot_pay_for_never_starts_and_the_study_ends_on_the_
 def test_a_study_whose_budget_pays_for_no_final_fails_budget_exhausted() -> None:
     # 360 s: one early (100) leaves 260, less than a final (400).
     decision = plan(spec(0.1), Observed(trials=judged(1)))
-    assert (decision.phase, decision.reason) == ("Failed", BUDGET_EXHAUSTED)
+    assert (decision.phase, decision.reason) == ("Failed", Reason.BUDGET_EXHAUSTED)
     assert "before a trial was trained to the end" in decision.message
 
 
@@ -173,7 +174,7 @@ def test_prune_asks_a_trial_only_when_its_early_and_its_final_both_fit() -> None
     # 900 s: trial 0 spent 500 (early 100, final 400); another trial would need 500 more.
     done = TrialView(0, "complete", {}, early=outcome(0.3, EARLY), final=outcome(0.6, 400, step=100))
     decision = plan(spec(0.25, "prune"), Observed(trials=[done]))
-    assert (decision.phase, decision.reason) == ("Succeeded", BUDGET_EXHAUSTED)
+    assert (decision.phase, decision.reason) == ("Succeeded", Reason.BUDGET_EXHAUSTED)
     assert plan(spec(0.3, "prune"), Observed(trials=[done])).actions == (AskTrials(1),)
 
 
@@ -188,7 +189,7 @@ def test_the_learning_curve_gets_what_the_search_leaves() -> None:
     assert [a.key.number for a in of_type(plan(tight, Observed(trials=trials)), StartRun)] == [50]
     swept = [SweepView(50, outcome(0.5, 450))]  # it cost 450: the next is priced at 450 and no longer fits
     ended = plan(tight, Observed(trials=trials, sweep=swept))
-    assert (ended.phase, ended.reason) == ("Succeeded", BUDGET_EXHAUSTED) and "best trial 8" in ended.message
+    assert (ended.phase, ended.reason) == ("Succeeded", Reason.BUDGET_EXHAUSTED) and "best trial 8" in ended.message
 
 
 def test_stage_costs_come_from_finished_stages_of_their_kind() -> None:
@@ -215,7 +216,7 @@ def test_the_status_says_what_is_spent_left_and_when_the_study_should_end() -> N
     # 16 earlies (100 s) and 2 finals (400 s) to go, two at a time: 1200 s.
     assert budget["eta"] == "2030-01-01T00:20:00Z"
     assert budget["message"] == "budget 0.111/1 gpuHours used (11%), 0.889 left"
-    done = Decision((), "Succeeded", BUDGET_EXHAUSTED, "")
+    done = Decision((), "Succeeded", Reason.BUDGET_EXHAUSTED, "")
     assert (
         "eta"
         not in build_status(done, summarize(study, trials, []), {}, 1, study, trials, "s", "2030-01-01T00:00:00Z")[

@@ -148,3 +148,22 @@ def test_the_cluster_refuses_immutable_changes_but_allows_budget_and_suspend(qui
         field = "spec." + ".".join(path[:2] if path[0] == "search" else path[:1])
         assert [e.path for e in errors] == [field], errors
         assert "cannot change once the study exists" in errors[0].message
+
+
+def test_the_cannot_change_message_names_only_fields_that_may_change() -> None:
+    import re
+
+    from pydantic.alias_generators import to_camel
+
+    from sweetspot.api.spec import IMMUTABLE, FineTuneStudySpec, api_path, changeable
+
+    fixed = {api_path(p) for p in IMMUTABLE}
+    messages = [r.message for r in FineTuneStudySpec.rules if "cannot change" in r.message]
+    assert len(messages) == len(IMMUTABLE)
+    for message in messages:
+        (listed,) = re.findall(r"\(only (.*) can\)", message)
+        assert listed == changeable()
+        named = set(re.split(r", | and |the rest of ", listed)) - {""}
+        assert not named & fixed, message  # a field IMMUTABLE fixes whole is never said to change
+        # Every top-level field is either fixed whole or named, so nothing that may change goes unsaid.
+        assert named | fixed >= {to_camel(name) for name in FineTuneStudySpec.model_fields}, message

@@ -8,8 +8,9 @@ from typing import Any
 
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core.planner import plan
-from sweetspot.core.policies.guard import judged_fraction, judging, promotion_order, spearman
+from sweetspot.core.policies.guard import judged_fraction, promotion_order, spearman
 from sweetspot.core.policies.proxy import Proxy
+from sweetspot.core.policies.registry import judging
 from sweetspot.core.records import Observed, Outcome, RunKey, StartRun, TrialView
 
 from support.builders import outcome as outcome_of

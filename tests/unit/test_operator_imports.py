@@ -12,7 +12,7 @@ CLI_ONLY = (
     "matplotlib",
     "rich",
     "scipy",
-    "sweetspot.report.study",
+    "sweetspot.report",
     "sweetspot.local.runner",
     "sweetspot.observe.dashboards",
 )

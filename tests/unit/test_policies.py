@@ -65,3 +65,40 @@ def test_each_policy_names_the_value_its_sampler_is_told() -> None:
         SPEC | {"objective": {"metric": "accuracy"}, "search": {"earlyEvaluation": {"policy": "prune"}}}
     )
     assert Prune().objective_name(accuracy) == "final accuracy"
+
+
+def test_the_status_the_report_and_the_metrics_ask_the_policy_whether_the_guard_is_on() -> None:
+    from sweetspot.core.stats import summarize
+    from sweetspot.core.study_status import early_judging
+    from sweetspot.observe.metrics import Metrics, StudyState
+
+    for name, policy in POLICIES.items():
+        for minimum in (None, 0.6):
+            study = spec(name, minAgreement=minimum)
+            assert policy.guards(study) == (policy.guardable and minimum is not None)
+            assert policy.min_agreement(study) == (minimum if policy.guards(study) else None)
+            summary = summarize(study, [], [])
+            assert (early_judging(study, summary) is not None) == policy.guards(study)
+            metrics = Metrics.create()
+            metrics.publish(StudyState.of("ns", "s", study, [], [], "Pending"))
+            families = {f.name for f in metrics.studies.collect() if f.samples}
+            assert ("sweetspot_study_early_fraction" in families) == policy.guardable
+
+
+def test_no_policy_name_is_tested_outside_the_policies() -> None:
+    import re
+    from pathlib import Path
+
+    import sweetspot
+
+    root = Path(sweetspot.__file__).parent
+    names = "|".join(map(re.escape, POLICIES)) + "|predicted"
+    asked = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({names})["']|["']({names})["']\s*(==|!=)|policy\s*(==|!=)""")
+    leaks = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        if not path.is_relative_to(root / "core" / "policies") and path.parent.name != "api"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if asked.search(line)
+    ]
+    assert leaks == []

@@ -145,7 +145,8 @@ def test_status_metrics_and_report_show_predictions_and_their_calibration() -> N
     from sweetspot.core.stats import summarize
     from sweetspot.core.study_status import build_status
     from sweetspot.observe.metrics import Metrics, StudyState
-    from sweetspot.report.study import _as_data, render_text
+    from sweetspot.report.data import _as_data
+    from sweetspot.report.text import render_text
 
     noisy = [(0.2, 0.81), (0.3, 0.69), (0.4, 0.61), (0.5, 0.49)]
     trials = [trial(n, loss, final) for n, (loss, final) in enumerate(noisy)] + [trial(4, 0.15)]

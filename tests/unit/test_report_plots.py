@@ -18,13 +18,9 @@ from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core.curve import TOO_FEW
 from sweetspot.core.records import Outcome, SweepView, TrialView
 from sweetspot.core.stats import summarize
-from sweetspot.report.study import (
-    _as_data,
-    best_so_far_figure,
-    early_vs_final_figure,
-    learning_curve_figure,
-    render_text,
-)
+from sweetspot.report.data import _as_data
+from sweetspot.report.files import best_so_far_figure, early_vs_final_figure, learning_curve_figure
+from sweetspot.report.text import render_text
 
 from support.builders import outcome as outcome_of
 

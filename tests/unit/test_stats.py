@@ -53,7 +53,8 @@ def test_too_few_trials_give_no_correlation() -> None:
 def test_two_trials_are_no_evidence_and_the_report_says_so() -> None:
     """Over 2 trials a rank correlation can only be -1 or 1: the quickstart used to print "Spearman -1.000"."""
     from sweetspot.api.resource import FineTuneStudy
-    from sweetspot.report.study import _as_data, render_text
+    from sweetspot.report.data import _as_data
+    from sweetspot.report.text import render_text
 
     trials = [done(0, 0.3, 0.6), done(1, 0.5, 0.4), done(2, 0.2, None)]
     two = agreement(spec(signal="accuracy"), trials)
@@ -131,7 +132,8 @@ def test_progress_of_a_sweep_alone_counts_runs_and_estimates_time() -> None:
 
 def test_the_report_shows_each_widening_and_where_each_trial_was_judged() -> None:
     from sweetspot.api.resource import FineTuneStudy
-    from sweetspot.report.study import _as_data, render_text
+    from sweetspot.report.data import _as_data
+    from sweetspot.report.text import render_text
 
     guarded = spec(minAgreement=0.6, promoteTopK=3)
     # Early loss and final F1 rise together: the best early trials were the worst finals.

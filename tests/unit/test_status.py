@@ -7,12 +7,10 @@ from typing import Any
 
 from sweetspot.api.crd import crd
 from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.api.status import ConditionType, Reason
 from sweetspot.core.records import Decision, Outcome, TrialView
 from sweetspot.core.stats import summarize
 from sweetspot.core.study_status import (
-    READY,
-    STORAGE_REACHABLE,
-    STORAGE_UNREACHABLE,
     build_status,
     condition,
     known_conditions,
@@ -58,14 +56,19 @@ def test_a_built_status_is_what_the_schema_allows_with_no_nulls() -> None:
     assert [c["type"] for c in built["conditions"]] == ["Ready", "Succeeded", "StorageReachable", "Suspended"]
     assert built["trials"]["running"] == 2 and built["observedGeneration"] == 3
     assert (
-        crd_errors(with_conditions(built, [condition({}, READY, False, STORAGE_UNREACHABLE, "down", 3, LATER)])) == []
+        crd_errors(
+            with_conditions(
+                built, [condition({}, ConditionType.READY, False, Reason.STORAGE_UNREACHABLE, "down", 3, LATER)]
+            )
+        )
+        == []
     )
 
 
 def test_a_condition_keeps_its_transition_time_while_its_status_holds() -> None:
     before = known_conditions(status())
-    assert condition(before, READY, True, "Other", "", 4, LATER)["lastTransitionTime"] == NOW
-    assert condition(before, READY, False, "Broken", "", 4, LATER)["lastTransitionTime"] == LATER
+    assert condition(before, ConditionType.READY, True, "Other", "", 4, LATER)["lastTransitionTime"] == NOW
+    assert condition(before, ConditionType.READY, False, "Broken", "", 4, LATER)["lastTransitionTime"] == LATER
     assert known_conditions({"conditions": "x"}) == {} and known_conditions(None) == {}
 
 
@@ -94,17 +97,23 @@ def test_an_outage_keeps_the_last_picture_and_says_why() -> None:
     last = status(phase="Promoting")
     previous = known_conditions(last)
     down = [
-        condition(previous, READY, False, STORAGE_UNREACHABLE, "no answer", 3, LATER),
-        condition(previous, STORAGE_REACHABLE, False, STORAGE_UNREACHABLE, "no answer", 3, LATER),
+        condition(previous, ConditionType.READY, False, Reason.STORAGE_UNREACHABLE, "no answer", 3, LATER),
+        condition(previous, ConditionType.STORAGE_REACHABLE, False, Reason.STORAGE_UNREACHABLE, "no answer", 3, LATER),
     ]
     kept = with_conditions(last, down)
     assert {k: v for k, v in kept.items() if k != "conditions"} == {k: v for k, v in last.items() if k != "conditions"}
     by_type = {c["type"]: c for c in kept["conditions"]}
     assert [c["type"] for c in kept["conditions"]] == ["Ready", "Succeeded", "StorageReachable", "Suspended"]
-    assert (by_type[READY]["status"], by_type[READY]["reason"]) == ("False", STORAGE_UNREACHABLE)
-    assert by_type[STORAGE_REACHABLE]["lastTransitionTime"] == LATER
+    assert (by_type[ConditionType.READY]["status"], by_type[ConditionType.READY]["reason"]) == (
+        "False",
+        Reason.STORAGE_UNREACHABLE,
+    )
+    assert by_type[ConditionType.STORAGE_REACHABLE]["lastTransitionTime"] == LATER
     assert by_type["Succeeded"] == known_conditions(last)["Succeeded"]
-    assert [c["type"] for c in with_conditions(None, down)["conditions"]] == [READY, STORAGE_REACHABLE]
+    assert [c["type"] for c in with_conditions(None, down)["conditions"]] == [
+        ConditionType.READY,
+        ConditionType.STORAGE_REACHABLE,
+    ]
 
 
 def test_a_lowered_budget_names_the_trials_past_it() -> None:
@@ -152,3 +161,17 @@ def test_the_best_trial_says_where_its_adapter_is() -> None:
     assert built["best"]["trial"] == 0 and built["best"]["adapter"] == where and crd_errors(built) == []
     kept_nothing = build_status(decision, summarize(spec(), views, []), {}, 1, spec(), views, "default/s", NOW)
     assert "adapter" not in kept_nothing["best"]  # absent, not null
+
+
+def test_every_condition_type_and_reason_is_declared_once_in_camel_case() -> None:
+    import re
+
+    from sweetspot.api.status import Condition, EventReason
+
+    reason = re.compile(Condition.model_fields["reason"].metadata[-1].pattern)
+    for vocabulary in (ConditionType, Reason, EventReason):
+        values = [v.value for v in vocabulary]
+        assert len(set(values)) == len(values)
+        assert all(reason.fullmatch(v) and v[0].isupper() for v in values), vocabulary
+    # An Event that reports a condition's reason posts the `Reason` itself, not a second name for it.
+    assert not {r.value for r in Reason} & {e.value for e in EventReason}

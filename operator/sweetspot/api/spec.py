@@ -27,11 +27,23 @@ IMMUTABLE: tuple[tuple[str, ...], ...] = (
 )
 """Spec fields (attribute paths) fixed once a study started: the API server refuses a change (CEL transition
 rules generated from this list), and the operator runs on as the study started if one slips through (an older CRD).
-Only budget, parallelism, suspend and the rest of the trial template may change."""
+Every other field may change (budget, parallelism and suspend among them): `changeable()` names them, in the words
+of the messages that refuse a change, so the list cannot drift from this one."""
 
 
 def api_path(path: tuple[str, ...]) -> str:
     return ".".join(to_camel(part) for part in path)
+
+
+def changeable() -> str:
+    """The spec fields that may change once a study started, in words: every field of `FineTuneStudySpec` that
+    `IMMUTABLE` does not fix whole ("the rest of" one it fixes in part)."""
+    whole = [to_camel(name) for name in FineTuneStudySpec.model_fields if (name,) not in IMMUTABLE]
+    free = [name for name in whole if not any(to_camel(p[0]) == name for p in IMMUTABLE)]
+    part = [name for name in whole if name not in free]
+    rest = [f"the rest of {' and '.join(part)}"] if part else []
+    named = [*free, *rest]
+    return ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else "".join(named)
 
 
 def _immutable(path: tuple[str, ...], optional: bool) -> Rule:
@@ -41,7 +53,7 @@ def _immutable(path: tuple[str, ...], optional: bool) -> Rule:
         cel = f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || {cel})"
     return Rule(
         cel=cel,
-        message=f"{field} cannot change once the study exists (only budget, parallelism and suspend can)",
+        message=f"{field} cannot change once the study exists (only {changeable()} can)",
         field=field,
         holds=lambda _: True,
         transition=True,
@@ -66,7 +78,7 @@ def immutable_changes(before: FineTuneStudySpec, spec: FineTuneStudySpec) -> lis
 
 def as_started(before: FineTuneStudySpec, spec: FineTuneStudySpec) -> FineTuneStudySpec:
     """`spec` with its immutable fields as the study started: a refused change leaves the study running as it
-    was, while budget, parallelism and suspend still take effect."""
+    was, while the fields that may change (`changeable()`: budget, parallelism, suspend, ...) take effect."""
     for path in IMMUTABLE:
         spec = _replaced(spec, path, _field_of(path, before))
     return spec

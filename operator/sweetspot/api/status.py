@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -12,6 +13,110 @@ from sweetspot.api.rules import Model
 from sweetspot.api.search import WarmStartStatus
 
 Phase = Literal["Pending", "Searching", "Promoting", "Sweeping", "Succeeded", "Failed"]
+
+
+class ConditionType(StrEnum):
+    """Every condition a study has (`status.conditions[].type`), in the order they are written."""
+
+    READY = "Ready"
+    """The study runs as its spec says: False once it failed, while a refused change is ignored, or while the
+    storage does not answer."""
+    SUCCEEDED = "Succeeded"
+    """The study finished with a result."""
+    STORAGE_REACHABLE = "StorageReachable"
+    """The Optuna storage answers."""
+    SUSPENDED = "Suspended"
+    """`spec.suspend` is true: no new stage starts."""
+
+
+class Reason(StrEnum):
+    """Every reason a condition (and the phase, `status.reason`) gives for its last transition."""
+
+    TRIALS_RUNNING = "TrialsRunning"
+    """Searching: trials are asked and their early stages (or, under `prune`, their finals) run."""
+    PROMOTED_TRIALS_RUNNING = "PromotedTrialsRunning"
+    """Promoting: the best early trials train to the end."""
+    WAITING_FOR_RUNS = "WaitingForRuns"
+    """Nothing new can start until running stages finish."""
+    SWEEP_RUNNING = "SweepRunning"
+    """Sweeping: the learning-curve runs train."""
+    SUSPENDED = "Suspended"
+    """`spec.suspend` is true: running stages finish, no new one starts."""
+    RUNNING = "Running"
+    """Not suspended (the reason of a False `Suspended`)."""
+    RECORDING = "Recording"
+    """A decision that only records (`Decision.replan`): the phase is unchanged, nothing is announced or written."""
+    STUDY_COMPLETE = "StudyComplete"
+    """Succeeded: every trial judged, the best trained to the end, the learning curve measured."""
+    TARGET_REACHED = "TargetReached"
+    """Succeeded: a final score reached the objective's target."""
+    BUDGET_EXHAUSTED = "BudgetExhausted"
+    """Ended because the budget pays for no further stage (Failed when no trial was trained to the end)."""
+    BAD_INPUT = "BadInput"
+    """Failed: a trial stage rejected its input (the data or the model), which no retry mends."""
+    TOO_MANY_FAILED_TRIALS = "TooManyFailedTrials"
+    """Failed: more trials failed than `maxFailedTrials` allows."""
+    NO_TRIAL_FINISHED = "NoTrialFinished"
+    """Failed: no trial finished its final stage."""
+    SWEEP_FAILED = "SweepFailed"
+    """Failed: a learning-curve run kept failing."""
+    WARM_START_FAILED = "WarmStartFailed"
+    """Failed: a study named by `warmStart` could not be read."""
+    CONNECTED = "Connected"
+    """The Optuna storage answers (the reason of a True `StorageReachable`)."""
+    STORAGE_UNREACHABLE = "StorageUnreachable"
+    """The Optuna storage does not answer."""
+    IMMUTABLE_FIELD_CHANGED = "ImmutableFieldChanged"
+    """A field fixed once the study started was changed: the study runs on as it started."""
+    INVALID_SPEC = "InvalidSpec"
+    """The spec does not validate (an object the API server let through, such as under an older CRD)."""
+
+
+class EventReason(StrEnum):
+    """The reasons of the Kubernetes Events a study posts that are not a condition's reason (those post their
+    `Reason`: `WarmStartFailed`, `ImmutableFieldChanged`, `StorageUnreachable`)."""
+
+    TRIALS_ASKED = "TrialsAsked"
+    """New trials were asked of the sampler."""
+    STAGE_STARTED = "StageStarted"
+    """A trial stage or learning-curve run started."""
+    STAGE_STOPPED = "StageStopped"
+    """A running stage was stopped."""
+    EARLY_RESULT = "EarlyResult"
+    """A trial's early evaluation was recorded."""
+    TRIAL_PROMOTED = "TrialPromoted"
+    """A promoted trial's final result was recorded (the sampler learnt it from its early score)."""
+    TRIAL_COMPLETE = "TrialComplete"
+    """A trial's final result was recorded and told to the sampler."""
+    CURVE_POINT = "CurvePoint"
+    """A learning-curve run's result was recorded."""
+    TRIAL_OUT_OF_MEMORY = "TrialOutOfMemory"
+    """A configuration ran out of memory: recorded as infeasible (Warning)."""
+    STAGE_DISRUPTED = "StageDisrupted"
+    """A stage was disrupted (preempted, evicted, interrupted) and runs again."""
+    STAGE_FAILED = "StageFailed"
+    """A stage failed (Warning)."""
+    TRIAL_FAILED = "TrialFailed"
+    """A trial failed for good (Warning)."""
+    PHASE_CHANGED = "PhaseChanged"
+    """The study entered a phase that is not an end."""
+    STUDY_SUCCEEDED = "StudySucceeded"
+    """The study succeeded (the message says why: its `Reason`, and where the best adapter is)."""
+    STUDY_FAILED = "StudyFailed"
+    """The study failed (Warning; the message says why)."""
+    EARLY_EVALUATION_WIDENED = "EarlyEvaluationWidened"
+    """The agreement guard widened the early fraction."""
+    STATUS_REPAIRED = "StatusRepaired"
+    """The status differed from the one the operator wrote and was rewritten (Warning)."""
+    BUDGET_LOWERED = "BudgetLowered"
+    """`maxTrials` was lowered below the trials already asked."""
+    WARM_STARTED = "WarmStarted"
+    """What warm start took from earlier studies."""
+    NO_OUTPUT_VOLUME = "NoOutputVolume"
+    """`spec.trial.output` is unset: on a cluster the study keeps no checkpoint or adapter (Warning)."""
+    OPTUNA_STUDY_KEPT = "OptunaStudyKept"
+    """`onDelete: delete` could not delete the Optuna study in time: the resource went, the study is kept
+    (Warning)."""
 
 
 class Condition(Model):

@@ -22,22 +22,18 @@ from pydantic import ValidationError
 
 from sweetspot.api.names import GROUP, PLURAL, VERSION
 from sweetspot.api.resource import FineTuneStudy
-from sweetspot.api.spec import FineTuneStudySpec, as_started, cluster_warnings, immutable_changes
+from sweetspot.api.spec import FineTuneStudySpec, as_started, changeable, cluster_warnings, immutable_changes
+from sweetspot.api.status import ConditionType, EventReason, Reason
 from sweetspot.cluster import kube
 from sweetspot.cluster.events import EventRecorder
 from sweetspot.cluster.jobs import adapter_location
 from sweetspot.cluster.memory import Memories, StudyMemory, Written
 from sweetspot.cluster.runtimes import runtime_for
-from sweetspot.core.loop import STUDY_SUCCEEDED, Note, apply, settle
+from sweetspot.core.loop import Note, apply, settle
 from sweetspot.core.planner import wind_down
 from sweetspot.core.records import Decision, Observed
 from sweetspot.core.stats import summarize
 from sweetspot.core.study_status import (
-    IMMUTABLE_FIELD_CHANGED,
-    INVALID_SPEC,
-    READY,
-    STORAGE_REACHABLE,
-    STORAGE_UNREACHABLE,
     build_status,
     condition,
     known_conditions,
@@ -48,11 +44,9 @@ from sweetspot.core.study_status import (
 )
 from sweetspot.failpoints import failpoint
 from sweetspot.observe.metrics import METRICS, StudyState
-from sweetspot.storage.search import WARM_START_FAILED, SearchStore, StorageError, open_storage, safe_url
+from sweetspot.storage.search import SearchStore, StorageError, open_storage, safe_url
 
 DEFAULT_STORAGE_ENV = "SWEETSPOT_DATABASE_URL"
-STATUS_REPAIRED, BUDGET_LOWERED, WARM_STARTED = "StatusRepaired", "BudgetLowered", "WarmStarted"
-NO_OUTPUT_VOLUME = "NoOutputVolume"
 
 log = logging.getLogger("sweetspot.operator")
 MEMORIES = Memories()
@@ -134,7 +128,7 @@ def _post(body: Any, best_adapter: Callable[[], str | None] | None = None) -> An
 
     def hear(note: Note) -> None:
         message = note.message
-        if note.reason == STUDY_SUCCEEDED and best_adapter is not None and (where := best_adapter()):
+        if note.reason == EventReason.STUDY_SUCCEEDED and best_adapter is not None and (where := best_adapter()):
             message += f"; best adapter at {where} (run it with sweetspot predict)"
         EVENTS.post(body, note.reason, message, warning=note.warning)
 
@@ -175,15 +169,15 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
     except ValidationError as exc:
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
         METRICS.operator.reconcile_errors.labels("invalid").inc()
-        invalid = condition(previous, READY, False, INVALID_SPEC, message, generation, now)
+        invalid = condition(previous, ConditionType.READY, False, Reason.INVALID_SPEC, message, generation, now)
         return Pass(with_conditions(last, [invalid]))
     try:
         store = _store(study, memory)
         hear = _post(body, lambda: _best_adapter(study, store))
         if store.warm_started:  # the warm start this open just did (once per study)
-            EVENTS.post(body, WARM_STARTED, store.warm_started)
+            EVENTS.post(body, EventReason.WARM_STARTED, store.warm_started)
         if store.warm_failed:
-            EVENTS.post(body, WARM_START_FAILED, store.warm_failed, warning=True)
+            EVENTS.post(body, Reason.WARM_START_FAILED, store.warm_failed, warning=True)
         store.warm_started = store.warm_failed = ""
         with store.holding():  # one reconcile: the study's records read once (see SearchStore)
             before = started_spec(store.stored_spec())
@@ -191,10 +185,10 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
             if before is not None and (changed := immutable_changes(before, study.spec)):
                 refused = (
                     f"{', '.join(changed)} cannot change once a study has started "
-                    "(only budget, parallelism and suspend can); it runs on as it started"
+                    f"(only {changeable()} can); it runs on as it started"
                 )
-                if previous.get(READY, {}).get("reason") != IMMUTABLE_FIELD_CHANGED:
-                    EVENTS.post(body, IMMUTABLE_FIELD_CHANGED, refused, warning=True)
+                if previous.get(ConditionType.READY, {}).get("reason") != Reason.IMMUTABLE_FIELD_CHANGED:
+                    EVENTS.post(body, Reason.IMMUTABLE_FIELD_CHANGED, refused, warning=True)
                 study = study.model_copy(update={"spec": as_started(before, study.spec)})
             store.update_spec(study)
             runtime = runtime_for(study, MEMORIES)
@@ -202,7 +196,7 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
             if ended is None and not memory.warned:  # as `sweetspot validate` says it, once while the study runs
                 memory.warned = True
                 for warning in cluster_warnings(study.spec):
-                    EVENTS.post(body, NO_OUTPUT_VOLUME, warning, warning=True)
+                    EVENTS.post(body, EventReason.NO_OUTPUT_VOLUME, warning, warning=True)
             if ended is None:
                 decision = settle(study, store, runtime, hear)
             else:
@@ -216,13 +210,14 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
             warm_start = store.warm_summary() if study.spec.search.warm_start is not None else None
     except StorageError as exc:
         memory.store = None
-        EVENTS.post(body, STORAGE_UNREACHABLE, str(exc), warning=True, persistent=True)
+        EVENTS.post(body, Reason.STORAGE_UNREACHABLE, str(exc), warning=True, persistent=True)
         METRICS.studies.storage_down(namespace, name)
         METRICS.operator.reconcile_errors.labels("storage").inc()
+        unreachable = Reason.STORAGE_UNREACHABLE
         down = [
-            condition(previous, READY, False, STORAGE_UNREACHABLE, f"the Optuna storage does not answer: {exc}",
+            condition(previous, ConditionType.READY, False, unreachable, f"the Optuna storage does not answer: {exc}",
                       generation, now),
-            condition(previous, STORAGE_REACHABLE, False, STORAGE_UNREACHABLE, str(exc), generation, now),
+            condition(previous, ConditionType.STORAGE_REACHABLE, False, unreachable, str(exc), generation, now),
         ]  # fmt: skip
         return Pass(with_conditions(last, down))
     summary = summarize(study.spec, trials, sweep)
@@ -232,7 +227,7 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
     )
     over = status.get("overBudget")
     if over is not None and (last or {}).get("overBudget") != over:
-        EVENTS.post(body, BUDGET_LOWERED, over["message"])
+        EVENTS.post(body, EventReason.BUDGET_LOWERED, over["message"])
     METRICS.publish(StudyState.of(namespace, name, study.spec, trials, sweep, decision.phase))
     return Pass(status, ended=decision.finished)
 
@@ -257,7 +252,7 @@ def write_status(api: kubernetes.client.CustomObjectsApi, body: Mapping[str, Any
     memory.written = Written(meta.get("generation"), wanted.status, wanted.ended)
     if problem:
         message = f"the status was {problem}; rewritten from the Optuna storage and the cluster's runs"
-        EVENTS.post(body, STATUS_REPAIRED, message, warning=True)
+        EVENTS.post(body, EventReason.STATUS_REPAIRED, message, warning=True)
 
 
 def reconcile_and_write(api: kubernetes.client.CustomObjectsApi, body: Mapping[str, Any]) -> None:

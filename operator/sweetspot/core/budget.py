@@ -24,11 +24,9 @@ from functools import cached_property
 
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core.policies.registry import policy_of
-from sweetspot.core.records import Observed, RunKey, SweepView, TrialView
+from sweetspot.core.records import Observed, RunKey, SweepView, TrialView, counted
 
 SECONDS_PER_HOUR = 3600.0
-BUDGET_EXHAUSTED = "BudgetExhausted"
-"""The reason of a study that ended because its budget pays for no further stage."""
 
 
 def hours(seconds: float) -> str:
@@ -224,7 +222,7 @@ def eta_seconds(
         return None
     final = _mean([o.seconds for o in finals]) or early * (1 - fraction) / fraction
     failed = sum(1 for t in trials if t.state == "failed" or t.infeasible)
-    own = sum(1 for t in trials if t.early is not None and not t.reused)  # reused by warm start: not in maxTrials
+    own = sum(1 for t in counted(trials) if t.early is not None)
     earlies = max(0, search.max_trials - own - failed)
     finals_left = policy_of(spec).finals_left(spec, trials, earlies)
     efficiency = spec.data_efficiency

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.api.status import EventReason
 from sweetspot.core.planner import plan
-from sweetspot.core.policies.guard import Judging, judging
+from sweetspot.core.policies.base import Judging
+from sweetspot.core.policies.registry import judging, policy_of
 from sweetspot.core.records import (
     Action,
     AskTrials,
@@ -58,50 +60,56 @@ def describe(action: Action, asked: list[int] | None = None, where: str = "") ->
     """What an applied action did; `asked`: the trials an `AskTrials` got, `where`: where a `StartRun` runs."""
     match action:
         case AskTrials():
-            return Note("TrialsAsked", f"trial(s) {', '.join(map(str, asked or []))} asked", action=action)
+            return Note(EventReason.TRIALS_ASKED, f"trial(s) {', '.join(map(str, asked or []))} asked", action=action)
         case StartRun(key=key, params=params):
             values = json.dumps(dict(params), default=str, separators=(", ", ": "))
-            return Note("StageStarted", f"{key} started ({where}) {values}", action=action)
+            return Note(EventReason.STAGE_STARTED, f"{key} started ({where}) {values}", action=action)
         case StopRun(key=key, reason=reason):
-            return Note("StageStopped", f"{key} stopped: {reason}", action=action)
+            return Note(EventReason.STAGE_STOPPED, f"{key} stopped: {reason}", action=action)
         case RecordEarly(trial=trial, outcome=outcome):
             return Note(
-                "EarlyResult", f"trial {trial}: early {outcome.describe()}, loss {outcome.loss:.4f}", False, action
+                EventReason.EARLY_RESULT,
+                f"trial {trial}: early {outcome.describe()}, loss {outcome.loss:.4f}",
+                False,
+                action,
             )
         case RecordFinal(trial=trial, outcome=outcome, value=value):
-            reason = "TrialPromoted" if value is None else "TrialComplete"
+            reason = EventReason.TRIAL_PROMOTED if value is None else EventReason.TRIAL_COMPLETE
             return Note(reason, f"trial {trial}: final {outcome.describe()}, loss {outcome.loss:.4f}", False, action)
         case RecordSweepPoint(samples=samples, outcome=outcome, repeat=repeat):
             which = f"{samples} samples" + (f" (repeat {repeat})" if repeat else "")
-            return Note("CurvePoint", f"{which}: {outcome.describe()}", action=action)
+            return Note(EventReason.CURVE_POINT, f"{which}: {outcome.describe()}", action=action)
         case RecordInfeasible(trial=trial, message=message):
-            return Note("TrialOutOfMemory", f"trial {trial}: {message[:200]}", True, action)
+            return Note(EventReason.TRIAL_OUT_OF_MEMORY, f"trial {trial}: {message[:200]}", True, action)
         case RecordFailure(key=key, reason=reason, disruption=disruption):
-            return Note("StageDisrupted" if disruption else "StageFailed", f"{key}: {reason}", not disruption, action)
+            return Note(
+                EventReason.STAGE_DISRUPTED if disruption else EventReason.STAGE_FAILED,
+                f"{key}: {reason}",
+                not disruption,
+                action,
+            )
         case FailTrial(trial=trial, reason=reason):
-            return Note("TrialFailed", f"trial {trial}: {reason[:300]}", True, action)
+            return Note(EventReason.TRIAL_FAILED, f"trial {trial}: {reason[:300]}", True, action)
     raise TypeError(f"not an action: {action!r}")  # pragma: no cover - the union above is exhaustive
-
-
-STUDY_SUCCEEDED = "StudySucceeded"
-"""The reason of the Event a study that succeeded posts (`phase_note`)."""
 
 
 def phase_note(decision: Decision) -> Note:
     """A phase the study entered (a finished study's note is `StudySucceeded` or `StudyFailed`, with its reason)."""
     if not decision.finished:
-        return Note("PhaseChanged", f"{decision.phase}: {decision.message or decision.reason}")
+        return Note(EventReason.PHASE_CHANGED, f"{decision.phase}: {decision.message or decision.reason}")
     # A finished study says why (StudyComplete, TargetReached, BudgetExhausted, ...), the reason of its conditions.
     said = f"{decision.phase} ({decision.reason})" + (f": {decision.message}" if decision.message else "")
     return Note(
-        STUDY_SUCCEEDED if decision.phase == "Succeeded" else f"Study{decision.phase}", said, decision.phase == "Failed"
+        EventReason.STUDY_SUCCEEDED if decision.phase == "Succeeded" else EventReason.STUDY_FAILED,
+        said,
+        decision.phase == "Failed",
     )
 
 
 def widened_note(spec: FineTuneStudySpec, judged: Judging) -> Note:
     """The agreement guard widened the early fraction (see `sweetspot.core.policies.guard`)."""
-    minimum = spec.search.early_evaluation.min_agreement
-    return Note("EarlyEvaluationWidened", judged.widenings[-1].describe(minimum or 0.0))
+    minimum = policy_of(spec).min_agreement(spec)
+    return Note(EventReason.EARLY_EVALUATION_WIDENED, judged.widenings[-1].describe(minimum or 0.0))
 
 
 def apply(study: FineTuneStudy, store: Store, runtime: Runtime, action: Action) -> Note:

@@ -20,10 +20,10 @@ from dataclasses import replace
 from typing import Any
 
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.api.status import Phase
+from sweetspot.api.status import Phase, Reason
 from sweetspot.contract import Hyperparameters, StageResult
-from sweetspot.core.budget import BUDGET_EXHAUSTED, Ledger, hours
-from sweetspot.core.policies.guard import judged_fraction, judging
+from sweetspot.core.budget import Ledger, hours
+from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import (
     Action,
@@ -42,14 +42,11 @@ from sweetspot.core.records import (
     StopRun,
     SweepView,
     TrialView,
+    counted,
 )
 
 MAX_DISRUPTIONS = 5
 """A stage preempted or lost this many times fails its trial: something is wrong beyond bad luck."""
-
-RECORDING = "Recording"
-"""The reason of a decision that only records (`Decision.replan`): the phase is unchanged, nothing is announced."""
-
 
 # --- decisions ---------------------------------------------------------------------------------------------
 
@@ -94,7 +91,7 @@ class _Planner:
         self.slots = spec.search.parallelism - len(self.running)
         self.policy = policy_of(spec)
         self.retries = spec.trial.retries
-        self.judging = judging(spec, observed.trials)
+        self.judging = self.policy.judging(spec, observed.trials)
         self.budget = Ledger(spec, observed)
         self.budget_bound = False
         """The budget kept something from starting (a stage, a trial, the rest of the search)."""
@@ -228,14 +225,14 @@ class _Planner:
         search = self.spec.search
         bad_input = self.ingest()
         if bad_input:
-            return self.fail("BadInput", f"a trial stage rejected its input: {bad_input}")
+            return self.fail(Reason.BAD_INPUT, f"a trial stage rejected its input: {bad_input}")
         if self.actions:
             # Record first and re-plan: decisions below must see the recorded state.
-            return Decision(tuple(self.actions), self.current_phase(), RECORDING, replan=True)
+            return Decision(tuple(self.actions), self.current_phase(), Reason.RECORDING, replan=True)
         failed = [t for t in self.trials.values() if t.state == "failed" and not t.infeasible and not t.cancelled]
         if len(failed) > search.max_failed_trials:
             return self.fail(
-                "TooManyFailedTrials",
+                Reason.TOO_MANY_FAILED_TRIALS,
                 f"{len(failed)} trials failed (maxFailedTrials {search.max_failed_trials}); last: {failed[-1].reason}",
             )
         return None
@@ -251,10 +248,10 @@ class _Planner:
             elif self.policy.final_during_search and trial.final is None and not target_reached:
                 self.advance_trial(trial, "final")
         if self.actions and any(isinstance(a, FailTrial) for a in self.actions):
-            return Decision(tuple(self.actions), "Searching", RECORDING, replan=True)
+            return Decision(tuple(self.actions), "Searching", Reason.RECORDING, replan=True)
 
-        # New trials, while the budget lasts (trials reused by warm start were not trained here: not counted).
-        asked = sum(1 for t in trials if not t.reused)
+        # New trials, while the budget lasts.
+        asked = len(counted(trials))
         searching = asked < search.max_trials and not target_reached
         if searching and self.budget.closed():
             searching, self.budget_bound = False, True
@@ -262,10 +259,10 @@ class _Planner:
             wanted = self.budget.new_trials(min(self.slots, search.max_trials - asked))
             if wanted > 0 and not spec.suspend:
                 self.actions.append(AskTrials(wanted))
-            return self.decision("Searching", "TrialsRunning", f"{asked}/{search.max_trials} trials asked")
+            return self.decision("Searching", Reason.TRIALS_RUNNING, f"{asked}/{search.max_trials} trials asked")
         finals_now = self.policy.final_during_search and not target_reached
         if any(t.early is None or (finals_now and t.final is None) for t in live):
-            return self.decision("Searching", "TrialsRunning", "waiting for the last trials")
+            return self.decision("Searching", Reason.TRIALS_RUNNING, "waiting for the last trials")
         return None
 
     def promotion_decision(self, trials: list[TrialView]) -> Decision | None:
@@ -276,7 +273,9 @@ class _Planner:
                 waiting = True
                 self.advance_trial(trial, "final")
         if waiting:
-            return self.decision("Promoting", "PromotedTrialsRunning", "training the best early trials to the end")
+            return self.decision(
+                "Promoting", Reason.PROMOTED_TRIALS_RUNNING, "training the best early trials to the end"
+            )
         return None
 
     def last_decision(self, trials: list[TrialView], target_reached: bool) -> Decision:
@@ -285,16 +284,16 @@ class _Planner:
         best = best_trial(spec, trials)
         if best is None or best.final is None:
             if self.running:
-                return self.decision("Promoting", "WaitingForRuns", "waiting for running stages")
-            return self.fail("NoTrialFinished", "no trial finished its final stage")
+                return self.decision("Promoting", Reason.WAITING_FOR_RUNS, "waiting for running stages")
+            return self.fail(Reason.NO_TRIAL_FINISHED, "no trial finished its final stage")
         if spec.data_efficiency is not None:
             hold = best.final.planned_steps if spec.data_efficiency.hold == "steps" else None
             sweeping = self.sweep_decision(best.params, hold, best.final, f"learning curve of trial {best.number}")
             if sweeping is not None:
                 return sweeping
         if self.running:
-            return self.decision(self.current_phase(), "WaitingForRuns", "waiting for running stages")
-        reason = "TargetReached" if target_reached else "StudyComplete"
+            return self.decision(self.current_phase(), Reason.WAITING_FOR_RUNS, "waiting for running stages")
+        reason = Reason.TARGET_REACHED if target_reached else Reason.STUDY_COMPLETE
         return Decision(tuple(self.actions), "Succeeded", reason, f"best trial {best.number}")
 
     def fixed_sweep(self) -> Decision:
@@ -311,8 +310,8 @@ class _Planner:
         if sweeping is not None:
             return sweeping
         if self.running:
-            return self.decision("Sweeping", "WaitingForRuns", "waiting for running stages")
-        return Decision(tuple(self.actions), "Succeeded", "StudyComplete", "learning curve measured")
+            return self.decision("Sweeping", Reason.WAITING_FOR_RUNS, "waiting for running stages")
+        return Decision(tuple(self.actions), "Succeeded", Reason.STUDY_COMPLETE, "learning curve measured")
 
     def sweep_decision(
         self, params: Mapping[str, Any], hold_steps: int | None, reuse: Outcome | None, message: str
@@ -336,7 +335,7 @@ class _Planner:
                     continue
                 if len(point.failed_attempts) > self.retries or len(point.disrupted_attempts) >= MAX_DISRUPTIONS:
                     where = f"{samples} samples" + (f" (repeat {repeat})" if repeat else "")
-                    return self.fail("SweepFailed", f"the data-efficiency run for {where} kept failing")
+                    return self.fail(Reason.SWEEP_FAILED, f"the data-efficiency run for {where} kept failing")
                 attempt = len(point.failed_attempts) + len(point.disrupted_attempts)
                 self.start(
                     RunKey("sweep", samples, "full", attempt, repeat),
@@ -346,7 +345,7 @@ class _Planner:
                     seed_offset=repeat,
                 )
         if waiting or any(isinstance(a, RecordSweepPoint) for a in self.actions):
-            return self.decision("Sweeping", "SweepRunning", message)
+            return self.decision("Sweeping", Reason.SWEEP_RUNNING, message)
         return None
 
     def current_phase(self) -> Phase:
@@ -358,7 +357,7 @@ class _Planner:
 
     def decision(self, phase: Phase, reason: str, message: str) -> Decision:
         if self.spec.suspend:
-            return Decision(tuple(self.actions), phase, "Suspended", "spec.suspend is true: no new stages start")
+            return Decision(tuple(self.actions), phase, Reason.SUSPENDED, "spec.suspend is true: no new stages start")
         return Decision(tuple(self.actions), phase, reason, message)
 
     def fail(self, reason: str, message: str) -> Decision:
@@ -369,12 +368,12 @@ class _Planner:
     def within_budget(self, decision: Decision) -> Decision:
         """A study the budget stopped ends `BudgetExhausted`: once nothing runs and nothing more can start, with its
         best trial (`Succeeded`), or `Failed` when no trial was trained to the end."""
-        if not self.budget_bound or decision.replan or decision.reason == "TargetReached":
+        if not self.budget_bound or decision.replan or decision.reason == Reason.TARGET_REACHED:
             return decision
         if decision.phase == "Failed":
-            if decision.reason != "NoTrialFinished":
+            if decision.reason != Reason.NO_TRIAL_FINISHED:
                 return decision
-            return self.fail(BUDGET_EXHAUSTED, "the budget ran out before a trial was trained to the end")
+            return self.fail(Reason.BUDGET_EXHAUSTED, "the budget ran out before a trial was trained to the end")
         busy = any(isinstance(a, StartRun | AskTrials | FailTrial) for a in decision.actions)
         if not decision.finished and (self.running or busy or self.spec.suspend):
             return decision
@@ -387,9 +386,9 @@ class _Planner:
             message = f"the budget pays for no further stage ({spent} used); learning curve measured in part"
         else:
             return self.fail(
-                BUDGET_EXHAUSTED, f"the budget ran out before a trial was trained to the end ({spent} used)"
+                Reason.BUDGET_EXHAUSTED, f"the budget ran out before a trial was trained to the end ({spent} used)"
             )
-        return replace(decision, phase="Succeeded", reason=BUDGET_EXHAUSTED, message=message)
+        return replace(decision, phase="Succeeded", reason=Reason.BUDGET_EXHAUSTED, message=message)
 
 
 def plan(spec: FineTuneStudySpec, observed: Observed) -> Decision:
@@ -416,6 +415,6 @@ def wind_down(observed: Observed, reason: str, failing: frozenset[int] | set[int
 
 def past_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[int]:
     """Trials asked before `maxTrials` was lowered below their number: they finish what they run, and no new
-    trial starts while they exceed the budget. Trials reused by warm start are not counted."""
-    asked = sorted(t.number for t in trials if not t.reused)
+    trial starts while they exceed the budget (only the trials `counted` toward it)."""
+    asked = sorted(t.number for t in counted(trials))
     return asked[spec.search.max_trials :]

@@ -9,7 +9,7 @@ Decided: a `Decision` with the actions to apply (`Action`) and the study's phase
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -150,6 +150,17 @@ class TrialView:
 
     def attempts(self, stage: str) -> int:
         return len(self.failed_attempts.get(stage, frozenset())) + len(self.disrupted_attempts.get(stage, frozenset()))
+
+
+def counts_toward_max_trials(trial: TrialView) -> bool:
+    """Whether a trial is one of the `maxTrials` this study asks: every trial but those reused by warm start (their
+    results were copied from an earlier study; none was asked or trained here)."""
+    return not trial.reused
+
+
+def counted(trials: Iterable[TrialView]) -> list[TrialView]:
+    """The trials that count toward `maxTrials` (`counts_toward_max_trials`), in the order given."""
+    return [t for t in trials if counts_toward_max_trials(t)]
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from sweetspot.core.budget import BudgetUse, eta_seconds, recorded, use
 from sweetspot.core.curve import SizeResult, Verdict, judge
 from sweetspot.core.forecast import Band, Outlook, RowsBand, TargetAnswer, describe, outlook
 from sweetspot.core.planner import best_trial
-from sweetspot.core.policies.base import early_signal
-from sweetspot.core.policies.guard import MIN_TRIALS, Judging, judging
+from sweetspot.core.policies.base import Judging, early_signal
+from sweetspot.core.policies.guard import MIN_TRIALS
 from sweetspot.core.policies.predict import Forecast, forecast
 from sweetspot.core.policies.registry import policy_of
-from sweetspot.core.records import Outcome, SweepView, TrialView
+from sweetspot.core.records import Outcome, SweepView, TrialView, counted
 
 TOP_K_OVERLAP = 5
 
@@ -130,7 +130,8 @@ def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
 def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> Summary:
     counts = {"total": len(trials), "running": 0, "waiting": 0, "complete": 0, "pruned": 0, "failed": 0}
     saved = 0.0
-    stopped_early = policy_of(spec).stopped_early(spec, trials)
+    policy = policy_of(spec)
+    stopped_early = policy.stopped_early(spec, trials)
     for trial in trials:
         counts[_state(trial, trial.number in stopped_early, spec)] += 1
         if trial.early is not None and trial.final is None and trial.early.step:
@@ -147,8 +148,8 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         compute_saved=round(saved, 2),
         curve=curve,
         verdict=verdict,
-        judging=judging(spec, trials),
-        forecast=forecast(spec, trials) if spec.search.early_evaluation.promote == "predicted" else None,
+        judging=policy.judging(spec, trials),
+        forecast=forecast(spec, trials) if policy.predicts(spec) else None,
         budget=use(spec, trials, sweep),
     )
 
@@ -174,7 +175,7 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
     search, signal = spec.search, early_signal(spec)
     judged = [t for t in trials if t.early is not None]
     finals = [t for t in trials if t.final is not None]
-    own = sum(1 for t in judged if not t.reused)  # reused by warm start: not in maxTrials
+    own = len(counted(judged))
     parts = [f"{own}/{search.max_trials} trials judged early", f"{len(finals)} trained to the end"]
     if judged:
         pick = min if signal == "loss" else max

@@ -18,20 +18,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.api.status import MAX_STATUS_ATTRIBUTES, FineTuneStudyStatus
+from sweetspot.api.status import MAX_STATUS_ATTRIBUTES, ConditionType, FineTuneStudyStatus, Reason
 from sweetspot.core.budget import SECONDS_PER_HOUR
 from sweetspot.core.planner import past_budget
-from sweetspot.core.records import Decision, TrialView
+from sweetspot.core.policies.registry import policy_of
+from sweetspot.core.records import Decision, TrialView, counted
 from sweetspot.core.stats import Summary, best_data, curve_data, forecast_data
 
-READY, SUCCEEDED, STORAGE_REACHABLE, SUSPENDED = "Ready", "Succeeded", "StorageReachable", "Suspended"
-CONDITION_TYPES = (READY, SUCCEEDED, STORAGE_REACHABLE, SUSPENDED)
-"""Every condition a study has, in the order they are written."""
-CONNECTED = "Connected"
-STORAGE_UNREACHABLE = "StorageUnreachable"
-IMMUTABLE_FIELD_CHANGED = "ImmutableFieldChanged"
-INVALID_SPEC = "InvalidSpec"
-SUSPENDED_REASON, RUNNING_REASON = "Suspended", "Running"
 MAX_OVER_BUDGET = 64
 
 Status = dict[str, Any]
@@ -80,7 +73,7 @@ def over_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> dict[st
         return None
     shown = ", ".join(map(str, past[:MAX_OVER_BUDGET])) + (" ..." if len(past) > MAX_OVER_BUDGET else "")
     which = f"trial {shown} is" if len(past) == 1 else f"trials {shown} are"
-    asked = sum(1 for t in trials if not t.reused)  # trials reused by warm start are not in maxTrials
+    asked = len(counted(trials))
     message = (
         f"maxTrials is {spec.search.max_trials} but {asked} trials were asked: {which} past the budget "
         "and finish the stages they have; no new trial starts"
@@ -89,12 +82,12 @@ def over_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> dict[st
 
 
 def early_judging(spec: FineTuneStudySpec, summary: Summary) -> dict[str, Any] | None:
-    """The agreement guard's status (`proxy` with `minAgreement` only)."""
-    early = spec.search.early_evaluation
-    if early.policy != "proxy" or early.min_agreement is None:
+    """The agreement guard's status (only while the policy guards: `Policy.guards`)."""
+    minimum = policy_of(spec).min_agreement(spec)
+    if minimum is None:
         return None
     judging = summary.judging
-    last = judging.widenings[-1].describe(early.min_agreement) if judging.widenings else ""
+    last = judging.widenings[-1].describe(minimum) if judging.widenings else ""
     return {
         "atFraction": judging.fraction,
         "widenings": judging.level,
@@ -156,9 +149,17 @@ def build_status(
     it until the user puts the field back); `warm_start`: what warm start took (the store's record of it); `adapter`:
     where the best trial's adapter lies (`jobs.adapter_location`)."""
     ready = (
-        condition(previous, READY, False, IMMUTABLE_FIELD_CHANGED, refused, generation, now)
+        condition(previous, ConditionType.READY, False, Reason.IMMUTABLE_FIELD_CHANGED, refused, generation, now)
         if refused
-        else condition(previous, READY, decision.phase != "Failed", decision.reason, decision.message, generation, now)
+        else condition(
+            previous,
+            ConditionType.READY,
+            decision.phase != "Failed",
+            decision.reason,
+            decision.message,
+            generation,
+            now,
+        )
     )
     succeeded = decision.phase == "Succeeded"
     learning_curve, sweet_spot = curve_data(summary, MAX_STATUS_ATTRIBUTES)
@@ -166,13 +167,21 @@ def build_status(
         "phase": decision.phase,
         "conditions": [
             ready,
-            condition(previous, SUCCEEDED, succeeded, decision.reason, decision.message, generation, now),
-            condition(previous, STORAGE_REACHABLE, True, CONNECTED, "the Optuna storage answers", generation, now),
+            condition(previous, ConditionType.SUCCEEDED, succeeded, decision.reason, decision.message, generation, now),
             condition(
                 previous,
-                SUSPENDED,
+                ConditionType.STORAGE_REACHABLE,
+                True,
+                Reason.CONNECTED,
+                "the Optuna storage answers",
+                generation,
+                now,
+            ),
+            condition(
+                previous,
+                ConditionType.SUSPENDED,
                 spec.suspend,
-                SUSPENDED_REASON if spec.suspend else RUNNING_REASON,
+                Reason.SUSPENDED if spec.suspend else Reason.RUNNING,
                 "spec.suspend is true" if spec.suspend else "",
                 generation,
                 now,
@@ -207,7 +216,7 @@ def with_conditions(last: Mapping[str, Any] | None, replaced: Sequence[Mapping[s
     status = dict(last or {})
     conditions = known_conditions(last)
     conditions.update({c["type"]: dict(c) for c in replaced})
-    ordered = [conditions.pop(kind) for kind in CONDITION_TYPES if kind in conditions]
+    ordered = [conditions.pop(kind) for kind in ConditionType if kind in conditions]
     status["conditions"] = ordered + list(conditions.values())
     return status
 

@@ -37,6 +37,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from sweetspot import __version__
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.api.status import Phase
+from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import SweepView, TrialView
 from sweetspot.core.stats import Summary, summarize
 
@@ -323,7 +324,7 @@ class _Families:
         self.reused.add_metric(study, sum(1 for t in state.trials if t.reused))  # 0 without spec.search.warmStart
         if forecast is not None and forecast.calibration.coverage is not None:
             self.coverage.add_metric(study, forecast.calibration.coverage)
-        if state.spec.search.early_evaluation.policy == "proxy":
+        if policy_of(state.spec).guardable:  # the fraction and 0 widenings even while the guard is off
             self.judged_at.add_metric(study, summary.judging.fraction)
             self.widenings.add_metric(study, summary.judging.level)
         self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)

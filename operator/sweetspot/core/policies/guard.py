@@ -14,47 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.core.policies.base import early_signal, rank_early
+from sweetspot.core.policies.base import Judging, Widening, early_signal, rank_early
 from sweetspot.core.records import Outcome, TrialView
 
 MIN_TRIALS = 3
 """Finals needed before agreement is measured: over 2 trials a rank correlation is only ever -1 or 1."""
-
-
-@dataclass(frozen=True)
-class Widening:
-    """One step of the guard: trials judged at `from_fraction` disagreed with their finals."""
-
-    from_fraction: float
-    to_fraction: float
-    agreement: float
-    trials: int
-
-    def describe(self, minimum: float) -> str:
-        return (
-            f"early and final ranks disagree at {self.from_fraction:.0%} of steps (Spearman {self.agreement:.3f} < "
-            f"{minimum:.2f} over {self.trials} finals): later trials are judged at {self.to_fraction:.0%}, and one "
-            "more trial is promoted"
-        )
-
-
-@dataclass(frozen=True)
-class Judging:
-    """Where the guard stands: the fraction new trials are judged at, and how it got there."""
-
-    fraction: float
-    widenings: tuple[Widening, ...] = ()
-    agreement: float | None = None
-    """Spearman over the finals judged at `fraction` (None below `MIN_TRIALS`, or when tied)."""
-    trials: int = 0
-    """Finals judged at `fraction`."""
-
-    @property
-    def level(self) -> int:
-        return len(self.widenings)
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -95,10 +61,11 @@ def agreement_of(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> float 
 
 
 def judging(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Judging:
-    """The guard's state after `trials` (off under `prune` or without `minAgreement`: the base fraction holds)."""
+    """The guard's state after `trials`, for a policy that guards (`Proxy.judging`; without `minAgreement` the
+    base fraction holds). A study's judging, whatever its policy: `registry.judging`."""
     early = spec.search.early_evaluation
     fractions = early.fractions()
-    if early.policy != "proxy" or early.min_agreement is None:
+    if early.min_agreement is None:
         return Judging(early.at_fraction)
     judged = [t for t in trials if t.early is not None and not t.infeasible]
     reached = max((_level(spec, t.early) for t in judged), default=0)  # type: ignore[arg-type]

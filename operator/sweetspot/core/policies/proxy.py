@@ -9,16 +9,17 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.core.policies.base import METRIC_WORDS, Direction, Policy, early_signal
+from sweetspot.core.policies.base import METRIC_WORDS, Direction, Judging, Policy, early_signal
 from sweetspot.core.policies.guard import judging, promotion_order
 from sweetspot.core.policies.predict import predicted_promotions
-from sweetspot.core.records import Outcome, RecordEarly, TrialView
+from sweetspot.core.records import Outcome, RecordEarly, TrialView, counted
 
 
 class Proxy(Policy):
     name: ClassVar[str] = "proxy"
     tells_early: ClassVar[bool] = True
     final_during_search: ClassVar[bool] = False
+    guardable: ClassVar[bool] = True
 
     def direction(self, spec: FineTuneStudySpec) -> Direction:
         return "minimize" if early_signal(spec) == "loss" else "maximize"
@@ -27,7 +28,7 @@ class Proxy(Policy):
         early = spec.search.early_evaluation
         name = f"early {METRIC_WORDS[early_signal(spec)]} at {early.at_fraction * 100:g}% of steps"
         widest = early.fractions()[-1]
-        if early.min_agreement is not None and widest > early.at_fraction:
+        if self.guards(spec) and widest > early.at_fraction:
             name += f" (the guard may widen it up to {widest * 100:g}%)"
         return name
 
@@ -42,20 +43,26 @@ class Proxy(Policy):
         return spec.search.early_evaluation.promote_top_k + judging(spec, trials).level
 
     def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
-        if spec.search.early_evaluation.promote == "predicted":
+        if self.predicts(spec):
             return predicted_promotions(spec, trials, fallback=self.promotions(spec, trials))
         return promotion_order(spec, trials)[: self.promotions(spec, trials)]
 
     def stopped_early(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> set[int]:
         """Once every trial has its early score, those not promoted stopped for good."""
-        asked = sum(1 for t in trials if not t.reused)  # trials reused by warm start are not in maxTrials
+        asked = len(counted(trials))
         if asked < spec.search.max_trials or any(t.early is None and t.state != "failed" for t in trials):
             return set()
         kept = {t.number for t in self.promoted(spec, trials)} | {t.number for t in trials if t.final is not None}
         return {t.number for t in trials if t.early is not None and t.number not in kept}
 
     def finals_left(self, spec: FineTuneStudySpec, trials: Sequence[TrialView], earlies_left: int) -> int:
-        if spec.search.early_evaluation.promote == "predicted":
+        if self.predicts(spec):
             return sum(1 for t in self.promoted(spec, trials) if t.final is None)
         finals = sum(1 for t in trials if t.final is not None)
         return max(0, self.promotions(spec, trials) - finals)
+
+    def judging(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Judging:
+        return judging(spec, trials)
+
+    def predicts(self, spec: FineTuneStudySpec) -> bool:
+        return spec.search.early_evaluation.promote == "predicted"

@@ -6,10 +6,13 @@ Adding a policy: a module here with a `Policy` subclass (see `base.Policy` for w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.core.policies.base import Direction, Policy, early_signal, rank_early
+from sweetspot.core.policies.base import Direction, Judging, Policy, Widening, early_signal, rank_early
 from sweetspot.core.policies.proxy import Proxy
 from sweetspot.core.policies.prune import Prune
+from sweetspot.core.records import TrialView
 
 POLICIES: dict[str, Policy] = {policy.name: policy for policy in (Proxy(), Prune())}
 
@@ -23,13 +26,21 @@ def study_direction(spec: FineTuneStudySpec) -> Direction:
     return policy_of(spec).direction(spec)
 
 
+def judging(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Judging:
+    """Where the study judges new trials early after `trials` (its policy's `judging`)."""
+    return policy_of(spec).judging(spec, trials)
+
+
 __all__ = [
     "POLICIES",
     "Direction",
+    "Judging",
     "Policy",
     "Proxy",
     "Prune",
+    "Widening",
     "early_signal",
+    "judging",
     "policy_of",
     "rank_early",
     "study_direction",

@@ -1,0 +1,214 @@
+"""The report as tables for a terminal (`render_text`: what `sweetspot report` and `sweetspot run` print)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from sweetspot.core.policies.guard import MIN_TRIALS
+from sweetspot.report.data import score_of, weakest_first
+
+ATTRIBUTE_ROWS = 15
+"""Per-attribute rows a terminal table shows (the weakest and rarest); the CSV files hold them all."""
+
+
+def _interval(predicted: dict[str, float] | None) -> str:
+    if predicted is None:
+        return "-"
+    return f"{predicted['value']:.3f} [{predicted['low']:.3f}, {predicted['high']:.3f}]"
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """The report as tables for a terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=140, force_terminal=False, color_system=None)
+    console.print(f"Study {report['study']}: {report['phase']} ({report.get('message') or report.get('reason') or ''})")
+    if report["trials"]:  # a sweep with fixed hyperparameters has no search to show
+        signal = report["earlySignal"]
+        console.print(
+            f"policy {report['policy']}, early signal {signal} at {report['earlyFraction']:.0%} of steps; "
+            "scores over applicable (row, attribute) pairs"
+        )
+        early_signal_column = f"early {signal}" if signal not in ("f1", "accuracy") else "early loss"
+        early_key = signal if signal not in ("f1", "accuracy") else "loss"
+        warm = report.get("warmStart")
+        if warm:
+            console.print(
+                f"warm start from {', '.join(warm['studies']) or '-'}: {warm['reused']} trials reused, "
+                f"{warm['enqueued']} configurations queued ({warm['message']})"
+            )
+        sources = any(row.get("source") for row in report["trials"])
+        widened = bool(report["judging"]["widenings"])  # trials were judged at several fractions: say which
+        columns = ["trial", "state", *(["judged at"] if widened else []), "early F1", early_signal_column]
+        predicted = (report.get("prediction") or {}).get("trials")
+        forecast = ["predicted final (80%)"] if predicted else []
+        table = Table(*columns, "final F1", *forecast, "final acc", "seconds", *(["from"] if sources else []), "params")
+        for row in report["trials"]:
+            params = ", ".join(f"{k}={fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
+            judged_at = [f"{row['judgedAt']:.0%}" if row["judgedAt"] is not None else "-"] if widened else []
+            where = [f"{row['source']} ({'reused' if row.get('reused') else 'retrained'})" if row.get("source") else ""]
+            table.add_row(
+                str(row["trial"]),
+                row["state"],
+                *judged_at,
+                fmt(score_of(row["early"], "f1")),
+                fmt(score_of(row["early"], early_key)),
+                fmt(score_of(row["final"], "f1")),
+                *([_interval(predicted.get(str(row["trial"])))] if predicted else []),
+                fmt(score_of(row["final"], "accuracy")),
+                fmt(row["seconds"], 1),
+                *(where if sources else []),
+                params,
+            )
+        console.print(table)
+        counts = report["counts"]
+        console.print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        zero = report.get("zeroShot")
+        if zero:
+            json_rate = f", valid JSON {zero['validJsonRate']:.0%}" if "validJsonRate" in zero else ""
+            console.print(
+                f"zero-shot (the model before training): F1 {zero['f1']:.4f} (precision {zero['precision']:.4f}, "
+                f"recall {zero['recall']:.4f}), accuracy {zero['accuracy']:.4f}{json_rate}"
+            )
+        best = report["best"]
+        if best:
+            baseline = best["nullBaseline"]["accuracy"]
+            console.print(
+                f"best: trial {best['trial']} final F1 {best['finalF1']:.4f} (precision {best['finalPrecision']:.4f}, "
+                f"recall {best['finalRecall']:.4f}), accuracy {best['finalAccuracy']:.4f}"
+                + (f", valid JSON {best['validJsonRate']:.0%}" if best.get("validJsonRate") is not None else "")
+                + f"; always-null baseline F1 0.0000, accuracy {fmt(baseline)}"
+            )
+            console.print(f"  params {best['params']}")
+            if best.get("adapter"):
+                console.print(f"  adapter {best['adapter']} (sweetspot predict ADAPTER pages.jsonl)", soft_wrap=True)
+            console.print(_attribute_table(best))
+        agreement = report["agreement"]
+        if agreement["trials"] < MIN_TRIALS:
+            console.print(f"early vs final: n/a ({agreement['trials']} trials; ranks agree or not from {MIN_TRIALS})")
+        else:
+            console.print(
+                f"early vs final over {agreement['trials']} trials: Spearman {fmt(agreement['spearman'], 3)}, "
+                f"Kendall {fmt(agreement['kendall'], 3)}, "
+                f"top-{agreement['topK']} overlap {fmt(agreement['topKOverlap'])}"
+            )
+        prediction = report.get("prediction")
+        if prediction:
+            if prediction["feature"] is None:
+                console.print(f"final-score prediction: not calibrated yet ({prediction['pairs']} finals of 3)")
+            else:
+                coverage = prediction["coverage"]
+                source = "early curve" if prediction["feature"] == "curve" else "early score"
+                checked = (
+                    f"{coverage:.0%} of {prediction['checked']} finals inside their 80% interval (each predicted "
+                    "without its own final)"
+                    if coverage is not None
+                    else "its intervals checked from 4 finals"
+                )
+                console.print(f"final-score prediction from the {source}: {checked}")
+        for step in report["judging"]["widenings"]:
+            console.print(
+                f"agreement guard: Spearman {fmt(step['agreement'], 3)} over {step['trials']} finals judged at "
+                f"{step['from']:.0%} (below {report['judging']['minAgreement']}): later trials judged at "
+                f"{step['to']:.0%}, one more promoted"
+            )
+    compute = report["computeSeconds"]
+    console.print(f"compute seconds: used {compute['used']:.0f}, saved by judging early {compute['saved']:.0f}")
+    if report["learningCurve"]:
+        console.print(_curve_table(report["learningCurve"]))
+        spot = report["sweetSpot"] or {}
+        if spot.get("fit"):
+            console.print(f"fitted: {spot['fit']}")
+        if spot.get("samples"):
+            console.print(f"sweet spot: {spot['samples']} samples (F1 {spot['f1']:.4f})")
+        if report.get("forecast"):
+            for line in _forecast_lines(report["forecast"], report.get("target")):
+                console.print(line)
+        if spot.get("recommendation"):
+            console.print(f"recommendation: {spot['recommendation']}")
+    return buffer.getvalue()
+
+
+def _rows(answer: dict[str, Any]) -> str:
+    if answer.get("abovePlateau"):
+        return "above the plateau's band"
+    high = f"{answer['rowsHigh']:,}" if answer.get("rowsHigh") else "not reached"
+    middle = (
+        f"{answer['rows']:,}" if answer.get("rows") else f"not reached ({answer['reach']:.0%} of forecasts reach it)"
+    )
+    cost = f", labelling cost {answer['cost']:,.0f}" if answer.get("cost") is not None else ""
+    return f"{middle} (80% band {answer['rowsLow']:,} to {high}){cost}"
+
+
+def _forecast_lines(forecast: dict[str, Any], target: float | None) -> list[Any]:
+    """The forecast table (sizes as columns, the headline F1 and the late-gain attributes as rows) and the target."""
+    from rich.table import Table
+
+    if not forecast.get("points") and not forecast.get("target"):
+        return [f"forecast: {forecast.get('message', '')}"]
+    lines: list[Any] = []
+    points = forecast.get("points", [])
+    if points:
+        table = Table("samples", *(f"{p['samples']:,}" for p in points), title="Forecast (micro-F1, 80% band)")
+        table.add_row("F1", *(f"{p['f1']:.3f} [{p['low']:.3f}, {p['high']:.3f}]" for p in points))
+        if any(p.get("cost") is not None for p in points):
+            table.add_row("labelling cost", *(fmt(p.get("cost"), 0) for p in points))
+        for each in forecast.get("attributes", []):
+            table.add_row(
+                each["attribute"], *(f"{p['f1']:.3f} [{p['low']:.3f}, {p['high']:.3f}]" for p in each["points"])
+            )
+        lines.append(table)
+    lines.append(
+        f"plateau {forecast['plateau']:.3f} (80% band {forecast['plateauLow']:.3f}-{forecast['plateauHigh']:.3f}); "
+        "forms " + ", ".join(f"{form} {weight:.2f}" for form, weight in forecast["forms"].items())
+    )
+    if target is not None and forecast.get("target"):
+        lines.append(f"rows to reach F1 {target:.2f}: {_rows(forecast['target'])}")
+        for each in forecast.get("attributes", []):
+            if each.get("target"):
+                lines.append(f"rows for {each['attribute']} to reach F1 {target:.2f}: {_rows(each['target'])}")
+    return lines
+
+
+def _attribute_table(best: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    f1, support, accuracy = best["attributeF1"], best["attributeSupport"], best["attributeAccuracy"]
+    names = weakest_first(f1, support)
+    shown = names[:ATTRIBUTE_ROWS]
+    title = f"Best trial per attribute, weakest first ({len(shown)} of {len(names)}; all in attributes.csv)"
+    table = Table("attribute", "gold values", "F1", "accuracy", title=title if len(names) > len(shown) else None)
+    for name in shown:
+        table.add_row(name, str(support.get(name, "-")), fmt(f1[name], 3), fmt(accuracy.get(name), 3))
+    return table
+
+
+def _curve_table(points: list[dict[str, Any]]) -> Any:
+    """Sizes as columns and attributes as rows (dozens of attributes stay readable); the weakest at the largest
+    size first, at most `ATTRIBUTE_ROWS` of them."""
+    from rich.table import Table
+
+    table = Table("samples", *(str(p["samples"]) for p in points), title="Learning curve (micro-F1)")
+    table.add_row("F1", *(fmt(p["f1"], 3) for p in points))
+    table.add_row("± spread", *(fmt(p["spread"], 3) for p in points))
+    table.add_row("accuracy", *(fmt(p.get("accuracy"), 3) for p in points))
+    table.add_row("repeats", *(str(p["repeats"]) for p in points))
+    if any(p.get("gainPerThousand") is not None for p in points):  # only a fitted curve has gains
+        table.add_row("gain / +1,000", *(fmt(p.get("gainPerThousand"), 3) for p in points))
+    table.add_row("gains most after", *(p.get("leadingAttribute") or "-" for p in points))
+    last = points[-1]["attributeF1"]
+    names = sorted({a for p in points for a in p["attributeF1"]}, key=lambda a: (last.get(a, 0.0), a))
+    for name in names[:ATTRIBUTE_ROWS]:
+        table.add_row(name, *(fmt(p["attributeF1"].get(name), 3) for p in points))
+    if len(names) > ATTRIBUTE_ROWS:
+        table.add_row(f"({len(names) - ATTRIBUTE_ROWS} more)", *("" for _ in points))
+    return table
