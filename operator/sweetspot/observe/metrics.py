@@ -274,8 +274,14 @@ class _Families:
 
     def add(self, state: StudyState, trials_per_study: int) -> None:
         study = [state.namespace, state.name]
-        summary = state.summary
-        forecast = summary.forecast
+        self._add_trials(study, state, trials_per_study)
+        self._add_study(study, state)
+        self._add_judging(study, state)
+        self._add_curve(study, state.summary)
+
+    def _add_trials(self, study: list[str], state: StudyState, trials_per_study: int) -> None:
+        """Per trial and stage: scores, compute, attributes, and the predicted final."""
+        forecast = state.summary.forecast
         for trial in _shown_trials(state, trials_per_study):
             predicted = forecast.predictions.get(trial.number) if forecast is not None else None
             if predicted is not None:
@@ -293,6 +299,10 @@ class _Families:
                 self.trial_compute.add_metric(labels, outcome.compute_seconds)
                 for attribute, value in exported(outcome.attribute_f1):
                     self.trial_attribute.add_metric([*labels, attribute], value)
+
+    def _add_study(self, study: list[str], state: StudyState) -> None:
+        """The study as a whole: bests, counts, phase, failures, reuse, compute and budget."""
+        summary = state.summary
         for stage in ("early", "final"):
             outcomes = [o for t in state.trials if (o := getattr(t, stage)) is not None]
             if outcomes:
@@ -313,6 +323,16 @@ class _Families:
         disrupted += sum(len(p.disrupted_attempts) for p in state.sweep)
         self.failures.add_metric([*study, "failed"], failed)
         self.failures.add_metric([*study, "disrupted"], disrupted)
+        self.reused.add_metric(study, sum(1 for t in state.trials if t.reused))  # 0 without spec.search.warmStart
+        self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
+        self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
+        if summary.budget is not None:
+            self.budget.add_metric(study, summary.budget.limit)
+            self.budget_used.add_metric(study, summary.budget.ratio)
+
+    def _add_judging(self, study: list[str], state: StudyState) -> None:
+        """How well early judged final: rank agreement, the guard, and the prediction's coverage."""
+        summary = state.summary
         agreement = summary.agreement
         self.agreement_trials.add_metric(study, agreement.trials)
         if agreement.spearman is not None:
@@ -321,17 +341,14 @@ class _Families:
             self.kendall.add_metric(study, agreement.kendall)
         if agreement.top_k_overlap is not None:
             self.top_k.add_metric([*study, str(agreement.top_k)], agreement.top_k_overlap)
-        self.reused.add_metric(study, sum(1 for t in state.trials if t.reused))  # 0 without spec.search.warmStart
-        if forecast is not None and forecast.calibration.coverage is not None:
-            self.coverage.add_metric(study, forecast.calibration.coverage)
+        if summary.forecast is not None and summary.forecast.calibration.coverage is not None:
+            self.coverage.add_metric(study, summary.forecast.calibration.coverage)
         if policy_of(state.spec).guardable:  # the fraction and 0 widenings even while the guard is off
             self.judged_at.add_metric(study, summary.judging.fraction)
             self.widenings.add_metric(study, summary.judging.level)
-        self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
-        self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
-        if summary.budget is not None:
-            self.budget.add_metric(study, summary.budget.limit)
-            self.budget_used.add_metric(study, summary.budget.ratio)
+
+    def _add_curve(self, study: list[str], summary: Summary) -> None:
+        """The learning curve, its sweet spot and plateau, and its forecast."""
         for point in summary.curve:
             size = [*study, str(point.samples)]
             self.curve.add_metric(size, point.score)
@@ -345,17 +362,18 @@ class _Families:
         if summary.verdict is not None and summary.verdict.fit is not None:
             self.plateau.add_metric(study, summary.verdict.fit.plateau)
         overall = summary.outlook.overall if summary.outlook is not None else None
-        if overall is not None:
-            for ahead in overall.sizes:
-                for bound, value in (("value", ahead.f1.middle), ("low", ahead.f1.low), ("high", ahead.f1.high)):
-                    self.curve_forecast.add_metric([*study, str(ahead.samples), bound], value)
-            if overall.target is not None:
-                self.target_reach.add_metric(study, overall.target.reach)
-                rows = overall.target.rows
-                if rows is not None:
-                    for bound, count in (("value", rows.middle), ("low", rows.low), ("high", rows.high)):
-                        if count is not None:
-                            self.target_rows.add_metric([*study, bound], count)
+        if overall is None:
+            return
+        for ahead in overall.sizes:
+            for bound, value in (("value", ahead.f1.middle), ("low", ahead.f1.low), ("high", ahead.f1.high)):
+                self.curve_forecast.add_metric([*study, str(ahead.samples), bound], value)
+        if overall.target is not None:
+            self.target_reach.add_metric(study, overall.target.reach)
+            rows = overall.target.rows
+            if rows is not None:
+                for bound, count in (("value", rows.middle), ("low", rows.low), ("high", rows.high)):
+                    if count is not None:
+                        self.target_rows.add_metric([*study, bound], count)
 
     def _histogram(self, study: list[str], stage: str, seconds: Sequence[float]) -> None:
         buckets = [(str(float(b)), sum(1 for s in seconds if s <= b)) for b in STAGE_SECONDS_BUCKETS]

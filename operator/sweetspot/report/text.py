@@ -27,115 +27,142 @@ def fmt(value: Any, digits: int = 4) -> str:
 def render_text(report: dict[str, Any]) -> str:
     """The report as tables for a terminal."""
     from rich.console import Console
-    from rich.table import Table
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=140, force_terminal=False, color_system=None)
     console.print(f"Study {report['study']}: {report['phase']} ({report.get('message') or report.get('reason') or ''})")
     if report["trials"]:  # a sweep with fixed hyperparameters has no search to show
-        signal = report["earlySignal"]
-        console.print(
-            f"policy {report['policy']}, early signal {signal} at {report['earlyFraction']:.0%} of steps; "
-            "scores over applicable (row, attribute) pairs"
-        )
-        early_signal_column = f"early {signal}" if signal not in ("f1", "accuracy") else "early loss"
-        early_key = signal if signal not in ("f1", "accuracy") else "loss"
-        warm = report.get("warmStart")
-        if warm:
-            console.print(
-                f"warm start from {', '.join(warm['studies']) or '-'}: {warm['reused']} trials reused, "
-                f"{warm['enqueued']} configurations queued ({warm['message']})"
-            )
-        sources = any(row.get("source") for row in report["trials"])
-        widened = bool(report["judging"]["widenings"])  # trials were judged at several fractions: say which
-        columns = ["trial", "state", *(["judged at"] if widened else []), "early F1", early_signal_column]
-        predicted = (report.get("prediction") or {}).get("trials")
-        forecast = ["predicted final (80%)"] if predicted else []
-        table = Table(*columns, "final F1", *forecast, "final acc", "seconds", *(["from"] if sources else []), "params")
-        for row in report["trials"]:
-            params = ", ".join(f"{k}={fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
-            judged_at = [f"{row['judgedAt']:.0%}" if row["judgedAt"] is not None else "-"] if widened else []
-            where = [f"{row['source']} ({'reused' if row.get('reused') else 'retrained'})" if row.get("source") else ""]
-            table.add_row(
-                str(row["trial"]),
-                row["state"],
-                *judged_at,
-                fmt(score_of(row["early"], "f1")),
-                fmt(score_of(row["early"], early_key)),
-                fmt(score_of(row["final"], "f1")),
-                *([_interval(predicted.get(str(row["trial"])))] if predicted else []),
-                fmt(score_of(row["final"], "accuracy")),
-                fmt(row["seconds"], 1),
-                *(where if sources else []),
-                params,
-            )
-        console.print(table)
-        counts = report["counts"]
-        console.print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        zero = report.get("zeroShot")
-        if zero:
-            json_rate = f", valid JSON {zero['validJsonRate']:.0%}" if "validJsonRate" in zero else ""
-            console.print(
-                f"zero-shot (the model before training): F1 {zero['f1']:.4f} (precision {zero['precision']:.4f}, "
-                f"recall {zero['recall']:.4f}), accuracy {zero['accuracy']:.4f}{json_rate}"
-            )
-        best = report["best"]
-        if best:
-            baseline = best["nullBaseline"]["accuracy"]
-            console.print(
-                f"best: trial {best['trial']} final F1 {best['finalF1']:.4f} (precision {best['finalPrecision']:.4f}, "
-                f"recall {best['finalRecall']:.4f}), accuracy {best['finalAccuracy']:.4f}"
-                + (f", valid JSON {best['validJsonRate']:.0%}" if best.get("validJsonRate") is not None else "")
-                + f"; always-null baseline F1 0.0000, accuracy {fmt(baseline)}"
-            )
-            console.print(f"  params {best['params']}")
-            if best.get("adapter"):
-                console.print(f"  adapter {best['adapter']} (sweetspot predict ADAPTER pages.jsonl)", soft_wrap=True)
-            console.print(_attribute_table(best))
-        agreement = report["agreement"]
-        if agreement["trials"] < MIN_TRIALS:
-            console.print(f"early vs final: n/a ({agreement['trials']} trials; ranks agree or not from {MIN_TRIALS})")
-        else:
-            console.print(
-                f"early vs final over {agreement['trials']} trials: Spearman {fmt(agreement['spearman'], 3)}, "
-                f"Kendall {fmt(agreement['kendall'], 3)}, "
-                f"top-{agreement['topK']} overlap {fmt(agreement['topKOverlap'])}"
-            )
-        prediction = report.get("prediction")
-        if prediction:
-            if prediction["feature"] is None:
-                console.print(f"final-score prediction: not calibrated yet ({prediction['pairs']} finals of 3)")
-            else:
-                coverage = prediction["coverage"]
-                source = "early curve" if prediction["feature"] == "curve" else "early score"
-                checked = (
-                    f"{coverage:.0%} of {prediction['checked']} finals inside their 80% interval (each predicted "
-                    "without its own final)"
-                    if coverage is not None
-                    else "its intervals checked from 4 finals"
-                )
-                console.print(f"final-score prediction from the {source}: {checked}")
-        for step in report["judging"]["widenings"]:
-            console.print(
-                f"agreement guard: Spearman {fmt(step['agreement'], 3)} over {step['trials']} finals judged at "
-                f"{step['from']:.0%} (below {report['judging']['minAgreement']}): later trials judged at "
-                f"{step['to']:.0%}, one more promoted"
-            )
+        _print_search(console, report)
     compute = report["computeSeconds"]
     console.print(f"compute seconds: used {compute['used']:.0f}, saved by judging early {compute['saved']:.0f}")
     if report["learningCurve"]:
-        console.print(_curve_table(report["learningCurve"]))
-        spot = report["sweetSpot"] or {}
-        if spot.get("fit"):
-            console.print(f"fitted: {spot['fit']}")
-        if spot.get("samples"):
-            console.print(f"sweet spot: {spot['samples']} samples (F1 {spot['f1']:.4f})")
-        if report.get("forecast"):
-            for line in _forecast_lines(report["forecast"], report.get("target")):
-                console.print(line)
-        if spot.get("recommendation"):
-            console.print(f"recommendation: {spot['recommendation']}")
+        _print_curve(console, report)
     return buffer.getvalue()
+
+
+def _print_search(console: Any, report: dict[str, Any]) -> None:
+    """The search: policy, warm start, the trials table, counts, the best trial, and how early judged final."""
+    signal = report["earlySignal"]
+    console.print(
+        f"policy {report['policy']}, early signal {signal} at {report['earlyFraction']:.0%} of steps; "
+        "scores over applicable (row, attribute) pairs"
+    )
+    warm = report.get("warmStart")
+    if warm:
+        console.print(
+            f"warm start from {', '.join(warm['studies']) or '-'}: {warm['reused']} trials reused, "
+            f"{warm['enqueued']} configurations queued ({warm['message']})"
+        )
+    console.print(_trials_table(report))
+    counts = report["counts"]
+    console.print("trials: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    _print_best(console, report)
+    _print_judging(console, report)
+
+
+def _trials_table(report: dict[str, Any]) -> Any:
+    """One row per trial: its early and final scores, where it came from, and its hyperparameters."""
+    from rich.table import Table
+
+    signal = report["earlySignal"]
+    early_signal_column = f"early {signal}" if signal not in ("f1", "accuracy") else "early loss"
+    early_key = signal if signal not in ("f1", "accuracy") else "loss"
+    sources = any(row.get("source") for row in report["trials"])
+    widened = bool(report["judging"]["widenings"])  # trials were judged at several fractions: say which
+    columns = ["trial", "state", *(["judged at"] if widened else []), "early F1", early_signal_column]
+    predicted = (report.get("prediction") or {}).get("trials")
+    forecast = ["predicted final (80%)"] if predicted else []
+    table = Table(*columns, "final F1", *forecast, "final acc", "seconds", *(["from"] if sources else []), "params")
+    for row in report["trials"]:
+        params = ", ".join(f"{k}={fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
+        judged_at = [f"{row['judgedAt']:.0%}" if row["judgedAt"] is not None else "-"] if widened else []
+        where = [f"{row['source']} ({'reused' if row.get('reused') else 'retrained'})" if row.get("source") else ""]
+        table.add_row(
+            str(row["trial"]),
+            row["state"],
+            *judged_at,
+            fmt(score_of(row["early"], "f1")),
+            fmt(score_of(row["early"], early_key)),
+            fmt(score_of(row["final"], "f1")),
+            *([_interval(predicted.get(str(row["trial"])))] if predicted else []),
+            fmt(score_of(row["final"], "accuracy")),
+            fmt(row["seconds"], 1),
+            *(where if sources else []),
+            params,
+        )
+    return table
+
+
+def _print_best(console: Any, report: dict[str, Any]) -> None:
+    """The model before training, then the best trial: its scores, hyperparameters, adapter and attributes."""
+    zero = report.get("zeroShot")
+    if zero:
+        json_rate = f", valid JSON {zero['validJsonRate']:.0%}" if "validJsonRate" in zero else ""
+        console.print(
+            f"zero-shot (the model before training): F1 {zero['f1']:.4f} (precision {zero['precision']:.4f}, "
+            f"recall {zero['recall']:.4f}), accuracy {zero['accuracy']:.4f}{json_rate}"
+        )
+    best = report["best"]
+    if best:
+        baseline = best["nullBaseline"]["accuracy"]
+        console.print(
+            f"best: trial {best['trial']} final F1 {best['finalF1']:.4f} (precision {best['finalPrecision']:.4f}, "
+            f"recall {best['finalRecall']:.4f}), accuracy {best['finalAccuracy']:.4f}"
+            + (f", valid JSON {best['validJsonRate']:.0%}" if best.get("validJsonRate") is not None else "")
+            + f"; always-null baseline F1 0.0000, accuracy {fmt(baseline)}"
+        )
+        console.print(f"  params {best['params']}")
+        if best.get("adapter"):
+            console.print(f"  adapter {best['adapter']} (sweetspot predict ADAPTER pages.jsonl)", soft_wrap=True)
+        console.print(_attribute_table(best))
+
+
+def _print_judging(console: Any, report: dict[str, Any]) -> None:
+    """How well early judged final: rank agreement, the final-score prediction, the guard's widenings."""
+    agreement = report["agreement"]
+    if agreement["trials"] < MIN_TRIALS:
+        console.print(f"early vs final: n/a ({agreement['trials']} trials; ranks agree or not from {MIN_TRIALS})")
+    else:
+        console.print(
+            f"early vs final over {agreement['trials']} trials: Spearman {fmt(agreement['spearman'], 3)}, "
+            f"Kendall {fmt(agreement['kendall'], 3)}, "
+            f"top-{agreement['topK']} overlap {fmt(agreement['topKOverlap'])}"
+        )
+    prediction = report.get("prediction")
+    if prediction:
+        if prediction["feature"] is None:
+            console.print(f"final-score prediction: not calibrated yet ({prediction['pairs']} finals of 3)")
+        else:
+            coverage = prediction["coverage"]
+            source = "early curve" if prediction["feature"] == "curve" else "early score"
+            checked = (
+                f"{coverage:.0%} of {prediction['checked']} finals inside their 80% interval (each predicted "
+                "without its own final)"
+                if coverage is not None
+                else "its intervals checked from 4 finals"
+            )
+            console.print(f"final-score prediction from the {source}: {checked}")
+    for step in report["judging"]["widenings"]:
+        console.print(
+            f"agreement guard: Spearman {fmt(step['agreement'], 3)} over {step['trials']} finals judged at "
+            f"{step['from']:.0%} (below {report['judging']['minAgreement']}): later trials judged at "
+            f"{step['to']:.0%}, one more promoted"
+        )
+
+
+def _print_curve(console: Any, report: dict[str, Any]) -> None:
+    """The learning curve, its fit and sweet spot, the forecast and the recommendation."""
+    console.print(_curve_table(report["learningCurve"]))
+    spot = report["sweetSpot"] or {}
+    if spot.get("fit"):
+        console.print(f"fitted: {spot['fit']}")
+    if spot.get("samples"):
+        console.print(f"sweet spot: {spot['samples']} samples (F1 {spot['f1']:.4f})")
+    if report.get("forecast"):
+        for line in _forecast_lines(report["forecast"], report.get("target")):
+            console.print(line)
+    if spot.get("recommendation"):
+        console.print(f"recommendation: {spot['recommendation']}")
 
 
 def _rows(answer: dict[str, Any]) -> str:
