@@ -233,7 +233,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from sweetspot.local.runner import LocalRuntime, run_study
     from sweetspot.report import study as report
-    from sweetspot.storage.search import WARM_START_FAILED, SearchStore, StorageError, safe_url
+    from sweetspot.storage.connect import StorageError, safe_url
+    from sweetspot.storage.store import SearchStore
+    from sweetspot.storage.warm_start import WARM_START_FAILED, take_warm_start
 
     console = Console(stderr=True, highlight=False)
     studies = _studies(args.manifest)
@@ -260,6 +262,7 @@ def _run(args: argparse.Namespace) -> int:
     storage = args.storage or f"sqlite:///{(workdir / 'studies.db').resolve()}"
     try:
         store = SearchStore.open(storage, study)
+        warm = take_warm_start(store, study)
         store.update_spec(study)  # overrides such as --max-trials are part of what this run did
     except StorageError as exc:
         print(exc, file=sys.stderr)
@@ -269,8 +272,8 @@ def _run(args: argparse.Namespace) -> int:
     if ended is not None and ended.get("reason") == WARM_START_FAILED:
         print(ended.get("message", WARM_START_FAILED), file=sys.stderr)
         return 1
-    if store.warm_started:
-        console.print(f"warm start: {store.warm_started}")
+    if warm.message:
+        console.print(f"warm start: {warm.message}")
     runtime = LocalRuntime(
         root=root, manifest_dir=Path(args.manifest).resolve().parent, parallelism=study.spec.search.parallelism
     )
@@ -377,7 +380,7 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sweetspot.report import study as report
-    from sweetspot.storage.search import StorageError
+    from sweetspot.storage.connect import StorageError
 
     local = (Path(args.workdir) / "studies.db").resolve()
     if args.storage is None and not local.exists():
@@ -408,7 +411,7 @@ def _render(args: argparse.Namespace) -> int:
     from sweetspot.cluster.memory import Memories
     from sweetspot.cluster.runtimes import runtime_for
     from sweetspot.core.records import RunKey, StartRun
-    from sweetspot.storage.search import preview_params
+    from sweetspot.storage.space import preview_params
 
     studies = _studies(args.manifest)
     if studies is None:
