@@ -179,7 +179,8 @@ def test_a_crash_halfway_through_copying_copies_the_rest_once(storage_url: str) 
     run(storage_url, study("first"))
     second_spec = study("second", seed=2, warmStart={"studies": ["first"]})
     script = (
-        "import sys\nfrom sweetspot.api import FineTuneStudy\nfrom sweetspot.storage.store import SearchStore\n"
+        "import sys\nfrom sweetspot.api.resource import FineTuneStudy\n"
+        "from sweetspot.storage.store import SearchStore\n"
         "from sweetspot.storage.warm_start import take_warm_start\n"
         "resource = FineTuneStudy.model_validate_json(sys.argv[2])\n"
         "take_warm_start(SearchStore.open(sys.argv[1], resource), resource)\n"
