@@ -68,10 +68,11 @@ from sweetspot.contract import Evaluation, StageResult
 from sweetspot.core.loop import settle
 from sweetspot.core.planner import best_trial
 from sweetspot.core.policies.predict import extrapolate
-from sweetspot.core.policies.registry import study_direction
 from sweetspot.core.records import RunKey, RunView, StartRun
 from sweetspot.core.runtime import Runtime
-from sweetspot.storage.search import SearchStore, distributions, make_pruner, make_sampler, study_key
+from sweetspot.storage.space import distributions
+from sweetspot.storage.store import SearchStore
+from sweetspot.storage.warm_start import take_warm_start
 
 DEFAULT_STRATEGY = "sweetspot-default"
 """The row of Sweetspot as shipped: `proxy` with every `earlyEvaluation` and `search` default."""
@@ -372,19 +373,9 @@ def sweetspot_strategy(
         storage = optuna.storages.InMemoryStorage()
 
         def open_store(resource: FineTuneStudy) -> SearchStore:
-            spec = resource.spec
-            study = optuna.create_study(
-                storage=storage,
-                study_name=study_key(resource.metadata.namespace, resource.metadata.name),
-                direction=study_direction(spec),
-                sampler=make_sampler(spec),
-                pruner=make_pruner(spec),
-                load_if_exists=True,
-            )
-            store = SearchStore("memory", study, spec, storage)
+            store = SearchStore.on(storage, resource)
             store.update_spec(resource)  # what a warm start compares a later study's spec with
-            if spec.search.warm_start is not None:
-                store.warm_start(resource)  # what `SearchStore.open` does: once, then a no-op
+            take_warm_start(store, resource)  # as the shells do after opening: once, then a no-op
             return store
 
         def drive(resource: FineTuneStudy, schedule: list[int], trace: Trace) -> None:

@@ -35,7 +35,7 @@ import optuna
 from sweetspot.api.search import DEFAULT_SEARCH_SPACE
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.contract import StageResult, TrialConfig
-from sweetspot.storage.search import distributions
+from sweetspot.storage.space import distributions
 
 CHECKPOINTS = [round(0.1 * k, 1) for k in range(1, 11)]
 DEFAULT_OUT = Path(__file__).parent / "data" / "hpo_table.json"

@@ -236,7 +236,9 @@ def _run(args: argparse.Namespace) -> int:
     from sweetspot.report import data as report_data
     from sweetspot.report import files as report_files
     from sweetspot.report import text as report_text
-    from sweetspot.storage.search import SearchStore, StorageError, safe_url
+    from sweetspot.storage.connect import StorageError, safe_url
+    from sweetspot.storage.store import SearchStore
+    from sweetspot.storage.warm_start import take_warm_start
 
     console = Console(stderr=True, highlight=False)
     studies = _studies(args.manifest)
@@ -263,6 +265,7 @@ def _run(args: argparse.Namespace) -> int:
     storage = args.storage or f"sqlite:///{(workdir / 'studies.db').resolve()}"
     try:
         store = SearchStore.open(storage, study)
+        warm = take_warm_start(store, study)
         store.update_spec(study)  # overrides such as --max-trials are part of what this run did
     except StorageError as exc:
         print(exc, file=sys.stderr)
@@ -272,8 +275,8 @@ def _run(args: argparse.Namespace) -> int:
     if ended is not None and ended.get("reason") == Reason.WARM_START_FAILED:
         print(ended.get("message", Reason.WARM_START_FAILED), file=sys.stderr)
         return 1
-    if store.warm_started:
-        console.print(f"warm start: {store.warm_started}")
+    if warm.message:
+        console.print(f"warm start: {warm.message}")
     runtime = LocalRuntime(
         root=root, manifest_dir=Path(args.manifest).resolve().parent, parallelism=study.spec.search.parallelism
     )
@@ -382,7 +385,7 @@ def _report(args: argparse.Namespace) -> int:
     from sweetspot.report import data as report_data
     from sweetspot.report import files as report_files
     from sweetspot.report import text as report_text
-    from sweetspot.storage.search import StorageError
+    from sweetspot.storage.connect import StorageError
 
     local = (Path(args.workdir) / "studies.db").resolve()
     if args.storage is None and not local.exists():
@@ -413,7 +416,7 @@ def _render(args: argparse.Namespace) -> int:
     from sweetspot.cluster.memory import Memories
     from sweetspot.cluster.runtimes import runtime_for
     from sweetspot.core.records import RunKey, StartRun
-    from sweetspot.storage.search import preview_params
+    from sweetspot.storage.space import preview_params
 
     studies = _studies(args.manifest)
     if studies is None:

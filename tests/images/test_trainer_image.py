@@ -20,7 +20,7 @@ from sweetspot.cluster.memory import Memories
 from sweetspot.cluster.runtimes import JobRuntime, TrainJobRuntime
 from sweetspot.contract import EXIT_BAD_INPUT, StageResult, result_file_name
 from sweetspot.core.records import RunKey, RunView, StartRun
-from sweetspot.storage.search import preview_params
+from sweetspot.storage.space import preview_params
 
 from support import containers
 from support.cluster import NodeSimulator, RunningCluster, cluster

@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from sweetspot.report import data as report
-from sweetspot.storage.search import StorageError, load_study
+from sweetspot.storage.connect import StorageError
+from sweetspot.storage.studies import load_study
 
 from support.operator import (
     NAMESPACE,

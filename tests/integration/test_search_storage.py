@@ -22,17 +22,11 @@ from sweetspot.core.records import (
     RecordSweepPoint,
     RunKey,
 )
-from sweetspot.storage.search import (
-    SearchStore,
-    StorageError,
-    delete_study,
-    distributions,
-    grid,
-    load_study,
-    open_storage,
-    safe_url,
-    scores,
-)
+from sweetspot.storage.connect import StorageError, open_storage, safe_url
+from sweetspot.storage.layout import scores
+from sweetspot.storage.space import distributions, grid
+from sweetspot.storage.store import SearchStore
+from sweetspot.storage.studies import delete_study, load_study
 
 from support.builders import outcome as outcome_of
 

@@ -19,13 +19,16 @@ import pytest
 import yaml
 
 from sweetspot.api.resource import FineTuneStudy
+from sweetspot.api.status import Reason
 from sweetspot.contract import Evaluation, StageResult
 from sweetspot.core.loop import settle
 from sweetspot.core.records import AskTrials, Decision, RunKey, RunView, StartRun
 from sweetspot.core.runtime import Runtime
 from sweetspot.core.stats import summarize
 from sweetspot.core.study_status import build_status
-from sweetspot.storage.search import REUSED_ATTR, SOURCE_ATTR, WARM_START_FAILED, SearchStore
+from sweetspot.storage.layout import REUSED_ATTR, SOURCE_ATTR
+from sweetspot.storage.store import SearchStore
+from sweetspot.storage.warm_start import WarmStart, take_warm_start
 
 from support.cluster import TESTS, RunningCluster
 from support.instant_node import InstantNode
@@ -101,9 +104,16 @@ class InstantRuntime(Runtime):
         pass
 
 
+def opened(url: str, resource: FineTuneStudy) -> SearchStore:
+    """The study's store, opened and warm-started as a shell does."""
+    store = SearchStore.open(url, resource)
+    take_warm_start(store, resource)
+    return store
+
+
 def run(url: str, resource: FineTuneStudy) -> tuple[SearchStore, InstantRuntime, Decision]:
     """The study from its store's first opening to its end, as a shell drives it."""
-    store = SearchStore.open(url, resource)
+    store = opened(url, resource)
     runtime = InstantRuntime()
     decision = Decision((), "Pending", "")
     for _ in range(100):
@@ -163,15 +173,18 @@ def test_reused_results_feed_the_sampler_and_no_stage_runs_again(storage_url: st
 
     # Opened again (a restart): nothing is copied twice.
     again = SearchStore.open(storage_url, second_spec)
-    assert len(again.snapshot()[0]) == 8 and again.warm_started == ""
+    assert take_warm_start(again, second_spec) == WarmStart() and len(again.snapshot()[0]) == 8
 
 
 def test_a_crash_halfway_through_copying_copies_the_rest_once(storage_url: str) -> None:
     run(storage_url, study("first"))
     second_spec = study("second", seed=2, warmStart={"studies": ["first"]})
     script = (
-        "import sys\nfrom sweetspot.api import FineTuneStudy\nfrom sweetspot.storage.search import SearchStore\n"
-        "SearchStore.open(sys.argv[1], FineTuneStudy.model_validate_json(sys.argv[2]))\n"
+        "import sys\nfrom sweetspot.api.resource import FineTuneStudy\n"
+        "from sweetspot.storage.store import SearchStore\n"
+        "from sweetspot.storage.warm_start import take_warm_start\n"
+        "resource = FineTuneStudy.model_validate_json(sys.argv[2])\n"
+        "take_warm_start(SearchStore.open(sys.argv[1], resource), resource)\n"
     )
     crashed = subprocess.run(
         [sys.executable, "-c", script, storage_url, second_spec.model_dump_json(by_alias=True)],
@@ -185,6 +198,8 @@ def test_a_crash_halfway_through_copying_copies_the_rest_once(storage_url: str) 
     assert len(half.trials) == 3 and "sweetspot:warmStart" not in half.user_attrs
 
     store = SearchStore.open(storage_url, second_spec)
+    # What the shells act on (the `WarmStarted` Event, `sweetspot run`'s line): the whole warm start, not its rest.
+    assert take_warm_start(store, second_spec) == WarmStart(("team/first",), 5, 0, "reused 5 trials of team/first")
     trials, _ = store.snapshot()
     assert [t.number for t in trials] == [0, 1, 2, 3, 4]
     assert len({t.source for t in trials}) == 5 and all(t.early is not None for t in trials)
@@ -202,7 +217,7 @@ def test_configs_queue_the_best_configurations_to_train_afresh(storage_url: str)
     best = sorted((t for t in earlier if t.final is not None), key=lambda t: -t.final.f1)  # type: ignore[union-attr]
 
     second_spec = study("second", seed=2, max_trials=3, warmStart={"studies": ["first"], "reuse": "configs"})
-    store = SearchStore.open(storage_url, second_spec)
+    store = opened(storage_url, second_spec)
     assert store.snapshot()[0] == []  # queued, not yet asked: the planner sees nothing to run
     assert store.apply(AskTrials(3)) == [0, 1, 2]
     trials, _ = store.snapshot()
@@ -222,7 +237,7 @@ def test_configs_queue_the_best_configurations_to_train_afresh(storage_url: str)
 
 def test_results_of_a_study_with_another_space_fall_back_to_configs(storage_url: str) -> None:
     run(storage_url, study("first", space={**SPACE, "loraRank": {"values": [8, 16, 32]}}))
-    second = SearchStore.open(storage_url, study("second", seed=2, warmStart={"studies": ["first"]}))
+    second = opened(storage_url, study("second", seed=2, warmStart={"studies": ["first"]}))
     summary = second.warm_summary()
     assert summary is not None and (summary["reused"], summary["enqueued"]) == (0, 2)
     assert "team/first: search.space differ, so its configurations are reused" in summary["message"]
@@ -232,15 +247,17 @@ def test_results_of_a_study_with_another_space_fall_back_to_configs(storage_url:
 def test_a_missing_study_fails_the_study_naming_the_field(storage_url: str) -> None:
     resource = study("second", warmStart={"studies": ["nowhere"]})
     store = SearchStore.open(storage_url, resource)
+    warm = take_warm_start(store, resource)
+    assert warm.failed and warm.message == ""
     ended = store.ended(resource)
-    assert ended is not None and (ended["phase"], ended["reason"]) == ("Failed", WARM_START_FAILED)
+    assert ended is not None and (ended["phase"], ended["reason"]) == ("Failed", Reason.WARM_START_FAILED)
     assert "spec.search.warmStart.studies" in ended["message"] and "'nowhere'" in ended["message"]
     assert store.snapshot()[0] == [] and store.warm_summary() is None
 
     # Once the study named exists and the spec changes, the warm start is retried.
     run(storage_url, study("nowhere"))
     fixed = study("second", max_trials=4, warmStart={"studies": ["nowhere"]})
-    store = SearchStore.open(storage_url, fixed)
+    store = opened(storage_url, fixed)
     assert store.ended(fixed) is None and store.warm_summary() is not None
 
 
@@ -330,10 +347,16 @@ def test_the_operator_says_what_a_warm_start_took_or_why_it_failed(tmp_path: Pat
                 apply(api, cluster_study("third", warmStart={"studies": ["ghost"]}))
                 status = finished("third")["status"]
                 ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-                assert (status["phase"], ready["status"], ready["reason"]) == ("Failed", "False", WARM_START_FAILED)
+                assert (status["phase"], ready["status"], ready["reason"]) == (
+                    "Failed",
+                    "False",
+                    Reason.WARM_START_FAILED,
+                )
                 assert "spec.search.warmStart.studies: no earlier study 'ghost'" in ready["message"]
                 items = kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
-                (failed,) = [e for e in items if e.involved_object.name == "third" and e.reason == WARM_START_FAILED]
+                (failed,) = [
+                    e for e in items if e.involved_object.name == "third" and e.reason == Reason.WARM_START_FAILED
+                ]
                 assert failed.type == "Warning" and failed.message == ready["message"]
                 assert jobs_of(api, "third") == [] and not node.errors
             finally:

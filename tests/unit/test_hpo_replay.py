@@ -186,9 +186,8 @@ def test_the_guard_widens_on_a_misleading_early_signal_and_says_so(table: Any) -
     import optuna
 
     from sweetspot.core.loop import Note, settle
-    from sweetspot.core.policies.registry import study_direction
     from sweetspot.core.records import StartRun
-    from sweetspot.storage.search import SearchStore, make_pruner, make_sampler
+    from sweetspot.storage.store import SearchStore
 
     def misleading(point: Any) -> dict[str, Any]:
         final = point.score / math.sqrt(point.fraction)
@@ -204,12 +203,8 @@ def test_the_guard_widens_on_a_misleading_early_signal_and_says_so(table: Any) -
     # Random search: TPE would home in on one configuration, and tied finals rank nothing.
     search = resource.spec.search.model_copy(update={"sampler": "random"})
     resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"search": search})})
-    spec = resource.spec
     storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(
-        storage=storage, direction=study_direction(spec), sampler=make_sampler(spec), pruner=make_pruner(spec)
-    )
-    store = SearchStore("memory", study, spec, storage)
+    store = SearchStore.on(storage, resource)
     runtime = replay.TableRuntime(misled, 0.2, replay.Trace())
     started: list[StartRun] = []
     original = runtime.start
@@ -227,7 +222,7 @@ def test_the_guard_widens_on_a_misleading_early_signal_and_says_so(table: Any) -
     # The user raises maxTrials: the new trials are judged at 35% (the table's nearest checkpoint: 30%).
     search = resource.spec.search.model_copy(update={"max_trials": 14})
     resource = resource.model_copy(update={"spec": resource.spec.model_copy(update={"search": search})})
-    store = SearchStore("memory", study, resource.spec, storage)
+    store = SearchStore.on(storage, resource)  # reopened with the new spec, as the operator does
     for _ in range(50):
         if settle(resource, store, runtime, notes.append).finished:
             break

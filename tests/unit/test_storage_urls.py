@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweetspot.storage.search import driver_url, safe_url
+from sweetspot.storage.connect import driver_url, safe_url
 
 
 @pytest.mark.parametrize(

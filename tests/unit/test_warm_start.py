@@ -15,7 +15,7 @@ from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core.planner import past_budget, plan
 from sweetspot.core.records import AskTrials, Observed, Outcome, RunKey, StartRun, TrialView
 from sweetspot.core.stats import progress, summarize
-from sweetspot.storage.search import best_configs, reuse_differences
+from sweetspot.storage.warm_start import best_configs, reuse_differences
 
 from support.builders import outcome as outcome_of
 from support.builders import study_spec

@@ -25,7 +25,9 @@ from sweetspot.cluster import jobs, kube, reconcile, trainjobs
 from sweetspot.cluster.memory import Serializer
 from sweetspot.cluster.runtimes import JobRuntime, TrainJobRuntime
 from sweetspot.observe.metrics import METRICS
-from sweetspot.storage.search import SearchStore, StorageError, delete_study
+from sweetspot.storage.connect import StorageError
+from sweetspot.storage.store import SearchStore
+from sweetspot.storage.studies import delete_study
 
 RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "30"))
 """The safety net: a finished run or a spec change reconciles its study at once; the timer catches the rest

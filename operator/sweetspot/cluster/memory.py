@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweetspot.core.records import RunView
-from sweetspot.storage.search import SearchStore
+from sweetspot.storage.store import SearchStore
 
 
 @dataclass(frozen=True)

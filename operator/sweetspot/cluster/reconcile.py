@@ -44,7 +44,9 @@ from sweetspot.core.study_status import (
 )
 from sweetspot.failpoints import failpoint
 from sweetspot.observe.metrics import METRICS, StudyState
-from sweetspot.storage.search import SearchStore, StorageError, open_storage, safe_url
+from sweetspot.storage.connect import StorageError, open_storage, safe_url
+from sweetspot.storage.store import SearchStore
+from sweetspot.storage.warm_start import WarmStart, take_warm_start
 
 DEFAULT_STORAGE_ENV = "SWEETSPOT_DATABASE_URL"
 
@@ -85,10 +87,14 @@ def storage_url(study: FineTuneStudy) -> str:
         raise StorageError(str(exc)) from None
 
 
-def _store(study: FineTuneStudy, memory: StudyMemory) -> SearchStore:
+def _store(study: FineTuneStudy, memory: StudyMemory) -> tuple[SearchStore, WarmStart]:
+    """The study's store, opened again when its spec changed, and what the warm start after opening did."""
     if memory.store is None or memory.store.spec != study.spec:
-        memory.store = SearchStore.open(storage_url(study), study)
-    return memory.store
+        store = SearchStore.open(storage_url(study), study)
+        warm = take_warm_start(store, study)
+        memory.store = store
+        return store, warm
+    return memory.store, WarmStart()
 
 
 def started_spec(stored: Mapping[str, Any]) -> FineTuneStudySpec | None:
@@ -172,13 +178,12 @@ def reconcile_study(body: Mapping[str, Any]) -> Pass:
         invalid = condition(previous, ConditionType.READY, False, Reason.INVALID_SPEC, message, generation, now)
         return Pass(with_conditions(last, [invalid]))
     try:
-        store = _store(study, memory)
+        store, warm = _store(study, memory)
         hear = _post(body, lambda: _best_adapter(study, store))
-        if store.warm_started:  # the warm start this open just did (once per study)
-            EVENTS.post(body, EventReason.WARM_STARTED, store.warm_started)
-        if store.warm_failed:
-            EVENTS.post(body, Reason.WARM_START_FAILED, store.warm_failed, warning=True)
-        store.warm_started = store.warm_failed = ""
+        if warm.message:  # the warm start this open just did (once per study)
+            EVENTS.post(body, EventReason.WARM_STARTED, warm.message)
+        if warm.failed:
+            EVENTS.post(body, Reason.WARM_START_FAILED, warm.failed, warning=True)
         with store.holding():  # one reconcile: the study's records read once (see SearchStore)
             before = started_spec(store.stored_spec())
             refused = ""

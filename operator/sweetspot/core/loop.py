@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import assert_never
 
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.api.spec import FineTuneStudySpec
@@ -90,7 +91,8 @@ def describe(action: Action, asked: list[int] | None = None, where: str = "") ->
             )
         case FailTrial(trial=trial, reason=reason):
             return Note(EventReason.TRIAL_FAILED, f"trial {trial}: {reason[:300]}", True, action)
-    raise TypeError(f"not an action: {action!r}")  # pragma: no cover - the union above is exhaustive
+        case _:
+            assert_never(action)
 
 
 def phase_note(decision: Decision) -> Note:
@@ -114,12 +116,24 @@ def widened_note(spec: FineTuneStudySpec, judged: Judging) -> Note:
 
 def apply(study: FineTuneStudy, store: Store, runtime: Runtime, action: Action) -> Note:
     """Apply one action where it belongs and describe it."""
-    if isinstance(action, StartRun):
-        return describe(action, where=runtime.start(study, action))
-    if isinstance(action, StopRun):
-        runtime.stop(study, action.key)
-        return describe(action)
-    return describe(action, asked=store.apply(action))
+    match action:
+        case StartRun():
+            return describe(action, where=runtime.start(study, action))
+        case StopRun():
+            runtime.stop(study, action.key)
+            return describe(action)
+        case (
+            AskTrials()
+            | RecordEarly()
+            | RecordFinal()
+            | RecordInfeasible()
+            | RecordFailure()
+            | FailTrial()
+            | RecordSweepPoint()
+        ):  # the study's records: the store's
+            return describe(action, asked=store.apply(action))
+        case _:
+            assert_never(action)
 
 
 def settle(study: FineTuneStudy, store: Store, runtime: Runtime, hear: Hear, max_passes: int = MAX_PASSES) -> Decision:

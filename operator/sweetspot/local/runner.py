@@ -31,7 +31,7 @@ from sweetspot.core.runtime import Runtime
 from sweetspot.core.stages import Paths, trial_config
 from sweetspot.core.stats import progress
 from sweetspot.observe.metrics import StudyState
-from sweetspot.storage.search import SearchStore
+from sweetspot.storage.store import SearchStore
 
 POLL_SECONDS = 0.5
 CPU_THREADS_ENV = contract.CPU_THREADS_ENV

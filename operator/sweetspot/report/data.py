@@ -19,7 +19,9 @@ from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import Outcome, TrialView
 from sweetspot.core.stats import Summary, best_data, curve_data, forecast_data, summarize
-from sweetspot.storage.search import SearchStore, load_study, open_storage
+from sweetspot.storage.connect import open_storage
+from sweetspot.storage.store import SearchStore
+from sweetspot.storage.studies import load_study
 
 
 def _state(trial: TrialView) -> str:
