@@ -139,7 +139,8 @@ def test_a_crash_halfway_through_copying_copies_the_rest_once(storage_url: str) 
     run(storage_url, study("first"))
     second_spec = study("second", seed=2, warmStart={"studies": ["first"]})
     script = (
-        "import sys\nfrom sweetspot.api import FineTuneStudy\nfrom sweetspot.storage.search import SearchStore\n"
+        "import sys\nfrom sweetspot.api.resource import FineTuneStudy\n"
+        "from sweetspot.storage.search import SearchStore\n"
         "SearchStore.open(sys.argv[1], FineTuneStudy.model_validate_json(sys.argv[2]))\n"
     )
     crashed = subprocess.run(
