@@ -340,6 +340,8 @@ class TableRuntime(Runtime):
         return list(self.runs)
 
     def start(self, study: FineTuneStudy, action: StartRun) -> str:
+        if any(run.key == action.key for run in self.runs):
+            return "the table"  # started already: a start is idempotent (nothing is paid twice)
         config = self.table.nearest(action.params)
         fraction = action.early_fraction or self.fraction  # the agreement guard may have widened it
         early = config.at(fraction).seconds
@@ -353,6 +355,10 @@ class TableRuntime(Runtime):
 
     def stop(self, study: FineTuneStudy, key: RunKey) -> None:
         pass  # every stage has finished by the time it could be stopped
+
+    def clean_up(self, namespace: str, name: str) -> int:
+        removed, self.runs = len(self.runs), []
+        return removed
 
 
 def sweetspot_strategy(

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from sweetspot.cluster import jobs
 
-from support.cluster import MERGE, RunningCluster
+from support.emulator import MERGE, RunningCluster
 from support.instant_node import InstantNode
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, Operator
 from support.postgres import fresh_database, postgres_url

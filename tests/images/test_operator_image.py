@@ -24,8 +24,9 @@ import yaml
 from sweetspot.api.crd import crd
 
 from support import containers
-from support.cluster import NodeSimulator, cluster
+from support.emulator import cluster
 from support.kube_schema import CrdValidator
+from support.node import NodeSimulator
 from support.operator import eventually
 from support.ports import free_port
 from support.postgres import operator_database

@@ -23,7 +23,8 @@ from sweetspot.core.records import RunKey, RunView, StartRun
 from sweetspot.storage.space import preview_params
 
 from support import containers
-from support.cluster import NodeSimulator, RunningCluster, cluster
+from support.emulator import RunningCluster, cluster
+from support.node import NodeSimulator
 from support.operator import NAMESPACE, eventually, tracebacks
 from support.studies import small_study
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from support.by_path import ROOT
-from support.cluster import TESTS
+from support.node import TESTS
 from support.studies import small_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]

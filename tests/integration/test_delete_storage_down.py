@@ -12,22 +12,12 @@ import kubernetes
 import optuna
 import pytest
 
-from support.operator import NAMESPACE, apply, cluster_study, delete, eventually, get, jobs_of, operator_world
+from support.operator import NAMESPACE, apply, cluster_study, delete, eventually, exists, jobs_of, operator_world
 from support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 
 WAIT_SECONDS = 40
-
-
-def exists(api: kubernetes.client.ApiClient, name: str) -> bool:
-    try:
-        get(api, name)
-    except kubernetes.client.exceptions.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def optuna_studies(database: str) -> set[str]:

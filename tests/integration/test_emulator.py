@@ -13,7 +13,8 @@ import pytest
 
 from sweetspot.cluster.events import EventRecorder
 
-from support.cluster import RunningCluster, job_failure, local_path, local_value
+from support.emulator import RunningCluster
+from support.node import job_failure, local_path, local_value
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, cluster_study
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

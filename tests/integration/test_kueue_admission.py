@@ -11,7 +11,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from support.cluster import MERGE
+from support.emulator import MERGE
 from support.operator import NAMESPACE, apply, check_succeeded, cluster_study, eventually, get, operator_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]

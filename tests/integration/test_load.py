@@ -13,7 +13,7 @@ import kubernetes
 import optuna
 import pytest
 
-from support.cluster import RunningCluster
+from support.emulator import RunningCluster
 from support.instant_node import InstantNode
 from support.operator import GROUP, NAMESPACE, PLURAL, VERSION, Operator, cluster_study, eventually
 from support.postgres import operator_database

@@ -19,8 +19,8 @@ import optuna
 import pytest
 import yaml
 
-from support.cluster import TESTS
 from support.interrupt import sigint_as_in_a_terminal
+from support.node import TESTS
 from support.studies import small_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]

@@ -16,7 +16,7 @@ from sweetspot.cluster.jobs import CONFIG_KEY
 from sweetspot.contract import TrialConfig
 from sweetspot.report import data as report
 
-from support.cluster import RunningCluster
+from support.emulator import RunningCluster
 from support.instant_node import InstantNode
 from support.operator import GROUP, PLURAL, VERSION, Operator, cluster_study, eventually
 from support.postgres import operator_database

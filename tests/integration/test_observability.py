@@ -17,8 +17,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.cluster import TESTS
 from support.interrupt import sigint_as_in_a_terminal
+from support.node import TESTS
 from support.operator import NAMESPACE, apply, cluster_study, delete, eventually, operator_world, phase
 from support.ports import free_port
 from support.prometheus import (

@@ -13,7 +13,7 @@ import pytest
 
 from sweetspot.cluster import jobs
 
-from support.cluster import MERGE
+from support.emulator import MERGE
 from support.operator import NAMESPACE, apply, cluster_study, eventually, get, operator_world, phase
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(180)]

@@ -31,6 +31,7 @@ from support.operator import (
     cluster_study,
     delete,
     eventually,
+    exists,
     get,
     jobs_of,
     operator_world,
@@ -232,7 +233,7 @@ def test_a_deleted_study_takes_its_objects_and_a_new_one_of_that_name_starts_afr
     assert old_trials >= 1
 
     # Created again under the same name: its own Optuna study, three fresh trials.
-    eventually(lambda: not _exists(api, "phoenix"), 60, "the old study to be gone")
+    eventually(lambda: not exists(api, "phoenix"), 60, "the old study to be gone")
     apply(api, cluster_study("phoenix"))
     body = finish(world, "phoenix")
     assert body["status"]["optunaStudy"].startswith(f"{NAMESPACE}/phoenix#")
@@ -245,7 +246,7 @@ def test_a_deleted_study_takes_its_objects_and_a_new_one_of_that_name_starts_afr
     apply(api, manifest)
     eventually(lambda: jobs_of(api, "ashes"), 60, "the first Jobs")
     delete(api, "ashes")
-    eventually(lambda: not leftovers("ashes") and not _exists(api, "ashes"), 60, "the study and its objects gone")
+    eventually(lambda: not leftovers("ashes") and not exists(api, "ashes"), 60, "the study and its objects gone")
     with pytest.raises(StorageError, match="no study"):
         load_study(world["database"], f"{NAMESPACE}/ashes")
     assert load_study(world["database"], f"{NAMESPACE}/phoenix")[0].study_name == body["status"]["optunaStudy"]
@@ -324,13 +325,3 @@ def study_events(api: kubernetes.client.ApiClient, name: str) -> list[Any]:
         for e in kubernetes.client.CoreV1Api(api).list_namespaced_event(NAMESPACE).items
         if e.involved_object.name == name
     ]
-
-
-def _exists(api: kubernetes.client.ApiClient, name: str) -> bool:
-    try:
-        get(api, name)
-    except kubernetes.client.exceptions.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True

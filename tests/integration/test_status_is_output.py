@@ -16,7 +16,7 @@ import pytest
 
 from sweetspot.report import data as report
 
-from support.cluster import RunningCluster
+from support.emulator import RunningCluster
 from support.instant_node import InstantNode
 from support.operator import (
     GROUP,

@@ -1,6 +1,6 @@
 """Trials on Kubeflow Trainer: the real operator runs a study whose stages are TrainJobs of two nodes, against the
-API emulator and a node simulator that runs each TrainJob as two torchrun processes (`support.cluster`), with the
-restart and deletion guarantees of the Job runtime."""
+API emulator (`support.emulator`) and a node simulator that runs each TrainJob as two torchrun processes
+(`support.node`), with the restart and deletion guarantees of the Job runtime."""
 
 from __future__ import annotations
 

@@ -19,15 +19,8 @@ import pytest
 
 from sweetspot.contract import DataRef, ModelRef, StageResult, TrialConfig
 
-from support.cluster import (
-    ALL_JOBS_COMPLETED,
-    FAILED_JOBS,
-    JOBSET_NAME_LABEL,
-    TRAINJOBS,
-    NodeSimulator,
-    RunningCluster,
-    alive,
-)
+from support.emulator import RunningCluster
+from support.node import ALL_JOBS_COMPLETED, FAILED_JOBS, JOBSET_NAME_LABEL, TRAINJOBS, NodeSimulator, alive
 from support.operator import NAMESPACE, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

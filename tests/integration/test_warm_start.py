@@ -20,18 +20,17 @@ import yaml
 
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.api.status import Reason
-from sweetspot.contract import Evaluation, StageResult
 from sweetspot.core.loop import settle
-from sweetspot.core.records import AskTrials, Decision, RunKey, RunView, StartRun
-from sweetspot.core.runtime import Runtime
+from sweetspot.core.records import AskTrials, Decision
 from sweetspot.core.stats import summarize
 from sweetspot.core.study_status import build_status
 from sweetspot.storage.layout import REUSED_ATTR, SOURCE_ATTR
 from sweetspot.storage.store import SearchStore
 from sweetspot.storage.warm_start import WarmStart, take_warm_start
 
-from support.cluster import TESTS, RunningCluster
-from support.instant_node import InstantNode
+from support.emulator import RunningCluster
+from support.instant_node import InstantNode, InstantRuntime
+from support.node import TESTS
 from support.operator import NAMESPACE, Operator, apply, cluster_study, eventually, get, jobs_of, phase
 from support.postgres import operator_database
 from support.studies import small_study
@@ -74,36 +73,6 @@ def score(params: Mapping[str, Any]) -> float:
     return 0.9 - 0.1 * abs(math.log10(params["learningRate"] / 3e-3)) + (0.02 if params["loraRank"] == 16 else 0.0)
 
 
-class InstantRuntime(Runtime):
-    """Every stage finishes the moment it starts, scored from its parameters; remembers every start."""
-
-    def __init__(self) -> None:
-        self.runs: list[RunView] = []
-        self.started: list[StartRun] = []
-
-    def observe(self, study: FineTuneStudy) -> list[RunView]:
-        return list(self.runs)
-
-    def start(self, study: FineTuneStudy, action: StartRun) -> str:
-        self.started.append(action)
-        final = action.key.stage != "early"
-        value = score(action.params) - (0.0 if final else 0.1)
-        fraction = 1.0 if final else study.spec.search.early_evaluation.at_fraction
-        evaluation = Evaluation(
-            step=round(100 * fraction), fraction=fraction, f1=value, precision=value, recall=value,
-            macro_f1=value, accuracy=value, token_f1=value, loss=1 - value, train_seconds=10.0,
-        )  # fmt: skip
-        result = StageResult(
-            study=study.key, trial=action.key.number, stage=action.key.stage, status="ok", step=evaluation.step,
-            planned_steps=100, evaluations=[evaluation], seconds=10.0, samples=300,
-        )  # fmt: skip
-        self.runs.append(RunView(action.key, "succeeded", result))
-        return "this process"
-
-    def stop(self, study: FineTuneStudy, key: RunKey) -> None:
-        pass
-
-
 def opened(url: str, resource: FineTuneStudy) -> SearchStore:
     """The study's store, opened and warm-started as a shell does."""
     store = SearchStore.open(url, resource)
@@ -114,7 +83,7 @@ def opened(url: str, resource: FineTuneStudy) -> SearchStore:
 def run(url: str, resource: FineTuneStudy) -> tuple[SearchStore, InstantRuntime, Decision]:
     """The study from its store's first opening to its end, as a shell drives it."""
     store = opened(url, resource)
-    runtime = InstantRuntime()
+    runtime = InstantRuntime(score)
     decision = Decision((), "Pending", "")
     for _ in range(100):
         decision = settle(resource, store, runtime, lambda _: None)

@@ -35,6 +35,14 @@ def _grant(found: Verbs, key: tuple[str, str], verb: str) -> None:
     found.setdefault(key, set()).add(verb)
 
 
+def _runtime_targets() -> list[tuple[str, str]]:
+    """(group, plural) of every runtime's objects: the operator registers a run watch per runtime from its registry
+    (`kopf.on.event(*runtime.resource, ...)` in `sweetspot.cluster.handlers`)."""
+    from sweetspot.cluster.runtimes import RUNTIMES
+
+    return [(runtime.resource[0], runtime.resource[2]) for runtime in RUNTIMES.values()]
+
+
 def _kopf_target(decorator: ast.expr) -> tuple[str, str] | None:
     """(group, plural) of a `@kopf.on.event("batch", "v1", "jobs")` or `@kopf.timer(GROUP, VERSION, PLURAL)`."""
     if not isinstance(decorator, ast.Call):
@@ -67,6 +75,15 @@ def operator_verbs(directory: Path = OPERATOR) -> Verbs:
                 if kind == "custom_object" and call is not None and "trainjobs.GROUP" in ast.unparse(call):
                     group, resource = TRAINJOBS
                 _grant(found, (group, resource + ("/status" if status else "")), VERBS[verb])
+            elif (
+                isinstance(node, ast.Call)
+                and ast.unparse(node.func) == "kopf.on.event"
+                and node.args
+                and ast.unparse(node.args[0]) == "*runtime.resource"
+            ):
+                for target in _runtime_targets():
+                    _grant(found, target, "list")
+                    _grant(found, target, "watch")
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 for decorator in node.decorator_list:
                     target = _kopf_target(decorator)

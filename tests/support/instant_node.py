@@ -7,16 +7,21 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kubernetes
 
+from sweetspot.api.resource import FineTuneStudy
 from sweetspot.cluster import jobs
-from sweetspot.contract import Evaluation, StageResult, TrialConfig
-from sweetspot.core.records import RunKey
+from sweetspot.contract import TrialConfig
+from sweetspot.core.records import RunKey, RunView, StartRun
+from sweetspot.core.runtime import Runtime
 
-from support.cluster import MERGE
+from support.builders import evaluation, stage_result
+from support.containers import ContainerConfigError
+from support.emulator import MERGE
+from support.node import config_map_key
 from support.operator import NAMESPACE
 
 SELECTOR = jobs.LABEL_STUDY
@@ -28,23 +33,13 @@ def canned_result(study: str, key: RunKey) -> str:
     """A plausible stage result: accuracy varies with the trial so that promotion has something to rank."""
     accuracy = 0.5 + (key.number * 37 % 11) / 40
     fraction = 0.25 if key.stage == "early" else 1.0
-    evaluation = Evaluation(
-        step=int(20 * fraction),
-        fraction=fraction,
-        f1=accuracy,
-        precision=accuracy,
-        recall=accuracy,
-        macro_f1=accuracy,
-        accuracy=accuracy,
-        token_f1=accuracy,
-        loss=1 - accuracy,
-        attribute_f1={"name": accuracy, "rating": accuracy / 2},
-        attribute_support={"name": 40, "rating": 10},
-    )
-    return StageResult(
-        study=study, trial=key.number, stage=key.stage, status="ok", step=evaluation.step, planned_steps=20,
-        evaluations=[evaluation], seconds=1.0, samples=64,
-    ).termination_message()  # fmt: skip
+    scored = evaluation(
+        score=accuracy, loss=1 - accuracy, step=int(20 * fraction), fraction=fraction,
+        attribute_f1={"name": accuracy, "rating": accuracy / 2}, attribute_support={"name": 40, "rating": 10},
+    )  # fmt: skip
+    return stage_result(
+        study=study, trial=key.number, stage=key.stage, planned_steps=20, evaluations=[scored], seconds=1.0, samples=64
+    ).termination_message()
 
 
 class InstantNode:
@@ -146,13 +141,10 @@ class InstantNode:
         (container,) = job["spec"]["template"]["spec"]["containers"]
         (ref,) = [e["valueFrom"]["configMapKeyRef"] for e in container.get("env", []) if "valueFrom" in e]
         try:
-            config_map = self.core.read_namespaced_config_map(ref["name"], self.namespace, _preload_content=False)
-        except kubernetes.client.exceptions.ApiException as exc:
-            if exc.status == 404:
-                self.waiting[name] = f"configmap {ref['name']} not found"
-                return False
-            raise
-        config = TrialConfig.model_validate_json(json.loads(config_map.data)["data"][ref["key"]])
+            config = TrialConfig.model_validate_json(config_map_key(self.core, self.namespace, ref))
+        except ContainerConfigError as exc:
+            self.waiting[name] = str(exc)
+            return False
         key = RunKey.parse(job["metadata"]["labels"][jobs.LABEL_RUN])
         assert config.stage == key.stage and (key.kind != "trial" or config.trial == key.number), (name, config)
         self.waiting.pop(name, None)
@@ -186,3 +178,39 @@ class InstantNode:
             name, self.namespace, {"status": {"succeeded": 1, "conditions": [condition]}}, **MERGE
         )
         self.completed[name] = (study, time.monotonic())
+
+
+class InstantRuntime(Runtime):
+    """A runtime in memory whose every stage finishes the moment it starts, scored from its parameters by `score`
+    (an early stage 0.1 lower); remembers every start. For tests of the loop and the store without a cluster."""
+
+    def __init__(self, score: Callable[[Mapping[str, Any]], float]) -> None:
+        self.score = score
+        self.runs: dict[RunKey, RunView] = {}
+        self.started: list[StartRun] = []
+        """Every call of `start`, a repeated one too."""
+
+    def observe(self, study: FineTuneStudy) -> list[RunView]:
+        return list(self.runs.values())
+
+    def start(self, study: FineTuneStudy, action: StartRun) -> str:
+        self.started.append(action)
+        if action.key in self.runs:  # started already: a start is idempotent
+            return "this process"
+        final = action.key.stage != "early"
+        value = self.score(action.params) - (0.0 if final else 0.1)
+        fraction = 1.0 if final else study.spec.search.early_evaluation.at_fraction
+        scored = evaluation(
+            score=value, loss=1 - value, step=round(100 * fraction), fraction=fraction, train_seconds=10.0
+        )
+        result = stage_result(study=study.key, trial=action.key.number, stage=action.key.stage, evaluations=[scored])
+        self.runs[action.key] = RunView(action.key, "succeeded", result)
+        return "this process"
+
+    def stop(self, study: FineTuneStudy, key: RunKey) -> None:
+        pass  # every stage has finished by the time it could be stopped
+
+    def clean_up(self, namespace: str, name: str) -> int:
+        removed = len(self.runs)
+        self.runs.clear()
+        return removed

@@ -21,8 +21,9 @@ import yaml
 
 from sweetspot.api.crd import crd
 
-from support.cluster import NodeSimulator, RunningCluster, cluster
+from support.emulator import RunningCluster, cluster
 from support.kube_schema import CrdValidator
+from support.node import NodeSimulator
 from support.postgres import operator_database
 from support.studies import small_study
 
@@ -169,6 +170,17 @@ def get(api: kubernetes.client.ApiClient, name: str) -> dict[str, Any]:
     return kubernetes.client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
         GROUP, VERSION, NAMESPACE, PLURAL, name
     )
+
+
+def exists(api: kubernetes.client.ApiClient, name: str) -> bool:
+    """Whether the study `name` is still there (a study being deleted is, until its finalizer lets it go)."""
+    try:
+        get(api, name)
+    except kubernetes.client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def delete(api: kubernetes.client.ApiClient, name: str) -> None:

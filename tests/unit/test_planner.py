@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.contract import Evaluation, StageResult
+from sweetspot.contract import StageResult
 from sweetspot.core.planner import MAX_DISRUPTIONS, past_budget, plan, wind_down
 from sweetspot.core.records import (
     AskTrials,
@@ -28,8 +28,8 @@ from sweetspot.core.records import (
     TrialView,
 )
 
+from support.builders import evaluation, stage_result, study_spec
 from support.builders import outcome as outcome_of
-from support.builders import study_spec
 
 PARAMS = {"learningRate": 0.001, "loraRank": 8}
 
@@ -42,17 +42,8 @@ def spec(**search: Any) -> FineTuneStudySpec:
 
 
 def outcome(score: float, loss: float = 0.5, samples: int = 300, step: int = 20, planned: int = 100) -> Outcome:
-    """An outcome whose F1 (the default objective) and accuracy are both `score`."""
-    brand = {"brand": score}
-    return outcome_of(
-        f1=score,
-        loss=loss,
-        step=step,
-        planned_steps=planned,
-        samples=samples,
-        attribute_accuracy=brand,
-        attribute_f1=brand,
-    )
+    """An outcome whose F1 (the default objective) and accuracy are both `score`, and the brand's too."""
+    return outcome_of(f1=score, loss=loss, step=step, planned_steps=planned, samples=samples, attributes=["brand"])
 
 
 def trial(number: int, state: str = "running", params: Mapping[str, Any] = PARAMS, **fields: Any) -> TrialView:
@@ -61,31 +52,10 @@ def trial(number: int, state: str = "running", params: Mapping[str, Any] = PARAM
 
 def result(stage: str, score: float, loss: float = 0.5, status: str = "ok", number: int = 0) -> StageResult:
     fraction = 0.2 if stage == "early" else 1.0
-    return StageResult(
-        study="s",
-        trial=number,
-        stage=stage,  # type: ignore[arg-type]
-        status=status,  # type: ignore[arg-type]
-        step=int(100 * fraction),
-        planned_steps=100,
-        samples=300,
-        seconds=10.0,
-        evaluations=[
-            Evaluation(
-                step=int(100 * fraction),
-                fraction=fraction,
-                f1=score,
-                precision=score,
-                recall=score,
-                macro_f1=score,
-                accuracy=score,
-                token_f1=score,
-                loss=loss,
-                attribute_f1={"brand": score},
-            )
-        ]
-        if status == "ok"
-        else [],
+    step = int(100 * fraction)
+    scored = evaluation(score=score, loss=loss, step=step, fraction=fraction, attribute_f1={"brand": score})
+    return stage_result(
+        stage=stage, trial=number, status=status, step=step, evaluations=[scored] if status == "ok" else []
     )
 
 

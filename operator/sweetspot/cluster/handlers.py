@@ -21,9 +21,9 @@ import kopf
 from pydantic import ValidationError
 
 from sweetspot.api.names import GROUP, PLURAL, VERSION
-from sweetspot.cluster import jobs, kube, reconcile, trainjobs
+from sweetspot.cluster import jobs, kube, reconcile
 from sweetspot.cluster.memory import Serializer
-from sweetspot.cluster.runtimes import JobRuntime, TrainJobRuntime
+from sweetspot.cluster.runtimes import RUNTIMES, KubeRuntime, served
 from sweetspot.observe.metrics import METRICS
 from sweetspot.storage.connect import StorageError
 from sweetspot.storage.store import SearchStore
@@ -32,10 +32,9 @@ from sweetspot.storage.studies import delete_study
 RECONCILE_SECONDS = float(os.environ.get("SWEETSPOT_RECONCILE_SECONDS", "30"))
 """The safety net: a finished run or a spec change reconciles its study at once; the timer catches the rest
 (a storage that came back, a missed watch event)."""
-TRAINJOBS_ENV = "SWEETSPOT_TRAINJOBS"
-TRAINJOBS = os.environ.get(TRAINJOBS_ENV, "").lower() == "true"
-"""Watch Kubeflow TrainJobs too (`trial.runtime.kind: trainJob`): set by the chart with `trainJobs.enabled`, which
-also grants the RBAC for them. Off, the operator never touches the TrainJob API (it may not be installed)."""
+SERVED = served(os.environ)
+"""The runtimes whose objects this operator watches and cleans up (`sweetspot.cluster.runtimes.RUNTIMES`): Jobs, and
+Kubeflow TrainJobs where the chart enables them (`trainJobs.enabled`)."""
 
 _serializer = Serializer()
 CLEAN_UP_WAIT_SECONDS = 120.0
@@ -57,8 +56,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's `labels=` filters only after it has received and parsed an object: on its own, a run watch below
     # would stream every Job of the namespace (CI systems, other operators) into this process. The API server
     # filters on this selector, so only the studies' runs are ever sent here.
-    settings.watching.label_selectors["batch", "v1", "jobs"] = jobs.LABEL_STUDY
-    settings.watching.label_selectors[trainjobs.GROUP, trainjobs.VERSION, trainjobs.PLURAL] = jobs.LABEL_STUDY
+    for runtime in RUNTIMES.values():
+        settings.watching.label_selectors[runtime.resource] = jobs.LABEL_STUDY
     kube.load_config()
     reconcile.prepare_default_storage()
 
@@ -94,18 +93,21 @@ def _run_finished(type: str | None, body: kopf.Body, namespace: str | None, labe
     _serializer.run(f"{namespace}/{study}", lambda: reconcile.reconcile_fresh(namespace, study))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={jobs.LABEL_STUDY: kopf.PRESENT})  # selected server-side: `configure`
-def job_finished(type: str | None, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
-    _run_finished(type, body, namespace, labels)
+def _watch_runs(runtime: type[KubeRuntime]) -> None:
+    """Reconcile a study when one of its runs (this runtime's objects) finishes. The handler's id (`job_finished`,
+    `trainjob_finished`) names it in kopf's log."""
 
-
-if TRAINJOBS:
-
-    @kopf.on.event(trainjobs.GROUP, trainjobs.VERSION, trainjobs.PLURAL, labels={jobs.LABEL_STUDY: kopf.PRESENT})
-    def trainjob_finished(
-        type: str | None, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
-    ) -> None:
+    def finished(type: str | None, body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
         _run_finished(type, body, namespace, labels)
+
+    on_event = kopf.on.event(
+        *runtime.resource, id=f"{runtime.kind.lower()}_finished", labels={jobs.LABEL_STUDY: kopf.PRESENT}
+    )
+    on_event(finished)  # selected server-side: `configure`
+
+
+for _runtime in SERVED:
+    _watch_runs(_runtime)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)  # with kopf's finalizer: runs go before the study does
@@ -126,8 +128,7 @@ def delete(
     memory = reconcile.forget(namespace, name)
     _serializer.forget(f"{namespace}/{name}")
     METRICS.studies.forget(namespace, name)
-    runtimes = [JobRuntime(reconcile.MEMORIES)] + ([TrainJobRuntime(reconcile.MEMORIES)] if TRAINJOBS else [])
-    deleted = sum(runtime.clean_up(namespace, name) for runtime in runtimes)
+    deleted = sum(served_runtime(reconcile.MEMORIES).clean_up(namespace, name) for served_runtime in SERVED)
     logger.info("deleted %d runs of study %s/%s", deleted, namespace, name)
     if spec.get("onDelete", "keep") == "delete":
         try:

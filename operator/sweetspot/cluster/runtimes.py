@@ -2,6 +2,11 @@
 over several nodes (`TrainJobRuntime`). Both keep the runtime contract (`sweetspot.core.runtime`): deterministic
 names, a 409 on create counts as started and a 404 on delete as stopped, and a restarted operator finds a study's
 runs by label and their results in the reporting pod's termination message.
+
+`RUNTIMES` is the one list of them, by `spec.trial.runtime.kind`: which class runs a study's stages
+(`runtime_for`), which objects the operator watches for finished runs and cleans up after a deleted study
+(`sweetspot.cluster.handlers`), and whether the chart must enable one first (`served`). Adding a runtime is a class
+here, its entry in `RUNTIMES` and its kind in `sweetspot.api.trial.TrialRuntime` (a unit test ties the two).
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ class KubeRuntime(Runtime):
 
     kind: str
     """The object kind, for messages."""
+    resource: tuple[str, str, str]
+    """The objects stages run as, as the API names them (group, version, plural): watched for finished runs, and
+    labelled by study so that a watch and a clean-up select them server-side."""
+    enabled_by: str | None = None
+    """An environment variable that must be `true` for the operator to watch and clean up these objects (their API
+    may not be installed, and the chart grants their RBAC only when it sets the variable); None: always."""
 
     def __init__(self, memories: Memories) -> None:
         self.memories = memories
@@ -137,6 +148,7 @@ class JobRuntime(KubeRuntime):
     """One batch/v1 Job per stage (`sweetspot.cluster.jobs`): one pod, the result in its termination message."""
 
     kind = "Job"
+    resource = ("batch", "v1", "jobs")
 
     def _list(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         batch = kubernetes.client.BatchV1Api()
@@ -165,6 +177,10 @@ class TrainJobRuntime(KubeRuntime):
     result in the termination message of node rank 0's pod."""
 
     kind = "TrainJob"
+    resource = (trainjobs.GROUP, trainjobs.VERSION, trainjobs.PLURAL)
+    enabled_by = "SWEETSPOT_TRAINJOBS"
+    """Set by the chart with `trainJobs.enabled`, which also grants the RBAC for TrainJobs. Off, the operator never
+    touches the TrainJob API (it may not be installed)."""
 
     def _list(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         api = kubernetes.client.CustomObjectsApi()
@@ -197,6 +213,18 @@ class TrainJobRuntime(KubeRuntime):
         return kube.pods(namespace, trainjobs.all_pods(name))
 
 
+RUNTIMES: Mapping[str, type[KubeRuntime]] = {"job": JobRuntime, "trainJob": TrainJobRuntime}
+"""Every runtime, by the `spec.trial.runtime.kind` that picks it."""
+
+
 def runtime_for(study: FineTuneStudy, memories: Memories) -> KubeRuntime:
-    kind = study.spec.trial.runtime.kind
-    return TrainJobRuntime(memories) if kind == "trainJob" else JobRuntime(memories)
+    return RUNTIMES[study.spec.trial.runtime.kind](memories)
+
+
+def served(environ: Mapping[str, str]) -> list[type[KubeRuntime]]:
+    """The runtimes this operator watches and cleans up after: those that need no enabling, and those enabled."""
+    return [
+        runtime
+        for runtime in RUNTIMES.values()
+        if runtime.enabled_by is None or environ.get(runtime.enabled_by, "").lower() == "true"
+    ]

@@ -12,6 +12,8 @@ A runtime runs stages and reports what became of them; it decides nothing (the p
 - `clean_up` removes everything the runtime made for a study (the study was deleted; its spec may be unreadable).
 Thread rules: one plan-and-apply loop of a study runs at a time (the operator serialises a study's reconciles), so
 a runtime needs no lock per study; a runtime may serve many studies from several threads at once.
+`tests/integration/test_runtime_contract.py` holds every implementation (and every test fake) to this contract; the
+cluster's runtimes are listed once, in `sweetspot.cluster.runtimes.RUNTIMES`.
 """
 
 from __future__ import annotations

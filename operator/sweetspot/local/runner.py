@@ -110,6 +110,11 @@ class LocalRuntime(Runtime):
 
     def start(self, study: FineTuneStudy, action: StartRun) -> str:
         directory = self.run_dir(action.key)
+        process = self.processes.get(str(action.key))
+        if process is not None and process.poll() is None:
+            return f"process {process.pid}"  # running already (the runtime contract: a start is idempotent)
+        if (directory / contract.result_file_name(action.key.stage)).exists():
+            return f"finished in {directory}"  # its result stays observable until the study is cleaned up
         if directory.exists():  # a leftover of an interrupted attempt with the same key: start clean
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
@@ -160,6 +165,23 @@ class LocalRuntime(Runtime):
     def stop_all(self) -> None:
         for key in list(self.processes):
             self.stop(None, RunKey.parse(key), mark_interrupted=True)
+
+    def clean_up(self, namespace: str, name: str) -> int:
+        """Stop the study's stages and remove their run folders (configs, logs, results, adapters); checkpoints under
+        `trials/` and `sweep/` stay, as a cluster's output volume keeps them. `sweetspot run` never deletes a study:
+        this is the runtime contract's, for a caller that does."""
+        for key in list(self.processes):
+            self.stop(None, RunKey.parse(key))
+        base = self.root / "runs"
+        removed = 0
+        for directory in sorted(base.iterdir()) if base.is_dir() else []:
+            try:
+                RunKey.parse(directory.name)
+            except ValueError:
+                continue
+            shutil.rmtree(directory)
+            removed += 1
+        return removed
 
     def adapters(self, trial: int) -> list[Path]:
         """The LoRA adapters the final stages of `trial` saved, oldest attempt first."""
