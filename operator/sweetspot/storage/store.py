@@ -89,7 +89,7 @@ class SearchStore:
         self.policy = policy_of(spec)
         self._snapshot: dict[int, optuna.trial.FrozenTrial] = {}
         self._id: int | None = None
-        self._trial_ids: dict[int, int] = {}
+        self._ids_by_number: dict[int, int] = {}
         self._holding = False
         self._attrs: dict[str, Any] | None = None
         self._trials: list[optuna.trial.FrozenTrial] | None = None
@@ -217,19 +217,19 @@ class SearchStore:
             self._snapshot = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         return self._snapshot[number]
 
-    def _trial_id(self, number: int) -> int:
+    def _id_of(self, number: int) -> int:
         """The storage's id of trial `number` (fixed once the trial exists: asked once, kept)."""
-        if number not in self._trial_ids:
-            self._trial_ids[number] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id(), number)
-        return self._trial_ids[number]
+        if number not in self._ids_by_number:
+            self._ids_by_number[number] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id(), number)
+        return self._ids_by_number[number]
 
     def _trial(self, number: int) -> optuna.trial.Trial:
-        return optuna.trial.Trial(self.study, self._trial_id(number))
+        return optuna.trial.Trial(self.study, self._id_of(number))
 
     def _set_trial_user_attr(self, number: int, key: str, value: Any) -> None:
         """What `Trial.set_user_attr` stores, without building a `Trial`; nothing once the trial has finished."""
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            self.storage.set_trial_user_attr(self._trial_id(number), key, value)
+            self.storage.set_trial_user_attr(self._id_of(number), key, value)
 
     def _set_trial_user_attrs(self, number: int, attrs: Mapping[str, Any]) -> None:
         """Each of `attrs` as `_set_trial_user_attr` stores it; nothing once the trial has finished (a stage recorded
@@ -239,7 +239,7 @@ class SearchStore:
             return
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             for key, value in attrs.items():
-                self.storage.set_trial_user_attr(self._trial_id(number), key, value)
+                self.storage.set_trial_user_attr(self._id_of(number), key, value)
 
     def _constrain(self, number: int, infeasible: bool) -> None:
         """Record feasibility as an Optuna constraint (> 0 violates it), once: constraint-aware samplers (TPE,
@@ -249,7 +249,7 @@ class SearchStore:
         if frozen.state.is_finished() or CONSTRAINT_KEY in frozen.system_attrs:
             return
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished since the snapshot
-            self.storage.set_trial_system_attr(self._trial_id(number), CONSTRAINT_KEY, 1.0 if infeasible else 0.0)
+            self.storage.set_trial_system_attr(self._id_of(number), CONSTRAINT_KEY, 1.0 if infeasible else 0.0)
 
     def apply(self, action: Action) -> list[int]:
         """Apply one planner record or ask; returns the numbers of trials asked (empty otherwise)."""
@@ -280,7 +280,7 @@ class SearchStore:
                     user_attrs=trial.user_attrs,  # a queued configuration's source
                     system_attrs={},
                     intermediate_values={},
-                    trial_id=self._trial_id(trial.number),
+                    trial_id=self._id_of(trial.number),
                 )
             )
         return trial.number
