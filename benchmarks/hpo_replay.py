@@ -529,7 +529,9 @@ def summarize(table: Table, traces: Mapping[str, Sequence[Trace]]) -> list[dict[
             row["medianSpent"] = statistics.median(t.spent for t in runs)
             row["maxSpent"] = max(t.spent for t in runs)
             row["medianBest"] = statistics.median(t.incumbent or 0.0 for t in runs)
-            row["ended"] = {reason: sum(1 for t in runs if t.ended == reason) for reason in {t.ended for t in runs}}
+            row["ended"] = {
+                reason: sum(1 for t in runs if t.ended == reason) for reason in sorted({t.ended for t in runs})
+            }
         rows.append(row)
     tpe = next(r["medianCompute"] for r in rows if r["strategy"] == "tpe-full")
     for row in rows:
