@@ -203,3 +203,64 @@ def test_lists_and_watches_send_only_what_the_label_selector_selects(tmp_path: P
         emulator = running.emulator
         assert emulator.reads[("test", "watch", "jobs", "sweetspot.dev/study")] == 1
         assert emulator.served[("test", "jobs", "theirs-2")] == 0 and emulator.served[("test", "jobs", "ours-2")] == 1
+
+
+def test_garbage_collection_follows_owner_references_and_the_propagation_policy(tmp_path: Path) -> None:
+    """A study with a finalizer goes once the finalizer is removed, and takes the ConfigMap and Job it owns; a Job
+    deleted with no policy orphans its pod (batch/v1's default), one deleted with `Background` takes its pod."""
+    with RunningCluster(tmp_path) as running:
+        api, emulator = running.client(), running.emulator
+        core, batch = kubernetes.client.CoreV1Api(api), kubernetes.client.BatchV1Api(api)
+        body = cluster_study("owner")
+        body["metadata"]["finalizers"] = ["sweetspot.dev/cleanup"]
+        study = objects(api).create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+
+        def owned_by(owner: dict[str, Any]) -> list[dict[str, Any]]:
+            meta = owner["metadata"]
+            kind, version = owner.get("kind", "Job"), owner.get("apiVersion", "batch/v1")
+            return [{"apiVersion": version, "kind": kind, "name": meta["name"], "uid": meta["uid"]}]
+
+        def job(name: str, owner: dict[str, Any]) -> dict[str, Any]:
+            created = batch.create_namespaced_job(
+                NAMESPACE,
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {"name": name, "ownerReferences": owned_by(owner)},
+                    "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+                },
+            )
+            return dict(api.sanitize_for_serialization(created))
+
+        def pod(name: str, owner: dict[str, Any]) -> None:
+            body = {"metadata": {"name": name, "ownerReferences": owned_by(owner)}, "spec": {"containers": []}}
+            core.create_namespaced_pod(NAMESPACE, body)
+
+        def pods() -> list[str]:
+            return sorted(p.metadata.name for p in core.list_namespaced_pod(NAMESPACE).items)
+
+        core.create_namespaced_config_map(
+            NAMESPACE, {"metadata": {"name": "owner-t0-early", "ownerReferences": owned_by(study)}, "data": {}}
+        )
+        kept, taken = job("owner-t0-early", study), job("owner-t1-early", study)
+        pod("kept-pod", kept)
+        pod("taken-pod", taken)
+
+        batch.delete_namespaced_job("owner-t0-early", NAMESPACE)  # no policy: a Job orphans its pods
+        assert pods() == ["kept-pod", "taken-pod"]
+        assert not core.read_namespaced_pod("kept-pod", NAMESPACE).metadata.owner_references
+        batch.delete_namespaced_job("owner-t1-early", NAMESPACE, propagation_policy="Background")
+        assert pods() == ["kept-pod"] and emulator.collected == [("pods", NAMESPACE, "taken-pod")]
+
+        job("owner-t2-early", study)
+        objects(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "owner")
+        assert len(core.list_namespaced_config_map(NAMESPACE).items) == 1  # the finalizer holds the study
+        objects(api).patch_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, "owner", {"metadata": {"finalizers": None}}, **MERGE
+        )
+        assert core.list_namespaced_config_map(NAMESPACE).items == []
+        assert batch.list_namespaced_job(NAMESPACE).items == []
+        assert emulator.collected[1:] == [
+            ("configmaps", NAMESPACE, "owner-t0-early"),
+            ("jobs", NAMESPACE, "owner-t2-early"),
+        ]

@@ -23,8 +23,10 @@ from support.operator import (
     VERSION,
     apply,
     check_succeeded,
+    collected_of,
     delete,
     eventually,
+    exists,
     get,
     jobs_of,
     operator_world,
@@ -99,10 +101,12 @@ def test_deleting_a_study_deletes_its_jobs(world: dict[str, Any]) -> None:
     eventually(lambda: jobs_of(api, "doomed"), 60, "the first Job")
     kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "doomed")
     eventually(lambda: not jobs_of(api, "doomed"), 60, "the study's Jobs to be deleted")
+    eventually(lambda: not exists(api, "doomed"), 60, "the study to be gone")
     maps = kubernetes.client.CoreV1Api(api).list_namespaced_config_map(
         NAMESPACE, label_selector="sweetspot.dev/study=doomed"
     )
     assert maps.items == []
+    assert collected_of(world, "doomed") == []  # the operator deleted them: nothing was left to the collector
 
 
 def patch(api: kubernetes.client.ApiClient, name: str, body: dict[str, Any]) -> None:
@@ -252,4 +256,5 @@ def test_a_study_deleted_while_a_pass_is_between_configmap_and_job_leaves_nothin
         eventually(gone, 120, "the study to be deleted")
         eventually(held_pass_ended, 60, "the held pass to end")
         assert jobs_of(api, "held") == [] and config_maps() == []
+        assert collected_of(world, "held") == []  # swept by the operator, not by the garbage collector
         assert not world["node"].waiting, world["node"].waiting

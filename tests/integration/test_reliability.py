@@ -29,6 +29,7 @@ from support.operator import (
     NAMESPACE,
     apply,
     cluster_study,
+    collected_of,
     delete,
     eventually,
     exists,
@@ -234,6 +235,7 @@ def test_a_deleted_study_takes_its_objects_and_a_new_one_of_that_name_starts_afr
 
     # Created again under the same name: its own Optuna study, three fresh trials.
     eventually(lambda: not exists(api, "phoenix"), 60, "the old study to be gone")
+    assert collected_of(world, "phoenix") == []  # the operator's clean-up, not the garbage collector
     apply(api, cluster_study("phoenix"))
     body = finish(world, "phoenix")
     assert body["status"]["optunaStudy"].startswith(f"{NAMESPACE}/phoenix#")
@@ -247,6 +249,7 @@ def test_a_deleted_study_takes_its_objects_and_a_new_one_of_that_name_starts_afr
     eventually(lambda: jobs_of(api, "ashes"), 60, "the first Jobs")
     delete(api, "ashes")
     eventually(lambda: not leftovers("ashes") and not exists(api, "ashes"), 60, "the study and its objects gone")
+    assert collected_of(world, "ashes") == []
     with pytest.raises(StorageError, match="no study"):
         load_study(world["database"], f"{NAMESPACE}/ashes")
     assert load_study(world["database"], f"{NAMESPACE}/phoenix")[0].study_name == body["status"]["optunaStudy"]

@@ -7,8 +7,11 @@ touch only the status (and main writes that do not touch it), JSON-patch with a 
 finalizer depends on it), label selectors on lists and watches (with a record of which client asked with which
 selector and which objects reached it), merge patches as RFC 7386 has them (a scalar may become an object and
 back), and custom resources pruned, defaulted and validated against their CRD's structural schema on every write,
-an invalid one refused with 422 as a real server refuses it. Still missing, and not needed by these tests: PUT,
-strategic-merge lists, garbage collection.
+an invalid one refused with 422 as a real server refuses it; and garbage collection by owner reference: once an
+object is gone, the objects it owns go too (`collected` records each, so a test can tell what a client deleted from
+what the collector took), unless it was deleted with `propagationPolicy: Orphan`, or is a batch/v1 Job deleted with
+no policy (the Job's default), whose dependents lose that owner reference and stay. Still missing, and not needed by
+these tests: PUT, strategic-merge lists, foreground deletion (it is collected in the background).
 
 `RunningCluster` serves it on a loopback port; what runs the Jobs and TrainJobs is `support.node`.
 """
@@ -124,6 +127,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def _propagation(request: rendering.Request) -> str | None:
+    """A DELETE's `propagationPolicy`: in its query, or in its body (the kubernetes client sends DeleteOptions)."""
+    body = request.data if isinstance(request.data, dict) else {}
+    policy = request.params.get("propagationPolicy") or body.get("propagationPolicy")
+    return str(policy) if policy else None
+
+
 class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -142,6 +152,10 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
         the server to filter. The client is the bearer token's user (`RunningCluster.kubeconfig_for`)."""
         self.served: collections.Counter[tuple[str, str, str]] = collections.Counter()
         """(client, plural, name) → how many times an object reached that client in a list or a watch event."""
+        self.dependents: dict[str, set[Any]] = collections.defaultdict(set)
+        """Owner uid → the keys of the objects created with an owner reference to it."""
+        self.collected: list[tuple[str, str, str]] = []
+        """(plural, namespace, name) of every object the garbage collector deleted, in order."""
 
     @contextlib.contextmanager
     def older_crd(self) -> Iterator[None]:
@@ -191,20 +205,69 @@ class ClusterEmulator(KubernetesEmulator):  # type: ignore[misc]
                     self._prepare(request)
                 except UnprocessableError as exc:
                     return await self._render_error(exc)
+            key = (request.resource, request.namespace, request.name)
+            owner = self._current(request) if self._may_delete(request, key) else None
             try:
                 response = await super()._handle(request)
             except k8s.KubernetesError as exc:  # 404, 409...: kmock renders these only inside its own context
                 return await self._render_error(exc)
             if request.action == enums.action.CREATE and request.resource is not None and response.status < 300:
-                name = (request.data.get("metadata") or {}).get("name", "")
+                meta = request.data.get("metadata") or {}
+                name = meta.get("name", "")
                 self.created[(str(request.resource.plural), request.namespace or "", name)] += 1
+                for reference in meta.get("ownerReferences") or []:
+                    namespace = request.namespace or meta.get("namespace") or ""
+                    self.dependents[reference["uid"]].add((request.resource, namespace, name))
                 if not response.prepared:
                     response.set_status(201)  # Created, as a server answers (clients read no body from a 200)
+            if owner is not None and self._gone(key):
+                await self._collect(owner, _propagation(request))
             return response
         finally:
             index = next((i for i, seen in enumerate(self._requests) if seen is request), None)
             if index is not None:
                 del self._requests[index]
+
+    def _may_delete(self, request: rendering.Request, key: Any) -> bool:
+        """A DELETE, or a write to an object being deleted (removing its last finalizer deletes it)."""
+        if request.action == enums.action.DELETE:
+            return True
+        obj = self._objects[key] if request.action == enums.action.UPDATE and key in self._objects else None
+        return obj is not None and not obj.deleted and bool((obj.raw.get("metadata") or {}).get("deletionTimestamp"))
+
+    def _gone(self, key: Any) -> bool:
+        return key not in self._objects or bool(self._objects[key].deleted)
+
+    async def _collect(self, owner: dict[str, Any], policy: str | None) -> None:
+        """`owner` is gone: delete what it owned (recursively), or orphan it (strip the owner reference)."""
+        uid = owner["metadata"]["uid"]
+        orphan = policy == "Orphan" or (policy is None and owner.get("kind") == "Job")
+        for key in sorted(self.dependents.pop(uid, set()), key=str):
+            if self._gone(key):
+                continue
+            current = copy.deepcopy(dict(self._objects[key].raw))
+            meta = current.setdefault("metadata", {})
+            references = [r for r in meta.get("ownerReferences") or [] if r["uid"] != uid]
+            if orphan or any(self._alive(r["uid"]) for r in references):
+                meta["ownerReferences"] = references
+                async with self._lock:
+                    self._objects[key].patch({"metadata": {"ownerReferences": references or None}})
+                    await self._buses[key[0]].put({"type": "MODIFIED", "object": self._objects[key].raw})
+                continue
+            async with self._lock:
+                if meta.get("finalizers"):
+                    self._objects[key].patch({"metadata": {"deletionTimestamp": now()}})
+                    await self._buses[key[0]].put({"type": "MODIFIED", "object": self._objects[key].raw})
+                    continue
+                self._objects[key].delete()
+                await self._buses[key[0]].put({"type": "DELETED", "object": self._objects[key].last.raw})
+            self.collected.append((str(key[0].plural), key[1], key[2]))
+            await self._collect(current, "Background")
+
+    def _alive(self, uid: str) -> bool:
+        return any(
+            not obj.deleted and (obj.raw.get("metadata") or {}).get("uid") == uid for obj in self._objects.values()
+        )
 
     def _prepare(self, request: rendering.Request) -> None:
         self._version += 1

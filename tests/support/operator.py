@@ -183,6 +183,12 @@ def exists(api: kubernetes.client.ApiClient, name: str) -> bool:
     return True
 
 
+def collected_of(world: dict[str, Any], name: str) -> list[tuple[str, str, str]]:
+    """What the cluster's garbage collector deleted of study `name`'s objects: empty when the operator's clean-up
+    removed everything itself before the study went (the collector would hide a clean-up that left something)."""
+    return [c for c in world["cluster"].emulator.collected if c[2].startswith(f"{name}-")]
+
+
 def delete(api: kubernetes.client.ApiClient, name: str) -> None:
     kubernetes.client.CustomObjectsApi(api).delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
 
