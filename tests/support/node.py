@@ -306,6 +306,8 @@ class NodeSimulator:
         present |= {("TrainJob", trainjob["metadata"]["name"]) for trainjob in trainjobs}
         for name in [n for n, w in self.processes.items() if (w.kind, n) not in present]:
             self.processes.pop(name).kill()  # deleted: the kubelet kills its pods
+        for name in [n for n in self.waiting if n not in {name for _, name in present}]:
+            del self.waiting[name]  # deleted while its pod waited for its ConfigMap: nothing waits any more
         for job in jobs:
             self._guarded("Job", job.metadata.name, self._step_job, job)
         for trainjob in trainjobs:
