@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,19 @@ def run_command(
 def remove(name: str) -> None:
     """Stop a container at once and remove it (the kubelet killing a pod whose Job was deleted)."""
     podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def wait_started(name: str, timeout: float = 60) -> None:
+    """Until container `name` has started (running, or already ended): a container joining its network namespace
+    (`--network container:NAME`) fails while it is only being created. A kubelet starts a pod's containers after its
+    sandbox exists; the nodes of a TrainJob here share rank 0's loopback, so the others wait for rank 0's start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = podman("container", "inspect", "--format", "{{.State.Status}}", name, check=False)
+        if done.returncode == 0 and done.stdout.strip() in ("running", "exited", "stopped"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"container {name} did not start within {timeout:.0f} s")
 
 
 def leftovers(node: str) -> list[str]:

@@ -621,6 +621,8 @@ class NodeSimulator:
             pod_spec = {"volumes": override.get("volumes") or []}
             # Every node of a TrainJob on one loopback: rank 0's network namespace, which the others join.
             network = f"container:{workload.pods[0].container_name}" if workload.pods else "none"
+            if workload.pods and workload.pods[0].container_name is not None:
+                containers.wait_started(workload.pods[0].container_name)
             try:
                 pod = self._run_pod(name, pod_name, labels, container, pod_spec, command, shared, torchrun_env, network)
             except containers.ContainerConfigError:
