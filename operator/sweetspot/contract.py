@@ -27,6 +27,11 @@ Status = Literal["ok", "oom", "bad_input", "failed"]
 # How a trainer is run and answers, besides the config and the result: each side reads these names from here.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_OOM = 0, 1, 2, 3
 """The trainer's exit codes: bad input and out of memory will not get better on a retry (a Job fails at once)."""
+EXIT_INTERRUPTED = 75
+"""SIGTERM or SIGINT stopped the stage after the step it was in, with a checkpoint written (sysexits'
+EX_TEMPFAIL): a disruption, not the trial's fault; the rerun resumes there. No result is written."""
+DEFAULT_GRACE_SECONDS = 30
+"""A stop's grace before SIGKILL when nothing has been measured yet (Kubernetes' default)."""
 CONFIG_ENV = "SWEETSPOT_TRIAL_CONFIG"
 """The trial config's JSON, when no `--config FILE` is given (a pod gets it from its ConfigMap)."""
 TERMINATION_LOG_ENV = "SWEETSPOT_TERMINATION_LOG"
@@ -159,7 +164,13 @@ class TrialConfig(_Contract):
     """Extra fractions of the planned steps at which a `full` stage also evaluates (learning curves), and an
     `early` stage at those below `early_fraction` (its own curve, for final-score prediction)."""
     checkpoint_dir: str | None = None
-    """Where `early` saves a resumable checkpoint and `final` resumes from it."""
+    """Where a stage saves resumable checkpoints: every `checkpoint_every_*` and where `early` stops (what `final`
+    resumes from); a rerun of a disrupted stage resumes from the newest of its own."""
+    checkpoint_every_steps: int | None = Field(default=None, ge=1)
+    """A checkpoint after every this many optimizer steps of a stage."""
+    checkpoint_every_seconds: float | None = Field(default=None, gt=0.0)
+    """A checkpoint after the first step that ends this long after the previous checkpoint (or the stage's start).
+    Neither set: only the early checkpoint and the one a SIGTERM writes."""
     output_dir: str | None = None
     """Where the result JSON and the final adapter go."""
     max_eval_rows: int | None = Field(default=None, ge=1)
@@ -238,6 +249,18 @@ class StageResult(_Contract):
     samples: int = 0
     sample_hash: str = ""
     resumed: bool = False
+    """The stage continued a checkpoint: `final` from its `early`, or any stage from a disrupted run of itself."""
+    resumed_from_step: int | None = None
+    """A rerun of a disrupted stage: the step of the checkpoint it continued from (None: not such a rerun)."""
+    lost_seconds: float = 0.0
+    """Compute the disruptions before this run cost: training done after the newest checkpoint (trained again),
+    plus this run's restart (data, model and checkpoint loaded before its first step)."""
+    step_seconds: float = 0.0
+    """The slowest optimizer step: with `checkpoint_seconds`, what a stop's grace period must cover."""
+    checkpoint_seconds: float = 0.0
+    """The slowest checkpoint write of the stage (0: none written)."""
+    checkpoint_bytes: int = 0
+    """The size of the stage's last checkpoint."""
     null_baseline: float | None = None
     """Accuracy of always answering null (its F1 is 0): exact match must beat it to mean anything."""
     early_fraction: float | None = None

@@ -127,7 +127,9 @@ def test_rank_0_alone_prints_and_writes(runs: Runs) -> None:
         assert rank_output(launched.logs, 1) == ""
         assert rank_output(launched.logs, 1, "stderr") == ""
     assert {p.name for p in (runs.workdir / "out").iterdir()} == {"adapter", "result-early.json", "result-final.json"}
-    assert [p.name for p in (runs.workdir / "checkpoint").iterdir()] == ["state.pt"]
+    # The early checkpoint (the final wrote none of its own: no interval asked) and the heartbeat, both of rank 0.
+    kept = sorted(p.name.split("-", 1)[1] for p in (runs.workdir / "checkpoint").iterdir())
+    assert kept == ["progress.json", "step-00000010.pt"]
 
 
 def close(two: Evaluation, one: Evaluation) -> None:

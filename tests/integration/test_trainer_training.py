@@ -26,7 +26,7 @@ def test_tiny_early_then_final_resumes_and_learns(tmp_path: Path) -> None:
     early_run, early = run_stage(tiny_config(tmp_path, "early"), tmp_path)
     assert early_run.returncode == 0, early_run.stderr[-3000:]
     assert early is not None and early.status == "ok"
-    assert (tmp_path / "checkpoint" / "state.pt").exists()
+    assert [p.name.split("-", 1)[1] for p in sorted((tmp_path / "checkpoint").glob("*.pt"))] == ["step-00000040.pt"]
     assert re.search(r"step \d+/40 loss [0-9.]+ lr [0-9.e+-]+ [0-9.]+ rows/s eta \d+s", early_run.stdout)
 
     final_run, final = run_stage(tiny_config(tmp_path, "final"), tmp_path)

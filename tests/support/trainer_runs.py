@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,52 @@ def tiny_config(tmp_path: Path, stage: str) -> dict[str, Any]:
         "outputDir": str(tmp_path / "out"),
         "hyperparameters": {"learningRate": 0.003, "batchSize": 8, "epochs": 2},
     }
+
+
+def start_stage(
+    config: dict[str, Any], workdir: Path, command: list[str] | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start one stage as `run_stage` runs it, without waiting: a test stops it (SIGTERM, SIGKILL) while it trains.
+    Its output goes to `<workdir>/log-<stage>.txt`."""
+    stage = config["stage"]
+    config_path = workdir / f"trial-{stage}.json"
+    config_path.write_text(TrialConfig.model_validate(config).to_json())
+    env = {
+        **os.environ,
+        "SWEETSPOT_TERMINATION_LOG": str(workdir / f"termination-log-{stage}"),
+        "SWEETSPOT_CACHE": str(workdir / "cache"),
+        **(env or {}),
+    }
+    with open(workdir / f"log-{stage}.txt", "w") as log:
+        return subprocess.Popen(
+            [*(command or image_command()), "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=workdir,
+        )
+
+
+def heartbeat(checkpoint_dir: Path) -> dict[str, Any]:
+    """The trainer's last word on how far its stage trained (`{}` before the first)."""
+    for path in checkpoint_dir.glob("*-progress.json"):
+        try:
+            beat: dict[str, Any] = json.loads(path.read_text())
+            return beat
+        except (OSError, ValueError):
+            pass  # replaced while read: the next look finds the new one
+    return {}
+
+
+def wait_for_step(process: subprocess.Popen[str], checkpoint_dir: Path, stage: str, step: int) -> int:
+    """Wait until `stage` has trained at least `step` steps (by its heartbeat); the step it reported."""
+    while (beat := heartbeat(checkpoint_dir)).get("stage") != stage or beat["step"] < step:
+        assert process.poll() is None, f"the {stage} stage ended (code {process.returncode}) before step {step}"
+        time.sleep(0.02)
+    return int(beat["step"])
+
+
+def checkpoint_steps(checkpoint_dir: Path) -> list[int]:
+    """The steps of the complete checkpoints in a folder, oldest first."""
+    return sorted(int(p.name.split("-step-")[1].removesuffix(".pt")) for p in checkpoint_dir.glob("*-step-*.pt"))

@@ -2,8 +2,9 @@
 
 Exit codes: 0 the stage succeeded; 2 bad input (config, data or model reference; nothing to retry);
 3 out of memory (the result is marked `oom` so the search can treat the configuration as infeasible);
+75 stopped by SIGTERM or SIGINT after a step, its checkpoint written (a disruption: the rerun resumes there);
 1 any other failure. A result JSON is written in every case that gets as far as reading the config, and for a
-config that does not validate but still names its study, trial and stage.
+config that does not validate but still names its study, trial and stage; not for a stop, which is no result.
 
 Under torchrun (WORLD_SIZE > 1) every rank runs this entrypoint and trains data-parallel (`distributed`); rank 0
 alone prints progress and writes the result, and every rank exits with the same code when they agree (bad input is
@@ -41,6 +42,7 @@ from sweetspot.contract import (
     CONFIG_ENV,
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_OOM,
     StageResult,
@@ -152,6 +154,7 @@ def train_command(args: argparse.Namespace) -> int:
     from sweetspot_trainer import reporting
     from sweetspot_trainer.data import DataError
     from sweetspot_trainer.model import ModelError
+    from sweetspot_trainer.stopping import StageStopped
     from sweetspot_trainer.train import StageRunner
 
     result_path = Path(args.result) if args.result else None
@@ -178,6 +181,10 @@ def train_command(args: argparse.Namespace) -> int:
             )
             result = runner.run()
         code = EXIT_OK
+    except StageStopped as exc:  # no result: the stage is not over, its rerun resumes from the checkpoint
+        if world.main:
+            _log(f"[{config.study} t{config.trial} {config.stage}] {exc}")
+        return EXIT_INTERRUPTED
     except DataError as exc:  # bad input is bad on every rank: rank 0 says why
         for problem in exc.problems[:50] if world.main else ():
             print(problem, file=sys.stderr)

@@ -184,3 +184,19 @@ def same_weights(checksums: Sequence[float]) -> bool:
     """Ranks apply the same summed gradients, so their weights agree bit for bit on identical hardware; the
     tolerance only spares mixed hardware. Training without synchronisation drifts far past it within a step."""
     return all(math.isclose(c, checksums[0], rel_tol=1e-6, abs_tol=1e-6) for c in checksums)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` holds on any rank, on every rank (one tiny all-reduce): ranks that stop, stop at one step."""
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()

@@ -1,9 +1,10 @@
 """Run one trial stage: prepare data and model, train with LoRA, evaluate, checkpoint, report.
 
 The parts, each in its own module: the rows (`prepare`), the task head (`task`: extractive or generative), the plan of
-optimizer steps and the rows of each (`steps`), the early checkpoint the final stage resumes from (`checkpoints`) and
-the evaluations on the validation rows (`validation`). `StageRunner` puts them together and runs the steps. Under
-torchrun each rank trains on its shard of every batch and rank 0 alone writes (see `distributed`).
+optimizer steps and the rows of each (`steps`), the checkpoints a stage resumes from (`checkpoints`), the stop a
+SIGTERM asks for (`stopping`) and the evaluations on the validation rows (`validation`). `StageRunner` puts them
+together and runs the steps. Under torchrun each rank trains on its shard of every batch and rank 0 alone writes (see
+`distributed`).
 
 Recipe (what made trials train reliably): AdamW, the searched learning rate on the LoRA weights and a fixed
 one on a new task head, gradient clipping, warmup then the chosen schedule.
@@ -27,6 +28,7 @@ from sweetspot_trainer import model as modelmod
 from sweetspot_trainer.distributed import World
 from sweetspot_trainer.prepare import Prepared, prepare_data
 from sweetspot_trainer.steps import BatchOrder, StepPlan, evaluation_steps, plan_steps
+from sweetspot_trainer.stopping import StageStopped, StopRequest
 from sweetspot_trainer.task import Task
 from sweetspot_trainer.validation import Progress, TrainingClock, Validator, early_subsample
 
@@ -59,6 +61,22 @@ class _Training:
     scheduler: Any
     trainable: list[torch.Tensor]
     autocast: contextlib.AbstractContextManager[Any]
+    checkpoints: checkpoints.Checkpoints
+
+
+@dataclass
+class _Timings:
+    """What a stop's grace period must cover, and what checkpoints cost: the longest stretch between two looks at
+    the stop request (a step, with any evaluation and checkpoint after it), the slowest checkpoint write and the
+    size of the last one."""
+
+    step: float = 0.0
+    save: float = 0.0
+    size: int = 0
+
+    def saved(self, saved: checkpoints.Saved | None) -> None:
+        if saved is not None:
+            self.save, self.size = max(self.save, saved.seconds), saved.size
 
 
 class _LossLog:
@@ -86,6 +104,8 @@ class _LossLog:
 
     def read(self) -> None:
         """Bring the pending losses to the host (waits for the device: the compute is counted as training)."""
+        if not self.pending:
+            return
         self.losses += torch.stack(self.pending).tolist()
         self.pending.clear()
 
@@ -140,14 +160,20 @@ class StageRunner:
         subsample = early_subsample(config, task, len(prepared.validation))
         plan = plan_steps(len(prepared.train), config)
         optimizer, scheduler = self._optimizer(model, plan)
-        start = checkpoints.resume(config, model, optimizer, scheduler, sample_hash, self.device)
-        if start.resumed:
+        kept = checkpoints.Checkpoints(config, plan, sample_hash, self.device)
+        start = kept.resume(model, optimizer, scheduler)
+        if start.resumed_from_step is not None:
+            self.progress(
+                f"{self.label} resumed from step {start.step} after a disruption "
+                f"({start.redone_seconds:.1f}s of training to do again)"
+            )
+        elif start.resumed:
             self.progress(f"{self.label} resumed from step {start.step}")
         trainable = [p for p in model.parameters() if p.requires_grad]
         if self.world.distributed:
             distributed.broadcast_parameters(trainable)
         stop = plan.stop_step(config.stage)
-        clock = TrainingClock()
+        clock = TrainingClock(start.trained_seconds)
         validator = Validator(
             config=config,
             task=task,
@@ -162,11 +188,26 @@ class StageRunner:
             subsample=subsample,
         )
         order = BatchOrder(config.seed, config.hyperparameters, self._lengths(task, train_encoded))
-        training = _Training(model, task, train_encoded, order, plan, optimizer, scheduler, trainable, self._autocast())
-        evaluations, train_loss = self._train(training, start.step, stop, validator, clock)
+        training = _Training(
+            model, task, train_encoded, order, plan, optimizer, scheduler, trainable, self._autocast(), kept
+        )
+        restart = time.monotonic() - started
+        timings = _Timings()
+        with StopRequest() as stop_request:
+            evaluations, log = self._train(training, start, stop, validator, clock, stop_request, timings)
         if self.world.main:  # every rank holds the same weights: rank 0 writes them
-            self._write(training, loaded, prepared, stop, sample_hash, evaluations)
-        return self._result(prepared, plan, stop, start, sample_hash, evaluations, train_loss, started)
+            self._write(training, loaded, prepared, stop, evaluations, log, timings, clock)
+        result = self._result(prepared, plan, stop, start, sample_hash, evaluations, log.train_loss(), started)
+        lost = start.redone_seconds + restart if start.resumed_from_step is not None else 0.0
+        return result.model_copy(
+            update={
+                "resumed_from_step": start.resumed_from_step,
+                "lost_seconds": round(lost, 2),
+                "step_seconds": round(timings.step, 3),
+                "checkpoint_seconds": round(timings.save, 3),
+                "checkpoint_bytes": timings.size,
+            }
+        )
 
     def _data_line(self, prepared: Prepared, sample_hash: str) -> str:
         return (
@@ -240,31 +281,97 @@ class StageRunner:
         return optimizer, scheduler
 
     def _train(
-        self, training: _Training, start: int, stop: int, validator: Validator, clock: TrainingClock
-    ) -> tuple[list[Evaluation], float | None]:
-        """Train steps `start` to `stop`, evaluating where the config asks: the evaluations and the training loss."""
-        scored_at = evaluation_steps(self.config, training.plan)
-        evaluations: list[Evaluation] = []
-        if 0 in scored_at and start == 0:  # the model as it came, before any training
-            evaluations.append(validator.evaluate(0))
+        self,
+        training: _Training,
+        start: checkpoints.Start,
+        stop: int,
+        validator: Validator,
+        clock: TrainingClock,
+        stop_request: StopRequest,
+        timings: _Timings,
+    ) -> tuple[list[Evaluation], _LossLog]:
+        """Train steps `start.step` to `stop`, evaluating where the config asks and checkpointing on the schedule:
+        the evaluations and the losses. A stop request ends it after the step in progress, checkpointed."""
+        config = self.config
+        scored_at = evaluation_steps(config, training.plan)
+        evaluations = list(start.evaluations)
+        if start.step in scored_at and all(e.step != start.step for e in evaluations):
+            # Before any training (step 0, the model as it came), or where a stop came just before an evaluation.
+            evaluations.append(validator.evaluate(start.step))
         training.model.train()
-        log = _LossLog(self.label, self.progress, start, stop)
-        for step in range(start, stop):
+        log = _LossLog(self.label, self.progress, start.step, stop)
+        log.losses = list(start.losses)
+        schedule = checkpoints.Schedule(config.checkpoint_every_steps, config.checkpoint_every_seconds)
+        looked = time.monotonic()
+        for step in range(start.step, stop):
             step_started = time.monotonic()
             log.add(*self._step(training, step))
             done = step + 1
+            stopping = done < stop and self._stop_requested(stop_request)
+            saving = done < stop and not stopping and schedule.due(done)
             report = log.due(done)
-            if report or done in scored_at:
-                log.read()
+            if report or done in scored_at or stopping or saving:
+                log.read()  # a checkpoint holds the losses so far
             now = time.monotonic()
             clock.training += now - step_started
+            if self.world.main:
+                training.checkpoints.heartbeat(done, clock.training)
+            if stopping:
+                self._interrupt(training, done, evaluations, log, clock, stop_request, timings)
             if report:
                 log.report(done, now, training.scheduler.get_last_lr()[0])
             if done in scored_at:
                 evaluations.append(validator.evaluate(done))
-        if not evaluations and stop in scored_at:  # nothing left to train: resumed at the last step
-            evaluations.append(validator.evaluate(stop))
-        return evaluations, log.train_loss()
+            if saving:
+                if self.world.main:
+                    timings.saved(self._save(training, done, evaluations, log, clock))
+                schedule.saved()
+            timings.step = max(timings.step, time.monotonic() - looked)
+            looked = time.monotonic()
+        log.read()
+        return evaluations, log
+
+    def _stop_requested(self, stop_request: StopRequest) -> bool:
+        """Whether this rank, or any rank, was asked to stop (every rank must stop at the same step)."""
+        if self.world.distributed:
+            return distributed.any_rank(stop_request.requested, self.device)
+        return stop_request.requested
+
+    def _save(
+        self, training: _Training, done: int, evaluations: list[Evaluation], log: _LossLog, clock: TrainingClock
+    ) -> checkpoints.Saved | None:
+        return training.checkpoints.save(
+            training.model,
+            training.optimizer,
+            training.scheduler,
+            done,
+            evaluations,
+            log.losses,
+            clock.training,
+        )
+
+    def _interrupt(
+        self,
+        training: _Training,
+        done: int,
+        evaluations: list[Evaluation],
+        log: _LossLog,
+        clock: TrainingClock,
+        stop_request: StopRequest,
+        timings: _Timings,
+    ) -> None:
+        """Checkpoint step `done` (rank 0), wait for every rank, and stop."""
+        saved = self._save(training, done, evaluations, log, clock) if self.world.main else None
+        timings.saved(saved)
+        if self.world.distributed:
+            distributed.barrier()  # no rank exits (and has torchrun stop the others) before the checkpoint is whole
+        signum = stop_request.signum or 15
+        if saved is not None:
+            self.progress(
+                f"{self.label} stopped after step {done}: checkpoint written in {saved.seconds:.2f}s "
+                f"({saved.size / 1e6:.1f} MB)"
+            )
+        raise StageStopped(done, signum, saved is not None or not self.world.main)
 
     def _step(self, training: _Training, step: int) -> tuple[torch.Tensor, int]:
         """One optimizer step (0-based `step`): its loss, left on the device, and how many rows it took."""
@@ -306,14 +413,25 @@ class StageRunner:
         loaded: modelmod.Loaded,
         prepared: Prepared,
         stop: int,
-        sample_hash: str,
         evaluations: list[Evaluation],
+        log: _LossLog,
+        timings: _Timings,
+        clock: TrainingClock,
     ) -> None:
-        """The early stage's checkpoint, or a later stage's adapter and its description."""
+        """The early stage's checkpoint (what `final` resumes from), or a later stage's adapter and its
+        description."""
         config = self.config
         if config.stage == "early":
-            checkpoints.save_checkpoint(
-                config, training.model, training.optimizer, training.scheduler, stop, training.plan, sample_hash
+            timings.saved(
+                training.checkpoints.save(
+                    training.model,
+                    training.optimizer,
+                    training.scheduler,
+                    stop,
+                    evaluations,
+                    log.losses,
+                    clock.training,
+                )
             )
         elif config.output_dir:
             adapter = Path(config.output_dir) / ADAPTER_DIR
