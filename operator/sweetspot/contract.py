@@ -254,7 +254,8 @@ class StageResult(_Contract):
     """A rerun of a disrupted stage: the step of the checkpoint it continued from (None: not such a rerun)."""
     lost_seconds: float = 0.0
     """Compute the disruptions before this run cost: training done after the newest checkpoint (trained again),
-    plus this run's restart (data, model and checkpoint loaded before its first step)."""
+    plus this run's restart (data, model and checkpoint loaded before its first step). GPU-seconds on GPUs (over
+    every rank), wall seconds on CPUs, as the study counts compute."""
     step_seconds: float = 0.0
     """The slowest optimizer step: with `checkpoint_seconds`, what a stop's grace period must cover."""
     checkpoint_seconds: float = 0.0

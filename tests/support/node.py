@@ -106,6 +106,20 @@ def job_failure(job: Any, pod: str, exit_code: int) -> tuple[str, str]:
     return "BackoffLimitExceeded", "Job has reached the specified backoff limit"
 
 
+def ignored_failure(job: Any, exit_code: int, conditions: list[dict[str, Any]]) -> bool:
+    """Whether the Job's pod failure policy ignores this pod failure: the Job controller then starts a replacement
+    pod rather than counting the failure (a rule matching one of the pod's conditions or its exit code)."""
+    policy = job.spec.pod_failure_policy
+    types = {c["type"] for c in conditions if c.get("status") == "True"}
+    for rule in (policy.rules if policy else None) or []:
+        codes = rule.on_exit_codes
+        if codes is not None and exit_code != 0 and (exit_code in codes.values) == (codes.operator == "In"):
+            return bool(rule.action == "Ignore")
+        if any(p.type in types for p in rule.on_pod_conditions or []):
+            return bool(rule.action == "Ignore")
+    return False
+
+
 def _data(read: Callable[..., Any], kind: str, name: str, namespace: str) -> dict[str, str]:
     """A ConfigMap's or Secret's data (read raw: cheap when thousands of pods start); one that does not exist keeps
     the pod waiting, as the kubelet does."""
@@ -199,6 +213,19 @@ class SimulatedPod:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)  # reaped, so that it is no zombie of the test
 
+    def terminate(self, grace_seconds: float) -> None:
+        """What the kubelet does when it stops a pod gracefully: SIGTERM to the container's main process, then, after
+        the grace period, SIGKILL to whatever is left."""
+        if self.container_name is not None:
+            containers.podman("kill", "--signal", "TERM", self.container_name, check=False)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=grace_seconds)
+        self.ended()
+        self.kill()
+
     def ended(self) -> bool:
         """Whether the container has ended; it ends with its main process, which takes the rest with it."""
         if self.code is None and (code := self.process.poll()) is not None:
@@ -268,6 +295,10 @@ class NodeSimulator:
         broken config."""
         self._started_uids: set[str] = set()
         """A Job deleted and created again under its name (a study re-created) is a new Job: it runs again."""
+        self.replacements: dict[str, int] = {}
+        """Per Job, the pods the Job controller started after one whose failure its pod failure policy ignores."""
+        self.lock = threading.RLock()
+        """Held by each tick, and by a disruption a test causes from its own thread."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-simulator", daemon=True)
         self.errors: list[BaseException] = []
@@ -287,7 +318,8 @@ class NodeSimulator:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tick()
+                with self.lock:
+                    self.tick()
             except Exception as exc:  # surfaced by the test through `errors`
                 self.errors.append(exc)
             time.sleep(0.2)
@@ -547,7 +579,9 @@ class NodeSimulator:
             command = [sys.executable, "-m", "support.fake_trainer"]
         shared = self.workdir / f"{name}-{job.metadata.uid[:8]}"
         labels = {**(job.spec.template.metadata.labels or {}), "job-name": name}
-        pod = self._run_pod(name, f"{name}-pod", labels, container, pod_spec, command, shared)
+        replaced = self.replacements.get(name, 0)
+        pod_name = f"{name}-pod" + (f"-{replaced}" if replaced else "")
+        pod = self._run_pod(name, pod_name, labels, container, pod_spec, command, shared)
         self.processes[name] = Workload("Job", [pod])
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": {"active": 1}}, **MERGE)
 
@@ -556,6 +590,9 @@ class NodeSimulator:
         (pod,) = workload.pods
         self._report_pod(pod)
         code = pod.code or 0
+        if ignored_failure(job, code, []):
+            self._replace_pod(job)
+            return
         if code == 0:
             condition = {"type": "Complete", "status": "True", "reason": "Completed", "message": ""}
         else:
@@ -564,6 +601,13 @@ class NodeSimulator:
         condition["lastTransitionTime"] = now()
         status = {"active": 0, "conditions": [condition], ("succeeded" if code == 0 else "failed"): 1}
         self.batch.patch_namespaced_job_status(name, self.namespace, {"status": status}, **MERGE)
+
+    def _replace_pod(self, job: Any) -> None:
+        """The Job controller ignored the pod's failure: the Job stays active and the next tick starts a new pod."""
+        name = job.metadata.name
+        self.replacements[name] = self.replacements.get(name, 0) + 1
+        self._started_uids.discard(job.metadata.uid)
+        self.finished.pop(name, None)
 
     # --- Kubeflow Trainer TrainJobs -------------------------------------------------------------------------
 
@@ -684,11 +728,20 @@ class NodeSimulator:
         TrainJob, rank 0's container dies; JobSet then fails it and the other nodes are killed."""
         self.processes[name].pods[0].kill()
 
-    def evict(self, name: str) -> None:
-        """A disruption: the pods are killed and marked DisruptionTarget; the Job or TrainJob fails (as without
-        retries)."""
+    def evict(self, name: str, grace_seconds: float | None = None) -> None:
+        """A disruption: the pods are stopped (SIGTERM, then SIGKILL after `grace_seconds`; at once without) and marked
+        DisruptionTarget. A Job whose pod failure policy ignores that gets a new pod, as the Job controller starts one;
+        another Job, and a TrainJob (JobSet restarts none by default), fails."""
+        with self.lock:
+            self._evict(name, grace_seconds)
+
+    def _evict(self, name: str, grace_seconds: float | None) -> None:
         workload = self.processes.pop(name)
-        workload.kill()
+        for pod in workload.pods:
+            if grace_seconds is None:
+                pod.kill()
+            else:
+                pod.terminate(grace_seconds)
         disrupted = [{"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"}]
         if workload.kind == "TrainJob":
             for pod in workload.pods:
@@ -701,9 +754,12 @@ class NodeSimulator:
             self._set_trainjob_status(trainjob, condition)
             return
         (pod,) = workload.pods
-        self.core.patch_namespaced_pod_status(
-            pod.name, self.namespace, {"status": {"phase": "Failed", "conditions": disrupted}}, **MERGE
-        )
+        pod.code = 137 if pod.code is None else pod.code
+        self._report_pod(pod, disrupted)
+        job = self.batch.read_namespaced_job(name, self.namespace)
+        if ignored_failure(job, pod.code, disrupted):
+            self._replace_pod(job)
+            return
         condition = {
             "type": "Failed",
             "status": "True",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import yaml
 from sweetspot.api.fields import VolumePath
 from sweetspot.api.manifest import load_manifest
 from sweetspot.cluster import jobs
-from sweetspot.contract import TrialConfig
+from sweetspot.contract import DEFAULT_GRACE_SECONDS, EXIT_INTERRUPTED, TrialConfig
+from sweetspot.core.planner import grace_seconds
 from sweetspot.core.records import RunKey, StartRun, TrialView
 from sweetspot.core.stages import trial_config
 
@@ -60,7 +62,24 @@ def test_job_is_labelled_owned_and_never_retried_by_kubernetes() -> None:
     assert spec["backoffLimit"] == 0 and spec["activeDeadlineSeconds"] == 21600
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
-    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [2, 3]
+    # A trainer stopped by SIGTERM (its checkpoint written) is a disruption too: a new pod resumes it.
+    assert rules[1] == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [EXIT_INTERRUPTED]},
+    }
+    assert rules[2]["action"] == "FailJob" and rules[2]["onExitCodes"]["values"] == [2, 3]
+    # Long enough for the step in progress and a checkpoint: Kubernetes' default until the study measured them.
+    assert job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == DEFAULT_GRACE_SECONDS
+    slow = jobs.job(resource, RunKey("trial", 4, "early"), grace_seconds=95)
+    assert slow["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 95
+
+
+def test_the_grace_period_covers_twice_the_slowest_step_and_checkpoint_measured() -> None:
+    assert grace_seconds([]) == grace_seconds([None]) == DEFAULT_GRACE_SECONDS
+    fast = outcome_of(f1=0.5, step_seconds=0.4, checkpoint_seconds=0.05)
+    slow = outcome_of(f1=0.5, step_seconds=30.0, checkpoint_seconds=4.2)
+    assert grace_seconds([fast]) == DEFAULT_GRACE_SECONDS  # never below Kubernetes' default
+    assert grace_seconds([fast, slow, None]) == math.ceil(2 * 34.2) + 10
 
 
 def test_pod_runs_restricted_with_gpus_kueue_and_scheduling() -> None:

@@ -199,6 +199,7 @@ class StageRunner:
             self._write(training, loaded, prepared, stop, evaluations, log, timings, clock)
         result = self._result(prepared, plan, stop, start, sample_hash, evaluations, log.train_loss(), started)
         lost = start.redone_seconds + restart if start.resumed_from_step is not None else 0.0
+        lost *= self.world.size if self.device.type == "cuda" else 1  # as `gpu_seconds` counts compute
         return result.model_copy(
             update={
                 "resumed_from_step": start.resumed_from_step,

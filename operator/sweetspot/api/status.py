@@ -94,6 +94,9 @@ class EventReason(StrEnum):
     """A configuration ran out of memory: recorded as infeasible (Warning)."""
     STAGE_DISRUPTED = "StageDisrupted"
     """A stage was disrupted (preempted, evicted, interrupted) and runs again."""
+    STAGE_RESUMED = "StageResumed"
+    """A stage that ran again after a disruption finished, continuing its newest checkpoint: from which step, and the
+    compute the disruption cost."""
     STAGE_FAILED = "StageFailed"
     """A stage failed (Warning)."""
     TRIAL_FAILED = "TrialFailed"
@@ -306,6 +309,8 @@ class GpuSeconds(Model):
     """GPU-seconds spent by all trial stages."""
     saved: float = Field(default=0.0, ge=0.0)
     """GPU-seconds not spent because trials were judged early (estimated from the stages that ran)."""
+    lost: float = Field(default=0.0, ge=0.0)
+    """GPU-seconds disruptions cost: training after a stage's newest checkpoint done again, and the restarts."""
 
 
 class FinalPrediction(Model):

@@ -55,6 +55,38 @@ class TrainingRuntimeRef(Model):
     """ClusterTrainingRuntime (cluster-wide) or TrainingRuntime (in the study's namespace)."""
 
 
+DEFAULT_CHECKPOINT_MINUTES = 5.0
+"""A checkpoint every 5 minutes of a stage unless the spec says otherwise: a write costs well under 2% of that
+(measured in docs/preemption.md), and a SIGKILL loses at most that much training."""
+
+
+class CheckpointPolicy(Model):
+    """How often a running stage writes a checkpoint that a rerun after a disruption continues (with an output
+    volume, or in local mode). A stopped stage (SIGTERM: eviction, preemption, a drain) writes one anyway; the
+    interval bounds what a SIGKILL (a lost node) throws away."""
+
+    every_minutes: float | None = Field(default=None, gt=0.0, le=1440.0)
+    """A checkpoint after the first step that ends this many minutes after the last one; 5 when neither is set."""
+    every_steps: int | None = Field(default=None, ge=1)
+    """A checkpoint after every this many optimizer steps (instead of `everyMinutes`)."""
+
+    rules = (
+        Rule(
+            cel="!(has(self.everyMinutes) && has(self.everySteps))",
+            message="set everyMinutes or everySteps, not both",
+            field="everySteps",
+            holds=lambda o: o.every_minutes is None or o.every_steps is None,
+        ),
+    )
+
+    @property
+    def every_seconds(self) -> float | None:
+        """The interval in seconds, when the checkpoints go by time."""
+        if self.every_steps is not None:
+            return None
+        return 60.0 * (self.every_minutes or DEFAULT_CHECKPOINT_MINUTES)
+
+
 class TrialRuntime(Model):
     """Where each trial stage runs: a batch/v1 Job (one pod), or a Kubeflow Trainer v2 TrainJob (`numNodes` pods
     under torchrun: data-parallel training over several GPUs and nodes; Kubeflow Trainer must be installed)."""
@@ -113,6 +145,8 @@ class TrialTemplate(Model):
     retries: int = Field(default=1, ge=0, le=10)
     """How often a stage that failed for a reason other than a disruption is retried before its trial fails;
     disruptions (preemption, eviction) are always retried."""
+    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    """How often a running stage checkpoints, so that a disrupted stage resumes close to where it stopped."""
     output: VolumePath | None = None
     """Volume for checkpoints and adapters; with it, a promoted trial resumes from its early checkpoint instead
     of retraining, and `status.best.adapter` says where the best adapter lies. Without it a study on a cluster keeps

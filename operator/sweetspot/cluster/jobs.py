@@ -7,7 +7,9 @@ by the study, so deleting the study deletes them and a restarted operator finds 
 The pod runs under the restricted Pod Security profile (non-root, no privilege escalation, no
 capabilities, RuntimeDefault seccomp, read-only root filesystem with writable scratch volumes), gets no
 database credentials, and reports its result in the termination message. Retries are the planner's
-decision (`backoffLimit: 0`), except for disruptions: preemption and eviction do not fail the Job.
+decision (`backoffLimit: 0`), except for disruptions: preemption, eviction and a trainer stopped by SIGTERM
+(exit 75, its checkpoint written) do not fail the Job; the Job controller starts a new pod, which resumes from the
+stage's newest checkpoint. The grace period before SIGKILL covers the slowest step and checkpoint write measured.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from sweetspot.contract import (
     ADAPTER_DIR,
     CACHE_ENV,
     CONFIG_ENV,
+    DEFAULT_GRACE_SECONDS,
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
     EXIT_OOM,
     TERMINATION_LOG,
     TrialConfig,
@@ -200,8 +204,9 @@ def pod_placement(study: FineTuneStudy) -> dict[str, Any]:
     return {k: v for k, v in optional.items() if v}
 
 
-def job(study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
-    """The Job that runs one stage; its trial config comes from the ConfigMap of the same name."""
+def job(study: FineTuneStudy, key: RunKey, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
+    """The Job that runs one stage; its trial config comes from the ConfigMap of the same name. `grace_seconds`: how
+    long the kubelet waits after SIGTERM (the trainer finishes its step and checkpoints) before SIGKILL."""
     trial = study.spec.trial
     name = object_name(study.metadata.name, key)
     job_labels = labels(study, key)
@@ -228,6 +233,7 @@ def job(study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": grace_seconds,
         "containers": [container],
         "volumes": volumes,
         "automountServiceAccountToken": False,  # the trainer never talks to the API server
@@ -257,6 +263,11 @@ def job(study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
                 "rules": [
                     # Preemption, eviction, node drain: not the trial's fault; the Job controller retries the pod.
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    # Stopped by SIGTERM with a checkpoint written (a drain, a node shutting down): the same.
+                    {
+                        "action": "Ignore",
+                        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_INTERRUPTED]},
+                    },
                     # Bad input and out of memory will not get better on a retry.
                     {
                         "action": "FailJob",

@@ -83,6 +83,16 @@ def disrupted(pod_items: list[dict[str, Any]]) -> bool:
     )
 
 
+def exit_codes(pod_items: list[dict[str, Any]]) -> set[int]:
+    """The exit codes of the pods' ended containers."""
+    return {
+        int(terminated["exitCode"])
+        for pod in pod_items
+        for status in (pod.get("status") or {}).get("containerStatuses") or []
+        if (terminated := (status.get("state") or {}).get("terminated")) and "exitCode" in terminated
+    }
+
+
 def finished_condition(obj: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
     """`Complete` or `Failed` with its condition, when a Job or TrainJob has finished."""
     for condition in (obj.get("status") or {}).get("conditions") or []:

@@ -20,6 +20,7 @@ import kubernetes
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.cluster import jobs, kube, trainjobs
 from sweetspot.cluster.memory import Memories
+from sweetspot.contract import DEFAULT_GRACE_SECONDS, EXIT_INTERRUPTED
 from sweetspot.core.records import RunKey, RunView, StartRun
 from sweetspot.core.runtime import Runtime
 from sweetspot.core.stages import trial_config
@@ -48,8 +49,8 @@ class KubeRuntime(Runtime):
     def _list(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
 
     @abstractmethod
-    def manifest(self, study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
-        """The object that runs one stage."""
+    def manifest(self, study: FineTuneStudy, key: RunKey, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
+        """The object that runs one stage (`grace_seconds`: see `StartRun`)."""
 
     @abstractmethod
     def _create(self, namespace: str, body: dict[str, Any]) -> None: ...
@@ -102,12 +103,13 @@ class KubeRuntime(Runtime):
         pods = self._all_pods(namespace, name)
         result = kube.termination_message(self._result_pods(namespace, name))
         reason = f"{condition.get('reason') or 'Failed'}: {condition.get('message') or ''}".strip(": ")
-        return RunView(key, "disrupted" if kube.disrupted(pods) and result is None else "failed", result, reason)
+        disrupted = kube.disrupted(pods) or EXIT_INTERRUPTED in kube.exit_codes(pods)
+        return RunView(key, "disrupted" if disrupted and result is None else "failed", result, reason)
 
     def manifests(self, study: FineTuneStudy, action: StartRun) -> tuple[dict[str, Any], dict[str, Any]]:
         """What starting a stage creates: the ConfigMap with its trial config, and the object that runs it."""
         config = trial_config(study, action, jobs.pod_paths(study, action.key))
-        return jobs.config_map(study, action.key, config), self.manifest(study, action.key)
+        return jobs.config_map(study, action.key, config), self.manifest(study, action.key, action.grace_seconds)
 
     def start(self, study: FineTuneStudy, action: StartRun) -> str:
         core = kubernetes.client.CoreV1Api()
@@ -154,8 +156,8 @@ class JobRuntime(KubeRuntime):
         batch = kubernetes.client.BatchV1Api()
         return kube.items(batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False))
 
-    def manifest(self, study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
-        return jobs.job(study, key)
+    def manifest(self, study: FineTuneStudy, key: RunKey, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
+        return jobs.job(study, key, grace_seconds)
 
     def _create(self, namespace: str, body: dict[str, Any]) -> None:
         batch = kubernetes.client.BatchV1Api()
@@ -190,8 +192,8 @@ class TrainJobRuntime(KubeRuntime):
         )  # fmt: skip
         return kube.items(response)
 
-    def manifest(self, study: FineTuneStudy, key: RunKey) -> dict[str, Any]:
-        return trainjobs.trainjob(study, key)
+    def manifest(self, study: FineTuneStudy, key: RunKey, grace_seconds: int = DEFAULT_GRACE_SECONDS) -> dict[str, Any]:
+        return trainjobs.trainjob(study, key)  # the grace period is the runtime's: a TrainJob cannot override it
 
     def _create(self, namespace: str, body: dict[str, Any]) -> None:
         api = kubernetes.client.CustomObjectsApi()

@@ -95,6 +95,27 @@ def describe(action: Action, asked: list[int] | None = None, where: str = "") ->
             assert_never(action)
 
 
+def resumed_note(action: Action) -> Note | None:
+    """A recorded stage that ran again after a disruption (`StageResumed`): where it resumed, what that cost."""
+    match action:
+        case RecordEarly(trial=trial, outcome=outcome):
+            which = f"trial {trial} early"
+        case RecordFinal(trial=trial, outcome=outcome):
+            which = f"trial {trial} final"
+        case RecordSweepPoint(samples=samples, outcome=outcome, repeat=repeat):
+            which = f"{samples} samples" + (f" (repeat {repeat})" if repeat else "")
+        case _:
+            return None
+    if outcome.resumed_from_step is None:
+        return None
+    return Note(
+        EventReason.STAGE_RESUMED,
+        f"{which}: resumed from step {outcome.resumed_from_step} after a disruption, "
+        f"{outcome.lost_seconds:.1f} compute-seconds lost",
+        action=action,
+    )
+
+
 def phase_note(decision: Decision) -> Note:
     """A phase the study entered (a finished study's note is `StudySucceeded` or `StudyFailed`, with its reason)."""
     if not decision.finished:
@@ -158,6 +179,8 @@ def settle(study: FineTuneStudy, store: Store, runtime: Runtime, hear: Hear, max
         changed = store.set_phase(decision, study) if decision.phase == "Failed" else False
         for action in decision.actions:
             hear(apply(study, store, runtime, action))
+            if (resumed := resumed_note(action)) is not None:
+                hear(resumed)
             if isinstance(action, StartRun | StopRun):
                 runs = None
         more = decision.replan or any(isinstance(a, AskTrials) for a in decision.actions)

@@ -15,13 +15,13 @@ size.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.api.status import Phase, Reason
-from sweetspot.contract import Hyperparameters, StageResult
+from sweetspot.contract import DEFAULT_GRACE_SECONDS, Hyperparameters, StageResult
 from sweetspot.core.budget import Ledger, hours
 from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
@@ -45,6 +45,8 @@ from sweetspot.core.records import (
     counted,
 )
 
+GRACE_MARGIN_SECONDS = 10
+"""On top of twice the slowest step and checkpoint write measured: a slower node, a slower volume."""
 MAX_DISRUPTIONS = 5
 """A stage preempted or lost this many times fails its trial: something is wrong beyond bad luck."""
 
@@ -95,6 +97,9 @@ class _Planner:
         self.budget = Ledger(spec, observed)
         self.budget_bound = False
         """The budget kept something from starting (a stage, a trial, the rest of the search)."""
+        self.grace = grace_seconds(
+            [o for t in observed.trials for o in (t.early, t.final)] + [s.outcome for s in observed.sweep]
+        )
 
     def running_key(self, kind: str, number: int, stage: str, repeat: int = 0) -> bool:
         return any(
@@ -162,7 +167,7 @@ class _Planner:
             self.budget_bound = self.budget_bound or self.budget.priced(key)
             return False
         self.budget.charge(key)
-        self.actions.append(StartRun(key, params, **extra))
+        self.actions.append(StartRun(key, params, grace_seconds=self.grace, **extra))
         self.slots -= 1
         return True
 
@@ -418,3 +423,10 @@ def past_budget(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[in
     trial starts while they exceed the budget (only the trials `counted` toward it)."""
     asked = sorted(t.number for t in counted(trials))
     return asked[spec.search.max_trials :]
+
+
+def grace_seconds(outcomes: Iterable[Outcome | None]) -> int:
+    """How long a stage's stop may take before SIGKILL: twice the slowest step plus checkpoint write the study's
+    finished stages measured, plus a margin; Kubernetes' default 30 s until something is measured, and never less."""
+    slowest = max((o.step_seconds + o.checkpoint_seconds for o in outcomes if o is not None), default=0.0)
+    return max(DEFAULT_GRACE_SECONDS, math.ceil(2 * slowest) + GRACE_MARGIN_SECONDS)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sweetspot.api.status import Phase
-from sweetspot.contract import Evaluation, StageResult
+from sweetspot.contract import DEFAULT_GRACE_SECONDS, Evaluation, StageResult
 
 StageName = Literal["early", "final", "full"]
 TrialState = Literal["running", "complete", "pruned", "failed"]
@@ -82,6 +82,13 @@ class Outcome:
     curve: Sequence[Mapping[str, float]] = field(default_factory=list)
     """An early stage's own curve when it evaluated more than once (`earlyEvaluation.curvePoints`): per evaluation
     its `fraction` of the planned steps, `loss`, `f1`, `accuracy` and `tokenF1`, in order."""
+    resumed_from_step: int | None = None
+    """The stage ran again after a disruption and continued its checkpoint of this step (0: it had none)."""
+    lost_seconds: float = 0.0
+    """Compute the disruptions of this stage cost (training done twice, restarts): see `StageResult`."""
+    step_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    """The stage's slowest step and checkpoint write: what a stop's grace period must cover."""
 
     @classmethod
     def from_evaluation(cls, result: StageResult, evaluation: Evaluation) -> Outcome:
@@ -109,6 +116,10 @@ class Outcome:
             zero_shot=_untrained(result),
             judged_at=result.early_fraction,
             curve=_early_curve(result, evaluation),
+            resumed_from_step=result.resumed_from_step,
+            lost_seconds=result.lost_seconds,
+            step_seconds=result.step_seconds,
+            checkpoint_seconds=result.checkpoint_seconds,
         )
 
     @property
@@ -235,6 +246,9 @@ class StartRun:
     early_fraction: float | None = None
     """Where the trial's early stage stops (its final resumes from there): set once the agreement guard widened;
     None is `earlyEvaluation.atFraction`."""
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+    """How long a stop may take before SIGKILL (the pod's `terminationGracePeriodSeconds`; local mode's wait): the
+    stage finishes its step and writes a checkpoint (`stages.grace_seconds`)."""
 
 
 @dataclass(frozen=True)

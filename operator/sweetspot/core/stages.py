@@ -73,6 +73,8 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
         early_fraction=early_fraction,
         evaluate_at=spec.search.early_evaluation.curve_at(early_fraction) if start.key.stage == "early" else [],
         checkpoint_dir=paths.checkpoint_dir,
+        checkpoint_every_steps=spec.trial.checkpoint.every_steps,
+        checkpoint_every_seconds=spec.trial.checkpoint.every_seconds,
         output_dir=paths.output_dir,
         zero_shot=model.zero_shot
         and start.key.kind == "trial"

@@ -47,6 +47,8 @@ class Summary:
     compute_saved: float
     """Compute not spent because trials were judged early: for each trial that stopped after its early stage,
     the rest of its planned steps at the rate its early stage ran."""
+    compute_lost: float
+    """Compute disruptions cost (see `Outcome.lost_seconds`)."""
     curve: list[SizeResult]
     """The data-efficiency sweep: one point per size, averaged over its repeats."""
     verdict: Verdict | None
@@ -127,6 +129,12 @@ def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
     return "running"
 
 
+def lost(trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> float:
+    """Compute the disruptions of the recorded stages cost."""
+    outcomes = [o for t in trials for o in (t.early, t.final)] + [p.outcome for p in sweep]
+    return math.fsum(o.lost_seconds for o in outcomes if o is not None)
+
+
 def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> Summary:
     counts = {"total": len(trials), "running": 0, "waiting": 0, "complete": 0, "pruned": 0, "failed": 0}
     saved = 0.0
@@ -146,6 +154,7 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         agreement=agreement(spec, trials),
         compute_used=round(recorded(trials, sweep), 2),
         compute_saved=round(saved, 2),
+        compute_lost=round(lost(trials, sweep), 2),
         curve=curve,
         verdict=verdict,
         judging=policy.judging(spec, trials),

@@ -188,7 +188,7 @@ def build_status(
             ),
         ],
         "trials": summary.counts,
-        "gpuSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
+        "gpuSeconds": {"used": summary.compute_used, "saved": summary.compute_saved, "lost": summary.compute_lost},
         "learningCurve": learning_curve,
         "optunaStudy": optuna_study,
         "observedGeneration": generation,

@@ -56,6 +56,8 @@ class LocalRuntime(Runtime):
     """Stages that may run at once: each gets an equal share of this machine's cores (more torch threads than
     cores slow every stage down several times)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    graces: dict[str, int] = field(default_factory=dict)
+    """Per running stage, how long its stop may take (SIGTERM, then SIGKILL): `StartRun.grace_seconds`."""
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()  # the trainer runs in the run directory: every path must be absolute
@@ -136,6 +138,7 @@ class LocalRuntime(Runtime):
                 start_new_session=True,  # Ctrl-C reaches the runner, which stops its children itself
             )
         self.processes[str(action.key)] = popen
+        self.graces[str(action.key)] = action.grace_seconds
         return f"process {popen.pid}"
 
     def threads_per_stage(self) -> int:
@@ -149,12 +152,13 @@ class LocalRuntime(Runtime):
 
     def stop(self, study: FineTuneStudy | None, key: RunKey, mark_interrupted: bool = False) -> None:
         process = self.processes.pop(str(key), None)
+        grace = self.graces.pop(str(key), contract.DEFAULT_GRACE_SECONDS)
         if process is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)  # the trainer finishes its step and checkpoints (exit 75)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -163,6 +167,10 @@ class LocalRuntime(Runtime):
             (self.run_dir(key) / "interrupted").touch()
 
     def stop_all(self) -> None:
+        """Ask every stage to stop at once (each checkpoints after its step), then wait for each."""
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for key in list(self.processes):
             self.stop(None, RunKey.parse(key), mark_interrupted=True)
 

@@ -192,6 +192,14 @@ def study_overview() -> dict[str, Any]:
             decimals=0,
         ),
         _stat(
+            "Compute lost to disruptions",
+            f"sweetspot_compute_lost_seconds_total{{{STUDY}}}",
+            "s",
+            "What preemptions, evictions and lost nodes cost: training after a stage's newest checkpoint done again, "
+            "and the restarts (GPU-seconds; wall seconds on CPUs). spec.trial.checkpoint bounds it.",
+            decimals=0,
+        ),
+        _stat(
             "Sweet spot (samples)",
             f"sweetspot_study_sweet_spot_samples{{{STUDY}}}",
             "none",

@@ -156,6 +156,12 @@ class _Families:
             "preempted and the stage retried).",
             labels=[*study, "kind"],
         )
+        self.compute_lost = CounterMetricFamily(
+            "sweetspot_compute_lost_seconds",
+            "Compute disruptions (preemption, eviction, a lost node, Ctrl-C) cost a study: training after a stage's "
+            "newest checkpoint done again, and the restarts; GPU-seconds on GPUs, wall seconds on CPUs.",
+            labels=study,
+        )
         self.spearman = GaugeMetricFamily(
             "sweetspot_study_early_final_spearman",
             "Spearman rank correlation between early and final scores over trials that have both.",
@@ -326,6 +332,7 @@ class _Families:
         self.reused.add_metric(study, sum(1 for t in state.trials if t.reused))  # 0 without spec.search.warmStart
         self.gpu_seconds.add_metric([*study, "used"], summary.compute_used)
         self.gpu_seconds.add_metric([*study, "saved"], summary.compute_saved)
+        self.compute_lost.add_metric(study, summary.compute_lost)
         if summary.budget is not None:
             self.budget.add_metric(study, summary.budget.limit)
             self.budget_used.add_metric(study, summary.budget.ratio)

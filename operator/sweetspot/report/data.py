@@ -113,7 +113,7 @@ def _as_data(
         "counts": summary.counts,
         "best": best,
         "agreement": _camel(asdict(summary.agreement)),
-        "computeSeconds": {"used": summary.compute_used, "saved": summary.compute_saved},
+        "computeSeconds": {"used": summary.compute_used, "saved": summary.compute_saved, "lost": summary.compute_lost},
         "stages": _stages(resource.spec, trials),
         "learningCurve": curve,
         "sweetSpot": sweet_spot,
