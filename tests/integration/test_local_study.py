@@ -7,10 +7,7 @@ runs on SQLite to the end, one on PostgreSQL is interrupted with Ctrl-C mid-stud
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,40 +16,13 @@ import optuna
 import pytest
 import yaml
 
-from support.interrupt import sigint_as_in_a_terminal
-from support.node import TESTS
+from support.local_runs import finish, sweetspot
 from support.studies import small_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
 MANIFEST = small_study("small", seed=3)
 MANIFEST["spec"]["dataEfficiency"] = {"sampleSizes": [32, 64], "hold": "epochs"}
-
-
-def sweetspot(*args: str, cwd: Path, fake: bool = False) -> subprocess.Popen[str]:
-    """`sweetspot ARGS`; with `fake`, its stages run `support.fake_trainer` (the same contract, no model, 2 s each)
-    where the planner, the storage and the report are the subject rather than training."""
-    env = {**os.environ, "SWEETSPOT_CACHE": str(cwd / "cache")}
-    if fake:
-        env |= {
-            "SWEETSPOT_TRAINER_MODULE": "support.fake_trainer",
-            "SWEETSPOT_FAKE_STAGE_SECONDS": "2",
-            "PYTHONPATH": str(TESTS),
-        }
-    return subprocess.Popen(
-        [sys.executable, "-m", "sweetspot.cli", *args],
-        cwd=cwd,
-        env=env,
-        preexec_fn=sigint_as_in_a_terminal,  # one test sends it Ctrl-C
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 600) -> tuple[int, str]:
-    output, _ = process.communicate(timeout=timeout)
-    return process.returncode, output
 
 
 def write_manifest(tmp_path: Path) -> Path:

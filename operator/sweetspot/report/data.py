@@ -52,6 +52,8 @@ def _scores(outcome: Outcome | None) -> dict[str, Any] | None:
         "attributeSupport": dict(outcome.attribute_support),
         "attributeAccuracy": dict(outcome.attribute_accuracy),
         "categoryF1": dict(outcome.category_f1),
+        "resumedFromStep": outcome.resumed_from_step,
+        "lostSeconds": outcome.lost_seconds,
         "step": outcome.step,
         "plannedSteps": outcome.planned_steps,
         "samples": outcome.samples,

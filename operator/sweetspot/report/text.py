@@ -34,10 +34,29 @@ def render_text(report: dict[str, Any]) -> str:
     if report["trials"]:  # a sweep with fixed hyperparameters has no search to show
         _print_search(console, report)
     compute = report["computeSeconds"]
-    console.print(f"compute seconds: used {compute['used']:.0f}, saved by judging early {compute['saved']:.0f}")
+    console.print(
+        f"compute seconds: used {compute['used']:.0f}, saved by judging early {compute['saved']:.0f}"
+        + (f", lost to disruptions {compute['lost']:.0f}" if compute.get("lost") else "")
+    )
+    for line in _resumes(report):
+        console.print(line)
     if report["learningCurve"]:
         _print_curve(console, report)
     return buffer.getvalue()
+
+
+def _resumes(report: dict[str, Any]) -> list[str]:
+    """A line per stage that ran again after a disruption, resuming from a checkpoint."""
+    lines = []
+    for trial in report["trials"]:
+        for stage in ("early", "final"):
+            scores = trial.get(stage) or {}
+            if scores.get("resumedFromStep") is not None:
+                lines.append(
+                    f"trial {trial['trial']} {stage}: resumed from step {scores['resumedFromStep']} after a "
+                    f"disruption ({scores['lostSeconds']:.0f} compute-seconds lost)"
+                )
+    return lines
 
 
 def _print_search(console: Any, report: dict[str, Any]) -> None:
