@@ -8,6 +8,7 @@ tests/integration/test_trainer_training.py shows the two train the same steps to
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,16 @@ import pytest
 
 from sweetspot.contract import Evaluation, StageResult
 
-from support.trainer_runs import ROOT, rank_output, run_stage, tiny_config, torchrun_command
+from support.trainer_runs import (
+    ROOT,
+    checkpoint_steps,
+    rank_output,
+    run_stage,
+    start_stage,
+    tiny_config,
+    torchrun_command,
+    wait_for_step,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 """A guard against a hang, not a speed target: the module's runs (in the first test's setup) took 155 s on two cores
@@ -95,6 +105,8 @@ class Runs:
     early: Launch
     final: Launch
     workdir: Path
+    tiny: Path
+    """The model they trained (tiny, without dropout)."""
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +116,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_without_dropout: Path) -
     assert done.returncode == 0 and one is not None, done.stderr[-3000:]
     early = launch(small_config(workdir, "early", tiny_without_dropout), workdir)
     final = launch(small_config(workdir, "final", tiny_without_dropout), workdir)
-    return Runs(one, early, final, workdir)
+    return Runs(one, early, final, workdir, tiny_without_dropout)
 
 
 def test_early_then_final_resumes_under_two_processes(runs: Runs) -> None:
@@ -176,3 +188,30 @@ def test_a_rank_that_hangs_fails_the_stage_after_the_timeout(tmp_path: Path, tin
     # each rank first, which takes its own time on a loaded machine.)
     assert "Timed out waiting 5000ms" in launched.result.message, launched.result.message
     assert not (tmp_path / "checkpoint").exists()
+
+
+def test_a_sigterm_stops_every_rank_at_one_step_and_every_rank_resumes_it(tmp_path: Path, runs: Runs) -> None:
+    """torchrun passes SIGTERM to every rank; the ranks agree on the step to stop after (one of them may see the
+    signal a step later), rank 0 writes the checkpoint, and the rerun's ranks all continue it: the final scores
+    equal the uninterrupted two-process run's."""
+    for item in (runs.workdir / "checkpoint").iterdir():  # the same early checkpoint as the uninterrupted final's
+        (tmp_path / "checkpoint").mkdir(exist_ok=True)
+        if item.name.endswith(".pt"):
+            (tmp_path / "checkpoint" / item.name).write_bytes(item.read_bytes())
+    config = small_config(tmp_path, "final", runs.tiny)
+    logs = tmp_path / "torchrun-stopped"
+    process = start_stage(config, tmp_path, torchrun_command(PROCESSES, logs), TIMEOUT_ENV)
+    wait_for_step(process, tmp_path / "checkpoint", "final", 12)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+    stopped = checkpoint_steps(tmp_path / "checkpoint")[-1]
+    assert 12 <= stopped < 24
+    assert f"stopped after step {stopped}: checkpoint written" in rank_output(logs, 0)
+
+    rerun = launch(config, tmp_path).check()
+    assert rerun.resumed_from_step == stopped
+    uninterrupted = runs.final.check()
+    same = {"train_seconds"}
+    assert [e.model_dump(exclude=same) for e in rerun.evaluations] == [
+        e.model_dump(exclude=same) for e in uninterrupted.evaluations
+    ]
