@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from sweetspot.api.fields import VolumePath
 from sweetspot.api.manifest import load_manifest
+from sweetspot.api.trial import CheckpointPolicy
 from sweetspot.cluster import jobs
 from sweetspot.contract import DEFAULT_GRACE_SECONDS, EXIT_INTERRUPTED, TrialConfig
 from sweetspot.core.planner import grace_seconds
@@ -117,6 +120,14 @@ def test_the_trial_config_points_into_the_pod_mounts_and_holds_no_secret() -> No
     assert config.model.path == "/sweetspot/model/llama-3.1-8b"
     assert config.train.path == "/sweetspot/data/product-pages/train.jsonl"
     assert config.checkpoint_dir == "/sweetspot/output/product-attributes/product-attributes/t2/checkpoint"
+    # Checkpoints every 5 minutes by default; every N steps when the spec says so, and then not by time.
+    assert (config.checkpoint_every_seconds, config.checkpoint_every_steps) == (300.0, None)
+    trial = resource.spec.trial.model_copy(update={"checkpoint": CheckpointPolicy(every_steps=200)})
+    by_steps = resource.model_copy(update={"spec": resource.spec.model_copy(update={"trial": trial})})
+    stepped = trial_config(by_steps, StartRun(key, {}), jobs.pod_paths(by_steps, key))
+    assert (stepped.checkpoint_every_seconds, stepped.checkpoint_every_steps) == (None, 200)
+    with pytest.raises(ValidationError, match="set everyMinutes or everySteps, not both"):
+        CheckpointPolicy.model_validate({"everyMinutes": 1, "everySteps": 10})
     text = jobs.config_map(resource, key, config)["data"][jobs.CONFIG_KEY]
     assert TrialConfig.model_validate_json(text) == config
     rendered = yaml.safe_dump(jobs.job(resource, key)) + text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -232,3 +233,14 @@ def test_trials_reused_by_warm_start_are_counted(metrics: Metrics) -> None:
     trials = [TrialView(0, "complete", {}, outcome(0.5), outcome(0.8), reused=True), trial(1, 0.6, None)]
     metrics.publish(StudyState.of("team-a", "attrs", warm, trials=trials, sweep=[], phase="Searching"))
     assert value(scrape(metrics), "sweetspot_study_reused_trials", namespace="team-a", study="attrs") == 1
+
+
+def test_the_compute_disruptions_cost_is_a_counter_summed_over_the_resumed_stages(metrics: Metrics) -> None:
+    study = {"namespace": "team-a", "study": "attrs"}
+    metrics.publish(study_state())
+    assert value(scrape(metrics), "sweetspot_compute_lost_seconds_total", **study) == 0  # no disruption yet
+    resumed = replace(outcome(0.7, seconds=50.0, step=100), resumed_from_step=60, lost_seconds=12.5)
+    evicted_sweep = replace(outcome(0.4, seconds=30.0, step=100), resumed_from_step=0, lost_seconds=3.0)
+    trials = [trial(0, 0.5, 0.8), TrialView(1, "complete", {}, outcome(0.6), resumed)]
+    metrics.publish(study_state(trials=trials, sweep=[SweepView(50, evicted_sweep)]))
+    assert value(scrape(metrics), "sweetspot_compute_lost_seconds_total", **study) == pytest.approx(15.5)
