@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,17 @@ def test_sigkill_without_periodic_checkpoints_loses_the_whole_stage(
     assert redone and float(redone[1]) > 0  # every step the killed run trained past the early checkpoint
     assert reached > EARLY
     assert stable(final) == stable(reference[1])
+
+
+def test_sigterm_while_the_model_loads_stops_before_the_first_step(tmp_path: Path) -> None:
+    """A pod evicted while it still loads: the trainer exits at once rather than have the kubelet wait out the grace
+    period, and leaves nothing a rerun would take for progress."""
+    process = start_stage(config(tmp_path, "early"), tmp_path)
+    log = tmp_path / "log-early.txt"
+    while "training rows" not in log.read_text():  # the stop request is listened for from here on
+        assert process.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == EXIT_INTERRUPTED
+    assert "stopped by SIGTERM after step 0 (no checkpoint written)" in log.read_text()
+    assert checkpoint_steps(tmp_path / "checkpoint") == [] and heartbeat(tmp_path / "checkpoint") == {}

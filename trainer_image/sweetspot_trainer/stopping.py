@@ -20,7 +20,7 @@ class StageStopped(Exception):  # noqa: N818 - a stop is no error
 
     def __init__(self, step: int, signum: int, checkpointed: bool) -> None:
         name = signal.Signals(signum).name
-        kept = "checkpoint written" if checkpointed else "no checkpoint folder: nothing kept"
+        kept = "checkpoint written" if checkpointed else "no checkpoint written"
         super().__init__(f"stopped by {name} after step {step} ({kept})")
         self.step, self.signum, self.checkpointed = step, signum, checkpointed
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,12 @@ class StageRunner:
             torch.set_num_threads(max(1, available_cores() // self.world.local_size))
 
     def run(self) -> StageResult:
+        """Train and evaluate the stage; SIGTERM or SIGINT, from the start on, stops it after a step (or before the
+        first: the kubelet must not wait out the grace period of a pod that is still loading its model)."""
+        with StopRequest() as stop_request:
+            return self._run(stop_request)
+
+    def _run(self, stop_request: StopRequest) -> StageResult:
         config, started = self.config, time.monotonic()
         distributed.check_batch_size(config.hyperparameters.batch_size, self.world)
         torch.manual_seed(config.seed)
@@ -193,8 +200,7 @@ class StageRunner:
         )
         restart = time.monotonic() - started
         timings = _Timings()
-        with StopRequest() as stop_request:
-            evaluations, log = self._train(training, start, stop, validator, clock, stop_request, timings)
+        evaluations, log = self._train(training, start, stop, validator, clock, stop_request, timings)
         if self.world.main:  # every rank holds the same weights: rank 0 writes them
             self._write(training, loaded, prepared, stop, evaluations, log, timings, clock)
         result = self._result(prepared, plan, stop, start, sample_hash, evaluations, log.train_loss(), started)
@@ -300,6 +306,8 @@ class StageRunner:
             # Before any training (step 0, the model as it came), or where a stop came just before an evaluation.
             evaluations.append(validator.evaluate(start.step))
         training.model.train()
+        if start.step < stop and self._stop_requested(stop_request):  # asked while loading: nothing new to keep
+            raise StageStopped(start.step, stop_request.signum or signal.SIGTERM, False)
         log = _LossLog(self.label, self.progress, start.step, stop)
         log.losses = list(start.losses)
         schedule = checkpoints.Schedule(config.checkpoint_every_steps, config.checkpoint_every_seconds)
@@ -366,7 +374,7 @@ class StageRunner:
         timings.saved(saved)
         if self.world.distributed:
             distributed.barrier()  # no rank exits (and has torchrun stop the others) before the checkpoint is whole
-        signum = stop_request.signum or 15
+        signum = stop_request.signum or signal.SIGTERM
         if saved is not None:
             self.progress(
                 f"{self.label} stopped after step {done}: checkpoint written in {saved.seconds:.2f}s "
