@@ -244,3 +244,7 @@ def test_the_compute_disruptions_cost_is_a_counter_summed_over_the_resumed_stage
     trials = [trial(0, 0.5, 0.8), TrialView(1, "complete", {}, outcome(0.6), resumed)]
     metrics.publish(study_state(trials=trials, sweep=[SweepView(50, evicted_sweep)]))
     assert value(scrape(metrics), "sweetspot_compute_lost_seconds_total", **study) == pytest.approx(15.5)
+    # A stage warm start copied from an earlier study lost its compute there, not here.
+    copied = TrialView(2, "complete", {}, outcome(0.6), resumed, reused=True, copied=frozenset({"early", "final"}))
+    metrics.publish(study_state(trials=[*trials, copied], sweep=[SweepView(50, evicted_sweep)]))
+    assert value(scrape(metrics), "sweetspot_compute_lost_seconds_total", **study) == pytest.approx(15.5)

@@ -130,8 +130,9 @@ def _state(trial: TrialView, stopped: bool, spec: FineTuneStudySpec) -> str:
 
 
 def lost(trials: Sequence[TrialView], sweep: Sequence[SweepView]) -> float:
-    """Compute the disruptions of the recorded stages cost."""
-    outcomes = [o for t in trials for o in (t.early, t.final)] + [p.outcome for p in sweep]
+    """Compute the disruptions of the recorded stages cost (not those warm start copied: an earlier study's)."""
+    outcomes = [o for t in trials for stage, o in (("early", t.early), ("final", t.final)) if stage not in t.copied]
+    outcomes += [p.outcome for p in sweep]
     return math.fsum(o.lost_seconds for o in outcomes if o is not None)
 
 
