@@ -114,6 +114,21 @@ def test_sigkill_in_the_final_stage_loses_at_most_one_interval(
     assert stable(final) == stable(reference[1])
 
 
+def test_sigkill_in_the_early_stage_resumes_its_newest_periodic_checkpoint(
+    tmp_path: Path, reference: tuple[StageResult, StageResult]
+) -> None:
+    every = 4
+    code, reached = stop(tmp_path, "early", 10, signal.SIGKILL, checkpointEverySteps=every)
+    assert code == -signal.SIGKILL
+    (newest,) = checkpoint_steps(tmp_path / "checkpoint")  # the older periodic ones pruned
+    assert newest % every == 0 and reached - every <= newest < EARLY
+
+    early = succeeded(*run_stage(config(tmp_path, "early", checkpointEverySteps=every), tmp_path))
+    assert early.resumed_from_step == newest and early.lost_seconds > 0
+    assert stable(early) == stable(reference[0])
+    assert early.train_loss == reference[0].train_loss
+
+
 def test_sigkill_without_periodic_checkpoints_loses_the_whole_stage(
     tmp_path: Path, reference: tuple[StageResult, StageResult]
 ) -> None:
