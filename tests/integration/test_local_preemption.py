@@ -14,22 +14,15 @@ import pytest
 import yaml
 
 from support.local_runs import finish, sweetspot
-from support.studies import small_study
+from support.studies import one_trial_study
 from support.trainer_runs import checkpoint_steps, heartbeat
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def write(folder: Path) -> Path:
-    """One trial of 48 steps (early: the first 24), promoted to its final."""
-    manifest = small_study(
-        "resumable",
-        seed=3,
-        maxTrials=1,
-        earlyEvaluation={"atFraction": 0.5, "promoteTopK": 1, "signal": "loss"},
-        space={"learningRate": {"values": [3e-3]}, "batchSize": {"values": [8]}, "epochs": {"values": [2]}},
-    )
-    manifest["spec"]["dataset"]["samples"] = 192
+    """The study, as a user writes it into `folder`."""
+    manifest = one_trial_study("resumable", seed=3)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(manifest))

@@ -22,6 +22,7 @@ from sweetspot.storage.layout import TRIAL_ATTR
 
 from support.operator import NAMESPACE, apply, eventually, get, operator_world, phase
 from support.operator import cluster_study as study
+from support.studies import one_trial_study
 from support.trainer_runs import checkpoint_steps, heartbeat
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
@@ -39,16 +40,11 @@ def world(tmp_path: Path, postgres_server_url: str) -> Iterator[dict[str, Any]]:
 
 def resumable(name: str) -> dict[str, Any]:
     """One trial of 48 steps (early: the first 24), checkpointed every 5 steps on the output volume."""
-    manifest = study(
-        name,
-        maxTrials=1,
-        parallelism=1,
-        earlyEvaluation={"atFraction": 0.5, "promoteTopK": 1, "signal": "loss"},
-        space={"learningRate": {"values": [3e-3]}, "batchSize": {"values": [8]}, "epochs": {"values": [2]}},
-    )
-    manifest["spec"]["dataset"]["samples"] = 192
-    manifest["spec"]["trial"]["output"] = {"pvc": "output"}
-    manifest["spec"]["trial"]["checkpoint"] = {"everySteps": EVERY}
+    manifest = one_trial_study(name, NAMESPACE, parallelism=1, seed=5)
+    manifest["spec"]["trial"] = study(name)["spec"]["trial"] | {
+        "output": {"pvc": "output"},
+        "checkpoint": {"everySteps": EVERY},
+    }
     return manifest
 
 

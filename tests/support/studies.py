@@ -31,3 +31,20 @@ def small_study(name: str, namespace: str | None = None, **search: Any) -> dict[
             },
         },
     }
+
+
+def one_trial_study(name: str, namespace: str | None = None, **search: Any) -> dict[str, Any]:
+    """One trial of 48 steps (192 rows in steps of 8, two epochs; early: the first 24), promoted to its final: long
+    enough for a test to stop a stage while it trains."""
+    manifest = small_study(
+        name,
+        namespace,
+        **{
+            "maxTrials": 1,
+            "earlyEvaluation": {"atFraction": 0.5, "promoteTopK": 1, "signal": "loss"},
+            "space": {"learningRate": {"values": [3e-3]}, "batchSize": {"values": [8]}, "epochs": {"values": [2]}},
+        }
+        | search,
+    )
+    manifest["spec"]["dataset"]["samples"] = 192
+    return manifest

@@ -50,29 +50,31 @@ def rank_output(log_dir: Path, rank: int, stream: str = "stdout") -> str:
     return found[0].read_text()
 
 
+def _invocation(
+    config: dict[str, Any], workdir: Path, command: list[str] | None, env: dict[str, str] | None
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of one stage as the pod runs it: its config written to a file, its result to
+    `<workdir>/termination-log-<stage>`."""
+    stage = config["stage"]
+    config_path = workdir / f"trial-{stage}.json"
+    config_path.write_text(TrialConfig.model_validate(config).to_json())
+    environment = {
+        **os.environ,
+        "SWEETSPOT_TERMINATION_LOG": str(workdir / f"termination-log-{stage}"),
+        "SWEETSPOT_CACHE": str(workdir / "cache"),
+        **(env or {}),
+    }
+    return [*(command or image_command()), "--config", str(config_path)], environment
+
+
 def run_stage(
     config: dict[str, Any], workdir: Path, command: list[str] | None = None, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], StageResult | None]:
     """Run one stage as the pod would (the image's command unless `command` says otherwise): config file in,
     result in the termination log."""
-    stage = config["stage"]
-    config_path = workdir / f"trial-{stage}.json"
-    config_path.write_text(TrialConfig.model_validate(config).to_json())
-    log = workdir / f"termination-log-{stage}"
-    env = {
-        **os.environ,
-        "SWEETSPOT_TERMINATION_LOG": str(log),
-        "SWEETSPOT_CACHE": str(workdir / "cache"),
-        **(env or {}),
-    }
-    done = subprocess.run(
-        [*(command or image_command()), "--config", str(config_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=workdir,
-        timeout=500,
-    )
+    argv, environment = _invocation(config, workdir, command, env)
+    done = subprocess.run(argv, capture_output=True, text=True, env=environment, cwd=workdir, timeout=500)
+    log = workdir / f"termination-log-{config['stage']}"
     result = StageResult.model_validate_json(log.read_text()) if log.exists() else None
     return done, result
 
@@ -100,24 +102,9 @@ def start_stage(
 ) -> subprocess.Popen[str]:
     """Start one stage as `run_stage` runs it, without waiting: a test stops it (SIGTERM, SIGKILL) while it trains.
     Its output goes to `<workdir>/log-<stage>.txt`."""
-    stage = config["stage"]
-    config_path = workdir / f"trial-{stage}.json"
-    config_path.write_text(TrialConfig.model_validate(config).to_json())
-    env = {
-        **os.environ,
-        "SWEETSPOT_TERMINATION_LOG": str(workdir / f"termination-log-{stage}"),
-        "SWEETSPOT_CACHE": str(workdir / "cache"),
-        **(env or {}),
-    }
-    with open(workdir / f"log-{stage}.txt", "w") as log:
-        return subprocess.Popen(
-            [*(command or image_command()), "--config", str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=workdir,
-        )
+    argv, environment = _invocation(config, workdir, command, env)
+    with open(workdir / f"log-{config['stage']}.txt", "w") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True, env=environment, cwd=workdir)
 
 
 def heartbeat(checkpoint_dir: Path) -> dict[str, Any]:
