@@ -225,6 +225,9 @@ class Evaluation(_Contract):
     train_seconds: float | None = None
     """Seconds spent training (evaluations excluded) from the stage's start to this point: the compute a
     strategy pays to reach it (the HPO benchmark's tables)."""
+    ms_per_row: float | None = None
+    """Inference latency: wall milliseconds this evaluation spent per validation row scored (forward passes, and
+    decoding for a generative model; the loss pass excluded), at the evaluation's batch size."""
 
 
 _DETAIL = ("attributeAccuracy", "attributeF1", "attributeSupport", "categoryF1")
@@ -262,6 +265,14 @@ class StageResult(_Contract):
     """The slowest checkpoint write of the stage (0: none written)."""
     checkpoint_bytes: int = 0
     """The size of the stage's last checkpoint."""
+    trainable_parameters: int = 0
+    """Weights the stage trained (LoRA and the task head): the adapter's size (0 in results from before it was
+    reported)."""
+    total_parameters: int = 0
+    """Every weight of the model as trained (base and adapter)."""
+    peak_memory_bytes: int = 0
+    """The stage's peak memory: the most GPU memory torch allocated on the busiest device, or on CPUs the
+    process's peak resident set size (0: not measured)."""
     null_baseline: float | None = None
     """Accuracy of always answering null (its F1 is 0): exact match must beat it to mean anything."""
     early_fraction: float | None = None

@@ -498,7 +498,7 @@ def test_other_kubernetes_objects_beside_a_study_are_left_to_kubectl() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "allowed", "meant"),
     [
-        ("spec.search.sampler", "tpee", "'tpe', 'gp', 'random', 'cmaes', 'qmc' or 'grid'", "tpe"),
+        ("spec.search.sampler", "tpee", "'tpe', 'gp', 'random', 'cmaes', 'qmc', 'grid' or 'nsga2'", "tpe"),
         ("spec.search.earlyEvaluation.policy", "proxxy", "'proxy' or 'prune'", "proxy"),
         ("spec.objective.metric", "f2", "'f1', 'accuracy', 'tokenF1' or 'loss'", "f1"),
         ("spec.objective.metric", "tokenf1", "'f1', 'accuracy', 'tokenF1' or 'loss'", "tokenF1"),
@@ -526,7 +526,7 @@ def test_an_enum_value_like_none_of_the_allowed_gets_no_guess(quickstart: Doc) -
     with pytest.raises(ManifestError) as caught:
         parse_documents(yaml.safe_dump(quickstart), "study.yaml")
     (error,) = caught.value.errors
-    assert error.message == "must be one of 'tpe', 'gp', 'random', 'cmaes', 'qmc' or 'grid', got 'bayesian'"
+    assert error.message == "must be one of 'tpe', 'gp', 'random', 'cmaes', 'qmc', 'grid' or 'nsga2', got 'bayesian'"
 
 
 def test_an_enum_typo_in_a_list_names_the_item(quickstart: Doc) -> None:

@@ -13,6 +13,7 @@ tagged with a guitar's pickup and hundreds of attributes across categories do no
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from sweetspot_trainer.data import Row
+from sweetspot_trainer.task import Predicted
 
 IGNORE = -100
 
@@ -213,10 +215,12 @@ class ExtractiveTask:
         device: torch.device,
         batch_size: int,
         decode: Sequence[int] | None = None,
-    ) -> tuple[list[dict[str, str | None]], float, float | None]:
+    ) -> Predicted:
         """Predicted values for each row (`decode`: the indices of the rows to decode, all when None; the others'
-        predictions are empty), the mean validation loss per labelled token, no JSON rate."""
+        predictions are empty), the mean validation loss per labelled token, no JSON rate. The loss comes from the
+        same forward passes, so the seconds spent scoring include it (a cross-entropy: little beside the model)."""
         model.eval()
+        began = time.perf_counter()  # each batch's logits come to the host: the clock sees the device's work
         chosen = None if decode is None else set(decode)
         predictions: list[dict[str, str | None]] = [{} for _ in rows]
         loss_sum, tokens = 0.0, 0
@@ -235,4 +239,4 @@ class ExtractiveTask:
                     continue
                 n = len(encoded[i].input_ids)
                 predictions[i] = self.decode(row_logits[:n], encoded[i].offsets, rows[i].input, rows[i].category)
-        return predictions, loss_sum / max(1, tokens), None
+        return Predicted(predictions, loss_sum / max(1, tokens), None, time.perf_counter() - began)

@@ -14,6 +14,7 @@ attribute it was asked, and the share of valid answers is reported beside F1.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from sweetspot_trainer.data import Row
+from sweetspot_trainer.task import Predicted
 
 IGNORE = -100
 INSTRUCTION = "\n\nExtract {names} as JSON.\nJSON: "
@@ -181,9 +183,10 @@ class GenerativeTask:
         device: torch.device,
         batch_size: int,
         decode: Sequence[int] | None = None,
-    ) -> tuple[list[dict[str, str | None]], float, float | None]:
-        """Parsed answers (empty when invalid), the mean answer-token loss over every row, and the valid-JSON rate
-        over the rows decoded (`decode`: their indices, all when None; an undecoded row's prediction is empty)."""
+    ) -> Predicted:
+        """Parsed answers (empty when invalid), the mean answer-token loss over every row, the valid-JSON rate over
+        the rows decoded (`decode`: their indices, all when None; an undecoded row's prediction is empty), and the
+        seconds spent decoding them (the loss pass before it not counted)."""
         model.eval()
         predictions: list[dict[str, str | None]] = [{} for _ in rows]
         loss_sum, tokens = 0.0, 0
@@ -194,6 +197,7 @@ class GenerativeTask:
             total, counted = answer_loss(model, batch)
             loss_sum += float(total)
             tokens += counted
+        began = time.perf_counter()  # the loss is on the host by now, and each answer is decoded there
         chosen = sorted(range(len(rows)) if decode is None else decode, key=lambda i: len(encoded[i].prompt_ids))
         valid = 0
         self.examples = []
@@ -225,4 +229,5 @@ class GenerativeTask:
                 if parsed is not None:
                     valid += 1
                     predictions[i] = parsed
-        return predictions, loss_sum / max(1, tokens), valid / max(1, len(chosen))
+        seconds = time.perf_counter() - began
+        return Predicted(predictions, loss_sum / max(1, tokens), valid / max(1, len(chosen)), seconds)

@@ -277,6 +277,13 @@ def add_lora(loaded: Loaded, ref: ModelRef, hp: Hyperparameters, gradient_checkp
         raise ModelError(f"cannot add LoRA: {exc}; set spec.model.targetModules") from None
 
 
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """The weights `model` (wrapped by `add_lora`) trains, LoRA and the task head, and all it holds: peft's count,
+    which also counts the frozen original of each module it trains a copy of (`modules_to_save`)."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return int(trainable), int(total)
+
+
 def head_parameter_names(model: Any) -> set[str]:
     """Trainable parameters outside the LoRA matrices: the task head and other fully trained modules."""
     return {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}

@@ -217,7 +217,7 @@ class Predictor:
 
     def predict(self, rows: Sequence[Row]) -> list[dict[str, str | None]]:
         encoded = [self.task.encode(row) for row in rows]
-        predictions, _, _ = self.task.predict(self.model, rows, encoded, self.device, PREDICT_BATCH_SIZE)
+        predictions = self.task.predict(self.model, rows, encoded, self.device, PREDICT_BATCH_SIZE).predictions
         return [{a: p.get(a) for a in row.output} for p, row in zip(predictions, rows, strict=True)]
 
 

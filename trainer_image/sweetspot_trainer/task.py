@@ -4,7 +4,7 @@ Two implementations: `extractive.ExtractiveTask` (an encoder tags spans of the p
 (a causal LM answers in JSON). The stage runner, its validation and the saved product hold a task only as a `Task`,
 so none of them asks which task it holds: what differs between the two is a member here, and a new head is one new
 module that implements it. Implementations conform structurally (mypy checks them where a `Task` is assigned) and
-need not import this module.
+import only `Predicted` from this module.
 
 A task is used by one thread: encoding may record what it saw (the generative task's longest answer) and prediction
 keeps a few raw answers (`examples`).
@@ -13,7 +13,7 @@ keeps a few raw answers (`examples`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +25,20 @@ EncodedT = TypeVar("EncodedT")
 
 Prediction = dict[str, str | None]
 """One row's extracted values by attribute (None: the page does not state it)."""
+
+
+class Predicted(NamedTuple):
+    """What `Task.predict` returns."""
+
+    predictions: list[Prediction]
+    """Per row, in the order given (only the rows `decode` names when given; the others' are empty)."""
+    loss: float
+    """The mean validation loss over every row's loss tokens."""
+    json_rate: float | None
+    """The share of decoded answers that parsed (None when answers are not parsed)."""
+    seconds: float
+    """Wall seconds spent scoring the rows predicted: the forward passes of a tagger (which also give its loss: there
+    is no separate loss pass), the decoding of a generative model (its loss pass, over every row, excluded)."""
 
 
 class Task(Protocol[EncodedT]):
@@ -83,8 +97,7 @@ class Task(Protocol[EncodedT]):
         device: torch.device,
         batch_size: int,
         decode: Sequence[int] | None = None,
-    ) -> tuple[list[Prediction], float, float | None]:
-        """Predictions for the rows (only those at the indices `decode` names when given; the others' are empty),
-        the mean validation loss over every row's loss tokens, and the share of decoded answers that parsed (None
-        when answers are not parsed)."""
+    ) -> Predicted:
+        """Predictions for the rows (`decode`: the indices of the rows to predict, all when None), the validation
+        loss over every row, and what scoring them cost."""
         ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import time
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ def available_cores() -> int:
         cores = max(1, os.cpu_count() or 1)
     share = os.environ.get(THREADS_ENV, "")
     return max(1, min(cores, int(share))) if share.isdigit() else cores
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The most memory the stage has used so far: what torch allocated on the GPU, or on CPUs the process's peak
+    resident set size (for the process's life: a stage is one process)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 @dataclass
@@ -156,6 +165,8 @@ class StageRunner:
 
     def _run(self, stop_request: StopRequest) -> StageResult:
         config, started = self.config, time.monotonic()
+        if self.device.type == "cuda":  # the stage's own peak, also when a caller runs several in one process
+            torch.cuda.reset_peak_memory_stats(self.device)
         distributed.check_batch_size(config.hyperparameters.batch_size, self.world)
         torch.manual_seed(config.seed)
         prepared = prepare_data(config)
@@ -204,6 +215,7 @@ class StageRunner:
         if self.world.main:  # every rank holds the same weights: rank 0 writes them
             self._write(training, loaded, prepared, stop, evaluations, log, timings, clock)
         result = self._result(prepared, plan, stop, start, sample_hash, evaluations, log.train_loss(), started)
+        trainable_parameters, total_parameters = modelmod.parameter_counts(model)  # the same model on every rank
         lost = start.redone_seconds + restart if start.resumed_from_step is not None else 0.0
         lost *= self.world.size if self.device.type == "cuda" else 1  # as `gpu_seconds` counts compute
         return result.model_copy(
@@ -213,8 +225,16 @@ class StageRunner:
                 "step_seconds": round(timings.step, 3),
                 "checkpoint_seconds": round(timings.save, 3),
                 "checkpoint_bytes": timings.size,
+                "trainable_parameters": trainable_parameters,
+                "total_parameters": total_parameters,
+                "peak_memory_bytes": self._peak_memory(),
             }
         )
+
+    def _peak_memory(self) -> int:
+        """`peak_memory_bytes` of the busiest rank (a collective: every rank calls it)."""
+        peak = peak_memory_bytes(self.device)
+        return max(distributed.gather(peak)) if self.world.distributed else peak
 
     def _data_line(self, prepared: Prepared, sample_hash: str) -> str:
         return (

@@ -20,7 +20,7 @@ from sweetspot_trainer.data import Row
 from sweetspot_trainer.distributed import World
 from sweetspot_trainer.evaluate import Scores, score
 from sweetspot_trainer.steps import StepPlan
-from sweetspot_trainer.task import Prediction, Task
+from sweetspot_trainer.task import Predicted, Task
 
 EVAL_BATCH_SIZE = 32
 
@@ -55,6 +55,8 @@ class _Shard(NamedTuple):
     decoded: int
     checksum: float
     """Of the rank's trainable weights (`distributed.checksum`)."""
+    seconds: float
+    """Spent scoring the shard (`Predicted.seconds`)."""
 
 
 @dataclass
@@ -77,28 +79,26 @@ class Validator:
     def evaluate(self, step: int) -> Evaluation:
         """Score the model after `step` optimizer steps, log it, and leave the model in training mode."""
         subsample = self.subsample if step < self.plan.total else None
-        predictions, loss, json_rate = self._predict(subsample, step)
+        predicted = self._predict(subsample, step)
         scored = range(len(self.rows)) if subsample is None else subsample
         scores = score(
-            [predictions[i] for i in scored],
+            [predicted.predictions[i] for i in scored],
             [self.rows[i].output for i in scored],
             [self.rows[i].category for i in scored],
             self.config.attributes,
         )
         self.model.train()
-        evaluation = self._evaluation(step, scores, loss, json_rate, len(scored), subsample is not None)
-        self._report(evaluation, json_rate)
+        evaluation = self._evaluation(step, scores, predicted, len(scored), subsample is not None)
+        self._report(evaluation, predicted.json_rate)
         return evaluation
 
-    def _predict(self, subsample: list[int] | None, step: int) -> tuple[list[Prediction], float, float | None]:
+    def _predict(self, subsample: list[int] | None, step: int) -> Predicted:
         if self.world.distributed:
             return self._predict_sharded(subsample, step)
         return self.task.predict(self.model, self.rows, self.encoded, self.device, EVAL_BATCH_SIZE, decode=subsample)
 
-    def _evaluation(
-        self, step: int, scores: Scores, loss: float, json_rate: float | None, rows: int, subsampled: bool
-    ) -> Evaluation:
-        by_attribute = scores.attribute_counts
+    def _evaluation(self, step: int, scores: Scores, predicted: Predicted, rows: int, subsampled: bool) -> Evaluation:
+        by_attribute, json_rate = scores.attribute_counts, predicted.json_rate
         return Evaluation(
             step=step,
             fraction=round(step / self.plan.total, 4),
@@ -108,7 +108,7 @@ class Validator:
             macro_f1=round(scores.macro_f1, 4),
             accuracy=round(scores.accuracy, 4),
             token_f1=round(scores.token_f1, 4),
-            loss=round(loss, 5),
+            loss=round(predicted.loss, 5),
             pairs=scores.counts.pairs,
             rows=rows,
             subsampled=subsampled,
@@ -122,6 +122,7 @@ class Validator:
             ),
             json_valid_rate=None if json_rate is None else round(json_rate, 4),
             train_seconds=round(self.clock.training, 3),
+            ms_per_row=round(1000 * predicted.seconds / max(1, rows), 3),
         )
 
     def _report(self, evaluation: Evaluation, json_rate: float | None) -> None:
@@ -137,15 +138,16 @@ class Validator:
         for example in self.task.examples:  # what a generative model actually says
             self.progress(f"{label}   answer: {example[:300]!r}")
 
-    def _predict_sharded(self, subsample: list[int] | None, step: int) -> tuple[list[Prediction], float, float | None]:
+    def _predict_sharded(self, subsample: list[int] | None, step: int) -> Predicted:
         """`task.predict` on every row, from each rank predicting its shard: the predictions in row order, the mean
-        loss over all loss tokens and the valid-JSON rate over all decoded rows, as one process computes them."""
+        loss over all loss tokens and the valid-JSON rate over all decoded rows, as one process computes them. Its
+        seconds are the ranks' added up: over all rows scored, one model's time per row, whatever the ranks."""
         world, task = self.world, self.task
         mine = distributed.shard(len(self.rows), world.rank, world.size)
         chosen = None if subsample is None else set(subsample)
         decode = None if chosen is None else [k for k, i in enumerate(mine) if i in chosen]
         own = [self.encoded[i] for i in mine]
-        predictions, loss, rate = task.predict(
+        predictions, loss, rate, seconds = task.predict(
             self.model, [self.rows[i] for i in mine], own, self.device, EVAL_BATCH_SIZE, decode=decode
         )
         tokens = sum(task.loss_tokens(e) for e in own)
@@ -159,6 +161,7 @@ class Validator:
                 0 if rate is None else round(rate * decoded),
                 decoded,
                 distributed.checksum(trainable),
+                seconds,
             )
         )
         if not distributed.same_weights([part.checksum for part in parts]):
@@ -169,4 +172,4 @@ class Validator:
         every = [prediction for part in parts for prediction in part.predictions]  # contiguous shards, rank order
         mean_loss = sum(part.loss_sum for part in parts) / max(1, sum(part.tokens for part in parts))
         json_rate = None if rate is None else sum(p.valid for p in parts) / max(1, sum(p.decoded for p in parts))
-        return every, mean_loss, json_rate
+        return Predicted(every, mean_loss, json_rate, sum(part.seconds for part in parts))

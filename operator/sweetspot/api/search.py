@@ -44,6 +44,43 @@ class Objective(Model):
     )
 
 
+CostMetric = Literal["computeSeconds", "trainableParameters", "peakMemoryBytes", "latencyMsPerRow"]
+GoalMetric = Literal[
+    "f1", "accuracy", "tokenF1", "loss", "computeSeconds", "trainableParameters", "peakMemoryBytes", "latencyMsPerRow"
+]
+"""`Metric` or `CostMetric`, as one enum (a CRD schema cannot hold a union of two)."""
+QUALITY_METRICS: tuple[str, ...] = get_args(Metric)
+COST_METRICS: tuple[str, ...] = get_args(CostMetric)
+assert set(get_args(GoalMetric)) == {*QUALITY_METRICS, *COST_METRICS}
+
+
+class Goal(Model):
+    """One objective of a multi-objective study (`spec.objectives`): a quality metric to maximize (or `loss` to
+    minimize), or a cost to minimize."""
+
+    metric: GoalMetric
+    """A quality metric (`f1`, `accuracy`, `tokenF1`, `loss`: as `objective.metric`), or a cost of training and
+    serving the configuration: `computeSeconds` (what its stages spent: GPU-seconds on GPUs, wall seconds on CPUs;
+    judged early as the early stage's compute over the fraction it trained), `trainableParameters` (the adapter's
+    weights: LoRA and head), `peakMemoryBytes` (the stage's peak GPU memory, or peak resident memory on CPUs),
+    `latencyMsPerRow` (milliseconds of inference per validation row at the evaluation batch size)."""
+    direction: Literal["maximize", "minimize"]
+    """`maximize` for f1, accuracy and tokenF1; `minimize` for loss and every cost."""
+
+    rules = (
+        Rule(
+            cel="(self.metric in ['f1', 'accuracy', 'tokenF1']) == (self.direction == 'maximize')",
+            message="direction must be maximize for f1, accuracy and tokenF1, and minimize for loss and costs",
+            field="direction",
+            holds=lambda o: (o.metric in ("f1", "accuracy", "tokenF1")) == (o.direction == "maximize"),
+        ),
+    )
+
+    @property
+    def is_cost(self) -> bool:
+        return self.metric in COST_METRICS
+
+
 def _range_rules(zero: str) -> tuple[Rule, ...]:
     return (
         Rule(
@@ -189,7 +226,9 @@ DEFAULT_SEARCH_SPACE = SearchSpace(
     epochs=IntParameter(min=1, max=3),
 )
 
-Sampler = Literal["tpe", "gp", "random", "cmaes", "qmc", "grid"]
+Sampler = Literal["tpe", "gp", "random", "cmaes", "qmc", "grid", "nsga2"]
+SINGLE_OBJECTIVE_SAMPLERS: tuple[str, ...] = ("cmaes",)
+"""Samplers Optuna runs on one objective only: refused with `spec.objectives`."""
 Policy = Literal["proxy", "prune"]
 
 
@@ -326,8 +365,9 @@ class Search(Model):
     """The hyperparameter search."""
 
     sampler: Sampler = "tpe"
-    """Optuna sampler: `tpe` (Bayesian, multivariate), `gp` (Gaussian process), `random`, `cmaes`, `qmc`
-    (quasi-random), `grid` (every combination; needs stepped or listed float parameters)."""
+    """Optuna sampler: `tpe` (Bayesian, multivariate; with `objectives`, MOTPE), `gp` (Gaussian process), `random`,
+    `cmaes` (one objective only), `qmc` (quasi-random), `grid` (every combination; needs stepped or listed float
+    parameters), `nsga2` (the NSGA-II genetic algorithm, for `objectives`)."""
     max_trials: int = Field(default=20, ge=1, le=10_000)
     """How many hyperparameter configurations to try."""
     parallelism: int = Field(default=1, ge=1, le=1000)

@@ -11,7 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from sweetspot.api.inputs import DatasetSpec, ModelSpec
 from sweetspot.api.rules import Model, Rule
-from sweetspot.api.search import Objective, Search
+from sweetspot.api.search import QUALITY_METRICS, SINGLE_OBJECTIVE_SAMPLERS, Goal, Objective, Search
 from sweetspot.api.sweep import DataEfficiency
 from sweetspot.api.trial import Storage, TrialTemplate
 
@@ -19,6 +19,7 @@ IMMUTABLE: tuple[tuple[str, ...], ...] = (
     ("model",),
     ("dataset",),
     ("objective",),
+    ("objectives",),
     ("search", "sampler"),
     ("search", "space"),
     ("search", "early_evaluation"),
@@ -106,7 +107,13 @@ class FineTuneStudySpec(Model):
     dataset: DatasetSpec
     """Training and validation data."""
     objective: Objective = Field(default_factory=Objective)
-    """What is optimised."""
+    """What is optimised (with `objectives`, the quality metric among them)."""
+    objectives: list[Goal] | None = Field(default=None, min_length=2, max_length=4)
+    """Several objectives: a multi-objective study searches the trade-off (the Pareto front) between `objective`'s
+    quality metric and costs, e.g. `[{metric: f1, direction: maximize}, {metric: computeSeconds, direction:
+    minimize}]`. Exactly one entry is a quality metric, and it is `objective.metric`; the others are costs. Trials
+    are judged early by non-dominated sorting (docs/multi-objective.md); the best trial is still the best on
+    `objective`, and the status and report add the front and its knee. Unset: one objective, `objective`."""
     search: Search = Field(default_factory=Search)
     """The hyperparameter search."""
     data_efficiency: DataEfficiency | None = None
@@ -124,6 +131,39 @@ class FineTuneStudySpec(Model):
     Optuna study kept, and an `OptunaStudyKept` Warning Event says so."""
 
     rules = (
+        Rule(
+            cel="!has(self.objectives) "
+            "|| self.objectives.filter(o, o.metric in ['f1', 'accuracy', 'tokenF1', 'loss']).size() == 1",
+            message="objectives must hold exactly one quality metric (f1, accuracy, tokenF1 or loss); the others "
+            "are costs",
+            field="objectives",
+            holds=lambda o: o.objectives is None or sum(g.metric in QUALITY_METRICS for g in o.objectives) == 1,
+        ),
+        Rule(
+            cel="!has(self.objectives) || self.objectives.exists(o, o.metric == self.objective.metric)",
+            message="the quality metric of objectives must be objective.metric (f1 unless set)",
+            field="objectives",
+            holds=lambda o: o.objectives is None or any(g.metric == o.objective.metric for g in o.objectives),
+        ),
+        Rule(
+            cel="!has(self.objectives) || self.objectives.all(o, self.objectives.exists_one(p, p.metric == o.metric))",
+            message="objectives must name each metric once",
+            field="objectives",
+            holds=lambda o: o.objectives is None or len({g.metric for g in o.objectives}) == len(o.objectives),
+        ),
+        Rule(
+            cel="!has(self.objectives) || self.search.sampler != 'cmaes'",
+            message="this sampler optimises one objective only: with objectives use tpe, nsga2, gp, random, qmc or "
+            "grid",
+            field="search.sampler",
+            holds=lambda o: o.objectives is None or o.search.sampler not in SINGLE_OBJECTIVE_SAMPLERS,
+        ),
+        Rule(
+            cel="!has(self.objectives) || self.search.earlyEvaluation.promote != 'predicted'",
+            message="promote: predicted predicts one score: it cannot be combined with objectives",
+            field="search.earlyEvaluation.promote",
+            holds=lambda o: o.objectives is None or o.search.early_evaluation.promote != "predicted",
+        ),
         Rule(
             cel="!has(self.dataEfficiency) || !has(self.dataset.train.rows) "
             "|| ((!has(self.dataEfficiency.sampleSizes) "

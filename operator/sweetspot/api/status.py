@@ -313,6 +313,38 @@ class GpuSeconds(Model):
     """GPU-seconds disruptions cost: training after a stage's newest checkpoint done again, and the restarts."""
 
 
+MAX_FRONT = 64
+"""Trials listed on the Pareto front in the status; `sweetspot report` lists them all."""
+
+
+class FrontTrial(Model):
+    """A trial on the Pareto front: no other trial trained to the end is as good in every objective and better in
+    one."""
+
+    trial: int = Field(ge=0)
+    """Optuna trial number."""
+    values: dict[str, float] = Field(default_factory=dict, max_length=4)
+    """Its final value of each objective, by metric (computeSeconds: its stages together)."""
+
+
+class ParetoFront(Model):
+    """With `spec.objectives`: the trade-off found, over the trials trained to the end."""
+
+    objectives: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=4)
+    """The objectives' metrics, in the spec's order."""
+    trials: list[FrontTrial] = Field(default_factory=list, max_length=MAX_FRONT)
+    """The trials on the front, the best on `objective` first (at most 64)."""
+    size: int = Field(default=0, ge=0)
+    """Trials on the front (more than listed when over 64)."""
+    best: int | None = Field(default=None, ge=0)
+    """The best trial on `objective`: the most quality, whatever it costs."""
+    knee: int | None = Field(default=None, ge=0)
+    """The front's knee: each objective scaled to the front's range, the trial with the least total shortfall; past
+    it, more cost buys less quality (docs/multi-objective.md)."""
+    message: str = Field(default="", max_length=1024)
+    """The recommendation, in plain words: the best trial and the knee, and what the knee saves."""
+
+
 class FinalPrediction(Model):
     """`promote: predicted`: how the study predicts final scores, and how well."""
 
@@ -393,6 +425,8 @@ class FineTuneStudyStatus(Model):
     """Under `proxy`: the fraction trials are judged at now, and the agreement guard's evidence."""
     prediction: FinalPrediction | None = None
     """With `promote: predicted`: the final-score predictor and its calibration."""
+    pareto_front: ParetoFront | None = None
+    """With `spec.objectives`: the Pareto front of the trials trained to the end, its knee and the recommendation."""
     learning_curve: list[CurvePoint] = Field(default_factory=list, max_length=32)
     """Micro-F1 by training-set size, from the data-efficiency sweep."""
     sweet_spot: SweetSpot | None = None

@@ -156,9 +156,10 @@ class _Planner:
         if key.kind == "sweep":
             self.actions.append(RecordSweepPoint(key.number, outcome, key.repeat))
         elif key.stage == "early":
-            self.actions.append(self.policy.record_early(self.spec, key.number, outcome))
+            self.actions.append(self.policy.record_early(self.spec, key.number, outcome, self.observed.trials))
         else:
-            self.actions.append(RecordFinal(key.number, outcome, self.policy.final_value(self.spec, outcome)))
+            value = self.policy.final_value(self.spec, outcome, self.trials.get(key.number))
+            self.actions.append(RecordFinal(key.number, outcome, value))
 
     def start(self, key: RunKey, params: Mapping[str, Any], **extra: Any) -> bool:
         if self.slots <= 0 or self.spec.suspend:

@@ -89,6 +89,12 @@ class Outcome:
     step_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
     """The stage's slowest step and checkpoint write: what a stop's grace period must cover."""
+    trainable_parameters: int = 0
+    """The adapter's weights (LoRA and head); 0 in records kept before stages reported it."""
+    peak_memory_bytes: int = 0
+    """The stage's peak memory (GPU memory allocated, or resident memory on CPUs); 0: not reported."""
+    ms_per_row: float | None = None
+    """Inference milliseconds per validation row of the evaluation this outcome is (None: not reported)."""
 
     @classmethod
     def from_evaluation(cls, result: StageResult, evaluation: Evaluation) -> Outcome:
@@ -120,6 +126,9 @@ class Outcome:
             lost_seconds=result.lost_seconds,
             step_seconds=result.step_seconds,
             checkpoint_seconds=result.checkpoint_seconds,
+            trainable_parameters=result.trainable_parameters,
+            peak_memory_bytes=result.peak_memory_bytes,
+            ms_per_row=evaluation.ms_per_row,
         )
 
     @property
@@ -264,8 +273,12 @@ class RecordEarly:
 
     trial: int
     outcome: Outcome
-    value: float
+    value: float | Sequence[float]
+    """One value per objective of the Optuna study (a float with one objective)."""
     report_to_pruner: bool
+    pruned: bool | None = None
+    """Judged by the planner, not told and not reported: with several objectives Optuna's pruners cannot judge, so
+    the policy did (True: the trial stops, False: it trains on)."""
 
 
 @dataclass(frozen=True)
@@ -274,7 +287,7 @@ class RecordFinal:
 
     trial: int
     outcome: Outcome
-    value: float | None
+    value: float | Sequence[float] | None
 
 
 @dataclass(frozen=True)

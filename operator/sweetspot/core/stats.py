@@ -15,6 +15,7 @@ from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core.budget import BudgetUse, eta_seconds, recorded, use
 from sweetspot.core.curve import SizeResult, Verdict, judge
 from sweetspot.core.forecast import Band, Outlook, RowsBand, TargetAnswer, describe, outlook
+from sweetspot.core.objectives import COST_WORDS, final_values, front, is_multi, knee, names
 from sweetspot.core.planner import best_trial
 from sweetspot.core.policies.base import Judging, early_signal
 from sweetspot.core.policies.guard import MIN_TRIALS
@@ -61,6 +62,10 @@ class Summary:
     """How the compute budget stands (None without `spec.search.budget`)."""
     outlook: Outlook | None = None
     """The learning curve forecast past the measured sizes (None without `dataEfficiency.forecast` or `target`)."""
+    front: tuple[TrialView, ...] = ()
+    """With `spec.objectives`: the final Pareto front (`objectives.front`), by number."""
+    knee: TrialView | None = None
+    """The front's knee (`objectives.knee`)."""
 
     @property
     def sweet_spot(self) -> tuple[int, float] | None:
@@ -161,6 +166,8 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         judging=policy.judging(spec, trials),
         forecast=forecast(spec, trials) if policy.predicts(spec) else None,
         budget=use(spec, trials, sweep),
+        front=tuple(front(spec, trials)) if is_multi(spec) else (),
+        knee=knee(spec, trials),
     )
 
 
@@ -250,6 +257,45 @@ def best_data(summary: Summary, max_attributes: int | None = None) -> dict[str, 
         "finalAccuracy": final.accuracy,
         "attributeF1": dict(shown),
         "attributesLeftOut": len(attributes) - len(shown),
+    }
+
+
+def _value_words(metric: str, value: float) -> str:
+    if metric == "computeSeconds":
+        return f"{value:,.0f} compute-seconds"
+    if metric in COST_WORDS:
+        return f"{value:,.4g} {COST_WORDS[metric]}"
+    return f"{metric} {value:.4f}"
+
+
+def front_data(spec: FineTuneStudySpec, summary: Summary, limit: int | None = None) -> dict[str, Any] | None:
+    """The Pareto front as the status and the report show it (None with one objective, or before a trial finished):
+    its trials (the best on `objective` first, then by number; at most `limit`), the best, the knee and the
+    recommendation."""
+    if not is_multi(spec) or not summary.front:
+        return None
+    best, kneed = summary.best, summary.knee
+    metrics = names(spec)
+    values = {t.number: dict(zip(metrics, final_values(spec, t) or [], strict=True)) for t in summary.front}
+    ordered = sorted(summary.front, key=lambda t: (best is None or t.number != best.number, t.number))
+    words = {n: ", ".join(_value_words(m, v) for m, v in vals.items()) for n, vals in values.items()}
+    message = f"{len(ordered)} trials on the front."
+    if best is not None and best.number in values:
+        message += f" Best {spec.objective.metric}: trial {best.number} ({words[best.number]})."
+    if kneed is not None:
+        message += f" Knee: trial {kneed.number} ({words[kneed.number]})"
+        compute = "computeSeconds" in metrics and best is not None and best.number in values
+        if compute and kneed.number != best.number:  # type: ignore[union-attr]
+            ratio = values[best.number]["computeSeconds"] / max(values[kneed.number]["computeSeconds"], 1e-9)  # type: ignore[union-attr]
+            message += f"; the best costs {ratio:.1f}x the compute of the knee"
+        message += "."
+    return {
+        "objectives": metrics,
+        "trials": [{"trial": t.number, "values": values[t.number]} for t in ordered[:limit]],
+        "size": len(ordered),
+        "best": best.number if best is not None and best.number in values else None,
+        "knee": kneed.number if kneed is not None else None,
+        "message": message,
     }
 
 

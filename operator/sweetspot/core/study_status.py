@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.api.status import MAX_STATUS_ATTRIBUTES, ConditionType, FineTuneStudyStatus, Reason
+from sweetspot.api.status import MAX_FRONT, MAX_STATUS_ATTRIBUTES, ConditionType, FineTuneStudyStatus, Reason
 from sweetspot.core.budget import SECONDS_PER_HOUR
 from sweetspot.core.planner import past_budget
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import Decision, TrialView, counted
-from sweetspot.core.stats import Summary, best_data, curve_data, forecast_data
+from sweetspot.core.stats import Summary, best_data, curve_data, forecast_data, front_data
 
 MAX_OVER_BUDGET = 64
 
@@ -195,6 +195,7 @@ def build_status(
         "earlyFinalCorrelation": summary.agreement.spearman,
         "earlyEvaluation": early_judging(spec, summary),
         "prediction": prediction_data(summary),
+        "paretoFront": front_data(spec, summary, MAX_FRONT),
         "sweetSpot": sweet_spot,
         "forecast": forecast_data(summary),
         "overBudget": over_budget(spec, trials),

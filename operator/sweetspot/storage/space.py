@@ -11,7 +11,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from sweetspot.api.search import FloatParameter, IntParameter
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.core.policies.registry import study_direction
+from sweetspot.core.policies.registry import study_directions
 
 
 def distributions(spec: FineTuneStudySpec) -> dict[str, BaseDistribution]:
@@ -65,6 +65,9 @@ def _sampler(spec: FineTuneStudySpec) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
     if search.sampler == "qmc":
         return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    if search.sampler == "nsga2":
+        # Generations as large as the trials that run at once, so a generation is complete when its slots free up.
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, search.parallelism))
     return optuna.samplers.GridSampler(grid(spec), seed=seed)
 
 
@@ -79,6 +82,6 @@ def make_pruner(spec: FineTuneStudySpec) -> optuna.pruners.BasePruner:
 
 def preview_params(spec: FineTuneStudySpec, count: int) -> list[dict[str, Any]]:
     """The hyperparameters the study's sampler proposes first (in memory; nothing is stored)."""
-    study = optuna.create_study(direction=study_direction(spec), sampler=make_sampler(spec))
+    study = optuna.create_study(directions=study_directions(spec), sampler=make_sampler(spec))
     space = distributions(spec)
     return [dict(study.ask(fixed_distributions=space).params) for _ in range(count)]

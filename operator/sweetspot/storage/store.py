@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar, assert_never
 
@@ -261,7 +261,9 @@ class SearchStore:
         if self._trials is not None:
             self._trials = sorted([*(t for t in self._trials if t.number != trial.number), trial], key=_number)
 
-    def _tell(self, number: int, value: float | None = None, state: OptunaState | None = None) -> None:
+    def _tell(
+        self, number: int, value: float | Sequence[float] | None = None, state: OptunaState | None = None
+    ) -> None:
         self._held(self.study.tell(number, value, state=state, skip_if_finished=True))
 
     def _ask(self, space: dict[str, BaseDistribution]) -> int:
@@ -316,13 +318,22 @@ class SearchStore:
         self._constrain(action.trial, infeasible=False)
         self._set_trial_user_attrs(action.trial, score_attrs("early", action.outcome))  # before the tell or prune
         record = self._record(action.trial)
-        if action.report_to_pruner:
+        if action.pruned is not None:
+            # Judged by the policy (several objectives: Optuna cannot prune them). A stop is told before the record:
+            # a crash between them leaves a pruned trial without its early record, never a stopped trial that the
+            # planner would train to the end.
+            if action.pruned:
+                self._tell(action.trial, state=OptunaState.PRUNED)
+                failpoint("tell")
+            record["early"], record["earlyApplied"] = asdict(action.outcome), True
+        elif action.report_to_pruner:
             record["early"], record["earlyApplied"] = asdict(action.outcome), False
             self._save(action.trial, record)
             trial = self._trial(action.trial)
             self._trials = None  # its constraint and intermediate value: read again
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 # One rung for every trial: the early point is step 1 whatever a trial's step count.
+                assert isinstance(action.value, float), "a pruner judges one objective"
                 trial.report(action.value, step=1)
                 if trial.should_prune():
                     self._tell(action.trial, state=OptunaState.PRUNED)
@@ -349,7 +360,8 @@ class SearchStore:
     def _record_infeasible(self, action: RecordInfeasible) -> None:
         self._set_trial_user_attr(action.trial, INFEASIBLE_ATTR, True)
         self._constrain(action.trial, infeasible=True)
-        worst = float("inf") if self.study.direction == optuna.study.StudyDirection.MINIMIZE else 0.0
+        minimize = optuna.study.StudyDirection.MINIMIZE
+        worst = [float("inf") if d == minimize else 0.0 for d in self.study.directions]
         self._tell(action.trial, worst)
         record = self._record(action.trial)
         record.update(infeasible=True, reason=f"out of memory in stage {action.stage}: {action.message}"[:500])

@@ -11,7 +11,8 @@ import optuna
 
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.core.policies.registry import policy_of, study_direction
+from sweetspot.core.objectives import COST_WORDS, goals
+from sweetspot.core.policies.registry import policy_of, study_directions
 from sweetspot.storage.connect import StorageError, open_storage, retrying, safe_url
 from sweetspot.storage.layout import SPEC_ATTR, UID_ATTR, manifest, study_key
 from sweetspot.storage.space import make_pruner, make_sampler
@@ -28,7 +29,7 @@ def study_of(storage: optuna.storages.BaseStorage, resource: FineTuneStudy) -> o
         return optuna.create_study(
             storage=storage,
             study_name=name,
-            direction=study_direction(spec),
+            directions=study_directions(spec),
             sampler=make_sampler(spec),
             pruner=make_pruner(spec),
             load_if_exists=True,
@@ -47,9 +48,10 @@ def study_of(storage: optuna.storages.BaseStorage, resource: FineTuneStudy) -> o
 
 
 def name_objective(study: optuna.Study, spec: FineTuneStudySpec) -> None:
-    """Name the study's objective for what its sampler learns from (`Policy.objective_name`), once per name: a study
-    created before names existed, or whose spec changed what it is told, is renamed when it is next opened."""
-    name = [policy_of(spec).objective_name(spec)]
+    """Name the study's objectives for what its sampler learns from (`Policy.objective_name`; each cost in words),
+    once: a study created before names existed, or whose spec changed what it is told, is renamed when next opened."""
+    quality = policy_of(spec).objective_name(spec)
+    name = [COST_WORDS[g.metric] if g.is_cost else quality for g in goals(spec)]
     if study.metric_names != name:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -50,6 +50,7 @@ REUSE_REQUIRES: tuple[tuple[str, ...], ...] = (
     ("dataset",),
     ("objective", "metric"),
     ("objective", "direction"),
+    ("objectives",),
     ("search", "space"),
     ("search", "earlyEvaluation", "policy"),
     ("search", "earlyEvaluation", "atFraction"),
@@ -174,7 +175,7 @@ def _copy(
             scored = {k: v for stage in stages for k, v in score_attrs(stage, Outcome(**record[stage])).items()}
             template = optuna.trial.create_trial(
                 state=trial.state,
-                value=trial.value if trial.state == OptunaState.COMPLETE else None,
+                values=trial.values if trial.state == OptunaState.COMPLETE else None,
                 params=dict(trial.params),
                 distributions=dict(trial.distributions),
                 user_attrs={

@@ -116,12 +116,18 @@ class Policy(ABC):
         (optuna-dashboard, `Study.trials_dataframe`) show for a trial's value."""
 
     @abstractmethod
-    def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:
-        """What an early result becomes: the value told to the sampler, or reported to the pruner."""
+    def record_early(
+        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView] = ()
+    ) -> RecordEarly:
+        """What an early result becomes: the value told to the sampler, or reported to the pruner (`others`: the
+        study's other trials, for a policy that judges it against them)."""
 
     @abstractmethod
-    def final_value(self, spec: FineTuneStudySpec, outcome: Outcome) -> float | None:
-        """The value a final result tells the sampler; None when the trial's value is already its early one."""
+    def final_value(
+        self, spec: FineTuneStudySpec, outcome: Outcome, trial: TrialView | None = None
+    ) -> float | list[float] | None:
+        """The value a final result tells the sampler (one per objective with several; `trial`, the trial it
+        finishes, before it was recorded); None when the trial's value is already its early one."""
 
     @abstractmethod
     def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:

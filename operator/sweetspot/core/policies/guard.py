@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 
 from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core import pareto
+from sweetspot.core.objectives import early_values, is_multi, minimised
 from sweetspot.core.policies.base import Judging, Widening, early_signal, rank_early
 from sweetspot.core.records import Outcome, TrialView
 
@@ -92,11 +94,23 @@ def judging(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Judging:
 def promotion_order(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
     """Feasible trials with early scores, best first. Trials judged at different fractions are compared by their
     rank among the trials judged at the same fraction (a loss at 35% of the steps is lower than at 20% for the
-    same configuration); ties: lower number first."""
+    same configuration); ties: lower number first. With several objectives, by early Pareto front (`pareto.ranked`)."""
     ranked = rank_early(spec, trials)
     groups: dict[float, list[TrialView]] = {}
     for trial in ranked:
         groups.setdefault(judged_fraction(spec, trial.early), []).append(trial)  # type: ignore[arg-type]
     # Mid-rank percentiles: the best of 5 is 0.1, a lone trial 0.5 (as likely good as bad among its peers).
     share = {t.number: (i + 0.5) / len(group) for group in groups.values() for i, t in enumerate(group)}
-    return sorted(ranked, key=lambda t: (share[t.number], t.number))
+    if not is_multi(spec):
+        return sorted(ranked, key=lambda t: (share[t.number], t.number))
+    # Several objectives: non-dominated sorting of (that share, the costs known or projected early), each front by
+    # crowding distance, so the promoted trials spread along the early front rather than crowd at one end.
+    points = [
+        minimised(
+            spec,
+            early_values(spec, t.early, share[t.number], judged_fraction(spec, t.early)),  # type: ignore[arg-type]
+            quality_lower_is_better=True,
+        )
+        for t in ranked
+    ]
+    return [ranked[i] for i in pareto.ranked(points)]

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.objectives import early_values, is_multi
 from sweetspot.core.policies.base import METRIC_WORDS, Direction, Judging, Policy, early_signal
-from sweetspot.core.policies.guard import judging, promotion_order
+from sweetspot.core.policies.guard import judged_fraction, judging, promotion_order
 from sweetspot.core.policies.predict import predicted_promotions
 from sweetspot.core.records import Outcome, RecordEarly, TrialView, counted
 
@@ -32,10 +33,19 @@ class Proxy(Policy):
             name += f" (the guard may widen it up to {widest * 100:g}%)"
         return name
 
-    def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:
-        return RecordEarly(trial, outcome, outcome.metric(early_signal(spec)), report_to_pruner=False)
+    def record_early(
+        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView] = ()
+    ) -> RecordEarly:
+        signal = outcome.metric(early_signal(spec))
+        if not is_multi(spec):
+            return RecordEarly(trial, outcome, signal, report_to_pruner=False)
+        # Several objectives: the early signal, and each cost as known or projected from the early stage.
+        values = early_values(spec, outcome, signal, judged_fraction(spec, outcome))
+        return RecordEarly(trial, outcome, values, report_to_pruner=False)
 
-    def final_value(self, spec: FineTuneStudySpec, outcome: Outcome) -> float | None:
+    def final_value(
+        self, spec: FineTuneStudySpec, outcome: Outcome, trial: TrialView | None = None
+    ) -> float | list[float] | None:
         return None  # the sampler learnt this trial from its early score
 
     def promotions(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> int:

@@ -1,5 +1,9 @@
 """`prune`: a trial's early score is reported to an Optuna pruner (`spec.search.pruner`); the survivors train to
-the end at once, and the final score is what the sampler learns from."""
+the end at once, and the final score is what the sampler learns from.
+
+With several objectives (`spec.objectives`) Optuna's pruners cannot judge (they rank one value), so the policy does:
+a trial stops when enough trials judged before it dominate its early values (its early objective and its costs,
+compute projected to the end): `DOMINATED_BY` for the pruner named, once `STARTUP` trials were judged."""
 
 from __future__ import annotations
 
@@ -7,8 +11,17 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core import pareto
+from sweetspot.core.objectives import early_values, final_values, is_multi, minimised
 from sweetspot.core.policies.base import METRIC_WORDS, Direction, Policy
 from sweetspot.core.records import Outcome, RecordEarly, TrialView
+
+DOMINATED_BY: dict[str, int] = {"successiveHalving": 1, "median": 2, "percentile": 2}
+"""How many earlier trials must dominate a trial's early values to stop it, per `earlyEvaluation.pruner`: one for
+successive halving (as eager as its top third), two for the median and percentile rules (a trial beaten by one
+lucky trial trains on)."""
+STARTUP = 2
+"""Trials judged before any is stopped (the median pruner's start-up)."""
 
 
 class Prune(Policy):
@@ -22,11 +35,32 @@ class Prune(Policy):
     def objective_name(self, spec: FineTuneStudySpec) -> str:
         return f"final {METRIC_WORDS[spec.objective.metric]}"  # the early score is the pruner's intermediate value
 
-    def record_early(self, spec: FineTuneStudySpec, trial: int, outcome: Outcome) -> RecordEarly:
-        return RecordEarly(trial, outcome, outcome.metric(spec.objective.metric), report_to_pruner=True)
+    def record_early(
+        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView] = ()
+    ) -> RecordEarly:
+        value = outcome.metric(spec.objective.metric)
+        if not is_multi(spec):
+            return RecordEarly(trial, outcome, value, report_to_pruner=True)
+        at = spec.search.early_evaluation.at_fraction
+        mine = minimised(spec, early_values(spec, outcome, value, at))
+        judged = [
+            minimised(spec, early_values(spec, t.early, t.early.metric(spec.objective.metric), at))
+            for t in others
+            if t.number != trial and t.early is not None and not t.infeasible and t.state != "failed"
+        ]
+        beaten = sum(pareto.dominates(point, mine) for point in judged)
+        pruned = len(judged) >= STARTUP and beaten >= DOMINATED_BY[spec.search.early_evaluation.pruner]
+        return RecordEarly(trial, outcome, value, report_to_pruner=False, pruned=pruned)
 
-    def final_value(self, spec: FineTuneStudySpec, outcome: Outcome) -> float | None:
-        return outcome.metric(spec.objective.metric)
+    def final_value(
+        self, spec: FineTuneStudySpec, outcome: Outcome, trial: TrialView | None = None
+    ) -> float | list[float] | None:
+        if not is_multi(spec):
+            return outcome.metric(spec.objective.metric)
+        number, early = (trial.number, trial.early) if trial is not None else (-1, None)
+        values = final_values(spec, TrialView(number, "running", {}, early=early, final=outcome))
+        assert values is not None  # it has its final
+        return values
 
     def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
         return []  # survivors trained to the end during the search

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.objectives import goals
 from sweetspot.core.policies.base import Direction, Judging, Policy, Widening, early_signal, rank_early
 from sweetspot.core.policies.proxy import Proxy
 from sweetspot.core.policies.prune import Prune
@@ -24,6 +25,13 @@ def policy_of(spec: FineTuneStudySpec) -> Policy:
 def study_direction(spec: FineTuneStudySpec) -> Direction:
     """What the Optuna study optimises: the early signal under `proxy`, the objective under `prune`."""
     return policy_of(spec).direction(spec)
+
+
+def study_directions(spec: FineTuneStudySpec) -> list[Direction]:
+    """One direction per objective, in `objectives.goals` order: the policy's for the quality slot (under `proxy`,
+    the early signal's), minimize for every cost."""
+    quality = study_direction(spec)
+    return [quality if not goal.is_cost else "minimize" for goal in goals(spec)]
 
 
 def judging(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> Judging:
@@ -44,4 +52,5 @@ __all__ = [
     "policy_of",
     "rank_early",
     "study_direction",
+    "study_directions",
 ]
