@@ -646,8 +646,9 @@ def parser() -> argparse.ArgumentParser:
     boards = commands.add_parser(
         "dashboards",
         help="write the Grafana dashboards (JSON)",
-        description="Write the Grafana dashboards (study overview, operator health) as JSON files, the ones the "
-        "Helm chart ships under charts/sweetspot/dashboards/. Import them in Grafana with a Prometheus data source.",
+        description="Write the Grafana dashboards (study overview, operator health, Pareto front) as JSON files, the "
+        "ones the Helm chart ships under charts/sweetspot/dashboards/. Import them in Grafana with a Prometheus data "
+        "source.",
     )
     boards.add_argument(
         "out", nargs="?", default="charts/sweetspot/dashboards", metavar="DIR", help="(default: %(default)s)"

@@ -150,6 +150,14 @@ def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, 
         SWEETSPOT_TRAINER_MODULE="support.fake_trainer",
         PYTHONPATH=str(TESTS),
     )
+    # Two objectives (F1 against compute): the Pareto front dashboard's study.
+    front_study = small_study("front", seed=3)
+    front_study["spec"]["search"]["earlyEvaluation"]["promoteTopK"] = 3
+    front_study["spec"]["objectives"] = [
+        {"metric": "f1", "direction": "maximize"},
+        {"metric": "computeSeconds", "direction": "minimize"},
+    ]
+    front = LocalRun(tmp_path, front_study, SWEETSPOT_TRAINER_MODULE="support.fake_trainer", PYTHONPATH=str(TESTS))
     # A broken cache volume: every trial stage crashes (the tiny causal LM is built into the cache first).
     # One stage at a time, five failures a few seconds apart: the alert's increase() sees the counter rise by 3
     # or more even when a loaded machine delays the first scrapes past the first failures.
@@ -158,10 +166,12 @@ def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, 
     failing_study["spec"]["trial"] = {"retries": 0}
     failing = LocalRun(tmp_path, failing_study, SWEETSPOT_CACHE="/dev/null/cache")
     try:
-        with prometheus({"local-good": [good.port], "local-failing": [failing.port]}, [rules]) as server:
+        scraped = {"local-good": [good.port], "local-failing": [failing.port], "local-front": [front.port]}
+        with prometheus(scraped, [rules]) as server:
             # Scraped from their first second: the failure counter's alert needs its rise from zero.
             good.start()
             failing.start()
+            front.start()
             eventually(
                 lambda: good.alive() and server.query('sweetspot_study_phase{study="good", phase="Succeeded"} == 1'),
                 600,
@@ -176,6 +186,17 @@ def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, 
             )
             empty = empty_panels(server, "sweetspot-study.json", {"namespace": NAMESPACE, "study": "good"})
             assert empty == [], "\n".join(empty)
+            eventually(
+                lambda: front.alive() and server.query('sweetspot_study_phase{study="front", phase="Succeeded"} == 1'),
+                600,
+                f"the two-objective study to succeed in Prometheus (log: {front.log})",
+                step=1,
+            )
+            chosen = {"namespace": NAMESPACE, "study": "front", "cost": "computeSeconds", "quality": "f1"}
+            empty = empty_panels(server, "sweetspot-pareto.json", chosen)
+            assert empty == [], "\n".join(empty)
+            on_front = server.query('sweetspot_trial_pareto_optimal{study="front"}')
+            assert 1 <= len(on_front) <= 3 and len(server.query('sweetspot_trial_pareto_knee{study="front"}')) == 1
             curve = server.query('sweetspot_learning_curve_f1{study="good"}')
             assert sorted(int(s["metric"]["samples"]) for s in curve) == [8, 16, 32, 64]
             finals = server.query('sweetspot_trial_f1{study="good", stage="final"}')
@@ -204,10 +225,14 @@ def test_a_local_study_in_prometheus_with_dashboards_and_alerts(tmp_path: Path, 
             )
 
             assert check_metrics(scrape(good.port)) == ""
-            eventually(lambda: good.lingering() and failing.lingering(), 120, "both runs to write their results")
+            eventually(
+                lambda: good.lingering() and failing.lingering() and front.lingering(),
+                120,
+                "the runs to write their results",
+            )
     finally:
-        codes = (good.stop(), failing.stop())
-    assert codes == (0, 1)
+        codes = (good.stop(), failing.stop(), front.stop())
+    assert codes == (0, 1, 0)
 
 
 def exposition(port: int) -> str:

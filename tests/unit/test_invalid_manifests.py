@@ -378,6 +378,54 @@ CASES = [
         patch("spec.storage", {"secretRef": {"key": "url"}}),
         "spec.storage.secretRef.name",
     ),
+    Case(
+        "objectives without a quality metric",
+        patch(
+            "spec.objectives",
+            [
+                {"metric": "computeSeconds", "direction": "minimize"},
+                {"metric": "peakMemoryBytes", "direction": "minimize"},
+            ],
+        ),
+        "spec.objectives",
+        words=("exactly one quality metric",),
+    ),
+    Case(
+        "objectives' quality metric is not the objective",
+        patch(
+            "spec.objectives",
+            [{"metric": "accuracy", "direction": "maximize"}, {"metric": "computeSeconds", "direction": "minimize"}],
+        ),
+        "spec.objectives",
+        words=("objective.metric",),
+    ),
+    Case(
+        "a cost to maximize",
+        patch(
+            "spec.objectives",
+            [{"metric": "f1", "direction": "maximize"}, {"metric": "computeSeconds", "direction": "maximize"}],
+        ),
+        "spec.objectives[1].direction",
+        words=("minimize for loss and costs",),
+    ),
+    Case(
+        "one objective in objectives",
+        patch("spec.objectives", [{"metric": "f1", "direction": "maximize"}]),
+        "spec.objectives",
+        words=("at least 2",),
+    ),
+    Case(
+        "a single-objective sampler with objectives",
+        patches(
+            patch(
+                "spec.objectives",
+                [{"metric": "f1", "direction": "maximize"}, {"metric": "latencyMsPerRow", "direction": "minimize"}],
+            ),
+            patch("spec.search.sampler", "cmaes"),
+        ),
+        "spec.search.sampler",
+        words=("one objective only",),
+    ),
     Case("suspend as text", patch("spec.suspend", "yes"), "spec.suspend", words=("boolean",)),
     Case("name too long", patch("metadata.name", "x" * 64), "metadata.name", cluster_path=""),
     Case("name not a DNS label", patch("metadata.name", "My_Study"), "metadata.name", cluster=False),

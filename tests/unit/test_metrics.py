@@ -248,3 +248,92 @@ def test_the_compute_disruptions_cost_is_a_counter_summed_over_the_resumed_stage
     copied = TrialView(2, "complete", {}, outcome(0.6), resumed, reused=True, copied=frozenset({"early", "final"}))
     metrics.publish(study_state(trials=[*trials, copied], sweep=[SweepView(50, evicted_sweep)]))
     assert value(scrape(metrics), "sweetspot_compute_lost_seconds_total", **study) == pytest.approx(15.5)
+
+
+# --- multi-objective studies (spec.objectives) -------------------------------------------------------------
+
+F1_COMPUTE = [{"metric": "f1", "direction": "maximize"}, {"metric": "computeSeconds", "direction": "minimize"}]
+
+
+def finished(number: int, f1: float, seconds: float, early_f1: float = 0.5) -> TrialView:
+    """A trial judged at 20% of its steps (its early stage cost a fifth of the final's seconds), then trained on."""
+    early = outcome_of(f1=early_f1, loss=0.5, seconds=seconds / 5, step=20, planned_steps=100, judged_at=0.2)
+    return TrialView(number, "complete", {}, early=early, final=outcome_of(f1=f1, seconds=seconds))
+
+
+def front_state(trials: list[TrialView], name: str = "mo") -> StudyState:
+    multi = study_spec({"maxTrials": 6, "earlyEvaluation": {"promoteTopK": 3}}, objectives=F1_COMPUTE)
+    return StudyState.of("team-a", name, multi, trials, [], "Succeeded")
+
+
+def test_each_objective_of_a_trial_early_and_final_the_front_and_its_knee(metrics: Metrics) -> None:
+    # (F1, final seconds): 2 is dominated by 1 (lower F1, more compute); 4 was judged early only.
+    trials = [finished(0, 0.60, 10), finished(1, 0.82, 80), finished(2, 0.80, 120), finished(3, 0.84, 400)]
+    trials.append(TrialView(4, "complete", {}, early=finished(4, 0, 50, early_f1=0.3).early))
+    metrics.publish(front_state(trials))
+    series = scrape(metrics)
+    study = {"namespace": "team-a", "study": "mo"}
+
+    def objective(trial: int, stage: str, metric: str) -> float:
+        return value(series, "sweetspot_trial_objective", **study, trial=str(trial), stage=stage, objective=metric)
+
+    # Final: the F1 trained to the end, and the compute of both stages (16 s early + 80 s final).
+    assert objective(1, "final", "f1") == 0.82
+    assert objective(1, "final", "computeSeconds") == pytest.approx(96.0)
+    # Early: the objective's own metric at the early checkpoint, and its compute projected to the end (10 s / 20%).
+    assert objective(4, "early", "f1") == 0.3
+    assert objective(4, "early", "computeSeconds") == pytest.approx(50.0)
+    assert not [s for s, _ in series["sweetspot_trial_objective"] if s["trial"] == "4" and s["stage"] == "final"]
+    assert {s["objective"] for s, _ in series["sweetspot_trial_objective"]} == {"f1", "computeSeconds"}
+    on_front = {s["trial"]: v for s, v in series["sweetspot_trial_pareto_optimal"]}
+    assert on_front == {"0": 1.0, "1": 1.0, "3": 1.0}
+    assert [(s["trial"], v) for s, v in series["sweetspot_trial_pareto_knee"]] == [("1", 1.0)]
+    assert value(series, "sweetspot_study_pareto_front_trials", **study) == 3
+
+
+def test_a_trial_that_drops_off_the_front_loses_its_series(metrics: Metrics) -> None:
+    trials = [finished(0, 0.60, 10), finished(1, 0.82, 80), finished(3, 0.84, 400)]
+    metrics.publish(front_state(trials))
+    assert {s["trial"] for s, _ in scrape(metrics)["sweetspot_trial_pareto_optimal"]} == {"0", "1", "3"}
+    # Trial 5 beats 1 in both objectives (and 0 in F1, 3 in compute): 1 leaves the front, and the knee moves.
+    metrics.publish(front_state([*trials, finished(5, 0.83, 40)]))
+    series = scrape(metrics)
+    assert {s["trial"] for s, _ in series["sweetspot_trial_pareto_optimal"]} == {"0", "3", "5"}
+    assert [s["trial"] for s, _ in series["sweetspot_trial_pareto_knee"]] == ["5"]
+    # Its objective values stay: it was still trained to the end.
+    assert value(series, "sweetspot_trial_objective", trial="1", stage="final", objective="f1") == 0.82
+    metrics.studies.forget("team-a", "mo")
+    series = scrape(metrics)
+    assert not series["sweetspot_trial_pareto_optimal"] and not series["sweetspot_study_pareto_front_trials"]
+
+
+def test_a_multi_objective_study_with_no_final_yet_has_an_empty_front(metrics: Metrics) -> None:
+    metrics.publish(front_state([TrialView(0, "running", {}, early=finished(0, 0, 50).early)]))
+    series = scrape(metrics)
+    assert value(series, "sweetspot_study_pareto_front_trials", study="mo") == 0
+    assert not series["sweetspot_trial_pareto_optimal"] and not series["sweetspot_trial_pareto_knee"]
+    assert value(series, "sweetspot_trial_objective", trial="0", stage="early", objective="computeSeconds") == 50
+
+
+def test_front_trials_keep_their_series_past_the_recent_trials_bound() -> None:
+    metrics = Metrics.create(CollectorRegistry())
+    metrics.studies.trials_per_study = 2
+    # Trial 0 is cheapest, trial 1 the best F1: both on the front, far from the 2 most recent (dominated) trials.
+    trials = [finished(0, 0.60, 5), finished(1, 0.90, 100)] + [finished(n, 0.5, 200) for n in range(2, 12)]
+    metrics.publish(front_state(trials))
+    series = scrape(metrics)
+    assert {s["trial"] for s, _ in series["sweetspot_trial_f1"]} == {"0", "1", "10", "11"}
+    assert {s["trial"] for s, _ in series["sweetspot_trial_pareto_optimal"]} == {"0", "1"}
+    assert {s["trial"] for s, _ in series["sweetspot_trial_objective"]} == {"0", "1", "10", "11"}
+
+
+def test_a_single_objective_study_exports_no_objective_or_front_series(metrics: Metrics) -> None:
+    metrics.publish(study_state())
+    series = scrape(metrics)
+    for name in (
+        "sweetspot_trial_objective",
+        "sweetspot_trial_pareto_optimal",
+        "sweetspot_trial_pareto_knee",
+        "sweetspot_study_pareto_front_trials",
+    ):
+        assert not series[name], name

@@ -18,7 +18,7 @@ from sweetspot.core.policies.proxy import Proxy
 from sweetspot.core.policies.prune import Prune
 from sweetspot.core.policies.registry import study_directions
 from sweetspot.core.records import TrialView
-from sweetspot.core.stats import front_data, summarize
+from sweetspot.core.stats import front_data, progress, summarize
 
 from support.builders import outcome
 
@@ -189,6 +189,7 @@ def test_the_front_its_knee_and_the_recommendation() -> None:
     assert (data["best"], data["knee"], data["size"], data["objectives"]) == (3, 1, 3, ["f1", "computeSeconds"])
     assert "Best f1: trial 3" in data["message"] and "Knee: trial 1" in data["message"]
     assert "5.0x the compute of the knee" in data["message"]  # (80 + 400) / (16 + 80)
+    assert "best final f1 0.8400 (trial 3), Pareto front: trials 0, 1, 3 (knee 1)" in progress(study, trials, [])
     assert (
         front_data(
             FineTuneStudySpec.model_validate(BASE), summarize(FineTuneStudySpec.model_validate(BASE), trials, [])

@@ -203,6 +203,11 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
         parts.append(
             f"best final {spec.objective.metric} {best.final.metric(spec.objective.metric):.4f} (trial {best.number})"
         )
+    on_front = front(spec, trials) if is_multi(spec) else []
+    if on_front:
+        kneed = knee(spec, trials)
+        listed = ", ".join(str(t.number) for t in on_front)
+        parts.append(f"Pareto front: trials {listed}" + (f" (knee {kneed.number})" if kneed is not None else ""))
     budget = use(spec, trials, sweep)
     if budget is not None:
         parts.append(budget.describe())

@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sweetspot.api.search import COST_METRICS
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 STUDY = 'namespace="$namespace", study="$study"'
 SCHEMA_VERSION = 39
+LINKS = [
+    {
+        "title": "Sweetspot",
+        "type": "dashboards",
+        "tags": ["sweetspot"],
+        "asDropdown": True,
+        "includeVars": True,
+        "keepTime": True,
+    }
+]
+"""Every dashboard links the others, carrying the namespace and study over."""
 
 
 @dataclass
@@ -110,7 +123,7 @@ def dashboard(
         "time": {"from": "now-6h", "to": "now"},
         "timezone": "browser",
         "graphTooltip": 1,
-        "links": [],
+        "links": LINKS,
         "annotations": {"list": []},
         "templating": {
             "list": [
@@ -442,6 +455,168 @@ def study_overview() -> dict[str, Any]:
     )
 
 
+COSTS = "|".join(COST_METRICS)
+ON_FRONT = f"and on (namespace, study, trial) sweetspot_trial_pareto_optimal{{{STUDY}}}"
+AT_KNEE = f"and on (namespace, study, trial) sweetspot_trial_pareto_knee{{{STUDY}}}"
+
+
+def _objective(variable: str) -> str:
+    """The final value of the objective a dashboard variable names, per trial."""
+    return f'sweetspot_trial_objective{{{STUDY}, stage="final", objective="${variable}"}}'
+
+
+def _label_columns() -> dict[str, bool]:
+    """The label columns of instant table queries, as joining several names them, left out of a table or chart."""
+    columns = ("Time", "namespace", "study", "__name__", "job", "instance", "stage", "objective")
+    return {name: True for column in columns for name in (column, *(f"{column} {n}" for n in range(1, 5)))}
+
+
+def pareto_front() -> dict[str, Any]:
+    """A multi-objective study (`spec.objectives`): the Pareto front of the trials trained to the end, its knee, and
+    quality against a cost for every such trial. Its own dashboard: single-objective studies have no front, and
+    every panel of the study dashboard shows data for every study."""
+    panels = [
+        replace(
+            _stat(
+                "Trials on the front",
+                f"sweetspot_study_pareto_front_trials{{{STUDY}}}",
+                description="Trials trained to the end that no other such trial beats in every objective.",
+                decimals=0,
+            ),
+            width=6,
+        ),
+        replace(
+            _stat(
+                "Knee",
+                f"sweetspot_trial_pareto_knee{{{STUDY}}}",
+                description="The front's knee: the trial where more cost stops buying as much quality (with each "
+                "objective scaled to its range over the front, the least sum). The usual pick when the last bit of "
+                "quality is not worth its cost.",
+                legend="trial {{trial}}",
+                text_mode="name",
+            ),
+            width=6,
+        ),
+        replace(
+            _stat(
+                "Knee's quality",
+                f"{_objective('quality')} {AT_KNEE}",
+                description="The knee's value of the quality objective (trained to the end).",
+                legend="{{objective}}",
+                decimals=4,
+            ),
+            width=6,
+        ),
+        replace(
+            _stat(
+                "Knee's cost",
+                f"{_objective('cost')} {AT_KNEE}",
+                description="The knee's value of the cost chosen above (computeSeconds: GPU-seconds, wall seconds on "
+                "CPUs; peakMemoryBytes: bytes; latencyMsPerRow: milliseconds).",
+                legend="{{objective}}",
+            ),
+            width=6,
+        ),
+        Panel(
+            "Pareto front",
+            "table",
+            [
+                Query(
+                    f'sweetspot_trial_objective{{{STUDY}, stage="final"}} {ON_FRONT} or '
+                    f'label_replace(sweetspot_trial_pareto_knee{{{STUDY}}}, "objective", "knee", "", "")',
+                    instant=True,
+                    table=True,
+                )
+            ],
+            height=10,
+            description="One row per trial on the front: its final value of every objective (computeSeconds: "
+            "what its stages spent), the knee marked. sweetspot report prints the same front with the best trial "
+            "and the recommendation.",
+            transformations=[
+                {
+                    "id": "groupingToMatrix",
+                    "options": {"columnField": "objective", "rowField": "trial", "valueField": "Value"},
+                },
+                {"id": "organize", "options": {"renameByName": {"trial\\objective": "trial"}}},
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "knee"},
+                    "properties": [
+                        {
+                            "id": "mappings",
+                            "value": [{"type": "value", "options": {"1": {"text": "knee", "color": "green"}}}],
+                        },
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                    ],
+                },
+                *(
+                    {"matcher": {"id": "byName", "options": name}, "properties": [{"id": "unit", "value": unit}]}
+                    for name, unit in (
+                        ("computeSeconds", "s"),
+                        ("peakMemoryBytes", "bytes"),
+                        ("latencyMsPerRow", "ms"),
+                        ("trainableParameters", "short"),
+                    )
+                ),
+            ],
+        ),
+        Panel(
+            "Quality against cost",
+            "xychart",
+            [
+                Query(_objective("cost"), instant=True, table=True),
+                Query(_objective("quality"), instant=True, table=True),
+                Query(f"{_objective('quality')} {ON_FRONT}", instant=True, table=True),
+                Query(f"{_objective('quality')} {AT_KNEE}", instant=True, table=True),
+            ],
+            height=10,
+            description="Every trial trained to the end: its quality objective against the cost chosen above; the "
+            "trials on the front and the knee stand out. Up and to the left is better (for loss, down and left).",
+            options={"seriesMapping": "auto", "dims": {"x": "cost"}},
+            field_config={"custom": {"show": "points", "pointSize": {"fixed": 7}}},
+            transformations=[
+                {"id": "joinByField", "options": {"byField": "trial", "mode": "outer"}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": _label_columns(),
+                        "renameByName": {
+                            "Value #A": "cost",
+                            "Value #B": "trained to the end",
+                            "Value #C": "on the front",
+                            "Value #D": "knee",
+                        },
+                    },
+                },
+            ],
+        ),
+    ]
+    variables = [
+        _variable("namespace", "Namespace", "label_values(sweetspot_study_pareto_front_trials, namespace)"),
+        _variable("study", "Study", 'label_values(sweetspot_study_pareto_front_trials{namespace="$namespace"}, study)'),
+        _variable(
+            "cost",
+            "Cost",
+            f'label_values(sweetspot_trial_objective{{{STUDY}, objective=~"{COSTS}"}}, objective)',
+        ),
+        _variable(
+            "quality",
+            "Quality",
+            f'label_values(sweetspot_trial_objective{{{STUDY}, objective!~"{COSTS}"}}, objective)',
+        )
+        | {"hide": 2},  # the study's one quality objective: nothing to choose
+    ]
+    return dashboard(
+        "sweetspot-pareto",
+        "Sweetspot / Pareto front",
+        "One multi-objective FineTuneStudy (spec.objectives): the trials no other beats in every objective, the "
+        "knee, and quality against cost.",
+        variables,
+        panels,
+    )
+
+
 JOB = 'job=~"$job"'
 
 
@@ -552,7 +727,11 @@ def operator_health() -> dict[str, Any]:
     )
 
 
-DASHBOARDS = {"sweetspot-study.json": study_overview, "sweetspot-operator.json": operator_health}
+DASHBOARDS = {
+    "sweetspot-study.json": study_overview,
+    "sweetspot-pareto.json": pareto_front,
+    "sweetspot-operator.json": operator_health,
+}
 
 
 def render(name: str) -> str:

@@ -7,12 +7,19 @@ A deleted study is `forget`-ten and its series vanish with it.
 
 F1 (micro, over applicable (row, attribute) pairs) is the headline series; accuracy, precision and recall sit
 beside it. Cardinality is bounded per study: per-trial series exist for the `trials_per_study` most recent
-trials (and the best one, wherever it is), per-attribute series for at most `MAX_ATTRIBUTES` attributes each,
-the most supported ones (the trainer orders attributes by gold values), and only for attribute names that are
-short printable text (a label never carries arbitrary data); `sweetspot_study_attributes_left_out` counts the
-rest, which `sweetspot report` lists. With the defaults a study has at most 101 trials x 2 stages x (5 + 32
-attributes) per-trial series plus about 40 study series, `len(sampleSizes) x (3 + 32)` learning-curve series and
-`3 x len(forecast.to) + 4` forecast series.
+trials and, wherever they are, the best one and the Pareto front's (its knee and at most `MAX_FRONT` trials);
+per-attribute series for at most `MAX_ATTRIBUTES` attributes each, the most supported ones (the trainer orders
+attributes by gold values), and only for attribute names that are short printable text (a label never carries
+arbitrary data); `sweetspot_study_attributes_left_out` counts the rest, which `sweetspot report` lists. With the
+defaults a study has at most 101 trials (166 with a front) x 2 stages x (5 + 32 attributes) per-trial series plus
+about 40 study series, `len(sampleSizes) x (3 + 32)` learning-curve series and `3 x len(forecast.to) + 4` forecast
+series; with `spec.objectives`, 2 stages x `len(objectives)` objective series per trial, one per trial on the front
+and two for the knee and the front's size.
+
+Multi-objective studies (`spec.objectives`) get each trial's value of every objective, early (as judged: costs
+projected to the end) and final, and the Pareto front of the trials trained to the end with its knee: the same
+front the status and `sweetspot report` show. Front membership is derived per scrape like every study series, so
+a trial that drops off the front loses its series at the next scrape.
 
 Operator health (reconcile duration and errors, the last successful reconcile, build info) uses ordinary
 prometheus-client instruments: those describe the process, not a study, and start from zero with it.
@@ -36,7 +43,9 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from sweetspot import __version__
 from sweetspot.api.spec import FineTuneStudySpec
-from sweetspot.api.status import Phase
+from sweetspot.api.status import MAX_FRONT, Phase
+from sweetspot.core.objectives import early_values, final_values, is_multi, names
+from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import SweepView, TrialView
 from sweetspot.core.stats import Summary, summarize
@@ -83,10 +92,15 @@ def exported(scores: Mapping[str, float]) -> list[tuple[str, float]]:
 
 
 def _shown_trials(state: StudyState, limit: int) -> list[TrialView]:
+    """The `limit` most recent trials, then the best, the knee and the front's first `MAX_FRONT` (by number) where
+    the recent ones leave them out: a dashboard's front and best stay whole however long the study runs."""
     recent = sorted(state.trials, key=lambda t: t.number)[-limit:] if limit > 0 else []
-    best = state.summary.best
-    if best is not None and all(t.number != best.number for t in recent):
-        recent.append(best)
+    summary = state.summary
+    shown = {t.number for t in recent}
+    for kept in (summary.best, summary.knee, *summary.front[:MAX_FRONT]):
+        if kept is not None and kept.number not in shown:
+            recent.append(kept)
+            shown.add(kept.number)
     return recent
 
 
@@ -272,6 +286,30 @@ class _Families:
             "promote: predicted: share of finals inside the 80% interval predicted for them from the other trials.",
             labels=study,
         )
+        self.trial_objective = GaugeMetricFamily(
+            "sweetspot_trial_objective",
+            "spec.objectives: a trial's value of each objective at the end of a stage (final: trained to the end, "
+            "computeSeconds what its stages spent; early: the quality metric at the early checkpoint and the costs "
+            "known from the early stage, computeSeconds projected to the end).",
+            labels=[*trial, "objective"],
+        )
+        self.pareto_optimal = GaugeMetricFamily(
+            "sweetspot_trial_pareto_optimal",
+            "spec.objectives: 1 for each trial on the study's Pareto front (trained to the end, and no other such "
+            "trial is as good in every objective and better in one); absent for the others.",
+            labels=[*study, "trial"],
+        )
+        self.pareto_knee = GaugeMetricFamily(
+            "sweetspot_trial_pareto_knee",
+            "spec.objectives: 1 for the trial at the Pareto front's knee (where more cost stops buying as much "
+            "quality); absent for the others.",
+            labels=[*study, "trial"],
+        )
+        self.front_size = GaugeMetricFamily(
+            "sweetspot_study_pareto_front_trials",
+            "spec.objectives: trials on the study's Pareto front (0 before a trial was trained to the end).",
+            labels=study,
+        )
         self.durations = HistogramMetricFamily(
             "sweetspot_trial_duration_seconds",
             "Wall-clock duration of finished trial stages.",
@@ -288,7 +326,10 @@ class _Families:
     def _add_trials(self, study: list[str], state: StudyState, trials_per_study: int) -> None:
         """Per trial and stage: scores, compute, attributes, and the predicted final."""
         forecast = state.summary.forecast
-        for trial in _shown_trials(state, trials_per_study):
+        shown = _shown_trials(state, trials_per_study)
+        if is_multi(state.spec):
+            self._add_front(study, state, shown)
+        for trial in shown:
             predicted = forecast.predictions.get(trial.number) if forecast is not None else None
             if predicted is not None:
                 for bound, value in (("value", predicted.value), ("low", predicted.low), ("high", predicted.high)):
@@ -305,6 +346,27 @@ class _Families:
                 self.trial_compute.add_metric(labels, outcome.compute_seconds)
                 for attribute, value in exported(outcome.attribute_f1):
                     self.trial_attribute.add_metric([*labels, attribute], value)
+
+    def _add_front(self, study: list[str], state: StudyState, shown: Sequence[TrialView]) -> None:
+        """`spec.objectives`: each shown trial's objectives, early and final, and the front and its knee."""
+        spec, summary = state.spec, state.summary
+        metrics = names(spec)
+        on_front = {t.number for t in summary.front}
+        knee = summary.knee.number if summary.knee is not None else None
+        for trial in shown:
+            labels = [*study, str(trial.number)]
+            staged: list[tuple[str, list[float] | None]] = [("final", final_values(spec, trial))]
+            if trial.early is not None:
+                quality = trial.early.metric(spec.objective.metric)  # the objective's own metric, not the signal
+                staged.append(("early", early_values(spec, trial.early, quality, judged_fraction(spec, trial.early))))
+            for stage, values in staged:
+                for metric, value in zip(metrics, values or [], strict=values is not None):
+                    self.trial_objective.add_metric([*labels, stage, metric], value)
+            if trial.number in on_front:
+                self.pareto_optimal.add_metric(labels, 1.0)
+            if trial.number == knee:
+                self.pareto_knee.add_metric(labels, 1.0)
+        self.front_size.add_metric(study, len(summary.front))
 
     def _add_study(self, study: list[str], state: StudyState) -> None:
         """The study as a whole: bests, counts, phase, failures, reuse, compute and budget."""

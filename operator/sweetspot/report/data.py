@@ -14,11 +14,12 @@ from pydantic.alias_generators import to_camel
 
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.api.spec import FineTuneStudySpec
+from sweetspot.core.objectives import final_values, goals, is_multi, names
 from sweetspot.core.policies.base import early_signal
 from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import Outcome, TrialView
-from sweetspot.core.stats import Summary, best_data, curve_data, forecast_data, summarize
+from sweetspot.core.stats import Summary, best_data, curve_data, forecast_data, front_data, summarize
 from sweetspot.storage.connect import open_storage
 from sweetspot.storage.store import SearchStore
 from sweetspot.storage.studies import load_study
@@ -69,11 +70,18 @@ def _trial_row(spec: FineTuneStudySpec, trial: TrialView) -> dict[str, Any]:
         "judgedAt": judged_fraction(spec, trial.early) if trial.early is not None else None,
         "early": _scores(trial.early),
         "final": _scores(trial.final),
+        **(_objectives(spec, trial) if is_multi(spec) else {}),
         "seconds": round(sum(o.seconds for o in (trial.early, trial.final) if o), 1),
         "reason": trial.reason or None,
         "source": trial.source or None,
         "reused": trial.reused,
     }
+
+
+def _objectives(spec: FineTuneStudySpec, trial: TrialView) -> dict[str, Any]:
+    """`spec.objectives`: the trial's final value of each objective (None before it was trained to the end)."""
+    values = final_values(spec, trial)
+    return {"objectives": None if values is None else dict(zip(names(spec), values, strict=True))}
 
 
 def build(url: str, namespace: str, name: str) -> dict[str, Any]:
@@ -100,6 +108,9 @@ def _as_data(
             "nullBaseline": {"f1": 0.0, "accuracy": final.null_baseline},
             "validJsonRate": final.valid_json_rate,
         }
+    spec = resource.spec
+    # Only a multi-objective study has a front: a single-objective report keeps its keys.
+    front = {"paretoFront": _front(spec, summary)} if is_multi(spec) else {}
     return {
         "study": resource.key,
         "phase": phase.get("phase", "Pending"),
@@ -114,6 +125,7 @@ def _as_data(
         "trials": [_trial_row(resource.spec, t) for t in sorted(trials, key=lambda t: t.number)],
         "counts": summary.counts,
         "best": best,
+        **front,
         "agreement": _camel(asdict(summary.agreement)),
         "computeSeconds": {"used": summary.compute_used, "saved": summary.compute_saved, "lost": summary.compute_lost},
         "stages": _stages(resource.spec, trials),
@@ -127,6 +139,15 @@ def _as_data(
         else None,
         "zeroShot": next((dict(t.early.zero_shot) for t in trials if t.early and t.early.zero_shot), None),
     }
+
+
+def _front(spec: FineTuneStudySpec, summary: Summary) -> dict[str, Any] | None:
+    """The whole Pareto front as the status shows it (`stats.front_data`, unbounded here), with each objective's
+    direction (costs are minimised; the quality as `objective` says)."""
+    data = front_data(spec, summary)
+    if data is None:
+        return None
+    return data | {"directions": {goal.metric: goal.direction for goal in goals(spec)}}
 
 
 def _stages(spec: FineTuneStudySpec, trials: list[TrialView]) -> list[dict[str, Any]]:

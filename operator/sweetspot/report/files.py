@@ -13,7 +13,7 @@ from typing import Any
 from sweetspot.core.curve import MIN_POINTS
 from sweetspot.core.policies.guard import MIN_TRIALS
 from sweetspot.report.data import score_of, weakest_first
-from sweetspot.report.text import fmt
+from sweetspot.report.text import COST_COLUMNS, fmt
 
 
 def trials_csv(report: dict[str, Any]) -> str:
@@ -187,6 +187,64 @@ def best_so_far_figure(report: dict[str, Any]) -> Any:
     return figure
 
 
+def pareto_front_figure(report: dict[str, Any]) -> Any:
+    """`spec.objectives`: the quality objective against compute (or the first cost objective when compute is none)
+    for every trial trained to the end; the front as a step line (the best quality each cost buys: with more than two
+    objectives, the front's trials that lead in these two), the best and the knee annotated."""
+    import matplotlib.pyplot as plt
+
+    front = report["paretoFront"]
+    metrics, directions = front["objectives"], front["directions"]
+    quality = next(m for m in metrics if m not in COST_COLUMNS)
+    cost = "computeSeconds" if "computeSeconds" in metrics else next(m for m in metrics if m in COST_COLUMNS)
+    words, _, scale = COST_COLUMNS[cost]
+    higher = directions[quality] == "maximize"
+    rows = [r for r in report["trials"] if r.get("objectives")]
+    point = {r["trial"]: (r["objectives"][cost] * scale, r["objectives"][quality]) for r in rows}
+    on_front = {t["trial"] for t in front["trials"]}
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    off = [point[n] for n in point if n not in on_front]
+    if off:
+        axes.scatter(*zip(*off, strict=True), color="tab:gray", alpha=0.6, label="trained to the end")
+    mine = sorted(point[n] for n in point if n in on_front)
+    axes.scatter(*zip(*mine, strict=True), color="tab:blue", zorder=3, label="on the Pareto front")
+    steps: list[tuple[float, float]] = []
+    for x, y in mine:  # cheapest first: a step wherever more cost buys better quality
+        if not steps or (y > steps[-1][1] if higher else y < steps[-1][1]):
+            steps.append((x, y))
+    widest = max(x for x, _ in point.values())
+    if widest > steps[-1][0]:
+        steps.append((widest, steps[-1][1]))  # the best quality holds at any higher cost
+    axes.step(*zip(*steps, strict=True), where="post", color="tab:blue", linewidth=1, label="front")
+    for number, xy in point.items():
+        axes.annotate(str(number), xy, xytext=(3, 3), textcoords="offset points", fontsize=7)
+    marks: dict[int, str] = {}
+    for word, number in (("best", front["best"]), ("knee", front["knee"])):
+        if number in point:
+            marks[number] = f"{marks[number]} and {word}" if number in marks else word
+    for (number, label), offset in zip(marks.items(), ((-70, -30), (-45, 25)), strict=False):
+        axes.annotate(
+            f"{label} (trial {number})",
+            point[number],
+            xytext=offset,
+            textcoords="offset points",
+            fontsize=8,
+            color="tab:red",
+            arrowprops={"arrowstyle": "->", "color": "tab:red"},
+        )
+    costs = [x for x, _ in point.values()]
+    if min(costs) > 0 and max(costs) / min(costs) > 30:
+        axes.set_xscale("log")
+    axes.margins(0.12)
+    axes.set(
+        xlabel=f"{words} (lower is better)",
+        ylabel=f"final {quality} ({'higher' if higher else 'lower'} is better)",
+        title=f"Pareto front: {front['size']} of {len(point)} trials trained to the end",
+    )
+    axes.legend(fontsize=8, loc="best")
+    return figure
+
+
 def learning_curve_figure(report: dict[str, Any]) -> Any:
     """The measured learning curve, its fit and plateau (only when fitted), the forecast band and the target."""
     import matplotlib.pyplot as plt
@@ -251,8 +309,8 @@ def learning_curve_figure(report: dict[str, Any]) -> Any:
 
 
 def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
-    """PNG plots: the early signal against the final score, best so far against compute, the best trial per
-    attribute, the learning curve."""
+    """PNG plots: the early signal against the final score, best so far against compute, the Pareto front (with
+    `spec.objectives`), the best trial per attribute, the learning curve."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,6 +329,9 @@ def write_plots(report: dict[str, Any], directory: Path) -> list[Path]:
     if report["trials"]:  # a sweep with fixed hyperparameters has no trials
         save(early_vs_final_figure(report), "early_vs_final.png")
         save(best_so_far_figure(report), "best_so_far.png")
+
+    if report.get("paretoFront"):  # a multi-objective study with a trial trained to the end
+        save(pareto_front_figure(report), "pareto_front.png")
 
     if report["best"]:
         best_trial = report["best"]

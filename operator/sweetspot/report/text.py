@@ -10,6 +10,14 @@ from sweetspot.report.data import score_of, weakest_first
 
 ATTRIBUTE_ROWS = 15
 """Per-attribute rows a terminal table shows (the weakest and rarest); the CSV files hold them all."""
+COST_COLUMNS: dict[str, tuple[str, str, float]] = {
+    "computeSeconds": ("compute-seconds", "{:,.0f}", 1.0),
+    "trainableParameters": ("trainable parameters", "{:,.0f}", 1.0),
+    "peakMemoryBytes": ("peak memory MiB", "{:,.1f}", 2.0**-20),
+    "latencyMsPerRow": ("ms per row", "{:,.2f}", 1.0),
+}
+"""A cost objective's column in the Pareto front table: header, format and scale (a quality metric: its name and four
+decimals)."""
 
 
 def _interval(predicted: dict[str, float] | None) -> str:
@@ -33,6 +41,8 @@ def render_text(report: dict[str, Any]) -> str:
     console.print(f"Study {report['study']}: {report['phase']} ({report.get('message') or report.get('reason') or ''})")
     if report["trials"]:  # a sweep with fixed hyperparameters has no search to show
         _print_search(console, report)
+    if "paretoFront" in report:  # a multi-objective study
+        _print_front(console, report["paretoFront"])
     compute = report["computeSeconds"]
     console.print(
         f"compute seconds: used {compute['used']:.0f}, saved by judging early {compute['saved']:.0f}"
@@ -167,6 +177,41 @@ def _print_judging(console: Any, report: dict[str, Any]) -> None:
             f"{step['from']:.0%} (below {report['judging']['minAgreement']}): later trials judged at "
             f"{step['to']:.0%}, one more promoted"
         )
+
+
+def _objective_value(metric: str, value: float) -> str:
+    """An objective's value as the front table shows it."""
+    if metric not in COST_COLUMNS:
+        return f"{value:.4f}"
+    _, form, scale = COST_COLUMNS[metric]
+    return form.format(value * scale)
+
+
+def _print_front(console: Any, front: dict[str, Any] | None) -> None:
+    """`spec.objectives`: the Pareto front, one row per trial (the best quality first) with the best and the knee
+    marked, then the recommendation."""
+    from rich.table import Table
+
+    if front is None:
+        console.print("Pareto front: none yet (no trial trained to the end)")
+        return
+    metrics, directions = front["objectives"], front["directions"]
+    quality = next(m for m in metrics if m not in COST_COLUMNS)
+    headers = [
+        f"{COST_COLUMNS[m][0] if m in COST_COLUMNS else m} {'↑' if directions[m] == 'maximize' else '↓'}"
+        for m in metrics
+    ]
+    sign = 1.0 if directions[quality] == "maximize" else -1.0
+    rows = sorted(front["trials"], key=lambda t: (-sign * t["values"][quality], t["trial"]))
+    console.print(
+        f"Pareto front: {front['size']} trials no other beats in every objective (↑ higher is better, ↓ lower)"
+    )
+    table = Table("trial", *headers, "")
+    for row in rows:
+        marks = [word for word, trial in (("best", front["best"]), ("knee", front["knee"])) if trial == row["trial"]]
+        table.add_row(str(row["trial"]), *(_objective_value(m, row["values"][m]) for m in metrics), ", ".join(marks))
+    console.print(table)
+    console.print(f"recommendation (Pareto front): {front['message']}")
 
 
 def _print_curve(console: Any, report: dict[str, Any]) -> None:
