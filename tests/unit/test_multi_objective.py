@@ -203,3 +203,29 @@ def test_minimised_turns_each_objective_lower_is_better() -> None:
     assert minimised(study, [0.8, 10.0]) == [-0.8, 10.0]
     assert minimised(study, [0.3, 10.0], quality_lower_is_better=True) == [0.3, 10.0]
     assert early_values(study, early(0.3, 10.0), 0.3, 0.5) == [0.3, 20.0]
+
+
+def test_the_status_carries_the_front_as_the_api_server_accepts_it() -> None:
+    from sweetspot.api.crd import crd
+    from sweetspot.core.records import Decision
+    from sweetspot.core.study_status import build_status
+
+    from support.kube_schema import CrdValidator
+
+    study = spec()
+    trials = [finished(n, 0.5 + 0.005 * n, 10.0 + 10 * n) for n in range(70)]  # every one on the front
+    decision = Decision((), "Succeeded", "StudyComplete", "best trial 69")
+    built = build_status(
+        decision, summarize(study, trials, []), {}, 1, study, trials, "default/s", "2026-12-07T00:00:00Z"
+    )
+    front_status = built["paretoFront"]
+    assert front_status["size"] == 70 and len(front_status["trials"]) == 64  # bounded; the report lists them all
+    assert front_status["trials"][0] == {"trial": 69, "values": {"f1": 0.845, "computeSeconds": pytest.approx(840.0)}}
+    assert front_status["best"] == 69 and front_status["knee"] in range(70)
+    resource = {"apiVersion": "sweetspot.dev/v1alpha1", "kind": "FineTuneStudy", "metadata": {"name": "s"}}
+    manifest = resource | {"spec": study.model_dump(by_alias=True, exclude_none=True), "status": built}
+    assert CrdValidator(crd()).errors(manifest) == []
+    single = FineTuneStudySpec.model_validate(BASE)
+    assert "paretoFront" not in build_status(
+        decision, summarize(single, trials, []), {}, 1, single, trials, "d/s", "2026-12-07T00:00:00Z"
+    )
