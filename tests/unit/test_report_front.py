@@ -162,3 +162,17 @@ def test_a_single_objective_report_is_unchanged() -> None:
 
 def test_every_cost_objective_has_a_column() -> None:
     assert set(COST_COLUMNS) == set(COST_METRICS)
+
+
+def test_trials_csv_gains_each_objective_and_the_front_only_for_a_multi_objective_study() -> None:
+    import csv
+    import io
+
+    from sweetspot.report.files import trials_csv
+
+    rows = list(csv.DictReader(io.StringIO(trials_csv(report([F1, COMPUTE], TRIALS)))))
+    assert [r["pareto_optimal"] for r in rows] == ["1", "1", "0", "1", "0"]
+    assert (rows[1]["objective_f1"], float(rows[1]["objective_computeSeconds"])) == ("0.82", 96.0)
+    assert rows[4]["objective_f1"] == ""  # judged early only
+    single = next(csv.reader(io.StringIO(trials_csv(report(None, TRIALS)))))
+    assert not any(column.startswith(("objective_", "pareto")) for column in single)

@@ -23,7 +23,12 @@ def trials_csv(report: dict[str, Any]) -> str:
     stages = [
         f"{stage}_{key}" for stage in ("early", "final") for key in ("f1", "precision", "recall", "accuracy", "loss")
     ]
-    writer.writerow(["trial", "state", *names, *stages, "seconds", "source"])
+    # A multi-objective study: each trial's final value of every objective, and whether it is on the front.
+    front = report.get("paretoFront")
+    objectives: list[str] = front["objectives"] if front else []
+    on_front = {t["trial"] for t in front["trials"]} if front else set()
+    extra = [*(f"objective_{o}" for o in objectives), "pareto_optimal"] if front else []
+    writer.writerow(["trial", "state", *names, *stages, "seconds", "source", *extra])
     for row in report["trials"]:
         scores = [
             score_of(row[stage], key)
@@ -31,7 +36,9 @@ def trials_csv(report: dict[str, Any]) -> str:
             for key in ("f1", "precision", "recall", "accuracy", "loss")
         ]
         params = (row["params"].get(n) for n in names)
-        writer.writerow([row["trial"], row["state"], *params, *scores, row["seconds"], row.get("source") or ""])
+        values = row.get("objectives") or {}
+        marks = [*(values.get(o, "") for o in objectives), int(row["trial"] in on_front)] if front else []
+        writer.writerow([row["trial"], row["state"], *params, *scores, row["seconds"], row.get("source") or "", *marks])
     return buffer.getvalue()
 
 
