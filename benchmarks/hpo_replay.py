@@ -42,6 +42,7 @@ against the limit (training the single best configuration once), and the best fi
 and 100% of the compute of training every configuration once.
 
     python -m benchmarks hpo [--seeds 20] [--table benchmarks/data/hpo_table.json] [--json results.json]
+    python -m benchmarks hpo --multi-objective [...]   (hypervolume against compute: benchmarks/mo_replay.py)
 """
 
 from __future__ import annotations
@@ -64,11 +65,12 @@ from scipy import stats as scipy_stats
 
 from sweetspot.api.resource import FineTuneStudy
 from sweetspot.api.search import EarlyEvaluation
+from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.contract import Evaluation, StageResult
 from sweetspot.core.loop import settle
 from sweetspot.core.planner import best_trial
 from sweetspot.core.policies.predict import extrapolate
-from sweetspot.core.records import RunKey, RunView, StartRun
+from sweetspot.core.records import RunKey, RunView, StartRun, TrialView
 from sweetspot.core.runtime import Runtime
 from sweetspot.storage.space import distributions
 from sweetspot.storage.store import SearchStore
@@ -191,8 +193,23 @@ class Trace:
     before: float = 0.0
     """Compute an earlier study spent that this one reused by warm start (not in `spent`)."""
 
+    @classmethod
+    def for_table(cls, table: Table) -> Trace:
+        """A fresh trace of a run on `table` (a subclass that measures against the table overrides it)."""
+        return cls()
+
     def pay(self, seconds: float) -> None:
         self.spent += max(0.0, seconds)
+
+    def ran(self, config: Config, stage: str) -> None:
+        """`TableRuntime` paid for `stage` of `config`: nothing to note here (the incumbent is what the study
+        recorded, `saw`); a multi-objective trace notes each configuration trained to the end at once."""
+
+    def saw(self, table: Table, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> None:
+        """The study's trials between two plan-and-apply passes: its best trial's final score is the incumbent."""
+        best = best_trial(spec, trials)
+        if best is not None and best.final is not None:
+            self.finished(best.final.metric(table.metric))
 
     def finished(self, score: float) -> None:
         if self.incumbent is None or score > self.incumbent:
@@ -265,12 +282,14 @@ def _study(
     budget_seconds: float | None = None,
     name: str = "replay",
     warm_from: str | None = None,
+    objectives: Sequence[Mapping[str, str]] | None = None,
 ) -> FineTuneStudy:
     """The replayed study's resource; `early`: more `earlyEvaluation` settings than the defaults; `budget_seconds`:
-    a compute budget; `warm_from`: the study it warm-starts from."""
+    a compute budget; `warm_from`: the study it warm-starts from; `objectives`: `spec.objectives` (several)."""
     judging = {"policy": policy, "atFraction": fraction, "signal": signal, **(early or {})}
     budget = {"budget": {"gpuHours": budget_seconds / 3600}} if budget_seconds is not None else {}
     warm = {"warmStart": {"studies": [warm_from]}} if warm_from else {}
+    several = {"objectives": [dict(goal) for goal in objectives]} if objectives else {}
     return FineTuneStudy.model_validate(
         {
             "apiVersion": "sweetspot.dev/v1alpha1",
@@ -280,6 +299,7 @@ def _study(
                 "model": {"builtin": "tiny"},
                 "dataset": {"train": {"builtin": "product-pages"}},
                 "objective": {"metric": metric},
+                **several,
                 "search": {
                     "sampler": "tpe",
                     "seed": seed,
@@ -347,6 +367,7 @@ class TableRuntime(Runtime):
         early = config.at(fraction).seconds
         cost = early if action.key.stage == "early" else config.final.seconds - early
         self.trace.pay(cost)
+        self.trace.ran(config, action.key.stage)
         early = action.key.stage == "early"
         inside = study.spec.search.early_evaluation.curve_at(fraction) if early else []
         result = _result(action.key, config, fraction if early else 1.0, cost, inside)
@@ -368,12 +389,15 @@ def sweetspot_strategy(
     early: Mapping[str, Any] | None = None,
     budget_share: float | None = None,
     warm: int | None = None,
+    objectives: Sequence[Mapping[str, str]] | None = None,
+    trace_type: type[Trace] = Trace,
 ) -> Strategy:
     """Sweetspot's own planner, Optuna store (in memory) and plan-and-apply loop, with a runtime that answers from
     the table; `early`: more `earlyEvaluation` settings (the mechanisms under test); with `budget_share`, one study
     of maxTrials 64 under a budget of that share of the table's all-once compute. With `warm`, the second study of
     a task: a first study (the same strategy at this seed: a whole one with `warm=0`, one of `warm` trials
-    otherwise) runs first, and the measured study (another seed) starts from it with `warmStart` (`reuse: results`)."""
+    otherwise) runs first, and the measured study (another seed) starts from it with `warmStart` (`reuse: results`).
+    `objectives`: a multi-objective study (`spec.objectives`), measured by `trace_type` (`benchmarks.mo_replay`)."""
 
     def run(table: Table, seed: int, budget: float) -> Trace:
         storage = optuna.storages.InMemoryStorage()
@@ -389,9 +413,7 @@ def sweetspot_strategy(
             runtime = TableRuntime(table, fraction, trace)
             while trace.spent < budget:
                 trials, _ = store.snapshot()
-                best = best_trial(resource.spec, trials)
-                if best is not None and best.final is not None:
-                    trace.finished(best.final.metric(table.metric))
+                trace.saw(table, resource.spec, trials)
                 # One pass at a time: the budget and the best so far are checked between passes, as a user would.
                 decision = settle(resource, store, runtime, lambda _: None, max_passes=1)
                 if decision.finished:
@@ -405,16 +427,19 @@ def sweetspot_strategy(
 
         schedule = list(PROXY_SCHEDULE) if policy == "proxy" and budget_share is None else [PROXY_SCHEDULE[-1]]
         capped = budget_share * table.all_once if budget_share is not None else None
-        study = functools.partial(_study, signal=signal, metric=table.metric, early=early, budget_seconds=capped)
+        study = functools.partial(
+            _study, signal=signal, metric=table.metric, early=early, budget_seconds=capped, objectives=objectives
+        )
+        trace = trace_type.for_table(table)
         if warm is None:
-            trace = Trace(budget=capped)
+            trace.budget = capped
             drive(study(seed, policy, fraction, schedule.pop(0)), schedule, trace)
             return trace
-        first, first_schedule = Trace(), list(schedule) if warm == 0 else [warm]
+        first, first_schedule = trace_type.for_table(table), list(schedule) if warm == 0 else [warm]
         first_trials = first_schedule.pop(0)
         drive(study(seed, policy, fraction, first_trials, name="first"), first_schedule, first)
         second = study(seed + WARM_SEED_OFFSET, policy, fraction, schedule.pop(0), warm_from="first")
-        trace = Trace(before=first.spent)
+        trace.before = first.spent
         drive(second, schedule, trace)
         return trace
 
@@ -602,10 +627,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"the table (default: {DEFAULT_TABLE})")
     parser.add_argument("--only", nargs="*", help="run only these strategies (default: all)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--multi-objective",
+        action="store_true",
+        help="the multi-objective rows instead: hypervolume against compute (benchmarks/mo_replay.py)",
+    )
     args = parser.parse_args(argv)
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if args.multi_objective:
+        from . import mo_replay  # imports this module: imported here, not at the top
+
+        return mo_replay.run(args.table, args.seeds, args.only, args.json)
     table = Table.load(args.table)
     chosen = {k: v for k, v in strategies(table.metric).items() if not args.only or k in args.only or k == "tpe-full"}
     traces: dict[str, list[Trace]] = {}

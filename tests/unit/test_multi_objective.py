@@ -150,17 +150,21 @@ def test_proxy_promotes_along_the_early_front_not_only_the_lowest_loss() -> None
 
 def test_prune_stops_a_trial_only_once_enough_judged_trials_dominate_it() -> None:
     study = spec(policy="prune")  # successiveHalving: one dominating trial is enough, after 2 were judged
+    # Judged on the early signal (validation loss, `auto`) and the projected compute, not on the early F1.
     good = [
-        TrialView(0, "running", {}, early=early(0.5, 10.0, f1=0.8)),
-        TrialView(1, "running", {}, early=early(0.5, 5.0, f1=0.6)),
+        TrialView(0, "running", {}, early=early(0.4, 10.0, f1=0.0)),
+        TrialView(1, "running", {}, early=early(0.6, 5.0, f1=0.0)),
     ]
-    assert Prune().record_early(study, 2, early(0.5, 20.0, f1=0.7), good[:1]).pruned is False  # too few judged
-    dominated = Prune().record_early(study, 2, early(0.5, 20.0, f1=0.7), good)
+    assert Prune().record_early(study, 2, early(0.5, 20.0, f1=0.9), good[:1]).pruned is False  # too few judged
+    dominated = Prune().record_early(study, 2, early(0.5, 20.0, f1=0.9), good)
     assert dominated.pruned is True and dominated.report_to_pruner is False
-    assert Prune().record_early(study, 2, early(0.5, 20.0, f1=0.9), good).pruned is False  # best F1: on the front
+    assert dominated.value == 0.9  # the early objective is still recorded as the trial's early score
+    assert Prune().record_early(study, 2, early(0.3, 20.0), good).pruned is False  # best loss: on the front
     median = spec(policy="prune", early={"pruner": "median"})
-    assert Prune().record_early(median, 2, early(0.5, 20.0, f1=0.7), good).pruned is False  # one of two needed
-    assert Prune().record_early(median, 2, early(0.5, 20.0, f1=0.5), good).pruned is True
+    assert Prune().record_early(median, 2, early(0.5, 20.0), good).pruned is False  # one of two needed
+    assert Prune().record_early(median, 2, early(0.7, 20.0), good).pruned is True
+    on_f1 = spec(policy="prune", early={"signal": "f1"})
+    assert Prune().record_early(on_f1, 2, early(0.9, 20.0, f1=0.9), good).pruned is False
 
 
 def test_prune_tells_every_objective_of_a_final() -> None:

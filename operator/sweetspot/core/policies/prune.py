@@ -2,8 +2,9 @@
 the end at once, and the final score is what the sampler learns from.
 
 With several objectives (`spec.objectives`) Optuna's pruners cannot judge (they rank one value), so the policy does:
-a trial stops when enough trials judged before it dominate its early values (its early objective and its costs,
-compute projected to the end): `DOMINATED_BY` for the pruner named, once `STARTUP` trials were judged."""
+a trial stops when enough trials judged before it dominate its early values (its early signal, validation loss
+unless `signal` says otherwise, and its costs, compute projected to the end): `DOMINATED_BY` for the pruner named,
+once `STARTUP` trials were judged."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import ClassVar
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core import pareto
 from sweetspot.core.objectives import early_values, final_values, is_multi, minimised
-from sweetspot.core.policies.base import METRIC_WORDS, Direction, Policy
+from sweetspot.core.policies.base import METRIC_WORDS, Direction, Policy, early_signal
 from sweetspot.core.records import Outcome, RecordEarly, TrialView
 
 DOMINATED_BY: dict[str, int] = {"successiveHalving": 1, "median": 2, "percentile": 2}
@@ -41,10 +42,17 @@ class Prune(Policy):
         value = outcome.metric(spec.objective.metric)
         if not is_multi(spec):
             return RecordEarly(trial, outcome, value, report_to_pruner=True)
-        at = spec.search.early_evaluation.at_fraction
-        mine = minimised(spec, early_values(spec, outcome, value, at))
+        # Judged here, not by a pruner that compares with final values: on the early signal (validation loss unless
+        # chosen), which separates trials early where F1 and accuracy still tie near the label prior.
+        signal, at = early_signal(spec), spec.search.early_evaluation.at_fraction
+
+        def point(early: Outcome) -> list[float]:
+            values = early_values(spec, early, early.metric(signal), at)
+            return minimised(spec, values, quality_lower_is_better=signal == "loss")
+
+        mine = point(outcome)
         judged = [
-            minimised(spec, early_values(spec, t.early, t.early.metric(spec.objective.metric), at))
+            point(t.early)
             for t in others
             if t.number != trial and t.early is not None and not t.infeasible and t.state != "failed"
         ]
