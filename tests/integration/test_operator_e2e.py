@@ -83,6 +83,22 @@ def test_a_study_runs_to_succeeded_on_the_cluster(real_world: dict[str, Any]) ->
     assert body["status"]["optunaStudy"] == "default/e2e"
 
 
+def test_a_multi_objective_study_shows_its_pareto_front_in_the_status(world: dict[str, Any]) -> None:
+    manifest = study("front", earlyEvaluation={"atFraction": 0.25, "promoteTopK": 2, "signal": "loss"})
+    manifest["spec"]["objectives"] = [
+        {"metric": "f1", "direction": "maximize"},
+        {"metric": "computeSeconds", "direction": "minimize"},
+    ]
+    apply(world["api"], manifest)
+    body = check_succeeded(world, "front", finals=(2,))  # the schema admits the front, as the API server would
+    front = body["status"]["paretoFront"]
+    assert front["objectives"] == ["f1", "computeSeconds"] and 1 <= front["size"] <= 2
+    assert front["best"] == body["status"]["best"]["trial"] and front["knee"] in {t["trial"] for t in front["trials"]}
+    assert all(t["values"]["computeSeconds"] > 0 for t in front["trials"]) and front["message"]
+    stored = optuna.load_study(study_name=f"{NAMESPACE}/front", storage=world["database"])
+    assert len(stored.directions) == 2 and all(len(t.values) == 2 for t in stored.trials)
+
+
 def test_the_operator_killed_mid_study_loses_and_repeats_nothing(world: dict[str, Any]) -> None:
     api, operator, node = world["api"], world["operator"], world["node"]
     apply(api, study("restart"))
