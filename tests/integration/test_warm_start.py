@@ -46,7 +46,12 @@ SPACE = {
 
 
 def study(
-    name: str, seed: int = 1, max_trials: int = 5, space: Mapping[str, Any] = SPACE, **search: Any
+    name: str,
+    seed: int = 1,
+    max_trials: int = 5,
+    space: Mapping[str, Any] = SPACE,
+    objectives: list[dict[str, str]] | None = None,
+    **search: Any,
 ) -> FineTuneStudy:
     return FineTuneStudy.model_validate(
         {
@@ -63,6 +68,7 @@ def study(
                     "space": dict(space),
                     **search,
                 },
+                **({"objectives": objectives} if objectives else {}),
             },
         }
     )
@@ -143,6 +149,30 @@ def test_reused_results_feed_the_sampler_and_no_stage_runs_again(storage_url: st
     # Opened again (a restart): nothing is copied twice.
     again = SearchStore.open(storage_url, second_spec)
     assert take_warm_start(again, second_spec) == WarmStart() and len(again.snapshot()[0]) == 8
+
+
+def test_a_multi_objective_study_reuses_every_objective_and_only_from_the_same_objectives(storage_url: str) -> None:
+    objectives = [{"metric": "f1", "direction": "maximize"}, {"metric": "computeSeconds", "direction": "minimize"}]
+
+    first, _, done = run(storage_url, study("mo-first", objectives=objectives))
+    assert done.phase == "Succeeded"
+    told = {t.number: t.values for t in first.study.get_trials(deepcopy=False)}
+    assert all(len(values) == 2 for values in told.values())
+
+    second, _, done = run(
+        storage_url, study("mo-second", 2, 2, objectives=objectives, warmStart={"studies": ["mo-first"]})
+    )
+    assert done.phase == "Succeeded"
+    reused = [t for t in second.snapshot()[0] if t.reused]
+    assert len(reused) == 5
+    frozen = {t.number: t for t in second.study.get_trials(deepcopy=False)}
+    for trial in reused:
+        assert frozen[trial.number].values == told[int(trial.source.rsplit(" ", 1)[1])]
+    # One objective where the first had two: the values mean something else, so the best configurations are queued.
+    single = opened(storage_url, study("mo-single", seed=3, warmStart={"studies": ["mo-first"]}))
+    summary = single.warm_summary()
+    assert summary is not None and summary["reused"] == 0 and summary["enqueued"] == 2
+    assert "objectives" in summary["message"]
 
 
 def test_a_crash_halfway_through_copying_copies_the_rest_once(storage_url: str) -> None:
