@@ -29,8 +29,8 @@ Strategies (seeded; one trial at a time):
                     were tried on both tables: 3 is the worst on AE-110k, 4 to 8 within a few points of each other;
                     none meets the goal)
 - `mo-prune@0.2`    Sweetspot, `policy: prune` at 20%: a trial stops when a trial judged before it dominates its
-                    early (validation loss, projected compute) (`successiveHalving`: one; after 2 judged); the survivors finish
-                    at once; one study of maxTrials 64
+                    early (validation loss, projected compute) (`successiveHalving`: one; after 2 judged); the
+                    survivors finish at once; one study of maxTrials 64
 
 Reported per strategy over the seeds: the median hypervolume share reached within 25, 50 and 100% of the compute of
 training every configuration once; the target, within 1% (relative) of the median hypervolume share `mo-tpe-full`

@@ -69,7 +69,7 @@ def test_proxy_tells_every_objective_early_and_promotes_along_the_early_front(st
     store.apply(AskTrials(4))
     earlies = [early(0.3, 0.7, 20.0, 90_000), early(0.5, 0.6, 4.0, 20_000), early(0.6, 0.5, 30.0, 90_000)]
     for number, result in enumerate(earlies):
-        store.apply(policy_of(spec).record_early(spec, number, result))
+        store.apply(policy_of(spec).record_early(spec, number, result, []))
     store.apply(RecordInfeasible(3, "early", "CUDA out of memory"))
     frozen = store.study.trials
     assert frozen[0].values == [0.3, pytest.approx(100.0), 90_000.0]  # 20 s over 20% of the steps: 100 s to the end
@@ -119,8 +119,29 @@ def test_every_multi_objective_sampler_proposes_inside_the_space(sampler: str, t
     space = distributions(spec)
     for number in range(7):
         store.apply(AskTrials(1))
-        store.apply(policy_of(spec).record_early(spec, number, early(1 - 0.1 * number, 0.1 * number, 5.0 + number, 10)))
+        store.apply(
+            policy_of(spec).record_early(spec, number, early(1 - 0.1 * number, 0.1 * number, 5.0 + number, 10), [])
+        )
     assert len(store.study.trials) == 7
     for trial in store.study.trials:
         for name, value in trial.params.items():
             assert space[name]._contains(space[name].to_internal_repr(value))
+
+
+def test_a_crash_around_the_stop_neither_trains_a_stopped_trial_nor_loses_its_early_result(storage_url: str) -> None:
+    """`_record_early` of a trial the policy stops: its record (not yet applied), the PRUNED tell, then applied. What
+    each crash between them leaves is repaired by what the snapshot shows."""
+    from dataclasses import asdict
+
+    from sweetspot.storage.layout import TRIAL_ATTR
+
+    resource = study(earlyEvaluation={"policy": "prune"})
+    store = SearchStore.open(storage_url, resource)
+    store.apply(AskTrials(2))
+    result = early(0.9, 0.1, 30.0, 90_000)
+    for number in (0, 1):  # the record written, not yet applied
+        store.set_user_attr(TRIAL_ATTR.format(number), {"early": asdict(result), "earlyApplied": False})
+    store.study.tell(1, state=PRUNED)  # trial 1: the crash came after the stop
+    trials, _ = SearchStore.open(storage_url, resource).snapshot()
+    assert (trials[0].state, trials[0].early) == ("running", None)  # judged again when its run is observed
+    assert (trials[1].state, trials[1].early) == ("pruned", result)  # stopped for good, its early result kept

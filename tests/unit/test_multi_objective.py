@@ -104,6 +104,24 @@ def test_crowding_keeps_the_extremes_first_and_prefers_isolated_points() -> None
     assert pareto.ranked(points)[:3] == [0, 4, 3]
 
 
+def test_an_objective_every_point_shares_does_not_make_its_extremes_infinitely_crowded() -> None:
+    # The second objective is the same everywhere (a cost nobody varies): only the first tells the points apart.
+    points = [(0.0, 5.0), (0.5, 5.0), (0.6, 5.0), (1.0, 5.0)]
+    distance = pareto.crowding(points, [0, 1, 2, 3])
+    assert distance[0] == distance[3] == math.inf and distance[1] == pytest.approx(0.6) and distance[2] == 0.5
+
+
+def test_a_tie_on_quality_goes_to_the_cheaper_trial_which_stays_on_the_front() -> None:
+    from sweetspot.core.planner import best_trial
+
+    study = spec()
+    trials = [finished(0, 0.8, 100.0), finished(1, 0.8, 40.0), finished(2, 0.7, 10.0)]
+    assert best_trial(study, trials).number == 1  # type: ignore[union-attr]
+    assert front_data(study, summarize(study, trials, []))["best"] == 1  # type: ignore[index]
+    single = FineTuneStudySpec.model_validate(BASE)
+    assert best_trial(single, trials).number == 0  # type: ignore[union-attr]  # one objective: the first, as before
+
+
 def test_the_knee_is_where_more_cost_stops_buying_quality() -> None:
     # (-F1, compute): F1 climbs fast up to 100 s, then barely.
     front_points = [(-0.60, 10.0), (-0.80, 50.0), (-0.86, 100.0), (-0.87, 400.0), (-0.875, 1000.0)]
@@ -130,7 +148,7 @@ def test_proxy_tells_the_early_signal_and_the_costs_projected_from_the_early_sta
     study = spec(
         [F1_COMPUTE[0], {"metric": "trainableParameters", "direction": "minimize"}, F1_COMPUTE[1]],
     )
-    record = Proxy().record_early(study, 3, early(0.4, 12.0, trainable_parameters=9000))
+    record = Proxy().record_early(study, 3, early(0.4, 12.0, trainable_parameters=9000), [])
     assert record.value == [0.4, 9000.0, pytest.approx(60.0)]  # loss, parameters, 12 s / 20% of the steps
     assert Proxy().final_value(study, early(0.3, 50.0)) is None
 
@@ -186,7 +204,7 @@ def test_the_front_its_knee_and_the_recommendation() -> None:
     trials.append(TrialView(5, "complete", {}, early=early(0.1, 1.0)))  # judged early only: not on the front
     assert [t.number for t in front(study, trials)] == [0, 1, 3]
     assert final_values(study, trials[1]) == [0.82, pytest.approx(96.0)]  # early 16 s + final 80 s
-    assert knee(study, trials).number == 1  # type: ignore[union-attr]
+    assert knee(study, front(study, trials)).number == 1  # type: ignore[union-attr]
     data = front_data(study, summarize(study, trials, []))
     assert data is not None
     assert [t["trial"] for t in data["trials"]] == [3, 0, 1]  # the best first

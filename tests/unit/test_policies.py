@@ -33,7 +33,7 @@ def test_every_policy_the_api_accepts_has_one_class() -> None:
 def test_proxy_learns_from_the_early_signal_and_promotes_the_best_early_trials() -> None:
     proxy = spec("proxy")
     assert study_direction(proxy) == "minimize"  # validation loss by default
-    record = Proxy().record_early(proxy, 1, outcome(0.5, 0.7))
+    record = Proxy().record_early(proxy, 1, outcome(0.5, 0.7), [])
     assert (record.value, record.report_to_pruner) == (0.5, False)
     assert Proxy().final_value(proxy, outcome(0.4, 0.8)) is None
     trials = [TrialView(n, "complete", {}, early=outcome(loss, 0.5)) for n, loss in enumerate([0.9, 0.3, 0.5, 0.4])]
@@ -44,7 +44,7 @@ def test_proxy_learns_from_the_early_signal_and_promotes_the_best_early_trials()
 def test_prune_reports_the_objective_and_trains_survivors_at_once() -> None:
     prune = spec("prune")
     assert study_direction(prune) == "maximize"
-    record = Prune().record_early(prune, 1, outcome(0.5, 0.7))
+    record = Prune().record_early(prune, 1, outcome(0.5, 0.7), [])
     assert (record.value, record.report_to_pruner) == (0.7, True)
     assert Prune().final_value(prune, outcome(0.4, 0.8)) == 0.8
     assert Prune().final_during_search and not Prune().tells_early

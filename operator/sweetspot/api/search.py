@@ -62,8 +62,8 @@ class Goal(Model):
     """A quality metric (`f1`, `accuracy`, `tokenF1`, `loss`: as `objective.metric`), or a cost of training and
     serving the configuration: `computeSeconds` (what its stages spent: GPU-seconds on GPUs, wall seconds on CPUs;
     judged early as the early stage's compute over the fraction it trained), `trainableParameters` (the adapter's
-    weights: LoRA and head), `peakMemoryBytes` (the stage's peak GPU memory, or peak resident memory on CPUs),
-    `latencyMsPerRow` (milliseconds of inference per validation row at the evaluation batch size)."""
+    weights: LoRA and head), `peakMemoryBytes` (the stage's peak GPU memory allocated by torch, or peak resident
+    memory on CPUs), `latencyMsPerRow` (milliseconds of inference per validation row at the evaluation batch size)."""
     direction: Literal["maximize", "minimize"]
     """`maximize` for f1, accuracy and tokenF1; `minimize` for loss and every cost."""
 

@@ -47,6 +47,11 @@ def changeable() -> str:
     return ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else "".join(named)
 
 
+def _cel_list(values: tuple[str, ...]) -> str:
+    """A CEL list literal of strings."""
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
 def _immutable(path: tuple[str, ...], optional: bool) -> Rule:
     field = api_path(path)
     cel = f"self.{field} == oldSelf.{field}"
@@ -133,7 +138,7 @@ class FineTuneStudySpec(Model):
     rules = (
         Rule(
             cel="!has(self.objectives) "
-            "|| self.objectives.filter(o, o.metric in ['f1', 'accuracy', 'tokenF1', 'loss']).size() == 1",
+            f"|| self.objectives.filter(o, o.metric in {_cel_list(QUALITY_METRICS)}).size() == 1",
             message="objectives must hold exactly one quality metric (f1, accuracy, tokenF1 or loss); the others "
             "are costs",
             field="objectives",
@@ -152,7 +157,7 @@ class FineTuneStudySpec(Model):
             holds=lambda o: o.objectives is None or len({g.metric for g in o.objectives}) == len(o.objectives),
         ),
         Rule(
-            cel="!has(self.objectives) || self.search.sampler != 'cmaes'",
+            cel=f"!has(self.objectives) || !(self.search.sampler in {_cel_list(SINGLE_OBJECTIVE_SAMPLERS)})",
             message="this sampler optimises one objective only: with objectives use tpe, nsga2, gp, random, qmc or "
             "grid",
             field="search.sampler",

@@ -37,6 +37,7 @@ def goals(spec: FineTuneStudySpec) -> list[Goal]:
 
 
 def is_multi(spec: FineTuneStudySpec) -> bool:
+    """Whether the study has several objectives (`spec.objectives`)."""
     return spec.objectives is not None
 
 
@@ -76,16 +77,17 @@ def early_values(spec: FineTuneStudySpec, outcome: Outcome, quality: float, frac
 
 def final_values(spec: FineTuneStudySpec, trial: TrialView) -> list[float] | None:
     """A trial's objectives once trained to the end (None before it was)."""
-    final = trial.final
-    if final is None:
-        return None
+    return None if trial.final is None else finished_values(spec, trial.early, trial.final)
+
+
+def finished_values(spec: FineTuneStudySpec, early: Outcome | None, final: Outcome) -> list[float]:
+    """The objectives of a trial trained to the end by `final` (after `early`, when it had an early stage)."""
     out = []
     for goal in goals(spec):
         if not goal.is_cost:
             out.append(final.metric(goal.metric))
         elif goal.metric == "computeSeconds":
-            early = trial.early.compute_seconds if trial.early is not None else 0.0
-            out.append(early + final.compute_seconds)
+            out.append((early.compute_seconds if early is not None else 0.0) + final.compute_seconds)
         else:
             out.append(_cost(goal.metric, final))
     return out
@@ -114,10 +116,9 @@ def front(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialVie
     return sorted((finished[i] for i in first), key=lambda t: t.number)
 
 
-def knee(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> TrialView | None:
-    """The front's knee (`pareto.knee`): the trial that buys the most quality per cost; None without a front, or
-    with one objective (the best trial is all there is)."""
-    on_front = front(spec, trials)
+def knee(spec: FineTuneStudySpec, on_front: Sequence[TrialView]) -> TrialView | None:
+    """The knee (`pareto.knee`) of a front (`front`): the trial that buys the most quality per cost; None without a
+    front, or with one objective (the best trial is all there is)."""
     if not is_multi(spec) or not on_front:
         return None
     index = pareto.knee([minimised(spec, final_values(spec, t) or []) for t in on_front])

@@ -1,7 +1,8 @@
 """Pareto arithmetic over points to minimise (pure): domination, non-dominated sorting, crowding distance, the knee
 and the hypervolume. Every objective is turned into one to minimise before it gets here (`core.objectives`).
 
-Studies hold tens of trials, so the plain O(n² m) sort is the clear choice; NSGA-II's bookkeeping buys nothing.
+The plain O(n² m) sort, in one pass over the pairs: tens to hundreds of trials sort in milliseconds, 1,000 in about a
+second on one core (two objectives).
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ def dominates(a: Point, b: Point) -> bool:
 def fronts(points: Sequence[Point]) -> list[list[int]]:
     """Non-dominated sorting: the indices of `points` by front, the Pareto front first (each front in index
     order). Equal points share a front."""
-    dominated_by = [sum(dominates(q, p) for q in points) for p in points]
-    beats = [[j for j, q in enumerate(points) if dominates(p, q)] for p in points]
+    dominated_by = [0] * len(points)
+    beats: list[list[int]] = [[] for _ in points]
+    for i, j in itertools.combinations(range(len(points)), 2):
+        if dominates(points[i], points[j]):
+            beats[i].append(j)
+            dominated_by[j] += 1
+        elif dominates(points[j], points[i]):
+            beats[j].append(i)
+            dominated_by[i] += 1
     out: list[list[int]] = []
     current = [i for i, count in enumerate(dominated_by) if count == 0]
     while current:
@@ -46,9 +54,9 @@ def crowding(points: Sequence[Point], front: Sequence[int]) -> dict[int, float]:
     for m in range(len(points[front[0]])):
         ordered = sorted(front, key=lambda i: (points[i][m], i))
         low, high = points[ordered[0]][m], points[ordered[-1]][m]
-        distance[ordered[0]] = distance[ordered[-1]] = math.inf
-        if high == low:
+        if high == low:  # the same for every point (a cost nobody varies): it tells no point apart
             continue
+        distance[ordered[0]] = distance[ordered[-1]] = math.inf
         for before, here, after in zip(ordered, ordered[1:], ordered[2:], strict=False):
             distance[here] += (points[after][m] - points[before][m]) / (high - low)
     return distance

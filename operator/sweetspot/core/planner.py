@@ -23,6 +23,7 @@ from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.api.status import Phase, Reason
 from sweetspot.contract import DEFAULT_GRACE_SECONDS, Hyperparameters, StageResult
 from sweetspot.core.budget import Ledger, hours
+from sweetspot.core.objectives import final_values, is_multi, minimised
 from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.policies.registry import policy_of
 from sweetspot.core.records import (
@@ -73,6 +74,10 @@ def best_trial(spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> TrialVie
         assert trial.final is not None
         if best is None or _better(direction, trial.final.metric(metric), best.final.metric(metric)):  # type: ignore[union-attr]
             best = trial
+    if best is not None and is_multi(spec):
+        # A tie on quality goes to the cheaper trial (costs in the spec's order): the best stays on the Pareto front.
+        tied = [t for t in finished if t.final.metric(metric) == best.final.metric(metric)]  # type: ignore[union-attr]
+        best = min(tied, key=lambda t: (minimised(spec, final_values(spec, t) or []), t.number))
     return best
 
 

@@ -153,6 +153,7 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
             saved += trial.early.compute_seconds * remaining / trial.early.step
     curve = learning_curve(sweep)
     verdict = judge(curve, spec.data_efficiency.tolerance) if spec.data_efficiency and curve else None
+    on_front = front(spec, trials) if is_multi(spec) else []
     return Summary(
         outlook=_outlook(spec, curve),
         counts=counts,
@@ -166,8 +167,8 @@ def summarize(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Seque
         judging=policy.judging(spec, trials),
         forecast=forecast(spec, trials) if policy.predicts(spec) else None,
         budget=use(spec, trials, sweep),
-        front=tuple(front(spec, trials)) if is_multi(spec) else (),
-        knee=knee(spec, trials),
+        front=tuple(on_front),
+        knee=knee(spec, on_front),
     )
 
 
@@ -205,9 +206,9 @@ def progress(spec: FineTuneStudySpec, trials: Sequence[TrialView], sweep: Sequen
         )
     on_front = front(spec, trials) if is_multi(spec) else []
     if on_front:
-        kneed = knee(spec, trials)
+        at_knee = knee(spec, on_front)
         listed = ", ".join(str(t.number) for t in on_front)
-        parts.append(f"Pareto front: trials {listed}" + (f" (knee {kneed.number})" if kneed is not None else ""))
+        parts.append(f"Pareto front: trials {listed}" + (f" (knee {at_knee.number})" if at_knee is not None else ""))
     budget = use(spec, trials, sweep)
     if budget is not None:
         parts.append(budget.describe())
@@ -279,27 +280,27 @@ def front_data(spec: FineTuneStudySpec, summary: Summary, limit: int | None = No
     recommendation."""
     if not is_multi(spec) or not summary.front:
         return None
-    best, kneed = summary.best, summary.knee
     metrics = names(spec)
     values = {t.number: dict(zip(metrics, final_values(spec, t) or [], strict=True)) for t in summary.front}
-    ordered = sorted(summary.front, key=lambda t: (best is None or t.number != best.number, t.number))
+    best = summary.best.number if summary.best is not None and summary.best.number in values else None
+    at_knee = summary.knee.number if summary.knee is not None else None
+    ordered = sorted(summary.front, key=lambda t: (t.number != best, t.number))
     words = {n: ", ".join(_value_words(m, v) for m, v in vals.items()) for n, vals in values.items()}
     message = f"{len(ordered)} trials on the front."
-    if best is not None and best.number in values:
-        message += f" Best {spec.objective.metric}: trial {best.number} ({words[best.number]})."
-    if kneed is not None:
-        message += f" Knee: trial {kneed.number} ({words[kneed.number]})"
-        compute = "computeSeconds" in metrics and best is not None and best.number in values
-        if compute and kneed.number != best.number:  # type: ignore[union-attr]
-            ratio = values[best.number]["computeSeconds"] / max(values[kneed.number]["computeSeconds"], 1e-9)  # type: ignore[union-attr]
+    if best is not None:
+        message += f" Best {spec.objective.metric}: trial {best} ({words[best]})."
+    if at_knee is not None:
+        message += f" Knee: trial {at_knee} ({words[at_knee]})"
+        if "computeSeconds" in metrics and best is not None and at_knee != best:
+            ratio = values[best]["computeSeconds"] / max(values[at_knee]["computeSeconds"], 1e-9)
             message += f"; the best costs {ratio:.1f}x the compute of the knee"
         message += "."
     return {
         "objectives": metrics,
         "trials": [{"trial": t.number, "values": values[t.number]} for t in ordered[:limit]],
         "size": len(ordered),
-        "best": best.number if best is not None and best.number in values else None,
-        "knee": kneed.number if kneed is not None else None,
+        "best": best,
+        "knee": at_knee,
         "message": message,
     }
 

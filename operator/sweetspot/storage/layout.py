@@ -129,8 +129,9 @@ def trial_view(trial: optuna.trial.FrozenTrial, record: Mapping[str, Any], tells
     `tells_early`: the study's policy tells the sampler the early score (`Policy.tells_early`)."""
     state: State = "failed" if record.get("gaveUp") else STATES[trial.state]
     early = outcome_of(record.get("early"))
-    # Repairs after a crash between the Optuna write and the record (see `sweetspot.storage.store`).
-    if early is not None and not record.get("earlyApplied", True):
+    # Repairs after a crash between the Optuna write and the record (see `sweetspot.storage.store`). A pruned trial is
+    # final in Optuna, so its early record stands even when the crash came before it was marked applied.
+    if early is not None and not record.get("earlyApplied", True) and state != "pruned":
         early = None
     if early is not None and tells_early and state == "running":
         early = None

@@ -319,13 +319,15 @@ class SearchStore:
         self._set_trial_user_attrs(action.trial, score_attrs("early", action.outcome))  # before the tell or prune
         record = self._record(action.trial)
         if action.pruned is not None:
-            # Judged by the policy (several objectives: Optuna cannot prune them). A stop is told before the record:
-            # a crash between them leaves a pruned trial without its early record, never a stopped trial that the
-            # planner would train to the end.
+            # Judged by the policy (several objectives: Optuna cannot prune them). The record first, marked not
+            # applied, then the stop, then applied: a crash between them leaves either a running trial whose early
+            # result is recorded again, or a pruned one whose early record still shows (`layout.trial_view`).
+            record["early"], record["earlyApplied"] = asdict(action.outcome), not action.pruned
             if action.pruned:
+                self._save(action.trial, record)
                 self._tell(action.trial, state=OptunaState.PRUNED)
                 failpoint("tell")
-            record["early"], record["earlyApplied"] = asdict(action.outcome), True
+                record["earlyApplied"] = True
         elif action.report_to_pruner:
             record["early"], record["earlyApplied"] = asdict(action.outcome), False
             self._save(action.trial, record)

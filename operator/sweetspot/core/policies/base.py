@@ -117,7 +117,7 @@ class Policy(ABC):
 
     @abstractmethod
     def record_early(
-        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView] = ()
+        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView]
     ) -> RecordEarly:
         """What an early result becomes: the value told to the sampler, or reported to the pruner (`others`: the
         study's other trials, for a policy that judges it against them)."""

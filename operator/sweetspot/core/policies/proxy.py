@@ -34,7 +34,7 @@ class Proxy(Policy):
         return name
 
     def record_early(
-        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView] = ()
+        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView]
     ) -> RecordEarly:
         signal = outcome.metric(early_signal(spec))
         if not is_multi(spec):

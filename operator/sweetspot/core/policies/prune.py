@@ -13,8 +13,9 @@ from typing import ClassVar
 
 from sweetspot.api.spec import FineTuneStudySpec
 from sweetspot.core import pareto
-from sweetspot.core.objectives import early_values, final_values, is_multi, minimised
+from sweetspot.core.objectives import early_values, finished_values, is_multi, minimised
 from sweetspot.core.policies.base import METRIC_WORDS, Direction, Policy, early_signal
+from sweetspot.core.policies.guard import judged_fraction
 from sweetspot.core.records import Outcome, RecordEarly, TrialView
 
 DOMINATED_BY: dict[str, int] = {"successiveHalving": 1, "median": 2, "percentile": 2}
@@ -37,26 +38,26 @@ class Prune(Policy):
         return f"final {METRIC_WORDS[spec.objective.metric]}"  # the early score is the pruner's intermediate value
 
     def record_early(
-        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView] = ()
+        self, spec: FineTuneStudySpec, trial: int, outcome: Outcome, others: Sequence[TrialView]
     ) -> RecordEarly:
         value = outcome.metric(spec.objective.metric)
         if not is_multi(spec):
             return RecordEarly(trial, outcome, value, report_to_pruner=True)
         # Judged here, not by a pruner that compares with final values: on the early signal (validation loss unless
         # chosen), which separates trials early where F1 and accuracy still tie near the label prior.
-        signal, at = early_signal(spec), spec.search.early_evaluation.at_fraction
+        signal = early_signal(spec)
 
-        def point(early: Outcome) -> list[float]:
-            values = early_values(spec, early, early.metric(signal), at)
+        def early_point(early: Outcome) -> list[float]:
+            values = early_values(spec, early, early.metric(signal), judged_fraction(spec, early))
             return minimised(spec, values, quality_lower_is_better=signal == "loss")
 
-        mine = point(outcome)
+        mine = early_point(outcome)
         judged = [
-            point(t.early)
+            early_point(t.early)
             for t in others
             if t.number != trial and t.early is not None and not t.infeasible and t.state != "failed"
         ]
-        beaten = sum(pareto.dominates(point, mine) for point in judged)
+        beaten = sum(pareto.dominates(other, mine) for other in judged)
         pruned = len(judged) >= STARTUP and beaten >= DOMINATED_BY[spec.search.early_evaluation.pruner]
         return RecordEarly(trial, outcome, value, report_to_pruner=False, pruned=pruned)
 
@@ -65,10 +66,7 @@ class Prune(Policy):
     ) -> float | list[float] | None:
         if not is_multi(spec):
             return outcome.metric(spec.objective.metric)
-        number, early = (trial.number, trial.early) if trial is not None else (-1, None)
-        values = final_values(spec, TrialView(number, "running", {}, early=early, final=outcome))
-        assert values is not None  # it has its final
-        return values
+        return finished_values(spec, trial.early if trial is not None else None, outcome)
 
     def promoted(self, spec: FineTuneStudySpec, trials: Sequence[TrialView]) -> list[TrialView]:
         return []  # survivors trained to the end during the search
