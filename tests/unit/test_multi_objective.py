@@ -127,6 +127,9 @@ def test_the_knee_is_where_more_cost_stops_buying_quality() -> None:
     front_points = [(-0.60, 10.0), (-0.80, 50.0), (-0.86, 100.0), (-0.87, 400.0), (-0.875, 1000.0)]
     assert pareto.knee(front_points) == 2
     assert pareto.knee([]) is None
+    # Two points always tie: the knee is the better one in the preferred objective (the quality), not the cheaper.
+    assert pareto.knee([(0.0, 10.0), (-0.84, 60.0)]) == 1
+    assert pareto.knee([(10.0, 0.0), (60.0, -0.84)], prefer=1) == 1
 
 
 def test_hypervolume_is_exact_in_two_and_three_dimensions() -> None:

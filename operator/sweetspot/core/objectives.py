@@ -121,5 +121,6 @@ def knee(spec: FineTuneStudySpec, on_front: Sequence[TrialView]) -> TrialView | 
     front, or with one objective (the best trial is all there is)."""
     if not is_multi(spec) or not on_front:
         return None
-    index = pareto.knee([minimised(spec, final_values(spec, t) or []) for t in on_front])
+    quality = next(i for i, goal in enumerate(goals(spec)) if not goal.is_cost)
+    index = pareto.knee([minimised(spec, final_values(spec, t) or []) for t in on_front], prefer=quality)
     return None if index is None else on_front[index]

@@ -72,11 +72,11 @@ def ranked(points: Sequence[Point]) -> list[int]:
     return order
 
 
-def knee(points: Sequence[Point]) -> int | None:
+def knee(points: Sequence[Point], prefer: int = 0) -> int | None:
     """The knee of a front: with each objective scaled to span 0 to 1 over the points, the one with the least sum
     (the point where a further share of one objective's range costs more than a share of the others'). For two
-    objectives, quality and cost, that is where each extra unit of cost stops buying as much quality. None when
-    empty."""
+    objectives, quality and cost, that is where each extra unit of cost stops buying as much quality. Ties (two points
+    always tie) go to the best in objective `prefer` (the quality). None when empty."""
     if not points:
         return None
     dims = range(len(points[0]))
@@ -84,9 +84,9 @@ def knee(points: Sequence[Point]) -> int | None:
     spans = [max(p[m] for p in points) - lows[m] for m in dims]
 
     def scaled(p: Point) -> float:
-        return sum((p[m] - lows[m]) / spans[m] for m in dims if spans[m] > 0)
+        return round(sum((p[m] - lows[m]) / spans[m] for m in dims if spans[m] > 0), 9)
 
-    return min(range(len(points)), key=lambda i: (scaled(points[i]), i))
+    return min(range(len(points)), key=lambda i: (scaled(points[i]), points[i][prefer], i))
 
 
 def hypervolume(points: Sequence[Point], reference: Point) -> float:
