@@ -18,6 +18,7 @@ import pytest
 from sweetspot.contract import Evaluation, StageResult
 
 from support.trainer_runs import (
+    CLOCKED,
     ROOT,
     checkpoint_steps,
     rank_output,
@@ -157,7 +158,7 @@ def test_two_processes_score_and_train_as_one(runs: Runs) -> None:
     zero_shot, at_early, at_end = runs.one.evaluations
     # Before training the weights are the same: the gathered evaluation is the one process's, the loss to its last
     # rounded digit (a last-bit difference can round it the other way).
-    same = {"train_seconds", "loss"}
+    same = {*CLOCKED, "loss"}
     assert early.evaluations[0].model_dump(exclude=same) == zero_shot.model_dump(exclude=same)
     assert early.evaluations[0].loss == pytest.approx(zero_shot.loss, abs=1e-5)
     assert [e.step for e in early.evaluations] == [0, 10] and [e.step for e in final.evaluations] == [24]
@@ -211,7 +212,7 @@ def test_a_sigterm_stops_every_rank_at_one_step_and_every_rank_resumes_it(tmp_pa
     rerun = launch(config, tmp_path).check()
     assert rerun.resumed_from_step == stopped
     uninterrupted = runs.final.check()
-    same = {"train_seconds"}
+    same = set(CLOCKED)
     assert [e.model_dump(exclude=same) for e in rerun.evaluations] == [
         e.model_dump(exclude=same) for e in uninterrupted.evaluations
     ]

@@ -18,7 +18,15 @@ import pytest
 
 from sweetspot.contract import EXIT_INTERRUPTED, StageResult
 
-from support.trainer_runs import checkpoint_steps, heartbeat, run_stage, start_stage, tiny_config, wait_for_step
+from support.trainer_runs import (
+    CLOCKED,
+    checkpoint_steps,
+    heartbeat,
+    run_stage,
+    start_stage,
+    tiny_config,
+    wait_for_step,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,7 +40,7 @@ def config(workdir: Path, stage: str, **extra: Any) -> dict[str, Any]:
 
 def stable(result: StageResult) -> list[dict[str, Any]]:
     """A result's evaluations without their clock."""
-    return [e.model_dump(exclude={"train_seconds"}) for e in result.evaluations]
+    return [e.model_dump(exclude=set(CLOCKED)) for e in result.evaluations]
 
 
 def succeeded(done: Any, result: StageResult | None) -> StageResult:
@@ -97,9 +105,10 @@ def test_sigkill_in_the_final_stage_loses_at_most_one_interval(
     code, reached = stop(tmp_path, "final", 33, signal.SIGKILL, checkpointEverySteps=every)
     assert code == -signal.SIGKILL
     kept = checkpoint_steps(tmp_path / "checkpoint")
-    assert kept[0] == EARLY and len(kept) == 2  # older ones pruned: the early one and the newest
+    # Older ones pruned: the early one and the newest (one more when the kill fell between a write and its pruning).
+    assert kept[0] == EARLY and 2 <= len(kept) <= 3 and all(step % every == 0 for step in kept[1:])
     newest = kept[-1]
-    assert newest % every == 0 and reached - every <= newest <= reached
+    assert reached - every <= newest <= reached
 
     done, final = run_stage(config(tmp_path, "final", checkpointEverySteps=every), tmp_path)
     final = succeeded(done, final)
@@ -120,8 +129,11 @@ def test_sigkill_in_the_early_stage_resumes_its_newest_periodic_checkpoint(
     every = 4
     code, reached = stop(tmp_path, "early", 10, signal.SIGKILL, checkpointEverySteps=every)
     assert code == -signal.SIGKILL
-    (newest,) = checkpoint_steps(tmp_path / "checkpoint")  # the older periodic ones pruned
-    assert newest % every == 0 and reached - every <= newest < EARLY
+    kept = checkpoint_steps(tmp_path / "checkpoint")
+    # The older periodic ones are pruned after each write; a kill between a write and its pruning leaves one more.
+    assert 1 <= len(kept) <= 2 and all(step % every == 0 for step in kept)
+    newest = kept[-1]
+    assert reached - every <= newest < EARLY
 
     early = succeeded(*run_stage(config(tmp_path, "early", checkpointEverySteps=every), tmp_path))
     assert early.resumed_from_step == newest and early.lost_seconds > 0

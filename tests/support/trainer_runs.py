@@ -15,6 +15,8 @@ from typing import Any
 from sweetspot.contract import StageResult, TrialConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+CLOCKED = frozenset({"train_seconds", "ms_per_row"})
+"""`Evaluation` fields measured by the clock: two runs that score identically still differ in them."""
 
 
 def image_command() -> list[str]:
