@@ -38,3 +38,14 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
     server: str = request.getfixturevalue("postgres_server_url")
     return fresh_database(server, f"t_{abs(hash(request.node.nodeid)) % 10**10}")
+
+
+@pytest.fixture
+def figures() -> Iterator[list[Any]]:
+    """Figures a test made, closed after it (matplotlib keeps every open figure alive)."""
+    import matplotlib.pyplot as plt  # only for the tests that plot
+
+    made: list[Any] = []
+    yield made
+    for figure in made:
+        plt.close(figure)

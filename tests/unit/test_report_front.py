@@ -5,12 +5,10 @@ plotted; a single-objective report stays as it was."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import matplotlib
-import matplotlib.pyplot as plt
 import pytest
 from matplotlib.collections import PathCollection
 
@@ -57,14 +55,6 @@ def report(objectives: list[dict[str, str]] | None, trials: list[TrialView]) -> 
         {"apiVersion": "sweetspot.dev/v1alpha1", "kind": "FineTuneStudy", "metadata": {"name": "mo"}, "spec": spec}
     )
     return _as_data(resource, {"phase": "Succeeded"}, trials, summarize(spec, trials, []))
-
-
-@pytest.fixture
-def figures() -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for figure in made:
-        plt.close(figure)
 
 
 def test_the_json_holds_the_whole_front_and_each_trials_objectives() -> None:

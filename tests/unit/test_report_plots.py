@@ -4,12 +4,9 @@ plateau from too few sizes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import matplotlib
-import matplotlib.pyplot as plt
-import pytest
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection
 
@@ -66,14 +63,6 @@ def report(sizes: list[int], scores: list[float]) -> dict[str, Any]:
         for n, a in zip(sizes, scores, strict=True)
     ]
     return _as_data(resource, {"phase": "Succeeded"}, TRIALS, summarize(study, TRIALS, sweep))
-
-
-@pytest.fixture
-def figures() -> Iterator[list[Any]]:
-    made: list[Any] = []
-    yield made
-    for figure in made:
-        plt.close(figure)
 
 
 def points(axes: Axes) -> list[tuple[float, float]]:

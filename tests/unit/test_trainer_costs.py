@@ -7,19 +7,16 @@ import pytest
 
 from sweetspot.contract import TERMINATION_MESSAGE_LIMIT, Evaluation, StageResult
 
+from support import builders
+
 
 def evaluation(step: int, attributes: int) -> Evaluation:
     per = {f"attribute {i:03d}": 0.5 for i in range(attributes)}
-    return Evaluation(
+    return builders.evaluation(
+        score=0.5,
+        loss=1.0,
         step=step,
         fraction=step / 100,
-        f1=0.5,
-        precision=0.5,
-        recall=0.5,
-        macro_f1=0.5,
-        accuracy=0.5,
-        token_f1=0.5,
-        loss=1.0,
         attribute_f1=per,
         attribute_support=dict.fromkeys(per, 10),
         attribute_accuracy=per,
