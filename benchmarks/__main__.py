@@ -6,6 +6,7 @@
     realdata    the built-in tagger on real product titles (AE-110k): learning curve, early-vs-final, replay
     operator    the operator's reaction time and cost with 1, 10 and 100 concurrent studies on the emulator
     trainer     the trainer's throughput against a bare transformers + peft loop
+    decode      the LLM decoder (JSON answers, shared prefix, early stops) against a bare model.generate
     checkpoints what a checkpoint inside a stage costs, and what a disruption loses with and without them
     metrics     the size and render time of the /metrics exposition for large studies
     all         hpo, operator and trainer, one table each
@@ -26,6 +27,7 @@ MODULES = {
     "operator": "benchmarks.operator_overhead",
     "trainer": "benchmarks.trainer_throughput",
     "checkpoints": "benchmarks.checkpoints",
+    "decode": "benchmarks.decode",
     "metrics": "benchmarks.metrics_scrape",
 }
 ALL = ("hpo", "operator", "trainer")

@@ -51,8 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from sweetspot.contract import Hyperparameters, StageResult, TrialConfig
+from sweetspot_trainer.data import load_path, load_schema, sample
 
-from . import hpo_replay, hpo_table
+from . import hpo_replay, hpo_table, knn_prompting
 
 DEFAULT_TABLE = Path(__file__).parent / "data" / "ae110k_table.json"
 SIZES = (50, 100, 200, 400, 800, 1568)
@@ -74,10 +75,11 @@ LLM_RECIPE: dict[str, Any] = {
     "loraAlpha": 32,
     "loraDropout": 0.05,
     "batchSize": 8,
-    "epochs": 2,
+    "epochs": 1,
 }
-"""The LLM's configuration: LoRA on the attention and MLP projections peft picks for Llama, two epochs."""
-LLM_SIZES = (50, 200, 800)
+"""The LLM's configuration: LoRA on the attention and MLP projections peft picks for Llama, one epoch (on 2 CPU
+cores an epoch of the 1,568 titles takes about 13 minutes)."""
+LLM_SIZES = (50, 200, 800, 1568)
 LLM_MIN_STEPS = 16
 LLM_SEQUENCE = 192
 """Chat prompt (~60 tokens with the attribute list), title (at most ~60 SmolLM2 tokens) and JSON answer."""
@@ -262,6 +264,21 @@ def configuration_table(data: Data, plan: Plan, workdir: Path, workers: int, thr
     }
 
 
+def _prompted(data: Data, workdir: Path, n: int, rows_limit: int | None) -> dict[str, Any]:
+    """The prompting baseline with demonstrations from the LLM run's own n training titles (kept under `workdir`)."""
+    kept = workdir / f"knn-k{knn_prompting.K}-s{n}.json"
+    if kept.exists():
+        return dict(json.loads(kept.read_text()))
+    train = load_path(data.train)
+    pool = sample(train, min(n, len(train)), 0, None, True)
+    test = load_path(data.test)[:rows_limit]
+    result = dataclasses.asdict(knn_prompting.run(pool, test, load_schema(data.schema)))
+    print(f"prompted with {knn_prompting.K} of {n} titles: F1 {result['f1']:.3f}", file=sys.stderr, flush=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(result))
+    return result
+
+
 def llm_vs_tagger(
     data: Data,
     plan: Plan,
@@ -271,8 +288,10 @@ def llm_vs_tagger(
     threads: int,
     model: str,
     llm_sizes: Sequence[int] = LLM_SIZES,
+    skip: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """(d): the LLM zero-shot and after LoRA on a few sizes, beside the tagger at the same sizes (one repeat)."""
+    """(d): the LLM zero-shot, prompted with k nearest training titles, and after LoRA, on a few sizes, beside the
+    tagger at the same sizes (one repeat); `skip` may name `tagger` and `prompted`."""
     available = data.rows()
     sizes = [n for n in llm_sizes if n <= available] or [available]
     hp = Hyperparameters.model_validate(LLM_RECIPE)
@@ -280,15 +299,15 @@ def llm_vs_tagger(
     def llm(n: int) -> StageResult:
         steps = max(LLM_MIN_STEPS, math.ceil(n / hp.batch_size) * hp.epochs)
         params = LLM_RECIPE | {"maxSteps": plan.max_steps or steps}
-        config = _config(
-            data, plan, "realdata-llm", n, params, model=model, samples=n, zeroShot=n == sizes[0], earlyFraction=0.5
-        )
+        config = _config(data, plan, "realdata-llm", n, params, model=model, samples=n, zeroShot=n == sizes[0])
         return hpo_table.run_trainer(config, workdir / f"{model}-s{n}", threads)
 
     jobs: list[Callable[[], StageResult]] = [partial(llm, n) for n in sizes]
-    jobs += [partial(_tagger_run, data, plan, curve_dir, threads, n, 0) for n in sizes]
+    if "tagger" not in skip:
+        jobs += [partial(_tagger_run, data, plan, curve_dir, threads, n, 0) for n in sizes]
     results = _parallel(jobs, workers, lambda i: f"{model if i < len(sizes) else 'tagger'} on {sizes[i % len(sizes)]}")
-    llms, taggers = results[: len(sizes)], results[len(sizes) :]
+    llms, taggers = results[: len(sizes)], results[len(sizes) :] or [None] * len(sizes)
+    prompted = [None if "prompted" in skip else _prompted(data, workdir, n, plan.max_eval_rows) for n in sizes]
     untrained = llms[0].evaluations[0]
     assert untrained.step == 0, "the first LLM run scores the model before training"
     rows: list[dict[str, Any]] = [
@@ -299,10 +318,11 @@ def llm_vs_tagger(
             "llmTrainSeconds": 0.0,
             "taggerF1": None,
             "taggerTrainSeconds": None,
+            "prompted": None,
         }
     ]
-    for n, llm_result, tagger in zip(sizes, llms, taggers, strict=True):
-        final, tagged = llm_result.evaluations[-1], tagger.evaluations[-1]
+    for n, llm_result, tagger, knn in zip(sizes, llms, taggers, prompted, strict=True):
+        final = llm_result.evaluations[-1]
         rows.append(
             {
                 "samples": n,
@@ -311,10 +331,13 @@ def llm_vs_tagger(
                 "llmRecall": final.recall,
                 "llmValidJson": final.json_valid_rate,
                 "llmTrainSeconds": final.train_seconds,
+                "llmMsPerRow": final.ms_per_row,
                 "llmSeconds": llm_result.seconds,
-                "taggerF1": tagged.f1,
-                "taggerTrainSeconds": tagged.train_seconds,
-                "taggerSeconds": tagger.seconds,
+                "llmAttributeF1": final.attribute_f1,
+                "taggerF1": tagger.evaluations[-1].f1 if tagger else None,
+                "taggerTrainSeconds": tagger.evaluations[-1].train_seconds if tagger else None,
+                "taggerSeconds": tagger.seconds if tagger else None,
+                "prompted": knn,
             }
         )
     return rows
@@ -324,7 +347,8 @@ def render_llm(rows: Sequence[dict[str, Any]], model: str) -> str:
     lines = [
         f"LLM or tagger? micro-F1 on the AE-110k test titles ({model} with LoRA vs the MiniLM-L6 tagger)",
         "",
-        f"{'titles':>8}{'LLM F1':>9}{'valid JSON':>12}{'LLM train s':>13}{'tagger F1':>11}{'tagger train s':>16}",
+        f"{'titles':>8}{'LLM F1':>9}{'valid JSON':>12}{'LLM train s':>13}{'tagger F1':>11}{'tagger train s':>16}"
+        f"{'prompted F1':>13}{'valid JSON':>12}",
     ]
     for row in rows:
         tagger = "-" if row["taggerF1"] is None else f"{row['taggerF1']:.3f}"
@@ -332,6 +356,7 @@ def render_llm(rows: Sequence[dict[str, Any]], model: str) -> str:
         lines.append(
             f"{row['samples'] or 'zero-shot':>8}{row['llmF1']:>9.3f}{row['llmValidJson'] or 0:>12.0%}"
             f"{row['llmTrainSeconds'] or 0:>13.0f}{tagger:>11}{tagger_s:>16}"
+            + (f"{knn['f1']:>13.3f}{knn['valid_json']:>12.0%}" if (knn := row["prompted"]) else f"{'-':>13}{'-':>12}")
         )
     return "\n".join(lines)
 
@@ -367,7 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path(".sweetspot/realdata"), help="per-run files (resumable)")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help=f"where (b)'s table goes ({DEFAULT_TABLE})")
     parser.add_argument("--quick", action="store_true", help="a small slice with a few steps (CI): the pipeline only")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["curve", "agreement"], help="measurements to skip")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["curve", "agreement", "tagger", "prompted"],
+        help="measurements to skip (curve, agreement: the tagger's; tagger, prompted: columns of the LLM table)",
+    )
     parser.add_argument(
         "--model",
         choices=["tiny", "smollm2-135m"],
@@ -395,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     output: dict[str, Any] = {"data": str(args.data), "quick": args.quick}
     if args.model != "tiny":
         output["llmVsTagger"] = llm_vs_tagger(
-            data, plan, workdir / "llm", workdir / "curve", args.workers, threads, args.model, args.llm_sizes
+            data, plan, workdir / "llm", workdir / "curve", args.workers, threads, args.model, args.llm_sizes, args.skip
         )
         print(render_llm(output["llmVsTagger"], args.model))
         if args.json:

@@ -1,13 +1,17 @@
 """Trainer throughput: Sweetspot's stage runner vs a bare transformers + peft loop on the same work.
 
-Both train the same model on the same synthetic pages with the same batch size and sequence length, on the CPU,
-or on the GPU when there is one (bf16 autocast, as the trainer uses):
-- `--model tiny` (default): builtin:tiny, MiniLM-L6 + LoRA r16 on query/value with a token-classification head;
-- `--model smollm2-135m`: SmolLM2-135M-Instruct + LoRA r16 (peft's default projections), the generative task's
-  chat prompts; the bare loop is Hugging Face's own recipe (`model(**batch).loss`, prompt tokens labelled -100,
-  batches in data order), the trainer's has answer-only vocabulary projection and length-bucketed batches.
-The bare loop is the least a LoRA fine-tune must do: forward, backward, clip, AdamW step. Overhead of the
-trainer = everything else it does per step (data order, progress, scheduler).
+Both loops do the same model work: the same model with the same LoRA adapter (rank 16, alpha 32, dropout 0.05:
+the trainer's defaults), the same rows in the same micro-batches, in the same order and padded alike (the bare
+loop takes the trainer's own prepared sample and `BatchOrder`, and collates each step inside the timed loop as the
+trainer does), on the CPU, or on the GPU when there is one (bf16 autocast, as the trainer uses):
+- `--model tiny` (default): builtin:tiny, MiniLM-L6 + LoRA on query/value with a token-classification head; both
+  loops compute the model's own loss (one category: no label masking), so the work is identical;
+- `--model smollm2-135m`: SmolLM2-135M-Instruct + LoRA (peft's default projections), the generative task's chat
+  prompts in length-bucketed batches. The one difference: the bare loop is Hugging Face's own recipe
+  (`model(**batch).loss`, prompt tokens labelled -100), which projects every position onto the vocabulary; the
+  trainer projects the answer positions only (`generative.answer_loss`), less work by design.
+The bare loop is the least a LoRA fine-tune must do: collate, forward, backward, clip, AdamW step. Overhead of the
+trainer = everything else it does per step (progress, scheduler, heartbeat, loss bookkeeping).
 Steps are timed after a warm-up tenth of the run. On CUDA it also prints tokens/s and an MFU estimate: model
 FLOPs per token ≈ 6 * parameters (forward + backward; LoRA's frozen weights still cost their forward and the
 backward through activations, so this slightly overstates the work of a LoRA step), against the GPU's dense
@@ -39,11 +43,11 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from sweetspot.contract import TrialConfig
-from sweetspot_trainer.data import builtin_rows
-from sweetspot_trainer.demo import ATTRIBUTES
 from sweetspot_trainer.extractive import ExtractiveTask, label_names
 from sweetspot_trainer.generative import GenerativeTask
 from sweetspot_trainer.model import minilm_dir, smollm2_dir
+from sweetspot_trainer.prepare import prepare_data
+from sweetspot_trainer.steps import BatchOrder, plan_steps
 from sweetspot_trainer.train import StageRunner, available_cores
 
 MAX_LENGTHS = {"tiny": 160, "smollm2-135m": 384}
@@ -52,15 +56,8 @@ DEFAULTS = {"tiny": (60, 16), "smollm2-135m": (12, 8)}
 """Steps and batch size per model when not given (a SmolLM2 step is ~50x a MiniLM step on a CPU)."""
 
 
-def trainer_rate(model: str, steps: int, batch_size: int) -> float:
-    stamps: list[tuple[float, int]] = []
-
-    def progress(line: str) -> None:
-        if " step " in line and "/" in line and "eval" not in line:
-            step = int(line.split(" step ")[1].split("/")[0])
-            stamps.append((time.perf_counter(), step))
-
-    config = TrialConfig.model_validate(
+def _config(model: str, steps: int, batch_size: int) -> TrialConfig:
+    return TrialConfig.model_validate(
         {
             "study": "bench",
             "trial": 0,
@@ -72,7 +69,17 @@ def trainer_rate(model: str, steps: int, batch_size: int) -> float:
             "hyperparameters": {"batchSize": batch_size, "epochs": 1, "loraRank": 16, "learningRate": 1e-3},
         }
     )
-    StageRunner(config, progress=progress).run()
+
+
+def trainer_rate(model: str, steps: int, batch_size: int) -> float:
+    stamps: list[tuple[float, int]] = []
+
+    def progress(line: str) -> None:
+        if " step " in line and "/" in line and "eval" not in line:
+            step = int(line.split(" step ")[1].split("/")[0])
+            stamps.append((time.perf_counter(), step))
+
+    StageRunner(_config(model, steps, batch_size), progress=progress).run()
     (t0, s0), (t1, s1) = stamps[0], stamps[-1]
     return (s1 - s0) / (t1 - t0)
 
@@ -90,33 +97,41 @@ class Bare:
     parameters: int
 
 
-def _tagger(device: torch.device, steps: int, batch_size: int) -> tuple[Any, list[dict[str, torch.Tensor]]]:
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
-    labels = label_names(ATTRIBUTES)
-    model = AutoModelForTokenClassification.from_pretrained(minilm_dir(), num_labels=len(labels))
-    model = get_peft_model(
-        model, LoraConfig(task_type=TaskType.TOKEN_CLS, r=16, lora_alpha=32, modules_to_save=["classifier"])
-    ).to(device)
-    task = ExtractiveTask(tokenizer, ATTRIBUTES, {"": ATTRIBUTES}, MAX_LENGTHS["tiny"])
-    encoded = [task.encode(row) for row in builtin_rows("product-pages", steps * batch_size, 0)]
-    return model, [task.collate(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
+def _lora(model: Any, task_type: TaskType, config: TrialConfig, **extra: Any) -> Any:
+    hp = config.hyperparameters
+    lora = LoraConfig(task_type=task_type, r=hp.lora_rank, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout)
+    for key, value in extra.items():
+        setattr(lora, key, value)
+    return get_peft_model(model, lora)
 
 
-def _causal(device: torch.device, steps: int, batch_size: int) -> tuple[Any, list[dict[str, torch.Tensor]]]:
-    folder = smollm2_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=16, lora_alpha=32)).to(device)
-    task = GenerativeTask(tokenizer, {"": ATTRIBUTES}, MAX_LENGTHS["smollm2-135m"])
-    encoded = [task.encode(row) for row in builtin_rows("product-pages", steps * batch_size, 0)]
-    return model, [task.collate(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
+def _setup(model_name: str, config: TrialConfig, device: torch.device) -> tuple[Any, Any, list[Any], BatchOrder]:
+    """The model with its adapter, the task, the encoded training rows and their order: what the trainer builds."""
+    prepared = prepare_data(config)
+    if model_name == "tiny":
+        tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+        labels = label_names(prepared.attributes)
+        base = AutoModelForTokenClassification.from_pretrained(minilm_dir(), num_labels=len(labels))
+        model = _lora(base, TaskType.TOKEN_CLS, config, modules_to_save=["classifier"])
+        task: Any = ExtractiveTask(tokenizer, prepared.attributes, prepared.asked, MAX_LENGTHS["tiny"])
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(smollm2_dir())
+        model = _lora(
+            AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32), TaskType.CAUSAL_LM, config
+        )
+        task = GenerativeTask(tokenizer, prepared.asked, MAX_LENGTHS["smollm2-135m"])
+    encoded = [task.encode(row) for row in prepared.train]
+    lengths = [task.length(e) for e in encoded] if task.bucket_by_length else None
+    return model.to(device), task, encoded, BatchOrder(config.seed, config.hyperparameters, lengths)
 
 
 def bare_rate(model_name: str, steps: int, batch_size: int) -> Bare:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(available_cores())
     causal = model_name != "tiny"
-    model, batches = (_causal if causal else _tagger)(device, steps, batch_size)
+    config = _config(model_name, steps, batch_size)
+    model, task, encoded, order = _setup(model_name, config, device)
+    plan = plan_steps(len(encoded), config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -129,7 +144,8 @@ def bare_rate(model_name: str, steps: int, batch_size: int) -> Bare:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        batch = {k: v.to(device) for k, v in batches[step].items()}
+        (rows,) = order.batches(encoded, plan, step)
+        batch = {k: v.to(device) for k, v in task.collate(rows).items()}
         if step >= warm:
             tokens += int(batch["attention_mask"].sum()) if causal else batch["input_ids"].numel()
         with autocast:

@@ -6,14 +6,16 @@ does not state a value) and the end-of-turn token. A model with a chat template 
 models) gets the prompt as a system and a user turn and answers as the assistant; a model without one (the random
 `tiny-causal`) gets the page followed by a plain instruction. Loss is on the answer tokens only.
 
-Prediction decodes greedily in batches (left padding, the KV cache, at most `max_new_tokens`: a bound derived from
-the longest training answer) and accepts a JSON object and nothing else: any other answer counts as wrong on every
-attribute it was asked, and the share of valid answers is reported beside F1.
+Prediction decodes greedily (`decoding.JsonDecoder`: rows batched by prompt length, the shared prompt prefix run
+once, each row stopped when its JSON object closes or cannot start, and bounded by what its attributes can need) and
+accepts a JSON object and nothing else: any other answer counts as wrong on every attribute it was asked, and the
+share of valid answers is reported beside F1.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from sweetspot_trainer.data import Row
+from sweetspot_trainer.decoding import JsonDecoder, TokenText
 from sweetspot_trainer.task import Predicted
 
 IGNORE = -100
@@ -84,6 +87,8 @@ class Encoded:
     answer_ids: list[int]
     attributes: list[str]
     """What the prompt asks for (the answer's keys)."""
+    value_tokens: dict[str, int]
+    """Each stated value's length in answer tokens (what `fit_decoding` bounds decoding by)."""
 
     @property
     def input_ids(self) -> list[int]:
@@ -111,6 +116,10 @@ class GenerativeTask:
         self.eos = tokenizer.eos_token_id
         self.max_new_tokens = 32
         self.longest_answer = 0
+        self.longest_value: dict[str, int] = {}
+        """The longest value of each attribute in the training answers, in tokens."""
+        self._skeletons: dict[tuple[str, ...], int] = {}
+        self._token_text = TokenText(tokenizer.decode)
         self.examples: list[str] = []
         """A few raw answers of the last prediction (the progress log shows them: what the model says)."""
 
@@ -143,12 +152,31 @@ class GenerativeTask:
         if room < 8:
             raise ValueError(f"maxSequenceLength {self.max_length} leaves no room for the page and the answer")
         page = self._tokens(row.input)[:room]  # keep the page's head
-        return Encoded(before + page + after, answer, attributes)
+        values = {
+            a: len(self._tokens(json.dumps(v, ensure_ascii=False))) for a in attributes if (v := row.first_value(a))
+        }
+        return Encoded(before + page + after, answer, attributes, values)
 
     def fit_decoding(self, training: Sequence[Encoded]) -> None:
-        """Bound decoding by the longest training answer (with headroom); validation answers are never looked at."""
+        """Bound decoding by the training answers (with headroom): overall by the longest answer, and per attribute by
+        its longest value. Validation answers are never looked at."""
         longest = max((len(e.answer_ids) for e in training), default=self.max_new_tokens)
         self.max_new_tokens = min(MAX_NEW_TOKENS, int(longest * ANSWER_HEADROOM) + 8)
+        self.longest_value = {}
+        for e in training:
+            for attribute, n in e.value_tokens.items():
+                self.longest_value[attribute] = max(n, self.longest_value.get(attribute, 0))
+
+    def token_budget(self, encoded: Encoded) -> int:
+        """New tokens a row may need: its answer with every value null, plus each attribute's longest training value
+        (the longest of any attribute for one never seen), with headroom; at most `max_new_tokens`."""
+        key = tuple(encoded.attributes)
+        skeleton = self._skeletons.get(key)
+        if skeleton is None:
+            skeleton = self._skeletons[key] = len(self._tokens(json.dumps(dict.fromkeys(key))))
+        fallback = max(self.longest_value.values(), default=self.max_new_tokens)
+        values = sum(self.longest_value.get(a, fallback) for a in key)
+        return min(self.max_new_tokens, skeleton + math.ceil(values * ANSWER_HEADROOM) + 8)
 
     def length(self, encoded: Encoded) -> int:
         return len(encoded.input_ids)
@@ -199,35 +227,19 @@ class GenerativeTask:
             tokens += counted
         began = time.perf_counter()  # the loss is on the host by now, and each answer is decoded there
         chosen = sorted(range(len(rows)) if decode is None else decode, key=lambda i: len(encoded[i].prompt_ids))
+        decoder = JsonDecoder(model, device, self._token_text, self.eos, self.tokenizer.pad_token_id)
+        answers = decoder.decode(
+            [encoded[i].prompt_ids for i in chosen], [self.token_budget(encoded[i]) for i in chosen], batch_size
+        )
         valid = 0
         self.examples = []
-        pad = self.tokenizer.pad_token_id
-        for chunk in range(0, len(chosen), batch_size):
-            indices = chosen[chunk : chunk + batch_size]
-            # Left padding: every prompt ends where its answer starts.
-            width = max(len(encoded[i].prompt_ids) for i in indices)
-            prompt = torch.full((len(indices), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(indices), width), dtype=torch.long)
-            for row, i in enumerate(indices):
-                ids = encoded[i].prompt_ids
-                prompt[row, width - len(ids) :] = torch.tensor(ids)
-                attention[row, width - len(ids) :] = 1
-            generated = model.generate(
-                input_ids=prompt.to(device),
-                attention_mask=attention.to(device),
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=pad,
-                eos_token_id=self.eos,
-            )
-            for row, i in enumerate(indices):
-                text = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
-                if len(self.examples) < EXAMPLES:
-                    self.examples.append(text)
-                parsed = parse_answer(text, encoded[i].attributes)
-                if parsed is not None:
-                    valid += 1
-                    predictions[i] = parsed
+        for i, answer in zip(chosen, answers, strict=True):
+            text = self.tokenizer.decode(answer, skip_special_tokens=True)
+            if len(self.examples) < EXAMPLES:
+                self.examples.append(text)
+            parsed = parse_answer(text, encoded[i].attributes)
+            if parsed is not None:
+                valid += 1
+                predictions[i] = parsed
         seconds = time.perf_counter() - began
         return Predicted(predictions, loss_sum / max(1, tokens), valid / max(1, len(chosen)), seconds)
