@@ -21,11 +21,15 @@ Three measurements, each run by the real trainer in its own process, resumable (
     python -m benchmarks realdata --data examples/ae-110k [--json results.json] [--configs 20] [--workers 2]
         [--table-samples N]
 
-(d) with `--model smollm2-135m`: "LLM or tagger?" SmolLM2-135M-Instruct zero-shot (no training) and after LoRA on
-    50, 200 and 800 titles, beside the tagger at the same sizes (the learning curve's first repeat), each with the
-    seconds it took, all scored on the 524 test titles:
+(d) with `--model smollm2-135m`: "LLM or tagger?" SmolLM2-135M-Instruct zero-shot (no training), prompted with the
+    3 nearest of the same training titles as demonstrations (no training: the literature's prompting baseline,
+    `knn_prompting.py`), and after LoRA (one epoch) on 50, 200, 800 and 1,568 titles, beside the tagger at the
+    same sizes (the learning curve's first repeat), each with the seconds it took, all scored on the 524 test
+    titles. `--skip tagger` leaves the tagger out (the learning curve's table has it, 3 repeats), and
+    `--prompted-sizes` runs the prompting baseline at some sizes only:
 
-    python -m benchmarks realdata --data examples/ae-110k --model smollm2-135m [--json llm.json] [--llm-sizes 50 200]
+    python -m benchmarks realdata --data examples/ae-110k --model smollm2-135m [--json llm.json]
+        [--llm-sizes 50 200 800 1568] [--skip tagger] [--prompted-sizes 50 1568] [--workers 1]
 
 `--quick` runs a slice (60 training titles, 40 test titles, a few steps) that only shows the pipeline works; CI
 runs it. The table of (b) is written to `--table` (default `benchmarks/data/ae110k_table.json`) for `hpo --table`.
@@ -289,9 +293,11 @@ def llm_vs_tagger(
     model: str,
     llm_sizes: Sequence[int] = LLM_SIZES,
     skip: Sequence[str] = (),
+    prompted_sizes: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """(d): the LLM zero-shot, prompted with k nearest training titles, and after LoRA, on a few sizes, beside the
-    tagger at the same sizes (one repeat); `skip` may name `tagger` and `prompted`."""
+    tagger at the same sizes (one repeat); `skip` may name `tagger` and `prompted`, and `prompted_sizes` limits the
+    prompting baseline to some sizes (all when None)."""
     available = data.rows()
     sizes = [n for n in llm_sizes if n <= available] or [available]
     hp = Hyperparameters.model_validate(LLM_RECIPE)
@@ -306,8 +312,13 @@ def llm_vs_tagger(
     if "tagger" not in skip:
         jobs += [partial(_tagger_run, data, plan, curve_dir, threads, n, 0) for n in sizes]
     results = _parallel(jobs, workers, lambda i: f"{model if i < len(sizes) else 'tagger'} on {sizes[i % len(sizes)]}")
-    llms, taggers = results[: len(sizes)], results[len(sizes) :] or [None] * len(sizes)
-    prompted = [None if "prompted" in skip else _prompted(data, workdir, n, plan.max_eval_rows) for n in sizes]
+    llms = results[: len(sizes)]
+    taggers: list[StageResult | None] = [*results[len(sizes) :]] or [None] * len(sizes)
+    asked = sizes if prompted_sizes is None else [n for n in sizes if n in prompted_sizes]
+    prompted = [
+        _prompted(data, workdir, n, plan.max_eval_rows) if "prompted" not in skip and n in asked else None
+        for n in sizes
+    ]
     untrained = llms[0].evaluations[0]
     assert untrained.step == 0, "the first LLM run scores the model before training"
     rows: list[dict[str, Any]] = [
@@ -412,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         default=list(LLM_SIZES),
         help=f"training titles for the LLM runs (default: {' '.join(map(str, LLM_SIZES))})",
     )
+    parser.add_argument(
+        "--prompted-sizes",
+        type=int,
+        nargs="+",
+        help="run the prompting baseline at these of the LLM sizes only (default: all; about 10 min each on 2 cores)",
+    )
     args = parser.parse_args(argv)
 
     data = Data.at(args.data)
@@ -426,7 +443,16 @@ def main(argv: list[str] | None = None) -> int:
     output: dict[str, Any] = {"data": str(args.data), "quick": args.quick}
     if args.model != "tiny":
         output["llmVsTagger"] = llm_vs_tagger(
-            data, plan, workdir / "llm", workdir / "curve", args.workers, threads, args.model, args.llm_sizes, args.skip
+            data,
+            plan,
+            workdir / "llm",
+            workdir / "curve",
+            args.workers,
+            threads,
+            args.model,
+            args.llm_sizes,
+            args.skip,
+            args.prompted_sizes,
         )
         print(render_llm(output["llmVsTagger"], args.model))
         if args.json:

@@ -23,8 +23,11 @@ bare loop's, and on CUDA `tokensPerSecond` and `mfu`), with the setting of the r
 Both loops see the same rows per step, so rows/s compare directly; tokens/s counts the rows' real tokens (padding
 excluded) for the causal model.
 
+`--packing` (smollm2-135m) adds a third loop: the trainer with `model.packing`, each step's rows packed into one
+padding-free sequence (same rows, same tokens; the bare loop stays padded).
+
     python -m benchmarks trainer [--model tiny|smollm2-135m] [--steps N] [--batch-size N] [--peak-tflops N]
-                                 [--json FILE]
+                                 [--packing] [--json FILE]
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from sweetspot.contract import TrialConfig
+from sweetspot_trainer import throughput
 from sweetspot_trainer.extractive import ExtractiveTask, label_names
 from sweetspot_trainer.generative import GenerativeTask
 from sweetspot_trainer.model import minilm_dir, smollm2_dir
@@ -56,13 +60,13 @@ DEFAULTS = {"tiny": (60, 16), "smollm2-135m": (12, 8)}
 """Steps and batch size per model when not given (a SmolLM2 step is ~50x a MiniLM step on a CPU)."""
 
 
-def _config(model: str, steps: int, batch_size: int) -> TrialConfig:
+def _config(model: str, steps: int, batch_size: int, packing: bool = False) -> TrialConfig:
     return TrialConfig.model_validate(
         {
             "study": "bench",
             "trial": 0,
             "stage": "final",
-            "model": {"builtin": model, "maxSequenceLength": MAX_LENGTHS[model]},
+            "model": {"builtin": model, "maxSequenceLength": MAX_LENGTHS[model], "packing": packing},
             "train": {"builtin": "product-pages", "rows": steps * batch_size},
             "validation": {"builtin": "product-pages", "rows": 16},
             "seed": 0,
@@ -71,7 +75,7 @@ def _config(model: str, steps: int, batch_size: int) -> TrialConfig:
     )
 
 
-def trainer_rate(model: str, steps: int, batch_size: int) -> float:
+def trainer_rate(model: str, steps: int, batch_size: int, packing: bool = False) -> float:
     stamps: list[tuple[float, int]] = []
 
     def progress(line: str) -> None:
@@ -79,13 +83,9 @@ def trainer_rate(model: str, steps: int, batch_size: int) -> float:
             step = int(line.split(" step ")[1].split("/")[0])
             stamps.append((time.perf_counter(), step))
 
-    StageRunner(_config(model, steps, batch_size), progress=progress).run()
+    StageRunner(_config(model, steps, batch_size, packing), progress=progress).run()
     (t0, s0), (t1, s1) = stamps[0], stamps[-1]
     return (s1 - s0) / (t1 - t0)
-
-
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
-"""Dense bf16 peaks (no sparsity) by device-name fragment, for the MFU estimate."""
 
 
 @dataclass(frozen=True)
@@ -161,10 +161,8 @@ def bare_rate(model_name: str, steps: int, batch_size: int) -> Bare:
 
 
 def peak_tflops(given: float | None) -> float | None:
-    if given is not None:
-        return given
-    name = torch.cuda.get_device_name()
-    return next((peak for fragment, peak in PEAK_BF16_TFLOPS.items() if fragment in name), None)
+    """`--peak-tflops`, or the peak of this GPU by its name."""
+    return given if given is not None else throughput.peak_tflops(torch.cuda.get_device_name())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="steps per loop (default: 60 for tiny, 12 for smollm2-135m)")
     parser.add_argument("--batch-size", type=int, help="rows per step (default: 16 for tiny, 8 for smollm2-135m)")
     parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, for MFU (default: by name)")
+    parser.add_argument(
+        "--packing",
+        action="store_true",
+        help="smollm2-135m: also time the trainer with `model.packing` (rows packed into one padding-free sequence)",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here (one object per loop)")
     args = parser.parse_args(argv)
     steps, batch_size = DEFAULTS[args.model]
@@ -184,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     causal = args.model != "tiny"
     bare = bare_rate(args.model, args.steps, args.batch_size)
     ours = trainer_rate(args.model, args.steps, args.batch_size)
+    loops = [("bare transformers + peft", bare.steps_per_second), ("sweetspot trainer", ours)]
+    if args.packing and causal:
+        loops.append(("sweetspot trainer, packed", trainer_rate(args.model, args.steps, args.batch_size, True)))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda = torch.cuda.is_available()
     where = torch.cuda.get_device_name() if cuda else f"{available_cores()} CPU threads"
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_tflops(args.peak_tflops) if cuda else None
     setting = {"model": f"builtin:{args.model}", "device": where, "batchSize": args.batch_size, "steps": args.steps}
     rows: list[dict[str, Any]] = []
-    for label, rate in (("bare transformers + peft", bare.steps_per_second), ("sweetspot trainer", ours)):
+    for label, rate in loops:
         row = setting | {"loop": label, "stepsPerSecond": rate, "rowsPerSecond": rate * args.batch_size}
         row |= {"ratio": rate / bare.steps_per_second, "maxLength": length, "peakRssMiB": rss}
         line = f"{label:<28}{rate:>10.3f}{rate * args.batch_size:>10.1f}"
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             line += f"{tokens:>12.0f}"
             row |= {"tokensPerSecond": tokens}
         if cuda:
-            mfu = 6 * bare.parameters * tokens / (peak * 1e12) if peak else None
+            mfu = throughput.mfu(bare.parameters, tokens, peak)
             line += f"{tokens:>12.0f}" + (f"{mfu:>8.2%}" if mfu is not None else f"{'n/a':>8}")
             row |= {"tokensPerSecond": tokens, "mfu": mfu}
         print(line)

@@ -119,6 +119,8 @@ class ModelRef(_Contract):
     task: Literal["auto", "generative", "extractive"] = "auto"
     target_modules: list[str] | None = None
     max_sequence_length: int = Field(default=512, ge=16)
+    packing: bool = False
+    """Generative task: a step's rows packed into one padding-free sequence (`spec.model.packing`)."""
 
 
 class DataRef(_Contract):
@@ -273,6 +275,13 @@ class StageResult(_Contract):
     peak_memory_bytes: int = 0
     """The stage's peak memory: the most GPU memory torch allocated on the busiest device, or on CPUs the
     process's peak resident set size (0: not measured)."""
+    train_tokens: int = 0
+    """Tokens this run trained on: every row's real tokens (padding excluded) summed over the steps it took."""
+    tokens_per_second: float | None = None
+    """`train_tokens` over this run's training seconds (the steps alone; None: it trained no step)."""
+    mfu: float | None = None
+    """Model FLOPs utilisation on CUDA: 6 x the model's parameters x tokens per second, over the dense bf16 peak of
+    its GPUs (None on CPUs, or on a GPU whose peak the trainer does not know)."""
     null_baseline: float | None = None
     """Accuracy of always answering null (its F1 is 0): exact match must beat it to mean anything."""
     early_fraction: float | None = None

@@ -159,3 +159,11 @@ def test_each_row_is_bounded_by_what_its_attributes_can_need(tiny: tuple[Any, An
     assert task.token_budget(short) < task.token_budget(long) <= task.max_new_tokens
     # The budget covers the longest answer training saw for the same attributes.
     assert task.token_budget(task.encode(training[0])) >= len(task.encode(training[1]).answer_ids) - 1
+
+
+def test_nothing_to_decode_runs_nothing(tiny: tuple[Any, Any]) -> None:
+    model, tokenizer = tiny
+    counting = Counting(model)
+    decoder = JsonDecoder(counting, CPU, TokenText(tokenizer.decode), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert decoder.decode([], [], 8) == []
+    assert counting.shapes == []

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks import knn_prompting
 from sweetspot.contract import StageResult
+from sweetspot_trainer.data import load_path, load_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -132,3 +134,42 @@ def test_the_trainer_benchmark_compares_the_causal_model_with_a_bare_loop(
     # margin: below 0.4 the trainer would spend more than 1.5 of the model's own steps on bookkeeping per step.
     assert ours["ratio"] > 0.4, ours
     assert ours["tokensPerSecond"] > 0 and ours["rowsPerSecond"] == ours["stepsPerSecond"] * 2
+
+
+def test_the_decode_benchmark_gives_each_row_the_tokens_generate_gives_it(
+    converted: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "decode.json"
+    command = ["-m", "benchmarks", "decode", "--rows", "12", "--batch-size", "4", "--train-steps", "2"]
+    run = subprocess.run(
+        [sys.executable, *command, "--json", str(out)],
+        env={**os.environ, "SWEETSPOT_CACHE": str(converted["cache"])},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    result = json.loads(out.read_text())
+    bare, ours = result["loops"]
+    assert (bare["loop"], ours["loop"]) == ("bare generate", "sweetspot")
+    assert bare["rows"] == ours["rows"] == result["rows"] == 12
+    # Greedy decoding of one model: the fast loop's tokens are generate's first tokens (up to float rounding, which
+    # the padding layout changes; all 128 rows agreed when measured, docs/llm.md).
+    assert result["agreement"] >= 11 / 12, result
+    assert ours["new_tokens"] <= bare["new_tokens"]  # it stops where generate would, or sooner
+    assert result["ratio"] == pytest.approx(bare["seconds"] / ours["seconds"])
+
+
+def test_the_prompting_baseline_shows_each_title_its_nearest_training_titles(
+    converted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWEETSPOT_CACHE", str(converted["cache"]))
+    data = ROOT / "examples" / "ae-110k"
+    pool = load_path(data / "train.jsonl")[::80]
+    # A training title is its own nearest neighbour, shown last (next to the question).
+    picks = knn_prompting.nearest(pool, [pool[3], pool[11]], k=3)
+    assert [p[-1] for p in picks] == [3, 11] and all(len(set(p)) == 3 for p in picks)
+    result = knn_prompting.run(pool, load_path(data / "test.jsonl")[:6], load_schema(data / "schema.json"), k=2)
+    assert 0.0 <= result.f1 <= 1.0 and 0.0 <= result.valid_json <= 1.0
+    assert result.prompt_tokens > 150  # the system prompt, two demonstrations with answers, the question

@@ -7,8 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from transformers import AutoTokenizer
 
-from sweetspot.contract import StageResult
+from sweetspot.contract import StageResult, TrialConfig
+from sweetspot_trainer.extractive import ExtractiveTask
+from sweetspot_trainer.model import minilm_dir
+from sweetspot_trainer.prepare import prepare_data
+from sweetspot_trainer.steps import BatchOrder, plan_steps
 
 from support.trainer_runs import run_stage
 
@@ -70,3 +75,21 @@ def test_peak_memory_and_time_per_row_are_measured(results: dict[int, StageResul
         steps = [e.step for e in result.evaluations]
         assert steps[0] == 0 and steps[-1] == result.step  # the zero-shot evaluation and the final one
         assert all(e.ms_per_row is not None and e.ms_per_row > 0 for e in result.evaluations)
+
+
+def test_a_stage_reports_the_tokens_it_trained_and_their_rate(results: dict[int, StageResult]) -> None:
+    """Every real token of every row of the stage's steps, padding excluded: the rows the trainer's own order
+    gives each step, as the tagger encodes them."""
+    trial = TrialConfig.model_validate(config(8))
+    prepared = prepare_data(trial)
+    task = ExtractiveTask(AutoTokenizer.from_pretrained(minilm_dir()), prepared.attributes, prepared.asked, 64)
+    encoded = [task.encode(row) for row in prepared.train]
+    plan, order = plan_steps(len(encoded), trial), BatchOrder(trial.seed, trial.hyperparameters)
+    steps = [order.batches(encoded, plan, step) for step in range(plan.total)]
+    trained = sum(task.length(e) for step in steps for batch in step for e in batch)
+    padded = sum(len(batch) * max(task.length(e) for e in batch) for step in steps for batch in step)
+    for result in results.values():
+        assert result.train_tokens == trained
+        assert result.tokens_per_second is not None and result.tokens_per_second > 0
+        assert result.mfu is None  # CPUs: no peak to measure against
+    assert trained < padded  # the count left the padding out

@@ -96,6 +96,7 @@ CASES = [
         "spec.model.path",
     ),
     Case("tiny model asked to generate", patch("spec.model.task", "generative"), "spec.model.task"),
+    Case("packing a tagger", patch("spec.model.packing", True), "spec.model.packing", words=("generative",)),
     Case("dataset.train missing", patch("spec.dataset.train", DELETE), "spec.dataset.train", words=("missing",)),
     Case("dataset.train is a list", patch("spec.dataset.train", ["a.jsonl"]), "spec.dataset.train"),
     Case(

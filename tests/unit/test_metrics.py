@@ -337,3 +337,23 @@ def test_a_single_objective_study_exports_no_objective_or_front_series(metrics: 
         "sweetspot_study_pareto_front_trials",
     ):
         assert not series[name], name
+
+
+def test_each_stage_exports_its_training_throughput_and_its_mfu_where_measured(metrics: Metrics) -> None:
+    gpu = TrialView(
+        0,
+        "complete",
+        {},
+        early=replace(outcome(0.5), tokens_per_second=1800.0, mfu=0.31),
+        final=replace(outcome(0.8), tokens_per_second=2100.5, mfu=0.36),
+    )
+    cpu = TrialView(1, "pruned", {}, early=replace(outcome(0.4), tokens_per_second=95.0))
+    old = TrialView(2, "pruned", {}, early=outcome(0.3))  # a record from before stages reported it
+    metrics.publish(study_state(trials=[gpu, cpu, old]))
+    series = scrape(metrics)
+    study = {"namespace": "team-a", "study": "attrs"}
+    assert value(series, "sweetspot_trial_tokens_per_second", **study, trial="0", stage="final") == 2100.5
+    assert value(series, "sweetspot_trial_tokens_per_second", **study, trial="1", stage="early") == 95.0
+    assert value(series, "sweetspot_trial_mfu", **study, trial="0", stage="early") == 0.31
+    assert {s["trial"] for s, _ in series["sweetspot_trial_mfu"]} == {"0"}  # no MFU on CPUs
+    assert {s["trial"] for s, _ in series["sweetspot_trial_tokens_per_second"]} == {"0", "1"}

@@ -112,6 +112,8 @@ class JsonDecoder:
     def decode(self, prompts: Sequence[Sequence[int]], budgets: Sequence[int], batch_size: int) -> list[list[int]]:
         """Each prompt's new tokens (at most its budget), in the prompts' order; `batch_size` rows decode together
         (rows of similar length: the caller sorts)."""
+        if not prompts:
+            return []
         shared = common_prefix(prompts)
         prefix = self._extend(DynamicCache(), prompts[0], 0, shared)
         out: list[list[int]] = [[] for _ in prompts]

@@ -6,6 +6,11 @@ does not state a value) and the end-of-turn token. A model with a chat template 
 models) gets the prompt as a system and a user turn and answers as the assistant; a model without one (the random
 `tiny-causal`) gets the page followed by a plain instruction. Loss is on the answer tokens only.
 
+Training batches are padded rows of similar length, or with `packed` (`spec.model.packing`) one padding-free
+sequence: the rows end to end, positions restarting at each row, no attention mask. Transformers reads the restarts
+as packed sequences and keeps attention inside each row (flash attention's variable-length kernel, or a
+block-diagonal mask), so the loss is the padded batch's.
+
 Prediction decodes greedily (`decoding.JsonDecoder`: rows batched by prompt length, the shared prompt prefix run
 once, each row stopped when its JSON object closes or cannot start, and bounded by what its attributes can need) and
 accepts a JSON object and nothing else: any other answer counts as wrong on every attribute it was asked, and the
@@ -66,16 +71,18 @@ def answer_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Te
     most of the memory of a step. Models whose decoder or output layer cannot be reached use their own logits."""
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
+    # A packed batch has positions and no mask; a padded one a mask (positions follow from it). No cache: training.
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch} | {"use_cache": False}
     # These probe the transformers/peft model, not the task: a peft wrapper has `get_base_model`, and whether a model
     # exposes its decoder and output layer depends on its architecture (without them its own logits are used).
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if decoder is None or head is None:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        logits = model(**inputs).logits[:, :-1]
         selected = logits[keep]
     else:
-        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = decoder(**inputs).last_hidden_state
         selected = head(hidden[:, :-1][keep])
     total = F.cross_entropy(selected.float(), targets[keep], reduction="sum")
     return total, int(keep.sum())
@@ -105,12 +112,15 @@ class GenerativeTask:
     labels: list[str] | None = None
     """No label set: the model answers in text."""
 
-    def __init__(self, tokenizer: Any, asked: Mapping[str, Sequence[str]], max_length: int) -> None:
+    def __init__(
+        self, tokenizer: Any, asked: Mapping[str, Sequence[str]], max_length: int, packed: bool = False
+    ) -> None:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.tokenizer = tokenizer
         self.asked = {c: list(names) for c, names in asked.items()}
         self.max_length = max_length
+        self.packed = packed
         self.chat = bool(getattr(tokenizer, "chat_template", None))
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and not self.chat else []
         self.eos = tokenizer.eos_token_id
@@ -187,6 +197,28 @@ class GenerativeTask:
         return len(encoded.answer_ids) - (0 if encoded.prompt_ids else 1)
 
     def collate(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        """A training batch: packed into one row with `packed`, else padded."""
+        return self._packed(batch) if self.packed else self._padded(batch)
+
+    def _packed(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        """The rows end to end, positions restarting per row; a row's first token is never a target (it would be
+        predicted from the row before it)."""
+        ids: list[int] = []
+        positions: list[int] = []
+        labels: list[int] = []
+        for e in batch:
+            tokens = e.input_ids
+            ids += tokens
+            positions += range(len(tokens))
+            first = 0 if e.prompt_ids else 1  # with no prompt, the answer's first token starts the row
+            labels += [IGNORE] * (len(e.prompt_ids) + first) + e.answer_ids[first:]
+        return {
+            "input_ids": torch.tensor([ids]),
+            "position_ids": torch.tensor([positions]),
+            "labels": torch.tensor([labels]),
+        }
+
+    def _padded(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
         width = max(len(e.input_ids) for e in batch)
         ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -221,7 +253,7 @@ class GenerativeTask:
         by_length = sorted(range(len(rows)), key=lambda i: len(encoded[i].input_ids))
         for chunk in range(0, len(by_length), batch_size):
             indices = by_length[chunk : chunk + batch_size]
-            batch = {k: v.to(device) for k, v in self.collate([encoded[i] for i in indices]).items()}
+            batch = {k: v.to(device) for k, v in self._padded([encoded[i] for i in indices]).items()}
             total, counted = answer_loss(model, batch)
             loss_sum += float(total)
             tokens += counted

@@ -214,6 +214,17 @@ def choose_task(ref: ModelRef, config: Any) -> str:
     return "generative" if causal or ref.builtin in ("tiny-causal", "smollm2-135m") else "extractive"
 
 
+def attention(device: torch.device, dtype: torch.dtype) -> str | None:
+    """The attention kernel of a causal LM: flash attention 2 on a GPU where the `flash-attn` package is installed
+    (packed rows then attend without any mask: its variable-length kernel), else PyTorch's SDPA on GPUs, and
+    transformers' default on CPUs."""
+    if device.type != "cuda":
+        return None
+    from transformers.utils.import_utils import is_flash_attn_2_available
+
+    return "flash_attention_2" if dtype == torch.bfloat16 and is_flash_attn_2_available() else "sdpa"
+
+
 def load(ref: ModelRef, labels: list[str] | None, device: torch.device) -> Loaded:
     """The base model (not yet LoRA-wrapped) and its tokenizer, for `labels` when the task is extractive."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
@@ -237,7 +248,7 @@ def load(ref: ModelRef, labels: list[str] | None, device: torch.device) -> Loade
             cuda = device.type == "cuda"
             dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
             model = AutoModelForCausalLM.from_pretrained(
-                where, dtype=dtype, attn_implementation="sdpa" if cuda else None, **options
+                where, dtype=dtype, attn_implementation=attention(device, dtype), **options
             )
     except OSError as exc:  # missing files, unknown id, no network while offline
         raise ModelError(f"cannot load the model from {where}: {str(exc).splitlines()[0]}") from None

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from sweetspot.contract import ADAPTER_DIR, CPU_THREADS_ENV, Evaluation, StageResult, TrialConfig
-from sweetspot_trainer import checkpoints, distributed, evaluate, product
+from sweetspot_trainer import checkpoints, distributed, evaluate, product, throughput
 from sweetspot_trainer import data as datamod
 from sweetspot_trainer import model as modelmod
 from sweetspot_trainer.distributed import World
@@ -83,6 +83,10 @@ class _Timings:
     step: float = 0.0
     save: float = 0.0
     size: int = 0
+    tokens: int = 0
+    """Tokens trained in this run (real tokens of every row of every step, padding excluded)."""
+    training: float = 0.0
+    """Seconds this run spent in its steps."""
 
     def saved(self, saved: checkpoints.Saved | None) -> None:
         if saved is not None:
@@ -216,6 +220,7 @@ class StageRunner:
             self._write(training, loaded, prepared, stop, evaluations, log, timings, clock)
         result = self._result(prepared, plan, stop, start, sample_hash, evaluations, log.train_loss(), started)
         trainable_parameters, total_parameters = modelmod.parameter_counts(model)  # the same model on every rank
+        rate = timings.tokens / timings.training if timings.training > 0 else None
         lost = start.redone_seconds + restart if start.resumed_from_step is not None else 0.0
         lost *= self.world.size if self.device.type == "cuda" else 1  # as `gpu_seconds` counts compute
         return result.model_copy(
@@ -228,8 +233,19 @@ class StageRunner:
                 "trainable_parameters": trainable_parameters,
                 "total_parameters": total_parameters,
                 "peak_memory_bytes": self._peak_memory(),
+                "train_tokens": timings.tokens,
+                "tokens_per_second": None if rate is None else round(rate, 1),
+                "mfu": self._mfu(total_parameters, rate),
             }
         )
+
+    def _mfu(self, parameters: int, tokens_per_second: float | None) -> float | None:
+        """On CUDA, the stage's model FLOPs utilisation over every rank's GPU (None on CPUs)."""
+        if self.device.type != "cuda" or tokens_per_second is None:
+            return None
+        peak = throughput.peak_tflops(torch.cuda.get_device_name(self.device))
+        value = throughput.mfu(parameters, tokens_per_second, peak, self.world.size)
+        return None if value is None else round(value, 4)
 
     def _peak_memory(self) -> int:
         """`peak_memory_bytes` of the busiest rank (a collective: every rank calls it)."""
@@ -265,10 +281,15 @@ class StageRunner:
         if loaded.task == "extractive":
             from sweetspot_trainer.extractive import ExtractiveTask
 
+            if self.config.model.packing:
+                raise modelmod.ModelError(
+                    "model.packing applies to generative models; this one tags tokens (extractive)"
+                )
+
             return ExtractiveTask(loaded.tokenizer, prepared.attributes, prepared.asked, max_length)
         from sweetspot_trainer.generative import GenerativeTask
 
-        return GenerativeTask(loaded.tokenizer, prepared.asked, max_length)
+        return GenerativeTask(loaded.tokenizer, prepared.asked, max_length, packed=self.config.model.packing)
 
     @staticmethod
     def _encode(task: Task[Any], prepared: Prepared) -> tuple[list[Any], list[Any]]:
@@ -334,7 +355,9 @@ class StageRunner:
         looked = time.monotonic()
         for step in range(start.step, stop):
             step_started = time.monotonic()
-            log.add(*self._step(training, step))
+            loss, rows, tokens = self._step(training, step)
+            log.add(loss, rows)
+            timings.tokens += tokens
             done = step + 1
             stopping = done < stop and self._stop_requested(stop_request)
             saving = done < stop and not stopping and schedule.due(done)
@@ -343,6 +366,7 @@ class StageRunner:
                 log.read()  # a checkpoint holds the losses so far
             now = time.monotonic()
             clock.training += now - step_started
+            timings.training += now - step_started
             if self.world.main:
                 training.checkpoints.heartbeat(done, clock.training)
             if stopping:
@@ -402,8 +426,9 @@ class StageRunner:
             )
         raise StageStopped(done, signum, saved is not None or not self.world.main)
 
-    def _step(self, training: _Training, step: int) -> tuple[torch.Tensor, int]:
-        """One optimizer step (0-based `step`): its loss, left on the device, and how many rows it took."""
+    def _step(self, training: _Training, step: int) -> tuple[torch.Tensor, int, int]:
+        """One optimizer step (0-based `step`): its loss, left on the device, and how many rows and real tokens it
+        took (over every rank)."""
         config, world = self.config, self.world
         training.optimizer.zero_grad(set_to_none=True)
         if world.distributed:
@@ -412,9 +437,10 @@ class StageRunner:
             torch.manual_seed(distributed.step_seed(config.seed, step, world.rank))
         micro = [b for b in training.order.batches(training.encoded, training.plan, step) if b]
         step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        rows = 0
+        rows = tokens = 0
         for batch in micro:
             rows += len(batch)
+            tokens += sum(training.task.length(e) for e in batch)
             weight = 1.0
             if world.distributed:
                 part = distributed.shard(len(batch), world.rank, world.size)
@@ -434,7 +460,7 @@ class StageRunner:
         torch.nn.utils.clip_grad_norm_(training.trainable, config.hyperparameters.max_grad_norm)
         training.optimizer.step()
         training.scheduler.step()
-        return step_loss, rows
+        return step_loss, rows, tokens
 
     def _write(
         self,

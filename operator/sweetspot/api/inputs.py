@@ -48,6 +48,11 @@ class ModelSpec(Model):
     zero_shot: bool = False
     """Also score the base model before any training, once (in trial 0's first stage): the baseline a fine-tune
     must beat, shown beside the trials in `sweetspot report`. Worth it for pretrained generative models."""
+    packing: bool = False
+    """Generative models: train on each step's rows packed into one sequence without padding (positions restart
+    per row and attention stays inside it; the loss is the same). It pays where attention kernels skip across rows
+    (flash attention on GPUs) or rows vary much in length; on CPUs the default length-bucketed batches are as fast
+    (see docs/llm.md)."""
 
     rules = (
         Rule(
@@ -76,6 +81,13 @@ class ModelSpec(Model):
             message="builtin models tiny-causal and smollm2-135m are causal LMs: task must be generative or auto",
             field="task",
             holds=lambda o: not (o.builtin in ("tiny-causal", "smollm2-135m") and o.task == "extractive"),
+        ),
+        Rule(
+            cel="!has(self.packing) || !self.packing || (self.task != 'extractive' && "
+            "(!has(self.builtin) || self.builtin != 'tiny'))",
+            message="packing applies to generative models: not with task extractive or builtin tiny",
+            field="packing",
+            holds=lambda o: not (o.packing and (o.task == "extractive" or o.builtin == "tiny")),
         ),
     )
 

@@ -95,6 +95,10 @@ class Outcome:
     """The stage's peak memory (GPU memory allocated, or resident memory on CPUs); 0: not reported."""
     ms_per_row: float | None = None
     """Inference milliseconds per validation row of the evaluation this outcome is (None: not reported)."""
+    tokens_per_second: float | None = None
+    """Training tokens per second of the stage (padding excluded; None: not reported)."""
+    mfu: float | None = None
+    """The stage's model FLOPs utilisation on CUDA (None on CPUs)."""
 
     @classmethod
     def from_evaluation(cls, result: StageResult, evaluation: Evaluation) -> Outcome:
@@ -129,6 +133,8 @@ class Outcome:
             trainable_parameters=result.trainable_parameters,
             peak_memory_bytes=result.peak_memory_bytes,
             ms_per_row=evaluation.ms_per_row,
+            tokens_per_second=result.tokens_per_second,
+            mfu=result.mfu,
         )
 
     @property

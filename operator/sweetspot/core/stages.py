@@ -60,6 +60,7 @@ def trial_config(study: FineTuneStudy, start: StartRun, paths: Paths) -> TrialCo
             task=model.task,
             target_modules=model.target_modules,
             max_sequence_length=model.max_sequence_length,
+            packing=model.packing,
         ),
         train=_data(spec.dataset.train, paths),
         validation=_data(spec.dataset.validation, paths) if spec.dataset.validation else None,

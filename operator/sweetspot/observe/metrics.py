@@ -139,6 +139,16 @@ class _Families:
             "Compute a trial stage used: GPU-seconds on GPUs, wall seconds on CPUs.",
             labels=trial,
         )
+        self.trial_tokens = GaugeMetricFamily(
+            "sweetspot_trial_tokens_per_second",
+            "Training tokens per second of a trial stage (real tokens, padding excluded; the steps alone).",
+            labels=trial,
+        )
+        self.trial_mfu = GaugeMetricFamily(
+            "sweetspot_trial_mfu",
+            "Model FLOPs utilisation of a trial stage on CUDA: 6 x parameters x tokens/s over the GPUs' bf16 peak.",
+            labels=trial,
+        )
         self.best = GaugeMetricFamily(
             "sweetspot_study_best_f1",
             "Best validation micro-F1 over a study's trials at each stage (final: of trials trained to the end).",
@@ -344,6 +354,10 @@ class _Families:
                 self.trial_accuracy.add_metric(labels, outcome.accuracy)
                 self.trial_loss.add_metric(labels, outcome.loss)
                 self.trial_compute.add_metric(labels, outcome.compute_seconds)
+                if outcome.tokens_per_second is not None:
+                    self.trial_tokens.add_metric(labels, outcome.tokens_per_second)
+                if outcome.mfu is not None:
+                    self.trial_mfu.add_metric(labels, outcome.mfu)
                 for attribute, value in exported(outcome.attribute_f1):
                     self.trial_attribute.add_metric([*labels, attribute], value)
 

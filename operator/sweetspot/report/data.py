@@ -59,6 +59,8 @@ def _scores(outcome: Outcome | None) -> dict[str, Any] | None:
         "plannedSteps": outcome.planned_steps,
         "samples": outcome.samples,
         "seconds": outcome.seconds,
+        "tokensPerSecond": outcome.tokens_per_second,
+        "mfu": outcome.mfu,
     }
 
 

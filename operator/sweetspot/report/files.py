@@ -20,9 +20,8 @@ def trials_csv(report: dict[str, Any]) -> str:
     buffer = io.StringIO()
     names = sorted({k for row in report["trials"] for k in row["params"]})
     writer = csv.writer(buffer)
-    stages = [
-        f"{stage}_{key}" for stage in ("early", "final") for key in ("f1", "precision", "recall", "accuracy", "loss")
-    ]
+    keys = ("f1", "precision", "recall", "accuracy", "loss", "tokensPerSecond", "mfu")
+    stages = [f"{stage}_{_snake(key)}" for stage in ("early", "final") for key in keys]
     # A multi-objective study: each trial's final value of every objective, and whether it is on the front.
     front = report.get("paretoFront")
     objectives: list[str] = front["objectives"] if front else []
@@ -30,16 +29,16 @@ def trials_csv(report: dict[str, Any]) -> str:
     extra = [*(f"objective_{o}" for o in objectives), "pareto_optimal"] if front else []
     writer.writerow(["trial", "state", *names, *stages, "seconds", "source", *extra])
     for row in report["trials"]:
-        scores = [
-            score_of(row[stage], key)
-            for stage in ("early", "final")
-            for key in ("f1", "precision", "recall", "accuracy", "loss")
-        ]
+        scores = [score_of(row[stage], key) for stage in ("early", "final") for key in keys]
         params = (row["params"].get(n) for n in names)
         values = row.get("objectives") or {}
         marks = [*(values.get(o, "") for o in objectives), int(row["trial"] in on_front)] if front else []
         writer.writerow([row["trial"], row["state"], *params, *scores, row["seconds"], row.get("source") or "", *marks])
     return buffer.getvalue()
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
 
 
 def attributes_csv(report: dict[str, Any]) -> str:

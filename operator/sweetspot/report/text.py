@@ -101,7 +101,9 @@ def _trials_table(report: dict[str, Any]) -> Any:
     columns = ["trial", "state", *(["judged at"] if widened else []), "early F1", early_signal_column]
     predicted = (report.get("prediction") or {}).get("trials")
     forecast = ["predicted final (80%)"] if predicted else []
-    table = Table(*columns, "final F1", *forecast, "final acc", "seconds", *(["from"] if sources else []), "params")
+    table = Table(
+        *columns, "final F1", *forecast, "final acc", "seconds", "tokens/s", *(["from"] if sources else []), "params"
+    )
     for row in report["trials"]:
         params = ", ".join(f"{k}={fmt(v, 5) if isinstance(v, float) else v}" for k, v in row["params"].items())
         judged_at = [f"{row['judgedAt']:.0%}" if row["judgedAt"] is not None else "-"] if widened else []
@@ -116,10 +118,21 @@ def _trials_table(report: dict[str, Any]) -> Any:
             *([_interval(predicted.get(str(row["trial"])))] if predicted else []),
             fmt(score_of(row["final"], "accuracy")),
             fmt(row["seconds"], 1),
+            _throughput(row),
             *(where if sources else []),
             params,
         )
     return table
+
+
+def _throughput(row: dict[str, Any]) -> str:
+    """The training tokens per second of the trial's last stage that reported it, with its MFU on CUDA."""
+    for stage in ("final", "early"):
+        scores = row[stage]
+        if scores and scores.get("tokensPerSecond") is not None:
+            mfu = f" ({scores['mfu']:.1%} MFU)" if scores.get("mfu") is not None else ""
+            return f"{scores['tokensPerSecond']:,.0f}{mfu}"
+    return "-"
 
 
 def _print_best(console: Any, report: dict[str, Any]) -> None:
