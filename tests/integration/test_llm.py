@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
-from benchmarks import knn_prompting
 from sweetspot.contract import StageResult
 from sweetspot_trainer.data import load_path, load_schema
+
+from support import by_path
+
+knn_prompting = by_path.load("benchmarks/knn_prompting.py", "knn_prompting_for_tests")
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(900)]
 
