@@ -114,21 +114,25 @@ def test_a_missing_or_corrupt_gguf_is_bad_input_with_a_clear_message(
     assert not (tmp_path / "cache" / "smollm2-135m-instruct-v1").exists()
 
 
-def test_the_trainer_benchmark_compares_the_causal_model_with_a_bare_loop(
-    converted: dict[str, Any], tmp_path: Path
-) -> None:
-    rows = tmp_path / "trainer.json"
-    command = ["-m", "benchmarks", "trainer", "--model", "smollm2-135m", "--steps", "3", "--batch-size", "2"]
+def benchmark(cache: Path, out: Path, *args: str) -> Any:
+    """`python -m benchmarks ARGS --json OUT` from the repository root on the converted model: its JSON."""
     run = subprocess.run(
-        [sys.executable, *command, "--json", str(rows)],
-        env={**os.environ, "SWEETSPOT_CACHE": str(converted["cache"])},
+        [sys.executable, "-m", "benchmarks", *args, "--json", str(out)],
+        env={**os.environ, "SWEETSPOT_CACHE": str(cache)},
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    bare, ours = json.loads(rows.read_text())
+    return json.loads(out.read_text())
+
+
+def test_the_trainer_benchmark_compares_the_causal_model_with_a_bare_loop(
+    converted: dict[str, Any], tmp_path: Path
+) -> None:
+    command = ["trainer", "--model", "smollm2-135m", "--steps", "3", "--batch-size", "2"]
+    bare, ours = benchmark(converted["cache"], tmp_path / "trainer.json", *command)
     assert (bare["loop"], ours["loop"]) == ("bare transformers + peft", "sweetspot trainer")
     assert bare["model"] == ours["model"] == "builtin:smollm2-135m"
     assert bare["ratio"] == 1.0
@@ -142,18 +146,8 @@ def test_the_trainer_benchmark_compares_the_causal_model_with_a_bare_loop(
 def test_the_decode_benchmark_gives_each_row_the_tokens_generate_gives_it(
     converted: dict[str, Any], tmp_path: Path
 ) -> None:
-    out = tmp_path / "decode.json"
-    command = ["-m", "benchmarks", "decode", "--rows", "12", "--batch-size", "4", "--train-steps", "2"]
-    run = subprocess.run(
-        [sys.executable, *command, "--json", str(out)],
-        env={**os.environ, "SWEETSPOT_CACHE": str(converted["cache"])},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    result = json.loads(out.read_text())
+    command = ["decode", "--rows", "12", "--batch-size", "4", "--train-steps", "2"]
+    result = benchmark(converted["cache"], tmp_path / "decode.json", *command)
     bare, ours = result["loops"]
     assert (bare["loop"], ours["loop"]) == ("bare generate", "sweetspot")
     assert bare["rows"] == ours["rows"] == result["rows"] == 12
